@@ -1,0 +1,20 @@
+"""buildjail: run Python build backends (PEP 517 hooks) inside a Linux sandbox."""
+
+from __future__ import annotations
+
+from .errors import BuildjailError, PolicyError, SandboxSetupError
+from .limits import Limits
+from .policy import Policy
+from .result import RunResult
+from .sandbox import Sandbox
+
+__all__ = [
+    "BuildjailError",
+    "Limits",
+    "Policy",
+    "PolicyError",
+    "RunResult",
+    "Sandbox",
+    "SandboxSetupError",
+]
+__version__ = "0.1.0"

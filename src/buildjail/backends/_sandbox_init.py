@@ -1,0 +1,240 @@
+"""What runs inside the native sandbox: its init process and the command's set-up."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import select
+import signal
+import socket
+from typing import NoReturn
+
+from .. import _kernel as k
+from .. import seccomp
+from ..filesystem import MountPlan, apply_mounts
+from ..identity import Identity
+from ..limits import Limits
+
+EXIT_SETUP = 125
+_MONITOR_TICK = 0.05
+_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT,
+                  signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1)
+
+
+@dataclasses.dataclass(frozen=True)
+class InitPlan:
+    """Everything the sandbox's init needs, computed by the supervisor beforehand."""
+
+    namespaces: int
+    hostname: str | None
+    loopback: bool
+    mounts: MountPlan | None
+    fresh_proc: bool
+    identity: Identity
+    switch_identity: bool
+    drop_capabilities: bool
+    no_new_privs: bool
+    seccomp_program: bytes | None
+    new_session: bool
+    limits: Limits
+    monitor: bool
+    argv: tuple[str, ...]
+    cwd: str
+    env: dict[str, str]
+    stdio: tuple[int | None, int | None, int | None]
+
+
+def report_error(fd: int, reason: str, fix: str = "") -> None:
+    """Send a set-up failure to the caller, one JSON line."""
+    message = json.dumps({"error": reason, "fix": fix}).encode() + b"\n"
+    try:
+        os.write(fd, message)
+    except OSError:
+        pass
+
+
+def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
+    """Become the sandbox's init: set up namespaces, start the command, reap, report."""
+    try:
+        k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _close_other_fds((report_fd, status_fd, *_stdio_fds(plan)))
+        k.scrub_process_memory(b"buildjail-init")
+        k.prctl(k.PR_SET_DUMPABLE, 0)
+        _enter_namespaces(plan)
+        wakeup = _watch_children()
+        child = os.fork()
+        if child == 0:
+            _exec_command(plan, report_fd)
+        os.close(report_fd)
+        status, limit = _reap_until(child, wakeup, plan)
+        os.write(status_fd, json.dumps({"status": status, "limit": limit}).encode())
+    except OSError as error:
+        report_error(report_fd, f"sandbox set-up failed: {error}", _fix_for(error))
+        os._exit(EXIT_SETUP)
+    except BaseException as error:  # noqa: BLE001 - never return into the caller's code
+        report_error(report_fd, f"sandbox set-up failed: {error!r}")
+        os._exit(EXIT_SETUP)
+    os._exit(0)
+
+
+def _fix_for(error: OSError) -> str:
+    from ..diagnosis import explain
+
+    return explain(str(error), error).fix
+
+
+def _stdio_fds(plan: InitPlan) -> tuple[int, ...]:
+    return tuple(fd for fd in plan.stdio if fd is not None)
+
+
+def _enter_namespaces(plan: InitPlan) -> None:
+    if plan.namespaces:
+        try:
+            k.unshare(plan.namespaces)
+        except OSError as error:
+            raise OSError(error.errno, f"unshare namespaces: {error.strerror}") from None
+    if plan.loopback:
+        k.loopback_up()
+    if plan.hostname is not None:
+        socket.sethostname(plan.hostname)
+    if plan.mounts is not None:
+        apply_mounts(plan.mounts)
+    elif plan.fresh_proc:
+        k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+        k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+
+
+def _watch_children() -> int:
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(write_end)
+    return read_end
+
+
+def _reap_until(child: int, wakeup: int, plan: InitPlan) -> tuple[int, str | None]:
+    """Reap every process that exits until *child* does; watch the limits meanwhile."""
+    poller = select.poll()
+    poller.register(wakeup, select.POLLIN)
+    timeout = int(_MONITOR_TICK * 1000) if plan.monitor else None
+    while True:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return 0, None
+            if pid == 0:
+                break
+            if pid == child:
+                return status, _limit_from_status(status)
+        if poller.poll(timeout):
+            os.read(wakeup, 4096)
+        if plan.monitor:
+            limit = _over_limits(plan.limits)
+            if limit:
+                os.kill(-1, signal.SIGKILL)
+                _, status = os.waitpid(child, 0)
+                return status, limit
+
+
+def _limit_from_status(status: int) -> str | None:
+    code = os.waitstatus_to_exitcode(status)
+    return "file_size" if code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ) else None
+
+
+def _over_limits(limits: Limits) -> str | None:
+    """Count the sandbox's processes and their private memory, seen in its own /proc."""
+    pids = [name for name in os.listdir("/proc") if name.isdigit() and name != "1"]
+    if limits.processes and len(pids) >= limits.processes - 1:
+        return "processes"
+    if limits.memory:
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/statm") as stream:
+                    fields = stream.read().split()
+                total += (int(fields[1]) - int(fields[2])) * page
+            except (OSError, IndexError, ValueError):
+                continue
+        if total > limits.memory:
+            return "memory"
+    return None
+
+
+def _exec_command(plan: InitPlan, report_fd: int) -> NoReturn:
+    """Finish the set-up in the command's own process, then exec it."""
+    stage = "prepare the command"
+    try:
+        signal.set_wakeup_fd(-1)
+        for number in _RESET_SIGNALS:
+            signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        for target, fd in enumerate(plan.stdio):
+            if fd is not None and fd != target:
+                os.dup2(fd, target)
+        _close_other_fds((report_fd,))
+        if plan.new_session:
+            os.setsid()
+        stage = "set resource limits"
+        _set_rlimits(plan.limits)
+        stage = "drop privileges"
+        _drop_privileges(plan)
+        stage = "enter the working directory"
+        os.chdir(plan.cwd)
+        if plan.no_new_privs:
+            stage = "set no_new_privs"
+            k.set_no_new_privs()
+        if plan.seccomp_program is not None:
+            stage = "seccomp filter"
+            seccomp.install_filter(plan.seccomp_program)
+        stage = "execute"
+        os.execvpe(plan.argv[0], plan.argv, plan.env)
+    except OSError as error:
+        report_error(report_fd, *_command_error(stage, plan, error))
+    except BaseException as error:  # noqa: BLE001 - never return into the caller's code
+        report_error(report_fd, f"{stage}: {error!r}")
+    os._exit(EXIT_SETUP)
+
+
+def _command_error(stage: str, plan: InitPlan, error: OSError) -> tuple[str, str]:
+    if stage == "execute":
+        return (f"cannot execute {plan.argv[0]!r} in the sandbox: {error.strerror}",
+                "check the command exists and is readable in the sandbox (add its directory "
+                "with --readonly if it lives under a masked path such as /root or /home)")
+    if stage == "enter the working directory":
+        return (f"the working directory {plan.cwd} is not reachable in the sandbox: "
+                f"{error.strerror}",
+                "run from a visible directory, or expose it with --readonly/--writable")
+    return f"{stage}: {error.strerror or error}", "run `buildjail doctor`"
+
+
+def _set_rlimits(limits: Limits) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if limits.processes:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+    if limits.file_size:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
+
+
+def _drop_privileges(plan: InitPlan) -> None:
+    if plan.drop_capabilities:
+        k.drop_bounding_and_ambient()
+    if plan.switch_identity:
+        identity = plan.identity
+        os.setgroups([])
+        os.setresgid(identity.gid, identity.gid, identity.gid)
+        os.setresuid(identity.uid, identity.uid, identity.uid)
+    if plan.drop_capabilities:
+        k.clear_capability_sets()
+
+
+def _close_other_fds(keep: tuple[int, ...]) -> None:
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, 1 << 20)

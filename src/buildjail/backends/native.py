@@ -1,0 +1,369 @@
+"""The native backend: enforces a policy with the kernel's own interfaces, no external tools."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import itertools
+import json
+import os
+import select
+import signal
+import sys
+import time
+from typing import Any, NoReturn
+
+from .. import _kernel as k
+from .. import cgroups, identity, ownership, seccomp
+from ..errors import EXIT_TIMEOUT, SandboxSetupError
+from ..filesystem import plan_mounts
+from ..policy import Policy
+from ..result import RunResult
+from . import Request
+from ._sandbox_init import InitPlan, report_error, run_init
+
+_SUPERVISOR_NAMESPACES = ("user", "pid")
+_counter = itertools.count()
+
+
+@functools.cache
+def _seccomp_program() -> bytes:
+    return seccomp.build_filter()
+
+
+@dataclasses.dataclass
+class _Run:
+    """The caller-side state of one sandboxed command."""
+
+    request: Request
+    plan: InitPlan
+    layers: tuple[str, ...]
+    supervisor_flags: int
+    map_ids: bool
+    lease: identity.Lease | None = None
+    cgroup: cgroups.Cgroup | None = None
+    writable: tuple[str, ...] = ()
+
+    def release(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        if self.lease is not None:
+            self.lease.release()
+
+
+class NativeBackend:
+    """Enforce policies with namespaces, mounts, uid switching, prctl and seccomp."""
+
+    name = "native"
+
+    def run(self, request: Request) -> RunResult:
+        """Run the command in the sandbox; raise SandboxSetupError if it cannot be set up."""
+        start = time.monotonic()
+        run = _prepare(request)
+        try:
+            outcome = _execute(run)
+        finally:
+            run.release()
+        return RunResult(
+            exit_code=outcome["exit_code"],
+            duration=time.monotonic() - start,
+            layers=run.layers,
+            limit_hit=outcome.get("limit"),
+            signal=outcome.get("signal"),
+            backend=self.name,
+            policy=request.policy.name,
+            uid=run.plan.identity.uid,
+        )
+
+
+def _prepare(request: Request) -> _Run:
+    policy = request.policy
+    _check_paths(policy, request.cwd)
+    root = os.geteuid() == 0
+    namespaces = set(policy.namespaces)
+    if namespaces and not root:
+        namespaces.add("user")
+    lease = identity.acquire() if root and policy.ephemeral_identity else None
+    try:
+        who = _identity(lease)
+        cgroup = _limit_cgroup(policy, who, root)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+    mounts = None
+    if policy.filesystem:
+        mounts = plan_mounts(
+            readonly=(*_interpreter_paths(), *policy.readonly),
+            writable=policy.writable,
+            masked=policy.masked,
+            identity=who,
+            outsider=lease is not None,
+        )
+    monitor = cgroup is None and bool(policy.limits.memory or policy.limits.processes) and (
+        "pid" in namespaces and "mount" in namespaces)
+    env = dict(request.env)
+    if policy.filesystem:
+        env.update(HOME=who.home, USER=who.name, LOGNAME=who.name, TMPDIR="/tmp")
+    plan = InitPlan(
+        namespaces=_flags(namespaces - set(_SUPERVISOR_NAMESPACES)),
+        hostname=policy.hostname if "uts" in namespaces else None,
+        loopback="net" in namespaces,
+        mounts=mounts,
+        fresh_proc="pid" in namespaces and "mount" in namespaces,
+        identity=who,
+        switch_identity=lease is not None,
+        drop_capabilities=policy.drop_capabilities,
+        no_new_privs=policy.no_new_privs,
+        seccomp_program=_seccomp_program() if policy.seccomp else None,
+        new_session=policy.new_session,
+        limits=policy.limits,
+        monitor=monitor,
+        argv=request.argv,
+        cwd=request.cwd,
+        env=env,
+        stdio=(request.stdin, request.stdout, request.stderr),
+    )
+    return _Run(
+        request=request,
+        plan=plan,
+        layers=_layers(policy, namespaces, lease is not None, cgroup, monitor),
+        supervisor_flags=_flags(namespaces & set(_SUPERVISOR_NAMESPACES)),
+        map_ids="user" in namespaces,
+        lease=lease,
+        cgroup=cgroup,
+        writable=mounts.writable if mounts else (),
+    )
+
+
+def _check_paths(policy: Policy, cwd: str) -> None:
+    for kind, paths in (("writable", policy.writable), ("read-only", policy.readonly)):
+        for path in paths:
+            if not os.path.exists(path):
+                raise SandboxSetupError(f"the {kind} path {path} does not exist",
+                                        "create it first, or fix the path")
+    if not os.path.isdir(cwd):
+        raise SandboxSetupError(f"the working directory {cwd} does not exist",
+                                "pass an existing directory as cwd")
+
+
+def _identity(lease: identity.Lease | None) -> identity.Identity:
+    home = "/home/" + identity.USER_NAME if os.path.isdir("/home") else "/tmp/home"
+    if lease is not None:
+        return dataclasses.replace(lease.identity, home=home)
+    return identity.Identity(uid=os.getuid(), gid=os.getgid(), home=home)
+
+
+def _limit_cgroup(policy: Policy, who: identity.Identity, root: bool) -> cgroups.Cgroup | None:
+    limits = policy.limits
+    if not root or "pid" not in policy.namespaces or not (limits.memory or limits.processes):
+        return None
+    name = f"buildjail-{who.uid}" if who.uid else f"buildjail-{os.getpid()}-{next(_counter)}"
+    # +1: the supervisor waits inside the cgroup so that the sandbox starts in it.
+    return cgroups.create(name, limits.memory, limits.processes and limits.processes + 1)
+
+
+def _interpreter_paths() -> tuple[str, ...]:
+    paths = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    return tuple(sorted(path for path in paths if path and path != "/"))
+
+
+def _flags(names: set[str]) -> int:
+    flags = 0
+    for name in names:
+        flags |= k.NAMESPACE_FLAGS[name]
+    return flags
+
+
+def _layers(policy: Policy, namespaces: set[str], ephemeral: bool,
+            cgroup: cgroups.Cgroup | None, monitor: bool) -> tuple[str, ...]:
+    layers = [f"namespace:{name}" for name in sorted(namespaces)]
+    if "net" in namespaces:
+        layers.append("network:loopback-only")
+    checks = (
+        (policy.filesystem, "filesystem"),
+        (ephemeral, "identity:ephemeral"),
+        (not ephemeral and "user" in namespaces and policy.ephemeral_identity,
+         "identity:user-namespace"),
+        (policy.env_keep != ("*",) or bool(policy.env_delete), "environment"),
+        (policy.no_new_privs, "no_new_privs"),
+        (policy.drop_capabilities, "capabilities"),
+        (policy.seccomp, "seccomp"),
+        (policy.new_session, "session"),
+        (policy.kill_all, "kill_all"),
+        (bool(policy.limits.processes or policy.limits.file_size), "limits:rlimit"),
+        (cgroup is not None, f"limits:cgroup-v{cgroup.version}" if cgroup else ""),
+        (monitor, "limits:monitor"),
+        (policy.limits.wall_time is not None, "limits:wall_time"),
+    )
+    layers += [name for enabled, name in checks if enabled]
+    return tuple(layers)
+
+
+def _execute(run: _Run) -> dict[str, Any]:
+    report_r, report_w = os.pipe()
+    life_r, life_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(report_r)
+        os.close(life_w)
+        _supervise(run, report_w, life_r)
+    os.close(report_w)
+    os.close(life_r)
+    data, interrupted = _read_all(report_r, life_w)
+    _wait(pid)
+    if interrupted is not None:
+        raise interrupted
+    return _outcome(data)
+
+
+def _read_all(fd: int, lifeline: int) -> tuple[bytes, KeyboardInterrupt | None]:
+    """Read the supervisor's report; on Ctrl-C cut the lifeline so it stops the sandbox."""
+    chunks, interrupted = [], None
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except KeyboardInterrupt as error:
+                interrupted = error
+                with contextlib.suppress(OSError):
+                    os.close(lifeline)
+                continue
+            if not chunk:
+                return b"".join(chunks), interrupted
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(lifeline)
+
+
+def _wait(pid: int) -> None:
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except KeyboardInterrupt:
+            continue
+        except ChildProcessError:
+            return
+
+
+def _outcome(data: bytes) -> dict[str, Any]:
+    result: dict[str, Any] | None = None
+    for line in data.splitlines():
+        message = json.loads(line)
+        if "error" in message:
+            raise SandboxSetupError(message["error"], message.get("fix", ""))
+        result = message
+    if result is None or result.get("setup_failed"):
+        raise SandboxSetupError("the sandbox supervisor died without a report",
+                                "run `buildjail doctor`; this is a bug if it reports no problem")
+    return result
+
+
+def _supervise(run: _Run, report_fd: int, lifeline: int) -> NoReturn:
+    """The supervisor: starts the sandbox, enforces the wall time, cleans up, reports."""
+    try:
+        for number in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
+        os.setpgid(0, 0)
+        outcome = _supervise_sandbox(run, report_fd, lifeline)
+        os.write(report_fd, json.dumps(outcome).encode() + b"\n")
+    except SandboxSetupError as error:
+        report_error(report_fd, error.reason, error.fix)
+    except OSError as error:
+        from ..diagnosis import explain
+
+        failure = explain(str(error), error)
+        report_error(report_fd, failure.reason, failure.fix)
+    except BaseException as error:  # noqa: BLE001 - never return into the caller's code
+        report_error(report_fd, f"sandbox supervisor failed: {error!r}")
+    os._exit(0)
+
+
+def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]:
+    who = run.plan.identity
+    owners = ownership.lend(run.writable, who.uid, who.gid) if run.lease else None
+    try:
+        if run.cgroup is not None:
+            run.cgroup.add(os.getpid())
+        try:
+            return _start_and_watch(run, report_fd, lifeline)
+        finally:
+            if run.cgroup is not None:
+                run.cgroup.leave(os.getpid())
+    finally:
+        if owners is not None:
+            ownership.hand_back(run.writable, owners, who.uid, os.getuid(), os.getgid())
+
+
+def _start_and_watch(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]:
+    if run.supervisor_flags:
+        try:
+            k.unshare(run.supervisor_flags)
+        except OSError as error:
+            raise OSError(error.errno, f"unshare user/pid namespaces: {error.strerror}") from None
+        if run.map_ids:
+            k.map_current_ids(os.getuid(), os.getgid(), os.getuid(), os.getgid())
+    status_r, status_w = os.pipe()
+    init = os.fork()
+    if init == 0:
+        os.close(status_r)
+        os.close(lifeline)
+        run_init(run.plan, report_fd, status_w)
+    os.close(status_w)
+    stopped = _watch(init, lifeline, run)
+    _, wait_status = os.waitpid(init, 0)
+    with os.fdopen(status_r, "rb") as stream:
+        status = stream.read()
+    if stopped == "wall_time":
+        return {"exit_code": EXIT_TIMEOUT, "limit": "wall_time", "signal": signal.SIGKILL}
+    if not status:
+        if os.waitstatus_to_exitcode(wait_status) == 125:
+            return {"exit_code": 125, "setup_failed": True}
+        return {"exit_code": 128 + signal.SIGKILL, "limit": stopped, "signal": signal.SIGKILL}
+    child = json.loads(status)
+    code = os.waitstatus_to_exitcode(child["status"])
+    limit = stopped or child["limit"] or (run.cgroup.limit_hit() if run.cgroup else None)
+    if code < 0:
+        return {"exit_code": 128 - code, "limit": limit, "signal": -code}
+    return {"exit_code": code, "limit": limit}
+
+
+def _watch(init: int, lifeline: int, run: _Run) -> str | None:
+    """Wait for the init to exit; kill it on timeout, a cgroup limit or the caller's death."""
+    wall_time = run.request.policy.limits.wall_time
+    deadline = None if wall_time is None else time.monotonic() + wall_time
+    pidfd = os.pidfd_open(init)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(lifeline, select.POLLIN)
+    reason: str | None = None
+    try:
+        while True:
+            timeout = _next_timeout(deadline, run.cgroup is not None)
+            events = dict(poller.poll(timeout))
+            if pidfd in events:
+                return None
+            if lifeline in events:
+                reason = "interrupted"
+            elif deadline is not None and time.monotonic() >= deadline:
+                reason = "wall_time"
+            elif run.cgroup is not None:
+                reason = run.cgroup.limit_hit()
+            if reason is not None:
+                os.kill(init, signal.SIGKILL)
+                return None if reason == "interrupted" else reason
+    finally:
+        os.close(pidfd)
+
+
+def _next_timeout(deadline: float | None, ticking: bool) -> int | None:
+    candidates = []
+    if deadline is not None:
+        candidates.append(max(0.0, deadline - time.monotonic()))
+    if ticking:
+        candidates.append(0.1)
+    return int(min(candidates) * 1000) + 1 if candidates else None

@@ -1,0 +1,129 @@
+"""Memory and process-count limits through a cgroup per sandbox (v2, or v1 controllers)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+ROOT = "/sys/fs/cgroup"
+
+
+class Cgroup:
+    """A cgroup (one per controller on v1) holding one sandbox, with its limits."""
+
+    def __init__(self, paths: dict[str, str], version: int) -> None:
+        self.paths = paths
+        self.version = version
+
+    def add(self, pid: int) -> None:
+        """Move process *pid* into the cgroup."""
+        for path in dict.fromkeys(self.paths.values()):
+            _write(os.path.join(path, "cgroup.procs"), str(pid))
+
+    def leave(self, pid: int) -> None:
+        """Move process *pid* back to the parent cgroup(s)."""
+        for path in dict.fromkeys(self.paths.values()):
+            _write(os.path.join(os.path.dirname(path), "cgroup.procs"), str(pid))
+
+    def limit_hit(self) -> str | None:
+        """Return ``memory`` or ``processes`` when the kernel enforced that limit."""
+        if self.version == 2:
+            if _counter(self.paths["memory"], "memory.events", "oom_kill") > 0:
+                return "memory"
+        elif _counter(self.paths["memory"], "memory.oom_control", "oom_kill") > 0:
+            return "memory"
+        if _counter(self.paths["pids"], "pids.events", "max") > 0:
+            return "processes"
+        return None
+
+    def remove(self) -> None:
+        """Delete the (now empty) cgroup directories."""
+        for path in dict.fromkeys(self.paths.values()):
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(path)
+
+
+def create(name: str, memory: int | None, processes: int | None) -> Cgroup | None:
+    """Create a cgroup enforcing the limits, or return None when this host has none to give."""
+    if os.path.exists(os.path.join(ROOT, "cgroup.controllers")):
+        return _create_v2(name, memory, processes)
+    return _create_v1(name, memory, processes)
+
+
+def _create_v2(name: str, memory: int | None, processes: int | None) -> Cgroup | None:
+    parent = os.path.join(ROOT, _own_path("0").lstrip("/"))
+    path = os.path.join(parent, name)
+    try:
+        _make_fresh(path)
+        if not os.path.exists(os.path.join(path, "memory.max")) or not os.path.exists(
+            os.path.join(path, "pids.max")
+        ):
+            os.rmdir(path)
+            return None
+        _write(os.path.join(path, "memory.max"), str(memory or "max"))
+        if memory and os.path.exists(os.path.join(path, "memory.swap.max")):
+            _write(os.path.join(path, "memory.swap.max"), "0")
+        _write(os.path.join(path, "pids.max"), str(processes or "max"))
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+        return None
+    return Cgroup({"memory": path, "pids": path}, 2)
+
+
+def _create_v1(name: str, memory: int | None, processes: int | None) -> Cgroup | None:
+    paths = {}
+    for controller in ("memory", "pids"):
+        mount = os.path.join(ROOT, controller)
+        if not os.path.isdir(mount):
+            return None
+        paths[controller] = os.path.join(mount, _own_path(controller).lstrip("/"), name)
+    cgroup = Cgroup(paths, 1)
+    try:
+        for path in paths.values():
+            _make_fresh(path)
+        if memory:
+            _write(os.path.join(paths["memory"], "memory.limit_in_bytes"), str(memory))
+            with contextlib.suppress(OSError):  # absent without swap accounting
+                _write(os.path.join(paths["memory"], "memory.memsw.limit_in_bytes"), str(memory))
+        if processes:
+            _write(os.path.join(paths["pids"], "pids.max"), str(processes))
+    except OSError:
+        cgroup.remove()
+        return None
+    return cgroup
+
+
+def _make_fresh(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError, OSError):
+        os.rmdir(path)  # a stale, empty cgroup of a killed run with the same identity
+    os.mkdir(path)
+
+
+def _own_path(controller: str) -> str:
+    """Return this process's cgroup path for a v1 controller, or the v2 one for ``0``."""
+    with open("/proc/self/cgroup") as stream:
+        for line in stream:
+            number, controllers, path = line.rstrip("\n").split(":", 2)
+            if controller == "0" and number == "0":
+                return path
+            if controller in controllers.split(","):
+                return path
+    raise OSError(f"no cgroup for {controller}")
+
+
+def _counter(directory: str, filename: str, key: str) -> int:
+    try:
+        with open(os.path.join(directory, filename)) as stream:
+            for line in stream:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as stream:
+        stream.write(text)

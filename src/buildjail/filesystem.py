@@ -1,0 +1,194 @@
+"""The sandbox's view of the filesystem: a plan computed by the caller, applied inside."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+
+from . import _kernel as k
+from .identity import Identity, group_text, passwd_text
+
+PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/run")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+_RO_FLAGS = k.MOUNT_ATTR_RDONLY | k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NODEV
+_SYNTHETIC_DIR = "/run/buildjail"
+
+
+@dataclasses.dataclass(frozen=True)
+class MountPlan:
+    """Everything the sandbox's mount namespace is built from."""
+
+    readonly: tuple[str, ...]
+    writable: tuple[str, ...]
+    masked_dirs: tuple[str, ...]
+    masked_files: tuple[str, ...]
+    identity: Identity
+
+
+def plan_mounts(
+    readonly: tuple[str, ...],
+    writable: tuple[str, ...],
+    masked: tuple[str, ...],
+    identity: Identity,
+    outsider: bool,
+) -> MountPlan:
+    """Plan the mounts; *outsider* means the identity owns nothing on the host."""
+    exposed = _existing((*readonly, *writable))
+    masks = [*masked, *_home_directories()]
+    if outsider:
+        masks += _untraversable_ancestors(exposed)
+    masks = [path for path in _existing(_outermost(masks)) if path not in exposed]
+    masked_dirs = tuple(path for path in masks if os.path.isdir(path))
+    masked_files = tuple(path for path in masks if path not in masked_dirs)
+    return MountPlan(
+        readonly=tuple(path for path in _existing(readonly) if path not in writable),
+        writable=_existing(writable),
+        masked_dirs=masked_dirs,
+        masked_files=masked_files,
+        identity=identity,
+    )
+
+
+def apply_mounts(plan: MountPlan) -> None:
+    """Build the sandbox's filesystem; runs inside the new mount namespace, privileged."""
+    k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    trees = _clone_trees(plan)
+    devices = {name: k.open_tree_clone("/dev/" + name, recursive=False) for name in DEVICES}
+    k.set_mount_attributes("/", _RO_FLAGS)
+    _mount_dev(devices)
+    k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+    for path in PRIVATE_TMPFS:
+        if os.path.isdir(path):
+            mode = "0755" if path == "/run" else "1777"
+            _tmpfs(path, f"mode={mode}")
+    exposed = (*plan.readonly, *plan.writable)
+    masks = (*plan.masked_dirs, *plan.masked_files)
+    inside = [path for path in masks if _within_any(path, exposed)]
+    _mask([path for path in masks if path not in inside])
+    _synthetic_accounts(plan.identity)
+    _make_home(plan.identity)
+    for path, fd in sorted(trees, key=lambda item: item[0].count("/")):
+        _ensure_mountpoint(path)
+        k.move_mount(fd, path)
+        os.close(fd)
+    _mask(inside)
+    for path in plan.masked_dirs:
+        k.set_mount_attributes(path, _RO_FLAGS, recursive=False)
+
+
+def _mask(paths: list[str]) -> None:
+    for path in paths:
+        if os.path.isdir(path):
+            _tmpfs(path, "mode=0755,size=1m")
+        else:
+            k.mount("/dev/null", path, None, k.MS_BIND)
+
+
+def _within_any(path: str, trees: tuple[str, ...]) -> bool:
+    return any(path == tree or path.startswith(tree.rstrip("/") + "/") for tree in trees)
+
+
+def _clone_trees(plan: MountPlan) -> list[tuple[str, int]]:
+    trees = []
+    for path in plan.readonly:
+        fd = k.open_tree_clone(path)
+        k.set_mount_attributes(fd, _RO_FLAGS)
+        trees.append((path, fd))
+    for path in plan.writable:
+        fd = k.open_tree_clone(path)
+        k.set_mount_attributes(fd, k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NODEV)
+        trees.append((path, fd))
+    return trees
+
+
+def _mount_dev(devices: dict[str, int]) -> None:
+    _tmpfs("/dev", "mode=0755,size=64k", k.MS_NOSUID | k.MS_NOEXEC)
+    for name, fd in devices.items():
+        path = "/dev/" + name
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666))
+        k.move_mount(fd, path)
+        os.close(fd)
+    os.mkdir("/dev/shm", 0o1777)
+    _tmpfs("/dev/shm", "mode=1777")
+    os.mkdir("/dev/pts", 0o755)
+    k.mount("devpts", "/dev/pts", "devpts", k.MS_NOSUID | k.MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=620")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                         ("ptmx", "pts/ptmx")):
+        os.symlink(target, "/dev/" + name)
+    k.set_mount_attributes("/dev", _RO_FLAGS & ~k.MOUNT_ATTR_NODEV, recursive=False)
+
+
+def _tmpfs(path: str, options: str, flags: int = k.MS_NOSUID | k.MS_NODEV) -> None:
+    k.mount("tmpfs", path, "tmpfs", flags, options)
+
+
+def _synthetic_accounts(identity: Identity) -> None:
+    os.makedirs(_SYNTHETIC_DIR, mode=0o755, exist_ok=True)
+    for name, text in (("passwd", passwd_text(identity)), ("group", group_text(identity))):
+        source = os.path.join(_SYNTHETIC_DIR, name)
+        with open(source, "w") as stream:
+            stream.write(text)
+        os.chmod(source, 0o644)
+        target = "/etc/" + name
+        if os.path.exists(target):
+            k.mount(source, target, None, k.MS_BIND)
+            k.mount(None, target, None, k.MS_BIND | k.MS_REMOUNT | k.MS_RDONLY | k.MS_NOSUID
+                    | k.MS_NODEV)
+
+
+def _make_home(identity: Identity) -> None:
+    os.makedirs(identity.home, mode=0o700, exist_ok=True)
+    _tmpfs(identity.home, f"mode=0700,uid={identity.uid},gid={identity.gid}")
+
+
+def _ensure_mountpoint(path: str) -> None:
+    if os.path.lexists(path):
+        return
+    _ensure_mountpoint(os.path.dirname(path))
+    os.mkdir(path, 0o755)
+
+
+def _existing(paths: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(path for path in paths if os.path.lexists(path)))
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    ordered = sorted(dict.fromkeys(os.path.normpath(path) for path in paths))
+    kept: list[str] = []
+    for path in ordered:
+        if not any(path == top or path.startswith(top.rstrip("/") + "/") for top in kept):
+            kept.append(path)
+    return kept
+
+
+def _home_directories() -> list[str]:
+    homes = []
+    try:
+        with open("/etc/passwd") as stream:
+            for line in stream:
+                parts = line.split(":")
+                if len(parts) > 5 and parts[2].isdigit() and (
+                    int(parts[2]) == 0 or 1000 <= int(parts[2]) < 65534
+                ) and parts[5].startswith("/") and parts[5] != "/":
+                    homes.append(parts[5])
+    except OSError:
+        pass
+    return homes
+
+
+def _untraversable_ancestors(paths: tuple[str, ...]) -> list[str]:
+    """Directories above *paths* that an unknown user could not enter: mask them."""
+    found = []
+    for path in paths:
+        parent = os.path.dirname(os.path.abspath(path))
+        outermost = None
+        while parent != "/":
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                outermost = parent
+            parent = os.path.dirname(parent)
+        if outermost:
+            found.append(outermost)
+    return found

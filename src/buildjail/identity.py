@@ -1,0 +1,177 @@
+"""Ephemeral build identities: a fresh UID/GID per sandbox, from a lock-protected range."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import os
+import random
+import struct
+
+from .errors import SandboxSetupError
+
+LOCK_DIR = "/run/buildjail"
+LOCK_FILE = "ids.lock"
+PREFERRED_BASE = 1_000_000
+SLOTS = 4096
+MIN_SLOTS = 64
+USER_NAME = "buildjail"
+
+_F_WRLCK = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """The uid and gid a sandboxed command runs as, and the name it sees for them."""
+
+    uid: int
+    gid: int
+    name: str = USER_NAME
+    home: str = "/home/" + USER_NAME
+
+
+@dataclasses.dataclass(frozen=True)
+class IdRange:
+    """A block of ids, mapped in this user namespace and unused by the host's accounts."""
+
+    start: int
+    size: int
+
+
+class Lease:
+    """A held identity; releasing it (or the holder dying) frees the id for reuse."""
+
+    def __init__(self, identity: Identity, lock_fd: int) -> None:
+        self.identity = identity
+        self.lock_fd = lock_fd
+
+    def release(self) -> None:
+        """Give the identity back."""
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+
+def mapped_intervals(map_path: str) -> list[tuple[int, int]]:
+    """Return the ``[start, end)`` intervals of ids mapped into this user namespace."""
+    intervals = []
+    with open(map_path) as stream:
+        for line in stream:
+            inside, _outside, count = (int(part) for part in line.split())
+            intervals.append((inside, inside + count))
+    return intervals
+
+
+def choose_range(
+    uid_map: list[tuple[int, int]], gid_map: list[tuple[int, int]], taken: set[int]
+) -> IdRange:
+    """Pick the ephemeral range: the preferred block if mapped, else the top of the largest."""
+    usable = _intersect(uid_map, gid_map)
+    for start, end in usable:
+        if start <= PREFERRED_BASE and PREFERRED_BASE + SLOTS <= end:
+            return IdRange(PREFERRED_BASE, SLOTS)
+    best = max(usable, key=lambda interval: interval[1] - interval[0], default=(0, 0))
+    end = min(best[1], 65534)
+    floor = max(best[0], 1000, *(id_ + 1 for id_ in taken if id_ < end))
+    start = max(floor, end - SLOTS)
+    if end - start < MIN_SLOTS:
+        raise SandboxSetupError(
+            f"this user namespace maps too few ids for ephemeral build users "
+            f"(need {MIN_SLOTS} above every account, mapped: {uid_map})",
+            "map more subordinate ids (e.g. a 65536-id range in /etc/subuid and /etc/subgid) "
+            "or disable ephemeral_identity in the policy",
+        )
+    return IdRange(start, end - start)
+
+
+def host_range() -> IdRange:
+    """Return the ephemeral id range of this host."""
+    taken = _account_ids("/etc/passwd") | _account_ids("/etc/group")
+    return choose_range(
+        mapped_intervals("/proc/self/uid_map"), mapped_intervals("/proc/self/gid_map"), taken
+    )
+
+
+def acquire(id_range: IdRange | None = None) -> Lease:
+    """Lease a free ephemeral identity; the lease is held through an OFD lock."""
+    id_range = id_range or host_range()
+    fd = _open_lock_file()
+    offset = random.randrange(id_range.size)
+    for step in range(id_range.size):
+        slot = (offset + step) % id_range.size
+        if _try_lock(fd, slot):  # OFD locks conflict between threads of one process too
+            uid = id_range.start + slot
+            return Lease(Identity(uid=uid, gid=uid), fd)
+    os.close(fd)
+    raise SandboxSetupError(
+        f"all {id_range.size} ephemeral build identities are in use",
+        "wait for running builds to finish, or run fewer at once",
+    )
+
+
+def _try_lock(fd: int, slot: int) -> bool:
+    request = struct.pack("hhqqi4x", _F_WRLCK, os.SEEK_SET, slot, 1, 0)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)  # type: ignore[attr-defined]
+    except OSError as error:
+        if error.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _open_lock_file() -> int:
+    try:
+        os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+        return os.open(os.path.join(LOCK_DIR, LOCK_FILE),
+                       os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        raise SandboxSetupError(
+            f"cannot open the identity lock file in {LOCK_DIR}: {error.strerror}",
+            f"make {LOCK_DIR} writable by root",
+        ) from None
+
+
+def _account_ids(path: str) -> set[int]:
+    ids = set()
+    try:
+        with open(path) as stream:
+            for line in stream:
+                parts = line.split(":")
+                if len(parts) > 2 and parts[2].isdigit():
+                    ids.add(int(parts[2]))
+    except OSError:
+        pass
+    return ids
+
+
+def _intersect(
+    first: list[tuple[int, int]], second: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    result = []
+    for a_start, a_end in first:
+        for b_start, b_end in second:
+            start, end = max(a_start, b_start), min(a_end, b_end)
+            if start < end:
+                result.append((start, end))
+    return result
+
+
+def passwd_text(identity: Identity) -> str:
+    """Return the synthetic ``/etc/passwd`` shown inside the sandbox."""
+    lines = ["root:x:0:0:root:/root:/bin/sh"]
+    if identity.uid != 0:
+        lines.append(f"{identity.name}:x:{identity.uid}:{identity.gid}:build user:"
+                     f"{identity.home}:/bin/sh")
+    lines.append("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin")
+    return "\n".join(lines) + "\n"
+
+
+def group_text(identity: Identity) -> str:
+    """Return the synthetic ``/etc/group`` shown inside the sandbox."""
+    lines = ["root:x:0:"]
+    if identity.gid != 0:
+        lines.append(f"{identity.name}:x:{identity.gid}:")
+    lines.append("nogroup:x:65534:")
+    return "\n".join(lines) + "\n"

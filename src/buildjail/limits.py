@@ -1,0 +1,47 @@
+"""Resource limits of a sandbox and the parsing of their human forms."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from .errors import PolicyError
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Resource limits: wall time (s), memory (bytes), processes, file size (bytes)."""
+
+    wall_time: float | None = None
+    memory: int | None = None
+    processes: int | None = None
+    file_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None and value <= 0:
+                raise PolicyError(f"limit {field.name} must be positive, got {value!r}")
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a size such as ``512M``, ``2GiB`` or ``1048576`` into bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise PolicyError(f"not a size: {text!r} (use e.g. 512M, 2G, 1048576)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_duration(text: str | float) -> float:
+    """Parse a duration in seconds, with an optional ``s``, ``m`` or ``h`` suffix."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$", str(text))
+    if not match:
+        raise PolicyError(f"not a duration: {text!r} (use e.g. 90, 90s, 15m, 2h)")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]

@@ -1,0 +1,215 @@
+"""The sandbox policy: what a sandbox isolates, independent of how it is enforced."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import PolicyError
+from .limits import Limits, parse_duration, parse_size
+
+NAMESPACES = frozenset({"mount", "pid", "net", "ipc", "uts", "cgroup", "user"})
+PROFILES = ("full", "network", "none")
+
+ENV_KEEP_DEFAULT = (
+    "PATH", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "COLUMNS", "LINES", "NO_COLOR",
+    "FORCE_COLOR", "CC", "CXX", "CPP", "LD", "AR", "AS", "NM", "RANLIB", "STRIP", "OBJCOPY",
+    "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "LDSHARED", "FFLAGS", "FC", "F77", "F90",
+    "ARCHFLAGS", "MAKEFLAGS", "MAKE", "CMAKE_*", "NINJA*", "MESON*", "PKG_CONFIG*",
+    "RUSTFLAGS", "CARGO_BUILD_*", "CARGO_PROFILE_*", "CARGO_NET_OFFLINE", "MAX_JOBS",
+    "NPY_NUM_BUILD_JOBS", "SOURCE_DATE_EPOCH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE",
+    "PYTHONNOUSERSITE", "PYTHONUTF8", "PYTHONIOENCODING", "PYTHONWARNINGS", "VIRTUAL_ENV",
+    "_PYPROJECT_HOOKS_*", "PEP517_*", "SETUPTOOLS_*", "PBR_*", "DISTUTILS_*",
+    "PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_NO_BUILD_ISOLATION", "UV_OFFLINE",
+)
+"""Environment variables that pass into a ``full`` sandbox (fnmatch patterns)."""
+
+ENV_DELETE_DEFAULT = (
+    "*TOKEN*", "*PASSWORD*", "*PASSWD*", "*SECRET*", "*CREDENTIAL*", "*PRIVATE*",
+    "*API_KEY*", "*APIKEY*", "*ACCESS_KEY*", "*_AUTH", "*_AUTH_*", "*SESSION*", "AWS_*",
+    "TWINE_*", "NETRC", "GH_*", "GITHUB_*", "SSH_*", "GPG_*", "DOCKER_*", "KUBECONFIG",
+    "*_URL_WITH_AUTH", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX*", "*COOKIE*",
+)
+"""Environment variables that never pass, even when a keep pattern matches them."""
+
+MASKED_DEFAULT = (
+    "/root", "/home", "/run/secrets", "/var/run/secrets", "/etc/shadow", "/etc/shadow-",
+    "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh",
+    "/etc/ssl/private", "/etc/machine-id", "/var/lib/dbus/machine-id", "/var/mail",
+    "/var/spool", "/var/log", "/var/backups", "/var/lib/sss",
+)
+"""Paths hidden from a ``full`` sandbox (besides every home directory of the host)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """What a sandbox isolates: namespaces, filesystem view, environment, identity, limits."""
+
+    name: str = "custom"
+    namespaces: frozenset[str] = frozenset()
+    filesystem: bool = False
+    ephemeral_identity: bool = False
+    no_new_privs: bool = False
+    drop_capabilities: bool = False
+    seccomp: bool = False
+    new_session: bool = False
+    kill_all: bool = False
+    readonly: tuple[str, ...] = ()
+    writable: tuple[str, ...] = ()
+    masked: tuple[str, ...] = ()
+    env_keep: tuple[str, ...] = ("*",)
+    env_delete: tuple[str, ...] = ()
+    limits: Limits = Limits()
+    hostname: str = "localhost"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.namespaces) - NAMESPACES
+        if unknown:
+            raise PolicyError(
+                f"unknown namespace(s) {sorted(unknown)}; known: {sorted(NAMESPACES)}"
+            )
+        if self.filesystem and "mount" not in self.namespaces:
+            raise PolicyError("a filesystem view needs the mount namespace")
+        if self.kill_all and "pid" not in self.namespaces:
+            raise PolicyError("killing every process of the sandbox needs the pid namespace")
+        for path in (*self.readonly, *self.writable, *self.masked):
+            if not os.path.isabs(path):
+                raise PolicyError(f"paths in a policy must be absolute: {path!r}")
+
+    @classmethod
+    def profile(cls, name: str) -> Policy:
+        """Return the named profile: ``full``, ``network`` or ``none``."""
+        if name == "full":
+            return _full()
+        if name == "network":
+            return cls(name="network", namespaces=frozenset({"net", "uts"}))
+        if name == "none":
+            return cls(name="none")
+        raise PolicyError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> Policy:
+        """Load a policy from a TOML file (see the README for its keys)."""
+        try:
+            with open(path, "rb") as stream:
+                data = tomllib.load(stream)
+        except OSError as error:
+            raise PolicyError(f"cannot read policy {os.fspath(path)}: {error.strerror}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise PolicyError(f"policy {os.fspath(path)} is not valid TOML: {error}") from None
+        return cls.from_mapping(data, source=os.fspath(path))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "policy") -> Policy:
+        """Build a policy from the parsed content of a policy TOML file."""
+        return _policy_from_mapping(data, source)
+
+    def with_paths(
+        self,
+        readonly: Iterable[str] = (),
+        writable: Iterable[str] = (),
+        masked: Iterable[str] = (),
+    ) -> Policy:
+        """Return a copy with more read-only, writable and masked paths."""
+        return dataclasses.replace(
+            self,
+            readonly=_merge(self.readonly, readonly),
+            writable=_merge(self.writable, writable),
+            masked=_merge(self.masked, masked),
+        )
+
+    def with_env(self, keep: Iterable[str] = (), delete: Iterable[str] = ()) -> Policy:
+        """Return a copy with more environment keep and delete patterns."""
+        return dataclasses.replace(
+            self, env_keep=_merge(self.env_keep, keep), env_delete=_merge(self.env_delete, delete)
+        )
+
+    def with_limits(self, **changes: Any) -> Policy:
+        """Return a copy with some limits replaced (``wall_time``, ``memory``, ...)."""
+        return dataclasses.replace(self, limits=dataclasses.replace(self.limits, **changes))
+
+
+def _merge(current: tuple[str, ...], more: Iterable[str]) -> tuple[str, ...]:
+    merged = list(current)
+    for item in more:
+        normalized = os.path.normpath(item) if item.startswith("/") else item
+        if normalized not in merged:
+            merged.append(normalized)
+    return tuple(merged)
+
+
+def _full() -> Policy:
+    return Policy(
+        name="full",
+        namespaces=frozenset({"mount", "pid", "net", "ipc", "uts", "cgroup"}),
+        filesystem=True,
+        ephemeral_identity=True,
+        no_new_privs=True,
+        drop_capabilities=True,
+        seccomp=True,
+        new_session=True,
+        kill_all=True,
+        masked=MASKED_DEFAULT,
+        env_keep=ENV_KEEP_DEFAULT,
+        env_delete=ENV_DELETE_DEFAULT,
+        limits=Limits(wall_time=6 * 3600, processes=4096, file_size=64 << 30,
+                      memory=_default_memory()),
+    )
+
+
+def _default_memory() -> int | None:
+    """Three quarters of the host's memory, so one build cannot take it all."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 3 // 4
+    except (ValueError, OSError):
+        return None
+
+
+_SECTIONS: dict[str, set[str]] = {
+    "filesystem": {"readonly", "writable", "masked"},
+    "environment": {"keep", "delete"},
+    "limits": {"wall_time", "memory", "processes", "file_size"},
+    "isolation": {
+        "namespaces", "filesystem", "ephemeral_identity", "no_new_privs",
+        "drop_capabilities", "seccomp", "new_session", "kill_all", "hostname",
+    },
+}
+
+
+def _policy_from_mapping(data: Mapping[str, Any], source: str) -> Policy:
+    unknown = set(data) - set(_SECTIONS) - {"extends", "name"}
+    if unknown:
+        raise PolicyError(f"{source}: unknown key(s) {sorted(unknown)}")
+    for section, keys in _SECTIONS.items():
+        extra = set(data.get(section, {})) - keys
+        if extra:
+            raise PolicyError(f"{source}: unknown key(s) in [{section}]: {sorted(extra)}")
+    base = Policy.profile(str(data.get("extends", "full")))
+    files = data.get("filesystem", {})
+    env = data.get("environment", {})
+    isolation = dict(data.get("isolation", {}))
+    if "namespaces" in isolation:
+        isolation["namespaces"] = frozenset(_strings(isolation["namespaces"], source))
+    policy = dataclasses.replace(base, name=str(data.get("name", source)), **isolation)
+    policy = policy.with_paths(
+        readonly=_strings(files.get("readonly", []), source),
+        writable=_strings(files.get("writable", []), source),
+        masked=_strings(files.get("masked", []), source),
+    ).with_env(keep=_strings(env.get("keep", []), source),
+               delete=_strings(env.get("delete", []), source))
+    return policy.with_limits(**_limits(data.get("limits", {})))
+
+
+def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
+    parsers = {"wall_time": parse_duration, "memory": parse_size, "file_size": parse_size,
+               "processes": int}
+    return {key: parsers[key](value) for key, value in raw.items()}
+
+
+def _strings(value: Any, source: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise PolicyError(f"{source}: expected a list of strings, got {value!r}")
+    return value

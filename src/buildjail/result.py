@@ -1,0 +1,26 @@
+"""The outcome of one sandboxed command."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """Exit code, wall time, the isolation layers enforced and the limit hit, if any."""
+
+    exit_code: int
+    duration: float
+    layers: tuple[str, ...]
+    limit_hit: str | None = None
+    signal: int | None = None
+    backend: str = "native"
+    policy: str = "full"
+    uid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as a JSON-ready dictionary."""
+        data = dataclasses.asdict(self)
+        data["layers"] = list(self.layers)
+        return data

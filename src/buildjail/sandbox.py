@@ -1,0 +1,55 @@
+"""The sandbox: one policy, one backend, and ``run`` for each command."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+from .backends import Backend, Request, get_backend
+from .environment import filter_environment
+from .errors import SandboxSetupError
+from .policy import Policy
+from .result import RunResult
+
+
+class Sandbox:
+    """Runs commands under a policy, enforced by a backend (``native`` by default)."""
+
+    def __init__(self, policy: Policy | str = "full", backend: Backend | str = "auto") -> None:
+        self.policy = Policy.profile(policy) if isinstance(policy, str) else policy
+        self.backend = get_backend(backend) if isinstance(backend, str) else backend
+
+    def run(
+        self,
+        cmd: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        writable: Iterable[str | os.PathLike[str]] = (),
+        readonly: Iterable[str | os.PathLike[str]] = (),
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+    ) -> RunResult:
+        """Run *cmd* in the sandbox and return its result; the streams pass through."""
+        if not cmd:
+            raise SandboxSetupError("no command to run", "pass the command after --")
+        policy = self.policy.with_paths(
+            readonly=[_absolute(path) for path in readonly],
+            writable=[_absolute(path) for path in writable],
+        )
+        base_env = os.environ if env is None else env
+        request = Request(
+            policy=policy,
+            argv=tuple(os.fspath(arg) for arg in cmd),
+            cwd=_absolute(cwd if cwd is not None else os.getcwd()),
+            env=filter_environment(base_env, policy.env_keep, policy.env_delete),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        return self.backend.run(request)
+
+
+def _absolute(path: str | os.PathLike[str]) -> str:
+    return os.path.normpath(os.path.abspath(os.fspath(path)))

@@ -1,0 +1,355 @@
+"""Seccomp-BPF deny-list filter for sandboxed build processes.
+
+The filter is built in pure Python as raw ``struct sock_filter`` instructions
+and loaded with ``prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ...)``.
+
+Policy, in evaluation order:
+
+1. ``seccomp_data.arch`` must be the native audit arch of the target machine;
+   any other ABI (i386 via ``int 0x80`` on x86_64, AArch32 on aarch64) kills
+   the whole process (``SECCOMP_RET_KILL_PROCESS``).
+2. x86_64 only: any syscall number with the x32 bit (``0x40000000``) set fails
+   with ``ENOSYS``, exactly as on a kernel built without x32 support.
+3. Every syscall in :data:`DENIED_SYSCALLS` that exists on the target machine
+   fails with ``EPERM`` (``iopl`` and ``ioperm`` exist only on x86_64).
+4. ``clone3`` fails with ``ENOSYS``: its flags live in user memory, which BPF
+   cannot read, and libc then falls back to ``clone``.
+5. ``clone`` fails with ``EPERM`` when the low 32 bits of its flags (args[0] on
+   both machines) request any new namespace. ``CLONE_NEWTIME`` (0x80) shares
+   the exit-signal byte of ``clone``, so that bit only ever rejects invalid
+   exit signals (>= 128) that the kernel would refuse anyway.
+6. ``ioctl`` fails with ``EPERM`` when the low 32 bits of the request (args[1];
+   the kernel takes it as ``unsigned int``) are ``TIOCSTI`` or ``TIOCLINUX``.
+7. Everything else is allowed.
+
+Syscall numbers, checked against the kernel sources:
+
+x86_64 (``arch/x86/entry/syscalls/syscall_64.tbl``)::
+
+    ioctl              16   clone              56   ptrace            101
+    syslog            103   vhangup           153   pivot_root        155
+    chroot            161   acct              163   mount             165
+    umount2           166   swapon            167   swapoff           168
+    reboot            169   iopl              172   ioperm            173
+    init_module       175   delete_module     176   quotactl          179
+    lookup_dcookie    212   kexec_load        246   add_key           248
+    request_key       249   keyctl            250   unshare           272
+    perf_event_open   298   name_to_handle_at 303   open_by_handle_at 304
+    setns             308   process_vm_readv  310   process_vm_writev 311
+    kcmp              312   finit_module      313   kexec_file_load   320
+    bpf               321   userfaultfd       323   open_tree         428
+    move_mount        429   fsopen            430   fsconfig          431
+    fsmount           432   fspick            433   clone3            435
+    mount_setattr     442
+
+aarch64 (``include/uapi/asm-generic/unistd.h``; no ``iopl``/``ioperm``)::
+
+    lookup_dcookie     18   ioctl              29   umount2            39
+    mount              40   pivot_root         41   chroot             51
+    vhangup            58   quotactl           60   acct               89
+    unshare            97   kexec_load        104   init_module       105
+    delete_module     106   syslog            116   ptrace            117
+    reboot            142   add_key           217   request_key       218
+    keyctl            219   clone             220   swapon            224
+    swapoff           225   perf_event_open   241   name_to_handle_at 264
+    open_by_handle_at 265   setns             268   process_vm_readv  270
+    process_vm_writev 271   kcmp              272   finit_module      273
+    bpf               280   userfaultfd       282   kexec_file_load   294
+    open_tree         428   move_mount        429   fsopen            430
+    fsconfig          431   fsmount           432   fspick            433
+    clone3            435   mount_setattr     442
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "DENIED_SYSCALLS",
+    "SUPPORTED_ARCHES",
+    "UnsupportedArchitecture",
+    "build_filter",
+    "install_filter",
+]
+
+# --- kernel constants ---------------------------------------------------------
+
+_PR_SET_SECCOMP: Final = 22
+_SECCOMP_MODE_FILTER: Final = 2
+
+_SECCOMP_RET_KILL_PROCESS: Final = 0x80000000
+_SECCOMP_RET_ERRNO: Final = 0x00050000
+_SECCOMP_RET_ALLOW: Final = 0x7FFF0000
+
+_BPF_LD_W_ABS: Final = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_BPF_JEQ_K: Final = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_BPF_JSET_K: Final = 0x45  # BPF_JMP | BPF_JSET | BPF_K
+_BPF_RET_K: Final = 0x06  # BPF_RET | BPF_K
+_BPF_MAXINSNS: Final = 4096
+_MAX_JUMP: Final = 0xFF
+
+# struct seccomp_data: int nr; __u32 arch; __u64 instruction_pointer; __u64 args[6].
+# Both supported machines are little-endian, so an argument's low half comes first.
+_OFF_NR: Final = 0
+_OFF_ARCH: Final = 4
+_OFF_ARGS: Final = 16
+
+_AUDIT_ARCH_X86_64: Final = 0xC000003E
+_AUDIT_ARCH_AARCH64: Final = 0xC00000B7
+_X32_SYSCALL_BIT: Final = 0x40000000
+
+_CLONE_NAMESPACE_FLAGS: Final = (
+    0x00020000  # CLONE_NEWNS
+    | 0x02000000  # CLONE_NEWCGROUP
+    | 0x04000000  # CLONE_NEWUTS
+    | 0x08000000  # CLONE_NEWIPC
+    | 0x10000000  # CLONE_NEWUSER
+    | 0x20000000  # CLONE_NEWPID
+    | 0x40000000  # CLONE_NEWNET
+    | 0x00000080  # CLONE_NEWTIME
+)
+_DENIED_IOCTLS: Final = (0x5412, 0x541C)  # TIOCSTI, TIOCLINUX
+
+_SOCK_FILTER: Final = struct.Struct("<HBBI")  # u16 code, u8 jt, u8 jf, u32 k
+
+# --- syscall tables -----------------------------------------------------------
+
+_X86_64_SYSCALLS: Final[Mapping[str, int]] = {
+    "ioctl": 16, "clone": 56, "ptrace": 101, "syslog": 103, "vhangup": 153,
+    "pivot_root": 155, "chroot": 161, "acct": 163, "mount": 165, "umount2": 166,
+    "swapon": 167, "swapoff": 168, "reboot": 169, "iopl": 172, "ioperm": 173,
+    "init_module": 175, "delete_module": 176, "quotactl": 179, "lookup_dcookie": 212,
+    "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250,
+    "unshare": 272, "perf_event_open": 298, "name_to_handle_at": 303,
+    "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310,
+    "process_vm_writev": 311, "kcmp": 312, "finit_module": 313, "kexec_file_load": 320,
+    "bpf": 321, "userfaultfd": 323, "open_tree": 428, "move_mount": 429, "fsopen": 430,
+    "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "mount_setattr": 442,
+}  # fmt: skip
+
+_AARCH64_SYSCALLS: Final[Mapping[str, int]] = {
+    "lookup_dcookie": 18, "ioctl": 29, "umount2": 39, "mount": 40, "pivot_root": 41,
+    "chroot": 51, "vhangup": 58, "quotactl": 60, "acct": 89, "unshare": 97,
+    "kexec_load": 104, "init_module": 105, "delete_module": 106, "syslog": 116,
+    "ptrace": 117, "reboot": 142, "add_key": 217, "request_key": 218, "keyctl": 219,
+    "clone": 220, "swapon": 224, "swapoff": 225, "perf_event_open": 241,
+    "name_to_handle_at": 264, "open_by_handle_at": 265, "setns": 268,
+    "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272, "finit_module": 273,
+    "bpf": 280, "userfaultfd": 282, "kexec_file_load": 294, "open_tree": 428,
+    "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "clone3": 435, "mount_setattr": 442,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Arch:
+    """What the filter needs to know about one machine."""
+
+    audit_arch: int
+    syscalls: Mapping[str, int]
+    x32_bit: bool
+
+
+_ARCHES: Final[Mapping[str, _Arch]] = {
+    "x86_64": _Arch(_AUDIT_ARCH_X86_64, _X86_64_SYSCALLS, x32_bit=True),
+    "aarch64": _Arch(_AUDIT_ARCH_AARCH64, _AARCH64_SYSCALLS, x32_bit=False),
+}
+
+SUPPORTED_ARCHES: Final[frozenset[str]] = frozenset(_ARCHES)
+"""Values of ``os.uname().machine`` that :func:`build_filter` supports."""
+
+DENIED_SYSCALLS: Final[tuple[str, ...]] = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+    "add_key", "request_key", "keyctl",
+    "bpf", "perf_event_open", "userfaultfd",
+    "unshare", "setns",
+    "mount", "umount2", "pivot_root", "chroot",
+    "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+    "open_by_handle_at", "name_to_handle_at",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "reboot", "swapon", "swapoff", "acct", "quotactl", "lookup_dcookie",
+    "iopl", "ioperm", "syslog", "vhangup",
+)  # fmt: skip
+"""Syscalls that always fail with EPERM (where the machine has them)."""
+
+
+class UnsupportedArchitecture(ValueError):  # noqa: N818 (public name fixed by the API)
+    """No seccomp filter is known for this machine."""
+
+
+# --- a tiny assembler with forward labels -------------------------------------
+
+
+@dataclass(frozen=True)
+class _Insn:
+    """One BPF instruction; jt/jf name a later label (None: the next one)."""
+
+    code: int
+    k: int
+    jt: str | None = None
+    jf: str | None = None
+
+
+_Item = _Insn | str  # a str defines a label at that position
+
+
+def _load(offset: int) -> _Insn:
+    """Load the 32-bit word at ``offset`` of seccomp_data."""
+    return _Insn(_BPF_LD_W_ABS, offset)
+
+
+def _jeq(k: int, jt: str | None = None, jf: str | None = None) -> _Insn:
+    """Jump to jt when A == k, else to jf."""
+    return _Insn(_BPF_JEQ_K, k, jt, jf)
+
+
+def _jset(k: int, jt: str | None = None, jf: str | None = None) -> _Insn:
+    """Jump to jt when A & k, else to jf."""
+    return _Insn(_BPF_JSET_K, k, jt, jf)
+
+
+def _ret(action: int) -> _Insn:
+    """Return a seccomp action."""
+    return _Insn(_BPF_RET_K, action)
+
+
+def _label_positions(items: Iterable[_Item]) -> dict[str, int]:
+    """Map each label to the index of the instruction that follows it."""
+    positions: dict[str, int] = {}
+    pc = 0
+    for item in items:
+        if isinstance(item, str):
+            positions[item] = pc
+        else:
+            pc += 1
+    return positions
+
+
+def _offset(pc: int, label: str | None, positions: Mapping[str, int]) -> int:
+    """Relative forward jump from ``pc`` to ``label`` (None: fall through)."""
+    if label is None:
+        return 0
+    offset = positions[label] - pc - 1
+    if not 0 <= offset <= _MAX_JUMP:
+        raise ValueError(f"jump to {label!r} from {pc} does not fit in a u8")
+    return offset
+
+
+def _assemble(items: list[_Item]) -> bytes:
+    """Resolve labels and encode the program as struct sock_filter records."""
+    positions = _label_positions(items)
+    insns = [item for item in items if isinstance(item, _Insn)]
+    if len(insns) > _BPF_MAXINSNS:
+        raise ValueError(f"seccomp program too long: {len(insns)} instructions")
+    out = bytearray()
+    for pc, insn in enumerate(insns):
+        jt = _offset(pc, insn.jt, positions)
+        jf = _offset(pc, insn.jf, positions)
+        out += _SOCK_FILTER.pack(insn.code, jt, jf, insn.k)
+    return bytes(out)
+
+
+# --- the policy ---------------------------------------------------------------
+
+
+def _arch_check(arch: _Arch) -> Iterator[_Item]:
+    """Kill on a foreign ABI; leave the syscall number in A."""
+    yield _load(_OFF_ARCH)
+    yield _jeq(arch.audit_arch, jf="kill")
+    yield _load(_OFF_NR)
+    if arch.x32_bit:
+        yield _jset(_X32_SYSCALL_BIT, jt="enosys")
+
+
+def _dispatch(arch: _Arch) -> Iterator[_Item]:
+    """Compare the syscall number against every rule; fall back to allow."""
+    nrs = arch.syscalls
+    for name in DENIED_SYSCALLS:
+        if name in nrs:
+            yield _jeq(nrs[name], jt="eperm")
+    yield _jeq(nrs["clone3"], jt="enosys")
+    yield _jeq(nrs["clone"], jt="clone")
+    yield _jeq(nrs["ioctl"], jt="ioctl", jf="allow")
+
+
+def _arg_checks() -> Iterator[_Item]:
+    """Argument filters for clone (namespace flags) and ioctl (tty injection)."""
+    yield "clone"
+    yield _load(_OFF_ARGS)  # args[0], low 32 bits
+    yield _jset(_CLONE_NAMESPACE_FLAGS, jt="eperm", jf="allow")
+    yield "ioctl"
+    yield _load(_OFF_ARGS + 8)  # args[1], low 32 bits
+    *others, last = _DENIED_IOCTLS
+    for request in others:
+        yield _jeq(request, jt="eperm")
+    yield _jeq(last, jt="eperm", jf="allow")
+
+
+def _returns() -> Iterator[_Item]:
+    """The shared return instructions every jump lands on."""
+    yield "allow"
+    yield _ret(_SECCOMP_RET_ALLOW)
+    yield "eperm"
+    yield _ret(_SECCOMP_RET_ERRNO | errno.EPERM)
+    yield "enosys"
+    yield _ret(_SECCOMP_RET_ERRNO | errno.ENOSYS)
+    yield "kill"
+    yield _ret(_SECCOMP_RET_KILL_PROCESS)
+
+
+def build_filter(machine: str | None = None) -> bytes:
+    """Build the raw sock_filter array for ``machine`` (default: this host)."""
+    name = os.uname().machine if machine is None else machine
+    arch = _ARCHES.get(name)
+    if arch is None:
+        supported = ", ".join(sorted(SUPPORTED_ARCHES))
+        raise UnsupportedArchitecture(f"no seccomp filter for {name!r} (supported: {supported})")
+    items = [*_arch_check(arch), *_dispatch(arch), *_arg_checks(), *_returns()]
+    return _assemble(items)
+
+
+# --- loading ------------------------------------------------------------------
+
+
+class _SockFprog(ctypes.Structure):
+    """struct sock_fprog."""
+
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+@functools.cache
+def _prctl() -> Callable[..., int]:
+    """libc's prctl with a fixed prototype, looked up once per process."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    ulong = ctypes.c_ulong
+    prctl.argtypes = (ctypes.c_int, ulong, ctypes.c_void_p, ulong, ulong)
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def _instruction_count(program: bytes) -> int:
+    """Number of instructions in ``program``; ValueError if malformed."""
+    count, rest = divmod(len(program), _SOCK_FILTER.size)
+    if rest or not 0 < count <= _BPF_MAXINSNS:
+        raise ValueError(f"not a seccomp program: {len(program)} bytes")
+    return count
+
+
+def install_filter(program: bytes) -> None:
+    """Load ``program`` as this thread's seccomp filter (no_new_privs must be set)."""
+    count = _instruction_count(program)
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(count, ctypes.addressof(buffer))
+    # ``buffer`` and ``fprog`` stay referenced until the call returns; the
+    # kernel copies the program, so nothing needs to outlive it.
+    result = _prctl()(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0)
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_SECCOMP): {os.strerror(err)}")

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import pwd
 import stat
 
 from . import _kernel as k
 from .identity import Identity, group_text, passwd_text
 
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/run")
+_REPLACED = (*PRIVATE_TMPFS, "/dev", "/proc")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _RO_FLAGS = k.MOUNT_ATTR_RDONLY | k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NODEV
 _SYNTHETIC_DIR = "/run/buildjail"
+_SYSTEM_DIRS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/run",
+    "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/nonexistent",
+})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +45,10 @@ def plan_mounts(
     masks = [*masked, *_home_directories()]
     if outsider:
         masks += _untraversable_ancestors(exposed)
-    masks = [path for path in _existing(_outermost(masks)) if path not in exposed]
+    masks = [
+        path for path in _existing(_outermost(masks))
+        if path not in exposed and not _within_any(os.path.realpath(path), _REPLACED)
+    ]
     masked_dirs = tuple(path for path in masks if os.path.isdir(path))
     masked_files = tuple(path for path in masks if path not in masked_dirs)
     return MountPlan(
@@ -78,11 +88,21 @@ def apply_mounts(plan: MountPlan) -> None:
 
 
 def _mask(paths: list[str]) -> None:
+    """Cover directories with an empty tmpfs and files with an empty, unreadable file."""
     for path in paths:
         if os.path.isdir(path):
             _tmpfs(path, "mode=0755,size=1m")
         else:
-            k.mount("/dev/null", path, None, k.MS_BIND)
+            k.mount(_void_file(), path, None, k.MS_BIND | k.MS_RDONLY)
+
+
+def _void_file() -> str:
+    path = os.path.join(_SYNTHETIC_DIR, "masked")
+    if not os.path.exists(path):
+        os.makedirs(_SYNTHETIC_DIR, mode=0o755, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0))
+        os.chmod(path, 0)
+    return path
 
 
 def _within_any(path: str, trees: tuple[str, ...]) -> bool:
@@ -165,7 +185,10 @@ def _outermost(paths: list[str]) -> list[str]:
 
 
 def _home_directories() -> list[str]:
-    homes = []
+    """The caller's home and every login account's home on the host."""
+    homes = [os.path.expanduser("~")]
+    with contextlib.suppress(KeyError):
+        homes.append(pwd.getpwuid(os.getuid()).pw_dir)
     try:
         with open("/etc/passwd") as stream:
             for line in stream:
@@ -176,7 +199,7 @@ def _home_directories() -> list[str]:
                     homes.append(parts[5])
     except OSError:
         pass
-    return homes
+    return [home for home in homes if os.path.normpath(home) not in _SYSTEM_DIRS]
 
 
 def _untraversable_ancestors(paths: tuple[str, ...]) -> list[str]:

@@ -301,12 +301,13 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, An
 
 def _start_and_watch(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]:
     if run.supervisor_flags:
+        uid, gid = os.getuid(), os.getgid()  # read before unshare: unmapped ids read 65534
         try:
             k.unshare(run.supervisor_flags)
         except OSError as error:
             raise OSError(error.errno, f"unshare user/pid namespaces: {error.strerror}") from None
         if run.map_ids:
-            k.map_current_ids(os.getuid(), os.getgid(), os.getuid(), os.getgid())
+            k.map_current_ids(uid, gid, uid, gid)
     status_r, status_w = os.pipe()
     init = os.fork()
     if init == 0:

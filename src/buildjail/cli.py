@@ -1,0 +1,93 @@
+"""The ``buildjail`` command: a thin shell over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from .errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError
+from .limits import parse_duration, parse_size
+from .policy import PROFILES, Policy
+from .sandbox import Sandbox
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``buildjail`` command."""
+    parser = argparse.ArgumentParser(
+        prog="buildjail", description="Run Python build backends inside a Linux sandbox."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(commands.add_parser("run", help="run one command in the sandbox"))
+    doctor = commands.add_parser("doctor", help="show what this host can enforce")
+    doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _add_run(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--profile", choices=PROFILES, default="full",
+                     help="named policy (default: full)")
+    run.add_argument("--policy", metavar="FILE", help="policy TOML file (overrides --profile)")
+    run.add_argument("--writable", metavar="PATH", action="append", default=[],
+                     help="make PATH writable in the sandbox (repeatable)")
+    run.add_argument("--readonly", metavar="PATH", action="append", default=[],
+                     help="make PATH visible read-only, even under a masked path (repeatable)")
+    run.add_argument("--mask", metavar="PATH", action="append", default=[],
+                     help="hide PATH in the sandbox (repeatable)")
+    run.add_argument("--keep-env", metavar="PATTERN", action="append", default=[],
+                     help="pass environment variables matching PATTERN (repeatable)")
+    run.add_argument("--timeout", metavar="SECONDS", type=parse_duration,
+                     help="wall-time limit (exit code 124 when hit)")
+    run.add_argument("--memory", metavar="SIZE", type=parse_size, help="memory limit, e.g. 2G")
+    run.add_argument("--json-report", metavar="FILE", help="write the run's result as JSON")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args, parser)
+        from .doctor import main as doctor_main
+
+        return doctor_main(json_output=args.json)
+    except SandboxSetupError as error:
+        _error(f"sandbox not set up: {error.reason}" + (f"\n  fix: {error.fix}" if error.fix
+                                                       else ""))
+        return EXIT_SETUP_FAILED
+    except BuildjailError as error:
+        _error(str(error))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        parser.error("run: no command given (buildjail run [OPTIONS] -- CMD ARGS...)")
+    policy = Policy.from_toml(args.policy) if args.policy else Policy.profile(args.profile)
+    policy = policy.with_paths(
+        readonly=[os.path.abspath(path) for path in args.readonly],
+        writable=[os.path.abspath(path) for path in args.writable],
+        masked=[os.path.abspath(path) for path in args.mask],
+    ).with_env(keep=args.keep_env)
+    if args.timeout is not None:
+        policy = policy.with_limits(wall_time=args.timeout)
+    if args.memory is not None:
+        policy = policy.with_limits(memory=args.memory)
+    result = Sandbox(policy).run(cmd)
+    if args.json_report:
+        with open(args.json_report, "w") as stream:
+            json.dump(result.to_dict(), stream, indent=2)
+    if result.limit_hit:
+        _error(f"stopped: the {result.limit_hit.replace('_', ' ')} limit was hit")
+    return result.exit_code
+
+
+def _error(message: str) -> None:
+    print(f"buildjail: {message}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Small built-in examples to run inside the sandbox."""

@@ -1,0 +1,91 @@
+"""Shared fixtures: run sandboxes as root (in-process) and as a non-root user (setpriv)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sandbox_driver import run_spec
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+NONROOT_UID = 4242
+SYSTEM_PYTHON = "/usr/bin/python3.11"
+
+
+Runner = Callable[..., dict[str, Any]]
+
+
+def is_root() -> bool:
+    """Whether the tests run as root (CI does)."""
+    return os.geteuid() == 0
+
+
+@pytest.fixture(scope="session")
+def world_src() -> Iterator[str]:
+    """A world-readable copy of the package, importable by the non-root user."""
+    if not is_root():
+        yield str(SRC)
+        return
+    top = tempfile.mkdtemp(prefix="bj-src-")
+    shutil.copytree(SRC / "buildjail", Path(top) / "buildjail",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(Path(__file__).with_name("sandbox_driver.py"), top)
+    for path in Path(top).rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    os.chmod(top, 0o755)
+    yield top
+    shutil.rmtree(top)
+
+
+def _run_as_user(world: str, spec: dict[str, Any], uid: int) -> dict[str, Any]:
+    env = {key: value for key, value in spec.get("env", os.environ).items()}
+    spec = {**spec, "env": env}
+    proc = subprocess.run(
+        ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+         SYSTEM_PYTHON, "-Es", f"{world}/sandbox_driver.py", json.dumps(spec)],
+        capture_output=True, text=True, env=env, cwd=spec.get("cwd", "/"), timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    sys.stderr.write(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["root", "nonroot"])
+def identity_kind(request: pytest.FixtureRequest) -> str:
+    """Run the test once as root and once as a non-root user."""
+    if not is_root():
+        pytest.skip("both identities are tested from a root test run (CI runs as root)")
+    return str(request.param)
+
+
+@pytest.fixture
+def run_sandbox(identity_kind: str, world_src: str) -> Runner:
+    """Run ``Sandbox(profile).run(cmd, ...)`` as the identity under test; return the result."""
+
+    def run(cmd: list[str], **spec: Any) -> dict[str, Any]:
+        spec = {"cmd": cmd, **spec}
+        if identity_kind == "root":
+            return run_spec(spec)
+        return _run_as_user(world_src, spec, NONROOT_UID)
+
+    return run
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A world-writable scratch directory outside /tmp (visible to the sandbox)."""
+    base = Path("/var/lib/buildjail-tests")
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o755)
+    path = Path(tempfile.mkdtemp(dir=base))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

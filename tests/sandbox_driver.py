@@ -1,0 +1,37 @@
+"""Run one sandbox from a JSON spec; used in-process (root) and through setpriv (non-root)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from typing import Any
+
+
+def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``Sandbox(policy).run(cmd, ...)`` as *spec* describes; return the result as a dict."""
+    from buildjail import Policy, Sandbox, SandboxSetupError
+
+    spec = dict(spec)
+    policy = Policy.profile(spec.pop("profile", "full"))
+    if "policy" in spec:
+        policy = Policy.from_mapping(spec.pop("policy"))
+    policy = policy.with_limits(**spec.pop("limits", {}))
+    policy = policy.with_env(keep=spec.pop("keep_env", ()))
+    policy = policy.with_paths(masked=spec.pop("masked", ()))
+    capture = tempfile.TemporaryFile() if spec.pop("capture", False) else None
+    if capture is not None:
+        spec["stdout"] = capture.fileno()
+    try:
+        result = Sandbox(policy).run(spec.pop("cmd"), **spec).to_dict()
+    except SandboxSetupError as error:
+        return {"setup_error": error.reason, "fix": error.fix}
+    if capture is not None:
+        capture.seek(0)
+        result["stdout"] = capture.read().decode(errors="replace")
+        capture.close()
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_spec(json.loads(sys.argv[1]))))

@@ -1,0 +1,219 @@
+"""Attacks from inside the ``full`` sandbox, as root and as a non-root user."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import NONROOT_UID, Runner
+
+PROBE = (Path(__file__).parent / "probes" / "isolation_probe.py").read_text()
+PYTHON = "/usr/bin/python3.11"
+
+
+def _host_address() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("10.255.255.255", 9))  # no packet is sent: this only picks a route
+        return str(sock.getsockname()[0])
+
+
+class Listener:
+    """A TCP listener on the host that records whether anyone connected."""
+
+    def __init__(self, address: str) -> None:
+        self.sock = socket.socket()
+        self.sock.bind((address, 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def bait(identity_kind: str, shared_dir: Path) -> Iterator[dict[str, Any]]:
+    """Plant secrets, listeners and markers on the host; remove them afterwards."""
+    uid = 0 if identity_kind == "root" else NONROOT_UID
+    home = shared_dir / "caller-home"
+    home.mkdir()
+    netrc = home / ".netrc"
+    netrc.write_text("machine pypi.example login me password hunter2\n")
+    netrc.chmod(0o600)
+    os.chown(home, uid, uid)
+    os.chown(netrc, uid, uid)
+    other = Path(tempfile.mkdtemp(prefix="bj-other-", dir="/home"))
+    (other / ".ssh").mkdir()
+    key = other / ".ssh" / "id_ed25519"
+    key.write_text("PRIVATE KEY\n")
+    key.chmod(0o644)
+    other.chmod(0o755)
+    secrets_dir = Path("/run/secrets")
+    created_secrets = not secrets_dir.exists()
+    secrets_dir.mkdir(exist_ok=True)
+    secret = secrets_dir / f"bj-token-{os.getpid()}"
+    secret.write_text("s3cr3t\n")
+    secret.chmod(0o644)
+    host_tmp = Path(tempfile.mkstemp(prefix="bj-host-marker-", dir="/tmp")[1])
+    host_tmp.chmod(0o644)
+    host = _host_address()
+    listeners = [Listener("0.0.0.0")]
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", 0))
+    udp.settimeout(0.5)
+    site_packages = Path("/usr/lib/python3/dist-packages")
+    tag = f"bj-{os.getpid()}-{identity_kind}"
+    config = {
+        "secrets": {"caller_netrc": str(netrc), "other_user_key": str(key),
+                    "run_secrets": str(secret), "shadow": "/etc/shadow"},
+        "writes": {"site_packages": str(site_packages / f"{tag}.pth"),
+                   "etc": f"/etc/{tag}", "caller_home": str(home / ".bashrc"),
+                   "world_writable": str(shared_dir / f"{tag}.txt"),
+                   "usr_local": f"/usr/local/lib/{tag}"},
+        "parent_pid": os.getpid(),
+        "listener_port": listeners[0].port,
+        "udp_port": udp.getsockname()[1],
+        "host_address": host,
+        "host_tmp_marker": str(host_tmp),
+        "inside_tmp_marker": f"/tmp/{tag}-inside",
+        "inside_shm_marker": f"/dev/shm/{tag}-inside",
+    }
+    yield {"config": config, "home": home, "listeners": listeners, "udp": udp, "tag": tag}
+    for listener in listeners:
+        listener.close()
+    udp.close()
+    shutil.rmtree(other)
+    secret.unlink()
+    if created_secrets:
+        secrets_dir.rmdir()
+    host_tmp.unlink()
+
+
+@pytest.fixture
+def probed(run_sandbox: Runner, bait: dict[str, Any]) -> dict[str, Any]:
+    """Run the isolation probe once in the sandbox and return its findings."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(bait["home"]), "CFLAGS": "-O2 -g0",
+           "GITHUB_TOKEN": "ghp_secret", "AWS_SECRET_ACCESS_KEY": "aws",
+           "PYPI_PASSWORD": "pw", "TWINE_USERNAME": "me", "LANG": "C.UTF-8"}
+    result = run_sandbox([PYTHON, "-c", PROBE, json.dumps(bait["config"])], cwd="/", env=env,
+                         stdout=None, capture=True)
+    assert "setup_error" not in result, result
+    assert result["exit_code"] == 0, result
+    findings: dict[str, Any] = json.loads(result["stdout"])
+    findings["_result"] = result
+    return findings
+
+
+@pytest.mark.parametrize("secret", ["caller_netrc", "other_user_key", "run_secrets", "shadow"])
+def test_credential_files_cannot_be_read(probed: dict[str, Any], secret: str) -> None:
+    assert probed[f"read:{secret}"] in ("ENOENT", "EACCES"), probed[f"read:{secret}"]
+
+
+def test_tokens_are_not_passed_but_build_flags_are(probed: dict[str, Any]) -> None:
+    env = probed["env"]
+    for name in ("GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "PYPI_PASSWORD", "TWINE_USERNAME"):
+        assert name not in env
+    assert env["CFLAGS"] == "-O2 -g0"
+    assert env["LANG"] == "C.UTF-8"
+    assert env["HOME"] == "/home/buildjail"
+
+
+def test_parent_processes_are_invisible(probed: dict[str, Any]) -> None:
+    assert probed["read:parent_environ"] == "ENOENT"
+    assert probed["read:parent_cmdline"] == "ENOENT"
+    assert max(probed["pids"]) < 50, probed["pids"]  # own pid namespace: small pids only
+    assert probed["read:init_environ"] in ("", "EACCES")
+    assert probed["read:init_cmdline"] in ("buildjail-init", "EACCES")
+    assert probed["ptrace_init"] == "EPERM"
+
+
+def test_no_network_but_loopback(probed: dict[str, Any], bait: dict[str, Any]) -> None:
+    assert probed["tcp:host_loopback"] == "ECONNREFUSED"  # the sandbox's own, empty loopback
+    assert probed["tcp:host_address"] == "ENETUNREACH"
+    assert probed["udp:host_address"] == "ENETUNREACH"
+    assert probed["dns:pypi.org"] in ("-3", "-2")  # EAI_AGAIN / EAI_NONAME: no resolver
+    assert probed["loopback"] == "ping"
+    assert probed["interfaces"] == ["lo"]
+    assert probed["hostname"] == "localhost"
+    assert bait["listeners"][0].connections == 0
+    with pytest.raises(TimeoutError):
+        bait["udp"].recvfrom(16)
+
+
+@pytest.mark.parametrize("target", ["site_packages", "etc", "caller_home", "world_writable",
+                                    "usr_local"])
+def test_host_cannot_be_written(probed: dict[str, Any], bait: dict[str, Any],
+                                target: str) -> None:
+    assert probed[f"write:{target}"] in ("EROFS", "ENOENT", "EACCES"), probed[f"write:{target}"]
+    assert not Path(bait["config"]["writes"][target]).exists()
+
+
+def test_private_tmp_and_shm(probed: dict[str, Any], bait: dict[str, Any]) -> None:
+    assert probed["host_tmp_marker_visible"] is False
+    assert probed["write:tmp"] == "ok"
+    assert probed["write:dev_shm"] == "ok"
+    assert not Path(bait["config"]["inside_tmp_marker"]).exists()
+    assert not Path(bait["config"]["inside_shm_marker"]).exists()
+
+
+def test_a_build_still_works_inside(probed: dict[str, Any], identity_kind: str) -> None:
+    assert probed["getpwuid"] == "buildjail"
+    assert probed["home_writable"] == "ok"
+    assert probed["cpu_count"] == os.cpu_count()
+    assert probed["multiprocessing"] == sum(value * value for value in range(10))
+    assert probed["gcc"] == "hello from C"
+    assert probed["proc_self_exe"] == os.path.realpath(PYTHON)
+    uid = probed["_result"]["uid"]
+    if identity_kind == "root":
+        assert uid >= 1000 and uid not in {entry.pw_uid for entry in pwd.getpwall()}
+    else:
+        assert uid == NONROOT_UID
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+@pytest.mark.parametrize("identity_kind", ["root"])
+def test_the_probe_detects_attacks_without_a_sandbox(
+    run_sandbox: Runner, bait: dict[str, Any]
+) -> None:
+    """With the ``none`` profile the same probe succeeds: its checks can fail."""
+    config = bait["config"]
+    config = {**config, "writes": {"world_writable": config["writes"]["world_writable"]}}
+    result = run_sandbox([PYTHON, "-c", PROBE, json.dumps(config)], cwd="/", profile="none",
+                         env={"PATH": "/usr/bin:/bin", "GITHUB_TOKEN": "x"}, capture=True)
+    findings = json.loads(result["stdout"])
+    assert findings["read:caller_netrc"] == "ok"
+    assert findings["read:other_user_key"] == "ok"
+    assert findings["read:run_secrets"] == "ok"
+    assert findings["write:world_writable"] == "ok"
+    assert findings["tcp:host_loopback"] == "ok"
+    assert findings["read:parent_environ"] == "ok"
+    assert findings["host_tmp_marker_visible"] is True
+    assert findings["env"]["GITHUB_TOKEN"] == "x"
+    assert bait["listeners"][0].connections >= 1
+    for path in (*config["writes"].values(), config["inside_tmp_marker"],
+                 config["inside_shm_marker"]):
+        Path(path).unlink(missing_ok=True)

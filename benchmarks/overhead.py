@@ -226,13 +226,14 @@ def compare(stats: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     floor = stats["(b) unshare"]["median_ms"]
     baseline = stats["(c) useradd"]["median_ms"]
     command = stats["command:full"]["median_ms"]
+    over_library, over_command = baseline / library, baseline / command
     checks = [
         ("library:full - (b) unshare", library - floor, "ms", f"<= {LIBRARY_TARGET_MS:g} ms",
          library - floor <= LIBRARY_TARGET_MS),
-        ("(c) useradd / library:full", baseline / library, "x",
-         f">= {BASELINE_OVER_LIBRARY_TARGET:g}x", baseline / library >= BASELINE_OVER_LIBRARY_TARGET),
-        ("(c) useradd / command:full", baseline / command, "x",
-         f">= {BASELINE_OVER_COMMAND_TARGET:g}x", baseline / command >= BASELINE_OVER_COMMAND_TARGET),
+        ("(c) useradd / library:full", over_library, "x", f">= {BASELINE_OVER_LIBRARY_TARGET:g}x",
+         over_library >= BASELINE_OVER_LIBRARY_TARGET),
+        ("(c) useradd / command:full", over_command, "x", f">= {BASELINE_OVER_COMMAND_TARGET:g}x",
+         over_command >= BASELINE_OVER_COMMAND_TARGET),
     ]
     return [{"name": name, "value": value, "unit": unit, "target": target,
              "verdict": "PASS" if ok else "MISS"} for name, value, unit, target, ok in checks]
@@ -298,6 +299,28 @@ def _totals(processes: list[dict[str, Any]]) -> dict[str, int]:
     return {key: sum(p[key] for p in processes) for key in ("rss_kib", "pss_kib", "private_kib")}
 
 
+def _sample_during(action: Callable[[], object]) -> list[list[dict[str, Any]]]:
+    """Run *action*, sampling the sandbox machinery from a thread meanwhile."""
+    stop = threading.Event()
+    seen: list[list[dict[str, Any]]] = []
+
+    def sampler() -> None:
+        while not stop.is_set():
+            found = _sample(SLEEP)
+            if found is not None:
+                seen.append(found)
+            time.sleep(MEMORY_SAMPLE_SECONDS)
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    try:
+        action()
+    finally:
+        stop.set()
+        thread.join()
+    return seen
+
+
 def sandbox_memory(profile: str, repeats: int) -> dict[str, Any]:
     """Peak memory of the sandbox machinery while ``/bin/sleep`` runs under *profile*."""
     from buildjail import Sandbox
@@ -305,23 +328,8 @@ def sandbox_memory(profile: str, repeats: int) -> dict[str, Any]:
     peak: dict[str, Any] = {"rss_kib": 0, "pss_kib": 0, "private_kib": 0, "processes": []}
     samples = 0
     for _ in range(repeats):
-        stop = threading.Event()
-        seen: list[list[dict[str, Any]]] = []
-
-        def sampler(stop: threading.Event = stop, seen: list[list[dict[str, Any]]] = seen) -> None:
-            while not stop.is_set():
-                found = _sample(SLEEP)
-                if found is not None:
-                    seen.append(found)
-                time.sleep(MEMORY_SAMPLE_SECONDS)
-
-        thread = threading.Thread(target=sampler, daemon=True)
-        thread.start()
-        try:
-            Sandbox(profile).run([SLEEP, str(MEMORY_SLEEP_SECONDS)], cwd="/")
-        finally:
-            stop.set()
-            thread.join()
+        seen = _sample_during(
+            lambda: Sandbox(profile).run([SLEEP, str(MEMORY_SLEEP_SECONDS)], cwd="/"))
         samples += len(seen)
         for processes in seen:
             totals = _totals(processes)
@@ -392,6 +400,15 @@ def _print_memory(memory: dict[str, Any]) -> None:
     print("\n" + MEMORY_NOTE)
 
 
+def describe_accounts(accounts: dict[str, Any]) -> str:
+    """One line: whether the account files are as before and no user was left behind."""
+    files = ", ".join(f"{path}: {'same' if same else 'CHANGED'}"
+                      for path, same in accounts["unchanged"].items())
+    verdict = "all identical" if all(accounts["unchanged"].values()) else "CHANGED"
+    left = ", ".join(accounts["left_behind"]) or "none"
+    return f"account files after the run: {verdict} ({files}); users left behind: {left}"
+
+
 def print_report(report: dict[str, Any]) -> None:
     """The human-readable report."""
     config = report["config"]
@@ -401,11 +418,7 @@ def print_report(report: dict[str, Any]) -> None:
     _print_times(report["times"])
     _print_checks(report["checks"])
     _print_memory(report["memory"])
-    accounts = report["accounts"]
-    verdict = "all identical" if all(accounts["unchanged"].values()) else "CHANGED"
-    print(f"\naccount files after the run: {verdict} "
-          f"({', '.join(f'{p}: {"same" if s else "CHANGED"}' for p, s in accounts['unchanged'].items())}); "
-          f"users left behind: {accounts['left_behind'] or 'none'}")
+    print("\n" + describe_accounts(report["accounts"]))
     print(f"total wall time: {report['elapsed_s']:.1f} s")
 
 
@@ -453,6 +466,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         times = measure(variants, args.iterations, args.slow_iterations, args.warmup)
     finally:
         baseline.cleanup()
+        checked = {"unchanged": account_changes(accounts), "left_behind": sorted(baseline.pending)}
+        if sys.exc_info()[0] is not None:
+            print("overhead.py: stopped; " + describe_accounts(checked), file=sys.stderr)
     stats = {name: summarize(samples) for name, samples in times.items()}
     sandbox = {profile: sandbox_memory(profile, args.memory_repeats)
                for profile in ("full", "network", "none")}
@@ -465,8 +481,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                    "caller": {"start_kib": start_rss, "after_import_kib": import_rss,
                               "end_kib": caller_max_rss_kib()},
                    "note": MEMORY_NOTE},
-        "accounts": {"unchanged": account_changes(accounts),
-                     "left_behind": sorted(baseline.pending)},
+        "accounts": checked,
         "elapsed_s": time.monotonic() - started,
     }
 

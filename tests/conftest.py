@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from sandbox_driver import run_spec
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -51,7 +52,7 @@ def _run_as_user(world: str, spec: dict[str, Any], uid: int) -> dict[str, Any]:
     proc = subprocess.run(
         ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
          SYSTEM_PYTHON, "-Es", f"{world}/sandbox_driver.py", json.dumps(spec)],
-        capture_output=True, text=True, env=env, cwd=spec.get("cwd", "/"), timeout=300,
+        capture_output=True, text=True, env=env, check=False, cwd=spec.get("cwd", "/"), timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     sys.stderr.write(proc.stderr)

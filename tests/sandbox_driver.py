@@ -19,17 +19,17 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     policy = policy.with_limits(**spec.pop("limits", {}))
     policy = policy.with_env(keep=spec.pop("keep_env", ()))
     policy = policy.with_paths(masked=spec.pop("masked", ()))
-    capture = tempfile.TemporaryFile() if spec.pop("capture", False) else None
-    if capture is not None:
-        spec["stdout"] = capture.fileno()
-    try:
-        result = Sandbox(policy).run(spec.pop("cmd"), **spec).to_dict()
-    except SandboxSetupError as error:
-        return {"setup_error": error.reason, "fix": error.fix}
-    if capture is not None:
-        capture.seek(0)
-        result["stdout"] = capture.read().decode(errors="replace")
-        capture.close()
+    capture = spec.pop("capture", False)
+    with tempfile.TemporaryFile() as output:
+        if capture:
+            spec["stdout"] = output.fileno()
+        try:
+            result = Sandbox(policy).run(spec.pop("cmd"), **spec).to_dict()
+        except SandboxSetupError as error:
+            return {"setup_error": error.reason, "fix": error.fix}
+        if capture:
+            output.seek(0)
+            result["stdout"] = output.read().decode(errors="replace")
     return result
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import NONROOT_UID, Runner
 
 PROBE = (Path(__file__).parent / "probes" / "isolation_probe.py").read_text()

@@ -116,6 +116,7 @@ def set_mount_attributes(path: str | int, attributes: int, recursive: bool = Tru
     """Set mount attributes (read-only, nosuid...) on the mount at *path* or on a tree fd."""
     attr = _MountAttr(attr_set=attributes)
     flags = AT_RECURSIVE if recursive else 0
+    name: bytes | None
     if isinstance(path, int):
         dirfd, name, flags = path, b"", flags | AT_EMPTY_PATH
     else:

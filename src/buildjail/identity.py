@@ -69,7 +69,7 @@ def choose_range(
     """Pick the ephemeral range: the preferred block if mapped, else the top of the largest."""
     usable = _intersect(uid_map, gid_map)
     for start, end in usable:
-        if start <= PREFERRED_BASE and PREFERRED_BASE + SLOTS <= end:
+        if start <= PREFERRED_BASE and end >= PREFERRED_BASE + SLOTS:
             return IdRange(PREFERRED_BASE, SLOTS)
     best = max(usable, key=lambda interval: interval[1] - interval[0], default=(0, 0))
     end = min(best[1], 65534)
@@ -113,7 +113,7 @@ def acquire(id_range: IdRange | None = None) -> Lease:
 def _try_lock(fd: int, slot: int) -> bool:
     request = struct.pack("hhqqi4x", _F_WRLCK, os.SEEK_SET, slot, 1, 0)
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)  # type: ignore[attr-defined]
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)
     except OSError as error:
         if error.errno in (errno.EAGAIN, errno.EACCES):
             return False

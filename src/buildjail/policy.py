@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import PolicyError
@@ -62,7 +62,7 @@ class Policy:
     masked: tuple[str, ...] = ()
     env_keep: tuple[str, ...] = ("*",)
     env_delete: tuple[str, ...] = ()
-    limits: Limits = Limits()
+    limits: Limits = dataclasses.field(default_factory=Limits)
     hostname: str = "localhost"
 
     def __post_init__(self) -> None:
@@ -204,8 +204,10 @@ def _policy_from_mapping(data: Mapping[str, Any], source: str) -> Policy:
 
 
 def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
-    parsers = {"wall_time": parse_duration, "memory": parse_size, "file_size": parse_size,
-               "processes": int}
+    parsers: dict[str, Callable[[Any], Any]] = {
+        "wall_time": parse_duration, "memory": parse_size, "file_size": parse_size,
+        "processes": int,
+    }
     return {key: parsers[key](value) for key, value in raw.items()}
 
 

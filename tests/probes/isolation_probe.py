@@ -23,7 +23,7 @@ def attempt(name, action):
         results[name] = "ok" if value is None else value
     except OSError as error:
         results[name] = errno.errorcode.get(error.errno, str(error.errno))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         results[name] = f"{type(error).__name__}: {error}"
 
 
@@ -82,8 +82,13 @@ for name, path in config["writes"].items():
     attempt(f"write:{name}", lambda path=path: write(path))
 attempt("read:parent_environ", lambda: read(f"/proc/{config['parent_pid']}/environ"))
 attempt("read:parent_cmdline", lambda: read(f"/proc/{config['parent_pid']}/cmdline"))
-attempt("read:init_environ", lambda: open("/proc/1/environ", "rb").read().strip(b"\0").decode())
-attempt("read:init_cmdline", lambda: open("/proc/1/cmdline", "rb").read().strip(b"\0").decode())
+def read_text(path):
+    with open(path, "rb") as stream:
+        return stream.read().strip(b"\0").decode()
+
+
+attempt("read:init_environ", lambda: read_text("/proc/1/environ"))
+attempt("read:init_cmdline", lambda: read_text("/proc/1/cmdline"))
 results["pids"] = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
 results["env"] = dict(os.environ)
 attempt("tcp:host_loopback", lambda: connect(socket.AF_INET, socket.SOCK_STREAM,

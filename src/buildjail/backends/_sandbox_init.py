@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -49,10 +50,8 @@ class InitPlan:
 def report_error(fd: int, reason: str, fix: str = "") -> None:
     """Send a set-up failure to the caller, one JSON line."""
     message = json.dumps({"error": reason, "fix": fix}).encode() + b"\n"
-    try:
+    with contextlib.suppress(OSError):
         os.write(fd, message)
-    except OSError:
-        pass
 
 
 def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
@@ -73,7 +72,7 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
     except OSError as error:
         report_error(report_fd, f"sandbox set-up failed: {error}", _fix_for(error))
         os._exit(EXIT_SETUP)
-    except BaseException as error:  # noqa: BLE001 - never return into the caller's code
+    except BaseException as error:
         report_error(report_fd, f"sandbox set-up failed: {error!r}")
         os._exit(EXIT_SETUP)
     os._exit(0)
@@ -194,7 +193,7 @@ def _exec_command(plan: InitPlan, report_fd: int) -> NoReturn:
         os.execvpe(plan.argv[0], plan.argv, plan.env)
     except OSError as error:
         report_error(report_fd, *_command_error(stage, plan, error))
-    except BaseException as error:  # noqa: BLE001 - never return into the caller's code
+    except BaseException as error:
         report_error(report_fd, f"{stage}: {error!r}")
     os._exit(EXIT_SETUP)
 

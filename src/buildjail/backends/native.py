@@ -220,7 +220,8 @@ def _execute(run: _Run) -> dict[str, Any]:
 
 def _read_all(fd: int, lifeline: int) -> tuple[bytes, KeyboardInterrupt | None]:
     """Read the supervisor's report; on Ctrl-C cut the lifeline so it stops the sandbox."""
-    chunks, interrupted = [], None
+    chunks: list[bytes] = []
+    interrupted: KeyboardInterrupt | None = None
     try:
         while True:
             try:
@@ -278,7 +279,7 @@ def _supervise(run: _Run, report_fd: int, lifeline: int) -> NoReturn:
 
         failure = explain(str(error), error)
         report_error(report_fd, failure.reason, failure.fix)
-    except BaseException as error:  # noqa: BLE001 - never return into the caller's code
+    except BaseException as error:
         report_error(report_fd, f"sandbox supervisor failed: {error!r}")
     os._exit(0)
 

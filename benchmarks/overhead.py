@@ -393,6 +393,11 @@ def _print_memory(memory: dict[str, Any]) -> None:
     for profile, peak in memory["sandbox"].items():
         print(f"  {profile:<10} {len(peak['processes']):>5} {peak['rss_kib']:>8} "
               f"{peak['pss_kib']:>8} {peak['private_kib']:>8} {peak['samples']:>8}")
+    roles = {1: "supervisor", 2: "sandbox init"}
+    for process in sorted(memory["sandbox"]["full"]["processes"], key=lambda p: p["depth"]):
+        role = roles.get(process["depth"], f"depth {process['depth']}")
+        print(f"    full, {role:<12} VmRSS {process['rss_kib']:>6}  Pss {process['pss_kib']:>6}  "
+              f"Private {process['private_kib']:>6}")
     caller = memory["caller"]
     print(f"  caller ru_maxrss: {caller['start_kib']} KiB at start, "
           f"{caller['after_import_kib']} after importing buildjail, {caller['end_kib']} at end "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import functools
 import os
 import random
 import struct
@@ -87,6 +88,18 @@ def choose_range(
 
 def host_range() -> IdRange:
     """Return the ephemeral id range of this host."""
+    return _host_range(_stamp("/etc/passwd"), _stamp("/etc/group"))
+
+
+def _stamp(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+@functools.cache
+def _host_range(*_stamps: int) -> IdRange:
     taken = _account_ids("/etc/passwd") | _account_ids("/etc/group")
     return choose_range(
         mapped_intervals("/proc/self/uid_map"), mapped_intervals("/proc/self/gid_map"), taken

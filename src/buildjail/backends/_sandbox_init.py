@@ -146,7 +146,9 @@ def _limit_from_status(status: int) -> str | None:
 def _over_limits(limits: Limits) -> str | None:
     """Count the sandbox's processes and their private memory, seen in its own /proc."""
     pids = [name for name in os.listdir("/proc") if name.isdigit() and name != "1"]
-    if limits.processes and len(pids) >= limits.processes - 1:
+    # RLIMIT_NPROC counts the supervisor and this init too when they share the command's
+    # uid (non-root): the command's processes then top out at processes - 2.
+    if limits.processes and len(pids) >= limits.processes - 2:
         return "processes"
     if limits.memory:
         page = os.sysconf("SC_PAGE_SIZE")

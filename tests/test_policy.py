@@ -60,7 +60,8 @@ def test_from_toml(tmp_path: Path) -> None:
         ("[filesystem]\nwritable = [\"relative\"]\n", "absolute"),
         ("[limits]\nmemory = \"lots\"\n", "not a size"),
         ("[isolation]\nnamespaces = [\"time\"]\n", "unknown namespace"),
-        ("[isolation]\nnamespaces = [\"net\"]\nfilesystem = false\nkill_all = true\n", "pid namespace"),
+        ("[isolation]\nnamespaces = [\"net\"]\nfilesystem = false\nkill_all = true\n",
+         "pid namespace"),
         ("[isolation]\nnamespaces = [\"net\"]\n", "needs the mount namespace"),
         ("extends = \"strict\"\n", "unknown profile"),
         ("not toml [", "not valid TOML"),
@@ -96,7 +97,7 @@ def test_ephemeral_range_fits_rootless_podman_maps() -> None:
     # rootless Podman: 0 -> the user, 1..65536 -> subordinate ids
     uid_map = [(0, 1), (1, 65537)]
     chosen = choose_range(uid_map, uid_map, {0, 1000, 65534})
-    assert 1000 < chosen.start and chosen.start + chosen.size <= 65534
+    assert chosen.start > 1000 and chosen.start + chosen.size <= 65534
     assert chosen.size >= 64
 
 

@@ -1,0 +1,117 @@
+"""The ``buildjail run`` command line: exit codes, reasons on stderr, the JSON report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+
+
+def buildjail(*args: str, cwd: str = "/") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "buildjail", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_exit_code_and_streams_pass_through() -> None:
+    proc = buildjail("run", "--", "/bin/sh", "-c", "echo out; echo err >&2; exit 7")
+    assert proc.returncode == 7
+    assert proc.stdout == "out\n"
+    assert proc.stderr == "err\n"
+
+
+def test_death_by_signal_is_128_plus_signal() -> None:
+    assert buildjail("run", "--", "/bin/sh", "-c", "kill -KILL $$").returncode == 137
+
+
+def test_timeout_is_124_and_reported() -> None:
+    proc = buildjail("run", "--timeout", "1", "--", "/bin/sleep", "30")
+    assert proc.returncode == 124
+    assert "wall time limit" in proc.stderr
+
+
+def test_missing_writable_path_is_125_with_one_line_reason(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    proc = buildjail("run", "--writable", str(missing), "--", "/bin/true")
+    assert proc.returncode == 125
+    first, fix = proc.stderr.splitlines()
+    assert f"the writable path {missing} does not exist" in first
+    assert fix.strip().startswith("fix:")
+
+
+def test_missing_command_is_125() -> None:
+    proc = buildjail("run", "--", "/no/such/command")
+    assert proc.returncode == 125
+    assert "cannot execute '/no/such/command'" in proc.stderr
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    proc = buildjail("run", "--frobnicate", "--", "/bin/true")
+    assert proc.returncode == 2 or "unrecognized" in proc.stderr
+
+
+def test_no_command_is_a_usage_error() -> None:
+    proc = buildjail("run")
+    assert proc.returncode == 2
+    assert "no command given" in proc.stderr
+
+
+def test_json_report(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    proc = buildjail("run", "--json-report", str(report), "--", "/bin/sh", "-c", "exit 3")
+    assert proc.returncode == 3
+    data = json.loads(report.read_text())
+    assert data["exit_code"] == 3 and data["policy"] == "full" and data["backend"] == "native"
+    assert {"namespace:pid", "namespace:net", "seccomp", "filesystem"} <= set(data["layers"])
+    assert data["duration"] > 0 and data["limit_hit"] is None
+
+
+def test_writable_and_keep_env_options(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "buildjail", "run", "--writable", str(out), "--keep-env",
+         "MY_BUILD_*", "--", "/bin/sh", "-c", f'echo "$MY_BUILD_FLAG" > {out}/flag; id -u'],
+        capture_output=True, text=True, check=False, cwd="/",
+        env={**os.environ, "MY_BUILD_FLAG": "on"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "flag").read_text() == "on\n"
+    assert (out / "flag").stat().st_uid == 0  # handed back from the ephemeral uid
+    assert int(proc.stdout) >= 1000
+
+
+def test_policy_file(tmp_path: Path) -> None:
+    policy = tmp_path / "p.toml"
+    policy.write_text('extends = "full"\n[limits]\nwall_time = 1\n')
+    proc = buildjail("run", "--policy", str(policy), "--", "/bin/sleep", "10")
+    assert proc.returncode == 124
+
+
+def test_bad_policy_file_is_an_error(tmp_path: Path) -> None:
+    policy = tmp_path / "p.toml"
+    policy.write_text("[limits]\nbogus = 1\n")
+    proc = buildjail("run", "--policy", str(policy), "--", "/bin/true")
+    assert proc.returncode == 2
+    assert "unknown key" in proc.stderr
+
+
+def test_network_profile_sees_the_host_filesystem(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    marker.write_text("visible")
+    proc = buildjail("run", "--profile", "network", "--", "/bin/sh", "-c",
+                     f"cat {marker}; echo; hostname; /usr/bin/python3.11 -c "
+                     "'import socket; print(*[n for _, n in socket.if_nameindex()])'")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["visible", "localhost", "lo"]
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    proc = buildjail("run", "--", sys.executable, "-m", "buildjail.examples.whoami")
+    assert proc.returncode == 0, proc.stderr
+    assert "read /root/.netrc" in proc.stdout and "ALLOWED" not in proc.stdout

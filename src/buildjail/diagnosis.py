@@ -41,14 +41,20 @@ def userns_fix() -> str:
     return "run as root, or enable unprivileged user namespaces in the kernel"
 
 
+def explain_error(error: OSError) -> SandboxSetupError:
+    """Explain an error raised as ``OSError(errno, "<stage>: <details>")`` during set-up."""
+    stage, _, detail = (error.strerror or "").partition(": ")
+    if not detail:
+        return explain(str(error), error)
+    return explain(stage, OSError(error.errno or 0, detail))
+
+
 def explain(stage: str, error: OSError) -> SandboxSetupError:
     """Return the set-up error for *error*, raised while doing *stage*."""
     code = error.errno or 0
     text = f"{stage}: {error.strerror or error}"
     if stage.startswith("unshare") and code in (errno.EPERM, errno.ENOSPC, errno.EINVAL):
-        if os.geteuid() != 0 or "user" in stage:
-            return SandboxSetupError(f"cannot create namespaces ({text})", userns_fix())
-        if seccomp_mode() == 2:
+        if os.geteuid() != 0 or seccomp_mode() == 2:
             return SandboxSetupError(f"cannot create namespaces ({text})", userns_fix())
         return SandboxSetupError(
             f"cannot create namespaces ({text})",

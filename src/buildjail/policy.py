@@ -57,6 +57,7 @@ class Policy:
     seccomp: bool = False
     new_session: bool = False
     kill_all: bool = False
+    cgroup_limits: bool = False
     readonly: tuple[str, ...] = ()
     writable: tuple[str, ...] = ()
     masked: tuple[str, ...] = ()
@@ -75,6 +76,8 @@ class Policy:
             raise PolicyError("a filesystem view needs the mount namespace")
         if self.kill_all and "pid" not in self.namespaces:
             raise PolicyError("killing every process of the sandbox needs the pid namespace")
+        if self.cgroup_limits and "pid" not in self.namespaces:
+            raise PolicyError("cgroup limits need the pid namespace")
         for path in (*self.readonly, *self.writable, *self.masked):
             if not os.path.isabs(path):
                 raise PolicyError(f"paths in a policy must be absolute: {path!r}")
@@ -174,7 +177,7 @@ _SECTIONS: dict[str, set[str]] = {
     "limits": {"wall_time", "memory", "processes", "file_size"},
     "isolation": {
         "namespaces", "filesystem", "ephemeral_identity", "no_new_privs",
-        "drop_capabilities", "seccomp", "new_session", "kill_all", "hostname",
+        "drop_capabilities", "seccomp", "new_session", "kill_all", "hostname", "cgroup_limits",
     },
 }
 

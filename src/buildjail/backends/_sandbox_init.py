@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import resource
@@ -55,27 +56,84 @@ def report_error(fd: int, reason: str, fix: str = "") -> None:
 
 
 def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
-    """Become the sandbox's init: set up namespaces, start the command, reap, report."""
+    """Become the sandbox's init: set up, confine itself, spawn the command, reap, report.
+
+    The init confines itself exactly as the command will be (identity, capabilities,
+    no_new_privs, seccomp, rlimits), so the command can be started with ``posix_spawn``
+    (vfork + exec) instead of a second fork of this Python process.
+    """
+    stage = "set up the sandbox"
     try:
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
         _close_other_fds((report_fd, status_fd, *_stdio_fds(plan)))
         k.scrub_process_memory(b"buildjail-init")
-        k.prctl(k.PR_SET_DUMPABLE, 0)
         _enter_namespaces(plan)
         wakeup = _watch_children()
-        child = os.fork()
-        if child == 0:
-            _exec_command(plan, report_fd)
+        stage = "confine the sandbox"
+        _confine(plan)
+        stage = "enter the working directory"
+        os.chdir(plan.cwd)
+        stage = "execute"
+        child = _spawn_command(plan)
         os.close(report_fd)
         status, limit = _reap_until(child, wakeup, plan)
         os.write(status_fd, json.dumps({"status": status, "limit": limit}).encode())
     except OSError as error:
-        report_error(report_fd, f"sandbox set-up failed: {error}", _fix_for(error))
+        report_error(report_fd, *_setup_error(stage, plan, error))
         os._exit(EXIT_SETUP)
     except BaseException as error:
-        report_error(report_fd, f"sandbox set-up failed: {error!r}")
+        report_error(report_fd, f"{stage}: {error!r}")
         os._exit(EXIT_SETUP)
     os._exit(0)
+
+
+def _confine(plan: InitPlan) -> None:
+    """Apply rlimits, the identity, the capability drop, no_new_privs and seccomp."""
+    _set_rlimits(plan.limits)
+    _drop_privileges(plan)
+    k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change clears it: arm it again
+    k.prctl(k.PR_SET_DUMPABLE, 0)
+    if plan.no_new_privs:
+        k.set_no_new_privs()
+    if plan.seccomp_program is not None:
+        seccomp.install_filter(plan.seccomp_program)
+
+
+def _spawn_command(plan: InitPlan) -> int:
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target)
+               for target, fd in enumerate(plan.stdio) if fd is not None and fd != target]
+    return os.posix_spawn(
+        _resolve(plan.argv[0], plan.env.get("PATH", os.defpath)),
+        plan.argv,
+        plan.env,
+        file_actions=actions,
+        setsid=plan.new_session,
+        setsigdef=_RESET_SIGNALS,
+        setsigmask=set(),
+    )
+
+
+def _resolve(command: str, search_path: str) -> str:
+    """Find *command* like execvp would, with the sandbox's PATH and identity."""
+    if "/" in command:
+        return command
+    for directory in search_path.split(os.pathsep):
+        candidate = os.path.join(directory or ".", command)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError(errno.ENOENT, f"{command} not found in PATH {search_path}")
+
+
+def _setup_error(stage: str, plan: InitPlan, error: OSError) -> tuple[str, str]:
+    if stage == "execute":
+        return (f"cannot execute {plan.argv[0]!r} in the sandbox: {error.strerror}",
+                "check the command exists and is readable in the sandbox (add its directory "
+                "with --readonly if it lives under a masked path such as /root or /home)")
+    if stage == "enter the working directory":
+        return (f"the working directory {plan.cwd} is not reachable in the sandbox: "
+                f"{error.strerror}",
+                "run from a visible directory, or expose it with --readonly/--writable")
+    return f"{stage} failed: {error}", _fix_for(error)
 
 
 def _fix_for(error: OSError) -> str:
@@ -163,53 +221,6 @@ def _over_limits(limits: Limits) -> str | None:
         if total > limits.memory:
             return "memory"
     return None
-
-
-def _exec_command(plan: InitPlan, report_fd: int) -> NoReturn:
-    """Finish the set-up in the command's own process, then exec it."""
-    stage = "prepare the command"
-    try:
-        signal.set_wakeup_fd(-1)
-        for number in _RESET_SIGNALS:
-            signal.signal(number, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        for target, fd in enumerate(plan.stdio):
-            if fd is not None and fd != target:
-                os.dup2(fd, target)
-        _close_other_fds((report_fd,))
-        if plan.new_session:
-            os.setsid()
-        stage = "set resource limits"
-        _set_rlimits(plan.limits)
-        stage = "drop privileges"
-        _drop_privileges(plan)
-        stage = "enter the working directory"
-        os.chdir(plan.cwd)
-        if plan.no_new_privs:
-            stage = "set no_new_privs"
-            k.set_no_new_privs()
-        if plan.seccomp_program is not None:
-            stage = "seccomp filter"
-            seccomp.install_filter(plan.seccomp_program)
-        stage = "execute"
-        os.execvpe(plan.argv[0], plan.argv, plan.env)
-    except OSError as error:
-        report_error(report_fd, *_command_error(stage, plan, error))
-    except BaseException as error:
-        report_error(report_fd, f"{stage}: {error!r}")
-    os._exit(EXIT_SETUP)
-
-
-def _command_error(stage: str, plan: InitPlan, error: OSError) -> tuple[str, str]:
-    if stage == "execute":
-        return (f"cannot execute {plan.argv[0]!r} in the sandbox: {error.strerror}",
-                "check the command exists and is readable in the sandbox (add its directory "
-                "with --readonly if it lives under a masked path such as /root or /home)")
-    if stage == "enter the working directory":
-        return (f"the working directory {plan.cwd} is not reachable in the sandbox: "
-                f"{error.strerror}",
-                "run from a visible directory, or expose it with --readonly/--writable")
-    return f"{stage}: {error.strerror or error}", "run `buildjail doctor`"
 
 
 def _set_rlimits(limits: Limits) -> None:

@@ -156,12 +156,27 @@ def _identity(lease: identity.Lease | None) -> identity.Identity:
 
 
 def _limit_cgroup(policy: Policy, who: identity.Identity, root: bool) -> cgroups.Cgroup | None:
+    """Create the cgroup enforcing the memory and process limits, when the policy asks."""
     limits = policy.limits
-    if not root or "pid" not in policy.namespaces or not (limits.memory or limits.processes):
+    if not policy.cgroup_limits or not (limits.memory or limits.processes):
         return None
+    if not root:
+        raise SandboxSetupError(
+            "cgroup limits were requested, but buildjail creates cgroups only as root",
+            "run as root, or set cgroup_limits = false (rlimits and the in-sandbox monitor "
+            "then enforce the memory and process limits)",
+        )
     name = f"buildjail-{who.uid}" if who.uid else f"buildjail-{os.getpid()}-{next(_counter)}"
-    # +1: the supervisor waits inside the cgroup so that the sandbox starts in it.
-    return cgroups.create(name, limits.memory, limits.processes and limits.processes + 1)
+    # No +1 for the supervisor waiting inside: RLIMIT_NPROC (which also counts the init once
+    # it runs as the build's uid) is checked before pids.max, and only pids.max reports a hit.
+    cgroup = cgroups.create(name, limits.memory, limits.processes)
+    if cgroup is None:
+        raise SandboxSetupError(
+            "cgroup limits were requested, but no memory and pids cgroup can be created here",
+            "mount cgroup v2 with the memory and pids controllers delegated (or v1 "
+            "controllers), or set cgroup_limits = false",
+        )
+    return cgroup
 
 
 def _interpreter_paths() -> tuple[str, ...]:
@@ -204,11 +219,19 @@ def _layers(policy: Policy, namespaces: set[str], ephemeral: bool,
 def _execute(run: _Run) -> dict[str, Any]:
     report_r, report_w = os.pipe()
     life_r, life_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(report_r)
-        os.close(life_w)
-        _supervise(run, report_w, life_r)
+    interrupts = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts)  # until the child ignores
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(report_r)
+                os.close(life_w)
+                _supervise(run, report_w, life_r, blocked)
+            finally:
+                os._exit(125)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     os.close(report_w)
     os.close(life_r)
     data, interrupted = _read_all(report_r, life_w)
@@ -264,20 +287,23 @@ def _outcome(data: bytes) -> dict[str, Any]:
     return result
 
 
-def _supervise(run: _Run, report_fd: int, lifeline: int) -> NoReturn:
+def _supervise(
+    run: _Run, report_fd: int, lifeline: int, mask: set[int | signal.Signals]
+) -> NoReturn:
     """The supervisor: starts the sandbox, enforces the wall time, cleans up, reports."""
     try:
         for number in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(number, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.setpgid(0, 0)
         outcome = _supervise_sandbox(run, report_fd, lifeline)
         os.write(report_fd, json.dumps(outcome).encode() + b"\n")
     except SandboxSetupError as error:
         report_error(report_fd, error.reason, error.fix)
     except OSError as error:
-        from ..diagnosis import explain
+        from ..diagnosis import explain_error
 
-        failure = explain(str(error), error)
+        failure = explain_error(error)
         report_error(report_fd, failure.reason, failure.fix)
     except BaseException as error:
         report_error(report_fd, f"sandbox supervisor failed: {error!r}")
@@ -295,6 +321,8 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, An
         finally:
             if run.cgroup is not None:
                 run.cgroup.leave(os.getpid())
+                with contextlib.suppress(OSError):  # here too: the caller may be dead
+                    run.cgroup.remove()
     finally:
         if owners is not None:
             ownership.hand_back(run.writable, owners, who.uid, os.getuid(), os.getgid())

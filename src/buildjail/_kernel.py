@@ -59,11 +59,16 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                        ctypes.c_ulong]
+# Every function is looked up here, at import: forked sandbox processes then need no dlsym.
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_mount = _libc.mount
+_mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                   ctypes.c_char_p]
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_unshare = _libc.unshare
+_capset = _libc.capset
 
 
 class _MountAttr(ctypes.Structure):
@@ -89,26 +94,26 @@ def _check(result: int, what: str) -> int:
 
 def unshare(flags: int) -> None:
     """Move the calling process into new namespaces (``unshare(2)``)."""
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+    _check(_unshare(ctypes.c_int(flags)), "unshare")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
     """Mount a filesystem (``mount(2)``)."""
-    _check(_libc.mount(_encode(source), _encode(target), _encode(fstype), flags, _encode(data)),
+    _check(_mount(_encode(source), _encode(target), _encode(fstype), flags, _encode(data)),
            f"mount {fstype or source} on {target}")
 
 
 def open_tree_clone(path: str, recursive: bool = True) -> int:
     """Return a file descriptor holding a detached copy of the mount tree at *path*."""
     flags = OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
-    return _check(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, _encode(path), ctypes.c_uint(flags)),
+    return _check(_syscall(_SYS_OPEN_TREE, AT_FDCWD, _encode(path), ctypes.c_uint(flags)),
                   f"open_tree {path}")
 
 
 def move_mount(tree_fd: int, target: str) -> None:
     """Attach a detached mount tree at *target* (``move_mount(2)``)."""
-    _check(_libc.syscall(_SYS_MOVE_MOUNT, tree_fd, b"", AT_FDCWD, _encode(target),
+    _check(_syscall(_SYS_MOVE_MOUNT, tree_fd, b"", AT_FDCWD, _encode(target),
                          ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount {target}")
 
 
@@ -121,14 +126,14 @@ def set_mount_attributes(path: str | int, attributes: int, recursive: bool = Tru
         dirfd, name, flags = path, b"", flags | AT_EMPTY_PATH
     else:
         dirfd, name = AT_FDCWD, _encode(path)
-    _check(_libc.syscall(_SYS_MOUNT_SETATTR, dirfd, name, ctypes.c_uint(flags),
+    _check(_syscall(_SYS_MOUNT_SETATTR, dirfd, name, ctypes.c_uint(flags),
                          ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
            f"mount_setattr {path}")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0) -> int:
     """Call ``prctl(2)``."""
-    return _check(_libc.prctl(option, arg2, arg3, 0, 0), f"prctl {option}")
+    return _check(_prctl(option, arg2, arg3, 0, 0), f"prctl {option}")
 
 
 def set_no_new_privs() -> None:
@@ -138,8 +143,7 @@ def set_no_new_privs() -> None:
 
 def drop_bounding_and_ambient() -> None:
     """Empty the bounding and ambient capability sets, so no execve can regain one."""
-    last = _last_capability()
-    for capability in range(last + 1):
+    for capability in range(_LAST_CAPABILITY + 1):
         try:
             prctl(PR_CAPBSET_DROP, capability)
         except OSError as error:
@@ -152,7 +156,7 @@ def clear_capability_sets() -> None:
     """Empty the effective, permitted and inheritable capability sets."""
     header = _CapHeader(version=_CAPABILITY_VERSION_3, pid=0)
     data = (_CapData * 2)()
-    _check(_libc.capset(ctypes.byref(header), data), "capset")
+    _check(_capset(ctypes.byref(header), data), "capset")
 
 
 def _last_capability() -> int:
@@ -161,6 +165,9 @@ def _last_capability() -> int:
             return int(stream.read())
     except OSError:
         return 63
+
+
+_LAST_CAPABILITY = _last_capability()
 
 
 def loopback_up() -> None:
@@ -180,8 +187,11 @@ def map_current_ids(uid: int, gid: int, inside_uid: int, inside_gid: int) -> Non
 
 def scrub_process_memory(title: bytes) -> None:
     """Overwrite this process's argv and environment strings, as shown in ``/proc``."""
-    with open("/proc/self/stat", "rb") as stream:
-        fields = stream.read().rsplit(b")", 1)[1].split()
+    fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
+    finally:
+        os.close(fd)
     arg_start, arg_end, env_start, env_end = (int(value) for value in fields[45:49])
     if env_end > env_start:
         ctypes.memset(env_start, 0, env_end - env_start)

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -324,14 +323,19 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
-@functools.cache
-def _prctl() -> Callable[..., int]:
-    """libc's prctl with a fixed prototype, looked up once per process."""
+def _load_prctl() -> Callable[..., int]:
+    """libc's prctl with a fixed prototype.
+
+    Looked up at import, so that forked sandbox processes do not pay for dlopen/dlsym.
+    """
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     ulong = ctypes.c_ulong
     prctl.argtypes = (ctypes.c_int, ulong, ctypes.c_void_p, ulong, ulong)
     prctl.restype = ctypes.c_int
     return prctl
+
+
+_prctl = _load_prctl()
 
 
 def _instruction_count(program: bytes) -> int:
@@ -349,7 +353,7 @@ def install_filter(program: bytes) -> None:
     fprog = _SockFprog(count, ctypes.addressof(buffer))
     # ``buffer`` and ``fprog`` stay referenced until the call returns; the
     # kernel copies the program, so nothing needs to outlive it.
-    result = _prctl()(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0)
+    result = _prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0)
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_SECCOMP): {os.strerror(err)}")

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from .. import _kernel as k
 from .. import seccomp
+from ..diagnosis import explain_error  # imported here: the package may be hidden inside
 from ..filesystem import MountPlan, apply_mounts
 from ..identity import Identity
 from ..limits import Limits
@@ -137,9 +138,7 @@ def _setup_error(stage: str, plan: InitPlan, error: OSError) -> tuple[str, str]:
 
 
 def _fix_for(error: OSError) -> str:
-    from ..diagnosis import explain
-
-    return explain(str(error), error).fix
+    return explain_error(error).fix
 
 
 def _stdio_fds(plan: InitPlan) -> tuple[int, ...]:

@@ -340,9 +340,12 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]
     status_r, status_w = os.pipe()
     init = os.fork()
     if init == 0:
-        os.close(status_r)
-        os.close(lifeline)
-        run_init(run.plan, report_fd, status_w)
+        try:  # never unwind into the supervisor's (or the caller's) code
+            os.close(status_r)
+            os.close(lifeline)
+            run_init(run.plan, report_fd, status_w)
+        finally:
+            os._exit(125)
     os.close(status_w)
     stopped = _watch(init, lifeline, run)
     _, wait_status = os.waitpid(init, 0)

@@ -210,3 +210,13 @@ def _write(path: str, text: str) -> None:
 
 def _encode(value: str | None) -> bytes | None:
     return None if value is None else os.fsencode(value)
+
+
+def close_fds_except(keep: tuple[int, ...]) -> None:
+    """Close every file descriptor above 2 but those in *keep*."""
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, 1 << 20)

@@ -66,7 +66,7 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
     stage = "set up the sandbox"
     try:
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
-        _close_other_fds((report_fd, status_fd, *_stdio_fds(plan)))
+        k.close_fds_except((report_fd, status_fd, *_stdio_fds(plan)))
         k.scrub_process_memory(b"buildjail-init")
         _enter_namespaces(plan)
         wakeup = _watch_children()
@@ -240,12 +240,3 @@ def _drop_privileges(plan: InitPlan) -> None:
         os.setresuid(identity.uid, identity.uid, identity.uid)
     if plan.drop_capabilities:
         k.clear_capability_sets()
-
-
-def _close_other_fds(keep: tuple[int, ...]) -> None:
-    low = 3
-    for fd in sorted(set(keep)):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, 1 << 20)

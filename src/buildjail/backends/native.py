@@ -296,6 +296,11 @@ def _supervise(
             signal.signal(number, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.setpgid(0, 0)
+        # Forked from a thread, this process holds other runs' pipe ends too: drop them, or
+        # their callers would wait for this sandbox to end before seeing their own EOF.
+        lease_fd = run.lease.lock_fd if run.lease else -1
+        k.close_fds_except((report_fd, lifeline, lease_fd,
+                            *(fd for fd in run.plan.stdio if fd is not None)))
         outcome = _supervise_sandbox(run, report_fd, lifeline)
         os.write(report_fd, json.dumps(outcome).encode() + b"\n")
     except SandboxSetupError as error:
@@ -334,7 +339,8 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]
         try:
             k.unshare(run.supervisor_flags)
         except OSError as error:
-            raise OSError(error.errno, f"unshare user/pid namespaces: {error.strerror}") from None
+            names = "user and pid" if run.map_ids else "pid"
+            raise OSError(error.errno, f"unshare {names} namespaces: {error.strerror}") from None
         if run.map_ids:
             k.map_current_ids(uid, gid, uid, gid)
     status_r, status_w = os.pipe()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -96,6 +95,8 @@ class Policy:
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> Policy:
         """Load a policy from a TOML file (see the README for its keys)."""
+        import tomllib  # only here: it is slow to import and most runs use a profile
+
         try:
             with open(path, "rb") as stream:
                 data = tomllib.load(stream)

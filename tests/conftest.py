@@ -90,3 +90,20 @@ def shared_dir() -> Iterator[Path]:
     path.chmod(0o777)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def host_processes() -> list[tuple[int, set[int], bytes]]:
+    """Every process of the host: pid, its uids (real, effective, saved, fs), cmdline."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as stream:
+                uids = next(line for line in stream if line.startswith("Uid:"))
+            with open(f"/proc/{name}/cmdline", "rb") as stream:
+                cmdline = stream.read()
+        except (OSError, StopIteration):
+            continue
+        found.append((int(name), {int(uid) for uid in uids.split()[1:]}, cmdline))
+    return found

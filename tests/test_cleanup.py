@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from buildjail import Sandbox, identity
-from conftest import NONROOT_UID, SRC, SYSTEM_PYTHON, Runner
+from conftest import NONROOT_UID, SRC, SYSTEM_PYTHON, Runner, host_processes
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 EPHEMERAL_BASE = identity.PREFERRED_BASE
@@ -54,21 +54,10 @@ class HostState:
 
 def _sandbox_processes(marker: str = "") -> frozenset[tuple[int, int, bytes]]:
     """Processes running with an ephemeral uid, or with *marker* in their command line."""
-    found = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status") as stream:
-                line = next(line for line in stream if line.startswith("Uid:"))
-            with open(f"/proc/{name}/cmdline", "rb") as stream:
-                cmdline = stream.read()
-        except (OSError, StopIteration):
-            continue
-        uid = max(int(value) for value in line.split()[1:])
-        if uid >= EPHEMERAL_BASE or (marker and marker.encode() in cmdline):
-            found.add((int(name), uid, cmdline))
-    return frozenset(found)
+    return frozenset(
+        (pid, max(uids), cmdline) for pid, uids, cmdline in host_processes()
+        if max(uids) >= EPHEMERAL_BASE or (marker and marker.encode() in cmdline)
+    )
 
 
 def _mounts() -> frozenset[str]:

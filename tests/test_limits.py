@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NONROOT_UID, SYSTEM_PYTHON, Runner
+from conftest import NONROOT_UID, SYSTEM_PYTHON, Runner, host_processes
 from sandbox_driver import run_spec
 
 MIB = 1 << 20
@@ -63,28 +63,11 @@ time.sleep(0.5)  # the daemon beats a few times, then the command returns
 """
 
 
-def _processes() -> list[tuple[int, set[int], bytes]]:
-    """Every process of the host: pid, its uids (real, effective, saved, fs), cmdline."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status") as stream:
-                uids = next(line for line in stream if line.startswith("Uid:"))
-            with open(f"/proc/{name}/cmdline", "rb") as stream:
-                cmdline = stream.read()
-        except (OSError, StopIteration):
-            continue
-        found.append((int(name), {int(uid) for uid in uids.split()[1:]}, cmdline))
-    return found
-
-
 def leftovers(result: dict[str, object], marker: str) -> list[tuple[int, set[int], bytes]]:
     """Processes the sandbox left on the host: its ephemeral uid (root) or *marker*."""
     uid = result.get("uid")
     ephemeral = isinstance(uid, int) and uid not in (0, NONROOT_UID)
-    return [(pid, uids, cmdline) for pid, uids, cmdline in _processes()
+    return [(pid, uids, cmdline) for pid, uids, cmdline in host_processes()
             if marker.encode() in cmdline or (ephemeral and uid in uids)]
 
 

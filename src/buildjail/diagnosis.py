@@ -8,7 +8,8 @@ import os
 from .errors import SandboxSetupError
 
 
-def _read(path: str) -> str | None:
+def read_setting(path: str) -> str | None:
+    """Return a small file's stripped text (a sysctl, a /proc entry), or None if unreadable."""
     try:
         with open(path) as stream:
             return stream.read().strip()
@@ -18,7 +19,7 @@ def _read(path: str) -> str | None:
 
 def seccomp_mode() -> int:
     """Return this process's seccomp mode (0 none, 1 strict, 2 filter)."""
-    for line in (_read("/proc/self/status") or "").splitlines():
+    for line in (read_setting("/proc/self/status") or "").splitlines():
         if line.startswith("Seccomp:"):
             return int(line.split()[1])
     return 0
@@ -26,13 +27,13 @@ def seccomp_mode() -> int:
 
 def userns_fix() -> str:
     """Explain how to enable unprivileged user namespaces on this host."""
-    if _read("/proc/sys/user/max_user_namespaces") == "0":
+    if read_setting("/proc/sys/user/max_user_namespaces") == "0":
         return "sysctl -w user.max_user_namespaces=15000 (it is 0 on this host), or run as root"
-    if _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+    if read_setting("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
         return ("Ubuntu's AppArmor forbids unprivileged user namespaces: "
                 "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or add an AppArmor "
                 "profile allowing 'userns' for this Python, or run as root")
-    if _read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+    if read_setting("/proc/sys/kernel/unprivileged_userns_clone") == "0":
         return "sysctl -w kernel.unprivileged_userns_clone=1, or run as root"
     if seccomp_mode() == 2:
         return ("this process runs under a seccomp filter (e.g. Docker's default profile) "

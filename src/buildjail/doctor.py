@@ -23,7 +23,7 @@ from typing import Any, Literal, NoReturn
 from . import _kernel as k
 from . import cgroups, identity, seccomp
 from .backends import native as _native  # noqa: F401 - loaded before a probe drops privileges
-from .diagnosis import explain, seccomp_mode, userns_fix
+from .diagnosis import explain, read_setting, seccomp_mode, userns_fix
 from .errors import SandboxSetupError
 from .sandbox import Sandbox
 
@@ -489,16 +489,8 @@ LAYERS: tuple[str, ...] = tuple(layer.name for layer in _LAYERS)
 # --- turning a failure into a reason and a fix ------------------------------------
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as stream:
-            return stream.read().strip()
-    except OSError:
-        return None
-
-
 def _read_int(path: str) -> int | None:
-    text = _read(path)
+    text = read_setting(path)
     return int(text) if text is not None and text.lstrip("-").isdigit() else None
 
 
@@ -512,15 +504,15 @@ def _has_sys_admin() -> bool:
 
 
 def _userns_cause(code: int | None) -> str:
-    limit = _read("/proc/sys/user/max_user_namespaces")
+    limit = read_setting("/proc/sys/user/max_user_namespaces")
     if limit == "0":
         return "user.max_user_namespaces is 0 (user namespaces are disabled)"
     if code == errno.ENOSPC:
         return f"the user namespace limit is reached (user.max_user_namespaces={limit})"
-    if _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+    if read_setting("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
         return ("Ubuntu's AppArmor restricts unprivileged user namespaces "
                 "(kernel.apparmor_restrict_unprivileged_userns=1)")
-    if _read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+    if read_setting("/proc/sys/kernel/unprivileged_userns_clone") == "0":
         return "kernel.unprivileged_userns_clone is 0"
     if seccomp_mode() == 2:
         return _SECCOMP_CAUSE
@@ -560,7 +552,7 @@ def _unshare_diagnosis(name: str, text: str, code: int | None,
 
 def _proc_overmounts() -> tuple[str, ...]:
     found = []
-    for line in (_read("/proc/self/mountinfo") or "").splitlines():
+    for line in (read_setting("/proc/self/mountinfo") or "").splitlines():
         fields = line.split()
         if len(fields) > 4 and fields[4].startswith("/proc/") and (
                 fields[4] not in _HARMLESS_PROC_MOUNTS):
@@ -656,7 +648,7 @@ def _container() -> str | None:
     if os.path.exists("/.dockerenv"):
         return "docker (/.dockerenv)"
     hints = ("docker", "kubepods", "libpod", "containerd", "lxc", "podman")
-    text = _read("/proc/1/cgroup") or ""
+    text = read_setting("/proc/1/cgroup") or ""
     for hint in hints:
         if hint in text:
             return f"{hint} (/proc/1/cgroup)"

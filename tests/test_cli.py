@@ -112,6 +112,9 @@ def test_network_profile_sees_the_host_filesystem(tmp_path: Path) -> None:
 
 
 def test_python_dash_m(tmp_path: Path) -> None:
-    proc = buildjail("run", "--", sys.executable, "-m", "buildjail.examples.whoami")
+    # The checkout may live under /tmp (private in the sandbox): expose it like the README does.
+    checkout = str(Path(__file__).resolve().parent.parent)
+    proc = buildjail("run", "--readonly", checkout, "--", sys.executable, "-m",
+                     "buildjail.examples.whoami")
     assert proc.returncode == 0, proc.stderr
     assert "read /root/.netrc" in proc.stdout and "ALLOWED" not in proc.stdout

@@ -18,3 +18,12 @@ __all__ = [
     "SandboxSetupError",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """Import the PEP 517 names lazily: they need pyproject_hooks, the sandbox does not."""
+    if name in ("hook_runner", "HookFailed", "SandboxedHookRunner"):
+        from . import pep517
+
+        return getattr(pep517, name)
+    raise AttributeError(f"module 'buildjail' has no attribute {name!r}")

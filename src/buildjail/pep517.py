@@ -1,0 +1,123 @@
+"""A ``pyproject_hooks`` runner that runs every build-backend hook inside the sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from .policy import Policy
+from .result import RunResult
+from .sandbox import Sandbox
+
+Runner = Callable[[Sequence[str], "str | None", "Mapping[str, str] | None"], None]
+"""The signature pyproject_hooks expects: ``runner(cmd, cwd=None, extra_environ=None)``."""
+
+_OUTPUT_KWARGS = ("wheel_directory", "sdist_directory", "metadata_directory")
+LOG_TAIL_LINES = 40
+
+
+class HookFailed(subprocess.CalledProcessError):
+    """A hook exited non-zero in the sandbox; carries the tail of its log and the result."""
+
+    def __init__(self, cmd: Sequence[str], result: RunResult, log_path: str | None,
+                 log_tail: str) -> None:
+        super().__init__(result.exit_code, list(cmd), output=log_tail)
+        self.result = result
+        self.log_path = log_path
+        self.log_tail = log_tail
+
+    def __str__(self) -> str:
+        hook = self.cmd[2] if len(self.cmd) > 2 else "hook"
+        why = f"was stopped by the {self.result.limit_hit.replace('_', ' ')} limit" if (
+            self.result.limit_hit) else f"exited with {self.returncode}"
+        where = f" (whole log: {self.log_path})" if self.log_path else ""
+        tail = f"\n{self.log_tail}" if self.log_tail else ""
+        return f"build hook {hook} {why} in the sandbox{where}{tail}"
+
+
+class SandboxedHookRunner:
+    """Runs pyproject_hooks' ``_in_process`` script in a sandbox; usable as its runner."""
+
+    def __init__(
+        self,
+        policy: Policy | str = "full",
+        *,
+        backend: str = "auto",
+        log_path: str | os.PathLike[str] | None = None,
+        writable: Iterable[str | os.PathLike[str]] = (),
+        readonly: Iterable[str | os.PathLike[str]] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.sandbox = Sandbox(policy, backend=backend)
+        self.log_path = os.fspath(log_path) if log_path is not None else None
+        self.writable = tuple(os.fspath(path) for path in writable)
+        self.readonly = tuple(os.fspath(path) for path in readonly)
+        self.env = env
+        self.results: list[tuple[str, RunResult]] = []
+
+    def __call__(self, cmd: Sequence[str], cwd: str | None = None,
+                 extra_environ: Mapping[str, str] | None = None) -> None:
+        """Run one hook: the source tree, the control and output directories are writable."""
+        cwd = os.path.abspath(cwd or os.getcwd())
+        env = dict(os.environ if self.env is None else self.env)
+        env.update(extra_environ or {})
+        control = os.path.abspath(cmd[-1])
+        writable = [cwd, control, *_output_directories(control), *self.writable]
+        readonly = [*_interpreter_prefixes(cmd[0]), os.path.dirname(os.path.abspath(cmd[1])),
+                    *self.readonly]
+        result = self._run(cmd, cwd, env, writable, readonly)
+        self.results.append((cmd[2] if len(cmd) > 2 else "?", result))
+        if result.exit_code != 0:
+            raise HookFailed(cmd, result, self.log_path, self._log_tail())
+
+    def _run(self, cmd: Sequence[str], cwd: str, env: dict[str, str], writable: list[str],
+             readonly: list[str]) -> RunResult:
+        if self.log_path is None:
+            return self.sandbox.run(cmd, cwd=cwd, env=env, writable=writable, readonly=readonly)
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            return self.sandbox.run(cmd, cwd=cwd, env=env, writable=writable,
+                                    readonly=readonly, stdout=fd, stderr=fd)
+        finally:
+            os.close(fd)
+
+    def _log_tail(self) -> str:
+        if self.log_path is None:
+            return ""
+        try:
+            with open(self.log_path, "rb") as stream:
+                lines = stream.read().decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+def hook_runner(policy: Policy | str = "full", **options: Any) -> SandboxedHookRunner:
+    """Return a runner for ``pyproject_hooks.BuildBackendHookCaller(..., runner=...)``."""
+    return SandboxedHookRunner(policy, **options)
+
+
+def _output_directories(control: str) -> list[str]:
+    """The output directories pyproject_hooks passes only inside ``input.json``."""
+    try:
+        with open(os.path.join(control, "input.json")) as stream:
+            kwargs = json.load(stream).get("kwargs", {})
+    except (OSError, ValueError):
+        return []
+    directories = []
+    for key in _OUTPUT_KWARGS:
+        value = kwargs.get(key)
+        if isinstance(value, str) and os.path.isdir(value):
+            directories.append(os.path.abspath(value))
+    return directories
+
+
+def _interpreter_prefixes(python: str) -> list[str]:
+    """The build environment of *python* and the installation its venv is based on."""
+    prefixes = [os.path.dirname(os.path.dirname(os.path.abspath(python)))]
+    real = os.path.realpath(python)
+    prefixes.append(os.path.dirname(os.path.dirname(real)))
+    return [prefix for prefix in dict.fromkeys(prefixes) if prefix != "/"]

@@ -1,0 +1,1 @@
+"""A package built by an in-tree backend, with no build requirements."""

@@ -1,0 +1,3 @@
+"""A minimal package."""
+
+VALUE = 42

@@ -1,0 +1,117 @@
+"""The pyproject_hooks runner: every hook in the sandbox, outputs handed back, same errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller
+
+from buildjail import HookFailed, hook_runner
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+PROJECTS = Path(__file__).parent / "projects"
+
+
+@pytest.fixture
+def intree(tmp_path: Path) -> Path:
+    """A copy of the in-tree-backend project, in the caller's (private in the sandbox) /tmp."""
+    project = tmp_path / "intree"
+    shutil.copytree(PROJECTS / "intree", project)
+    return project
+
+
+def _caller(project: Path, runner: object, backend_path: list[str] | None = None,
+            backend: str = "tinybackend") -> BuildBackendHookCaller:
+    return BuildBackendHookCaller(str(project), backend, backend_path or ["_backend"],
+                                  runner=runner, python_executable=sys.executable)
+
+
+def test_every_hook_runs_in_the_sandbox_and_outputs_come_back(intree: Path,
+                                                              tmp_path: Path) -> None:
+    runner = hook_runner("full", log_path=tmp_path / "build.log")
+    caller = _caller(intree, runner)
+    wheels, sdists, metadata = (tmp_path / name for name in ("wheels", "sdists", "meta"))
+    for directory in (wheels, sdists, metadata):
+        directory.mkdir()
+    assert caller.get_requires_for_build_wheel() == []
+    assert caller.get_requires_for_build_sdist() == []
+    assert caller.prepare_metadata_for_build_wheel(str(metadata)) == "intree-2.0.dist-info"
+    wheel = caller.build_wheel(str(wheels))
+    sdist = caller.build_sdist(str(sdists))
+    assert zipfile.ZipFile(wheels / wheel).testzip() is None
+    with tarfile.open(sdists / sdist) as archive:
+        assert "intree-2.0/PKG-INFO" in archive.getnames()
+    hooks = [name for name, _ in runner.results]
+    assert hooks == ["get_requires_for_build_wheel", "get_requires_for_build_sdist",
+                     "prepare_metadata_for_build_wheel", "build_wheel", "build_sdist"]
+    for _, result in runner.results:
+        assert result.exit_code == 0
+        assert {"namespace:pid", "namespace:net", "seccomp", "filesystem",
+                "identity:ephemeral"} <= set(result.layers)
+        assert result.uid is not None and result.uid >= 1000
+    for path in (wheels / wheel, sdists / sdist, metadata / "intree-2.0.dist-info" / "METADATA"):
+        assert path.stat().st_uid == 0, f"{path} was not handed back to the caller"
+    assert "tinybackend: building the wheel" in (tmp_path / "build.log").read_text()
+
+
+def test_a_failing_hook_raises_calledprocesserror_with_the_log_tail(intree: Path,
+                                                                    tmp_path: Path) -> None:
+    (intree / "FAIL_IN_build_wheel").touch()
+    log = tmp_path / "build.log"
+    caller = _caller(intree, hook_runner("full", log_path=log))
+    (tmp_path / "wheels").mkdir()
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        caller.build_wheel(str(tmp_path / "wheels"))
+    error = caught.value
+    assert isinstance(error, HookFailed)
+    assert error.returncode != 0
+    assert "tinybackend was told to fail in build_wheel" in error.log_tail
+    assert error.log_path == str(log)
+    assert "build_wheel" in str(error) and str(log) in str(error)
+    assert list((tmp_path / "wheels").iterdir()) == []
+
+
+def test_a_missing_backend_raises_backendunavailable(intree: Path) -> None:
+    caller = _caller(intree, hook_runner("full"), backend="no_such_backend")
+    with pytest.raises(BackendUnavailable):
+        caller.get_requires_for_build_wheel()
+
+
+def test_the_hook_cannot_write_outside_its_directories(intree: Path, tmp_path: Path) -> None:
+    """The caller's /tmp, where the control directory lives, stays private otherwise."""
+    sibling = tmp_path / "sibling-build"
+    sibling.mkdir()
+    (intree / "_backend" / "tinybackend.py").write_text(
+        (intree / "_backend" / "tinybackend.py").read_text() + f"""
+
+def get_requires_for_build_sdist(config_settings=None):
+    for path in ({str(sibling / 'x')!r}, "/etc/evil", {str(Path.home() / '.bj-test')!r}):
+        try:
+            open(path, "w").write("x")
+            print("WROTE", path, flush=True)
+        except OSError as error:
+            print("REFUSED", path, error.strerror, flush=True)
+    return []
+""")
+    log = tmp_path / "build.log"
+    _caller(intree, hook_runner("full", log_path=log)).get_requires_for_build_sdist()
+    text = log.read_text()
+    assert "WROTE" not in text
+    assert text.count("REFUSED") == 3
+    assert not (sibling / "x").exists() and not Path("/etc/evil").exists()
+    assert not (Path.home() / ".bj-test").exists()
+
+
+def test_network_profile_runner(intree: Path, tmp_path: Path) -> None:
+    (tmp_path / "wheels").mkdir()
+    runner = hook_runner("network")
+    wheel = _caller(intree, runner).build_wheel(str(tmp_path / "wheels"))
+    assert (tmp_path / "wheels" / wheel).exists()
+    assert set(runner.results[0][1].layers) >= {"namespace:net", "namespace:uts"}

@@ -15,7 +15,7 @@ def attempt(name, action):
     try:
         action()
         outcome = "SUCCEEDED"
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         outcome = f"failed: {type(error).__name__}: {error}"
     print(f"HOSTILE {name}: {outcome}", flush=True)
 

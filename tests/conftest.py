@@ -107,3 +107,21 @@ def host_processes() -> list[tuple[int, set[int], bytes]]:
             continue
         found.append((int(name), {int(uid) for uid in uids.split()[1:]}, cmdline))
     return found
+
+
+BUILD_REQUIREMENTS = ("setuptools==75.8.0", "wheel==0.45.1")
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    """A local directory of build-requirement wheels (setuptools, wheel), fetched once."""
+    cache = Path(os.environ.get("BUILDJAIL_TEST_CACHE",
+                                Path.home() / ".cache" / "buildjail-tests"))
+    house = cache / "wheelhouse-basic"
+    marker = house / ".complete"
+    if not marker.exists():
+        house.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary",
+                        ":all:", "-d", str(house), *BUILD_REQUIREMENTS], check=True)
+        marker.touch()
+    return house

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(commands.add_parser("run", help="run one command in the sandbox"))
+    _add_build(commands.add_parser("build", help="build sdists and wheels in the sandbox"))
     doctor = commands.add_parser("doctor", help="show what this host can enforce")
     doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -45,6 +46,26 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
 
 
+def _add_build(build: argparse.ArgumentParser) -> None:
+    build.add_argument("sources", nargs="+", metavar="SRC",
+                       help="a source directory or an sdist (.tar.gz)")
+    build.add_argument("-o", "--outdir", default="dist", help="output directory (dist)")
+    build.add_argument("-s", "--sdist", action="store_true", help="build an sdist")
+    build.add_argument("-w", "--wheel", action="store_true", help="build a wheel")
+    build.add_argument("-C", "--config-setting", metavar="KEY[=VALUE]", action="append",
+                       default=[], help="pass a setting to the backend (repeatable)")
+    build.add_argument("--profile", choices=PROFILES, default="full",
+                       help="named policy (default: full)")
+    build.add_argument("--policy", metavar="FILE", help="policy TOML file")
+    build.add_argument("-j", "--jobs", type=int, default=1, help="build N sources at once")
+    build.add_argument("--report", metavar="FILE", help="write a JSON report per package")
+    build.add_argument("--find-links", metavar="DIR", action="append", default=[],
+                       help="look for build requirements in DIR")
+    build.add_argument("--index-url", metavar="URL", help="package index for requirements")
+    build.add_argument("--no-index", action="store_true", help="do not use a package index")
+    build.add_argument("--logs", metavar="DIR", help="keep each package's build log in DIR")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
@@ -52,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, parser)
+        if args.command == "build":
+            from .buildcli import run_build
+
+            return run_build(args)
         from .doctor import main as doctor_main
 
         return doctor_main(json_output=args.json)

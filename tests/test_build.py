@@ -1,0 +1,219 @@
+"""``buildjail build``: sandboxed sdists and wheels, clear failures, hostile projects."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import host_processes
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+PROJECTS = Path(__file__).parent / "projects"
+EPHEMERAL_BASE = 1_000_000
+
+
+def buildjail(*args: str, env: dict[str, str] | None = None,
+              cwd: str = "/") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "buildjail", "build", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env=env)
+
+
+def copy_project(name: str, tmp_path: Path) -> Path:
+    project = tmp_path / name
+    shutil.copytree(PROJECTS / name, project)
+    return project
+
+
+@pytest.fixture
+def no_leftovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Fail if a build leaves work directories or processes of an ephemeral uid behind."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the builds' temporary directories go here
+    yield
+    assert {path.name for path in scratch.iterdir()} <= {"buildjail-logs"}
+    time.sleep(0.1)  # this test's sandboxes are the processes that mention its directories
+    mine = str(tmp_path).encode()
+    assert not [p for p in host_processes() if max(p[1]) >= EPHEMERAL_BASE and mine in p[2]]
+
+
+def test_source_tree_builds_sdist_then_wheel_from_it(tmp_path: Path, no_leftovers: None) -> None:
+    project = copy_project("intree", tmp_path)
+    out, report = tmp_path / "dist", tmp_path / "report.json"
+    proc = buildjail(str(project), "-o", str(out), "--report", str(report), "--no-index")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(path.name for path in out.iterdir()) == [
+        "intree-2.0-py3-none-any.whl", "intree-2.0.tar.gz"]
+    [entry] = json.loads(report.read_text())
+    assert entry["result"] == "ok" and entry["name"] == "intree" and entry["version"] == "2.0"
+    assert entry["backend"] == "tinybackend"
+    assert [hook["name"] for hook in entry["hooks"]] == [
+        "get_requires_for_build_sdist", "build_sdist", "get_requires_for_build_wheel",
+        "prepare_metadata_for_build_wheel", "build_wheel"]
+    assert all(hook["duration"] > 0 and hook["exit_code"] == 0 for hook in entry["hooks"])
+    assert {"seccomp", "namespace:net", "filesystem", "identity:ephemeral"} <= set(
+        entry["layers"])
+    import hashlib
+
+    for output in entry["outputs"]:
+        data = Path(output["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == output["sha256"]
+        assert Path(output["path"]).stat().st_uid == 0
+
+
+def test_wheel_only_and_sdist_input(tmp_path: Path) -> None:
+    project = copy_project("intree", tmp_path)
+    out = tmp_path / "dist"
+    assert buildjail(str(project), "--sdist", "-o", str(out)).returncode == 0
+    [sdist] = out.iterdir()
+    wheels = tmp_path / "wheels"
+    proc = buildjail(str(sdist), "-o", str(wheels))
+    assert proc.returncode == 0, proc.stderr
+    assert [path.name for path in wheels.iterdir()] == ["intree-2.0-py3-none-any.whl"]
+
+
+def test_setuptools_project_with_a_local_wheelhouse(tmp_path: Path, wheelhouse: Path) -> None:
+    project = copy_project("simple", tmp_path)
+    out = tmp_path / "dist"
+    proc = buildjail(str(project), "-o", str(out), "--no-index", "--find-links",
+                     str(wheelhouse))
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(path.name for path in out.iterdir())
+    assert names == ["simple-1.0-py3-none-any.whl", "simple-1.0.tar.gz"]
+    with zipfile.ZipFile(out / names[0]) as wheel:
+        assert "simple/__init__.py" in wheel.namelist()
+
+
+@pytest.mark.parametrize(
+    ("setup", "step", "message"),
+    [
+        (lambda p: (p / "pyproject.toml").unlink(), "finding the project",
+         "neither a pyproject.toml nor a setup.py"),
+        (lambda p: (p / "pyproject.toml").write_text("[build-system\nrequires = 1"),
+         "reading pyproject.toml", "invalid TOML"),
+        (lambda p: (p / "pyproject.toml").write_text(
+            (p / "pyproject.toml").read_text().replace('"tinybackend"', '"nope_backend"')),
+         "importing the build backend", "nope_backend cannot be imported"),
+        (lambda p: (p / "FAIL_IN_build_wheel").touch(), "the build_wheel hook",
+         "tinybackend was told to fail in build_wheel"),
+    ],
+    ids=["no-project", "broken-pyproject", "missing-backend", "failing-hook"],
+)
+def test_clear_failures(tmp_path: Path, setup: Any, step: str, message: str,
+                        no_leftovers: None) -> None:
+    project = copy_project("intree", tmp_path)
+    setup(project)
+    out = tmp_path / "dist"
+    proc = buildjail(str(project), "--wheel", "-o", str(out))
+    assert proc.returncode == 1
+    assert f"intree: {step} failed" in proc.stderr, proc.stderr
+    assert message in proc.stderr
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_failing_hook_shows_log_tail_and_where_the_log_is(tmp_path: Path) -> None:
+    project = copy_project("intree", tmp_path)
+    (project / "FAIL_IN_build_wheel").touch()
+    proc = buildjail(str(project), "--wheel", "-o", str(tmp_path / "dist"))
+    assert "tinybackend: about to fail in build_wheel" in proc.stderr
+    log = next(line.split("log: ", 1)[1] for line in proc.stderr.splitlines()
+               if line.strip().startswith("log: "))
+    assert "Traceback" in Path(log).read_text()
+    Path(log).unlink()
+
+
+def test_unreachable_index(tmp_path: Path, no_leftovers: None) -> None:
+    project = copy_project("simple", tmp_path)
+    with socket.socket() as sock:  # a local port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = buildjail(str(project), "--wheel", "-o", str(tmp_path / "dist"), "--index-url",
+                     f"http://127.0.0.1:{port}/simple",
+                     env={**os.environ, "PIP_CONFIG_FILE": os.devnull})  # no local find-links
+    assert proc.returncode == 1
+    assert "simple: preparing the wheel build environment failed" in proc.stderr
+    assert "is the index reachable" in proc.stderr
+
+
+def _hostile_sdist(tmp_path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+    path = tmp_path / "evil-1.0.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo("evil-1.0/PKG-INFO")
+        info.size = 4
+        archive.addfile(info, io.BytesIO(b"x\n\n\n"))
+        member.size = len(data)
+        archive.addfile(member, io.BytesIO(data) if data else None)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["traversal", "absolute", "symlink-out", "device"])
+def test_hostile_sdists_are_refused(tmp_path: Path, kind: str, no_leftovers: None) -> None:
+    member = tarfile.TarInfo({"traversal": "evil-1.0/../../escaped",
+                              "absolute": "/tmp/escaped-abs",
+                              "symlink-out": "evil-1.0/link",
+                              "device": "evil-1.0/dev"}[kind])
+    if kind == "symlink-out":
+        member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    if kind == "device":
+        member.type, member.devmajor, member.devminor = tarfile.CHRTYPE, 1, 3
+    sdist = _hostile_sdist(tmp_path, member, b"x" if kind in ("traversal", "absolute") else b"")
+    proc = buildjail(str(sdist), "-o", str(tmp_path / "dist"))
+    assert proc.returncode == 1
+    assert "evil-1.0.tar.gz: extracting the sdist failed" in proc.stderr, proc.stderr
+    assert not (tmp_path / "escaped").exists() and not Path("/tmp/escaped-abs").exists()
+
+
+def test_hostile_project_builds_while_every_attempt_fails(tmp_path: Path, wheelhouse: Path,
+                                                          no_leftovers: None) -> None:
+    project = copy_project("hostile", tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    netrc = Path.home() / ".netrc-buildjail-test"
+    netrc.write_text("machine example.org login me password secret\n")
+    netrc.chmod(0o600)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    targets = {"outside": str(outside / "pwned"), "netrc": str(netrc),
+               "port": listener.getsockname()[1], "heartbeat": "heartbeat.txt"}
+    logs = tmp_path / "logs"
+    try:
+        proc = buildjail(str(project), "--wheel", "-o", str(tmp_path / "dist"), "--no-index",
+                         "--find-links", str(wheelhouse), "--logs", str(logs),
+                         "--policy", str(_keep_env_policy(tmp_path)),
+                         env={**os.environ, "HOSTILE_TARGETS": json.dumps(targets)})
+    finally:
+        netrc.unlink()
+        listener.close()
+    assert proc.returncode == 0, proc.stderr
+    log = (logs / "hostile.log").read_text()
+    attempts = [line for line in log.splitlines() if line.startswith("HOSTILE ")]
+    assert attempts, log
+    assert not [line for line in attempts if "SUCCEEDED" in line and "daemon" not in line]
+    assert any("write_outside: failed" in line for line in attempts)
+    assert any("read_netrc: failed" in line for line in attempts)
+    assert not (outside / "pwned").exists() and not Path("/etc/hostile-build").exists()
+    heartbeat = project / "heartbeat.txt"
+    assert heartbeat.exists(), "the daemon never ran: the test would prove nothing"
+    size = heartbeat.stat().st_size
+    time.sleep(0.5)
+    assert heartbeat.stat().st_size == size, "the daemon outlived the hook"
+
+
+def _keep_env_policy(tmp_path: Path) -> Path:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('extends = "full"\n[environment]\nkeep = ["HOSTILE_*"]\n')
+    return policy

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TextIO
 
-from .errors import BuildjailError
+from .errors import BuildjailError, SandboxSetupError
 from .policy import Policy
 
 DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
@@ -88,6 +91,9 @@ def build_source(source: str, outdir: str, options: BuildOptions,
             report.result = "ok"
         except BuildError as error:
             report.result, report.error, report.step = "error", str(error), error.step
+        except SandboxSetupError as error:
+            report.result, report.step = "error", "sandbox set-up"
+            report.error = f"{_label(source)}: the sandbox could not be set up: {error}"
         except BuildjailError as error:
             report.result, report.error = "error", f"{_label(source)}: {error}"
         if report.result == "ok" and options.keep_logs is None and report.log:
@@ -245,6 +251,7 @@ class _HookCalls:
 
         self.note(self.report.source, hook)
         before = len(self.runner.results)
+        _current_log.path = self.report.log
         try:
             return getattr(self.caller, hook)(*args, **kwargs)
         except HookFailed as error:
@@ -310,10 +317,39 @@ def _unpack_own_sdist(label: str, sdist: str, work: str) -> str:
 def build_all(sources: Sequence[str], outdir: str, options: BuildOptions, jobs: int = 1,
               progress: Progress | None = None) -> list[PackageReport]:
     """Build every source, *jobs* at a time; return one report per source, in order."""
-    if jobs <= 1 or len(sources) <= 1:
-        return [build_source(source, outdir, options, progress) for source in sources]
-    from concurrent.futures import ThreadPoolExecutor
+    with _backend_warnings_to_logs():
+        if jobs <= 1 or len(sources) <= 1:
+            return [build_source(source, outdir, options, progress) for source in sources]
+        from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(lambda source: build_source(source, outdir, options, progress),
-                             sources))
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            return list(pool.map(
+                lambda source: build_source(source, outdir, options, progress), sources))
+
+
+_current_log = threading.local()
+
+
+@contextlib.contextmanager
+def _backend_warnings_to_logs() -> Iterator[None]:
+    """Write the backends' warnings (pyproject_hooks re-emits them) to each package's log."""
+    from pyproject_hooks import BuildBackendWarning
+
+    original = warnings.showwarning
+
+    def show(  # noqa: PLR0917 - the signature of warnings.showwarning
+        message: Warning | str, category: type[Warning], filename: str, lineno: int,
+        file: TextIO | None = None, line: str | None = None,
+    ) -> None:
+        log = getattr(_current_log, "path", None)
+        if log is None or not issubclass(category, BuildBackendWarning):
+            original(message, category, filename, lineno, file, line)
+            return
+        with open(log, "a") as stream:
+            stream.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original

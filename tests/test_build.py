@@ -217,3 +217,28 @@ def _keep_env_policy(tmp_path: Path) -> Path:
     policy = tmp_path / "policy.toml"
     policy.write_text('extends = "full"\n[environment]\nkeep = ["HOSTILE_*"]\n')
     return policy
+
+
+def test_a_hook_naming_a_host_file_as_its_wheel_is_refused(tmp_path: Path,
+                                                           no_leftovers: None) -> None:
+    """The backend's return value is untrusted: root must not check and move a host file."""
+    victim_dir = tmp_path / "victim"
+    victim_dir.mkdir()
+    intree_wheel = tmp_path / "dist0"
+    assert buildjail(str(copy_project("intree", tmp_path)), "--wheel", "-o",
+                     str(intree_wheel)).returncode == 0
+    victim = victim_dir / "intree-2.0-py3-none-any.whl"
+    shutil.move(str(next(intree_wheel.iterdir())), victim)
+    project = tmp_path / "thief"
+    shutil.copytree(PROJECTS / "intree", project)
+    backend = project / "_backend" / "tinybackend.py"
+    backend.write_text(backend.read_text() + f"""
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    return {str(victim)!r}
+""")
+    proc = buildjail(str(project), "--wheel", "-o", str(tmp_path / "out"))
+    assert proc.returncode == 1
+    assert "checking the hook's output failed: not a plain file name" in proc.stderr
+    assert victim.exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

@@ -212,3 +212,13 @@ def test_death_by_signal_is_128_plus_the_signal(run_sandbox: Runner) -> None:
     assert result["exit_code"] == 128 + signal.SIGTERM
     assert result["signal"] == signal.SIGTERM
     assert result["limit_hit"] is None
+
+
+def test_memory_in_the_sandboxs_tmpfs_counts(run_sandbox: Runner) -> None:
+    """Files in /tmp, /var/tmp, /dev/shm and HOME are memory: they cannot bypass the limit."""
+    script = ("for d in /tmp /var/tmp /dev/shm $HOME; do "
+              "head -c 150M /dev/zero > $d/fill || exit 9; done; sleep 5")
+    result = run_sandbox(["/bin/sh", "-c", script], cwd="/",
+                         limits={"memory": 200 << 20, "wall_time": 60})
+    assert result["limit_hit"] == "memory", result
+    assert result["duration"] < 30

@@ -115,3 +115,46 @@ def test_network_profile_runner(intree: Path, tmp_path: Path) -> None:
     wheel = _caller(intree, runner).build_wheel(str(tmp_path / "wheels"))
     assert (tmp_path / "wheels" / wheel).exists()
     assert set(runner.results[0][1].layers) >= {"namespace:net", "namespace:uts"}
+
+
+def _backend_extra(project: Path, code: str) -> None:
+    backend = project / "_backend" / "tinybackend.py"
+    backend.write_text(backend.read_text() + "\n\n" + code)
+
+
+def test_output_json_that_is_not_a_regular_file_is_refused(intree: Path) -> None:
+    """A FIFO behind output.json would hang the caller, who reads it outside the sandbox."""
+    from buildjail.pep517 import HookOutputRefusedError
+
+    _backend_extra(intree, """
+import sys
+def get_requires_for_build_sdist(config_settings=None):
+    control = sys.argv[-1]
+    os.mkfifo(os.path.join(control, "fifo"))
+    os.symlink(os.path.join(control, "fifo"), os.path.join(control, "output.json.tmp"))
+    os.replace(os.path.join(control, "output.json.tmp"), os.path.join(control, "output.json"))
+    os._exit(0)
+""")
+    with pytest.raises(HookOutputRefusedError, match="symlink or special file"):
+        _caller(intree, hook_runner("full")).get_requires_for_build_sdist()
+
+
+def test_hooks_read_dev_null_not_the_callers_terminal(intree: Path, tmp_path: Path) -> None:
+    _backend_extra(intree, """
+import sys
+def get_requires_for_build_sdist(config_settings=None):
+    print("STDIN", os.readlink("/proc/self/fd/0"), repr(sys.stdin.read()), flush=True)
+    return []
+""")
+    log = tmp_path / "build.log"
+    read_end, write_end = os.pipe()  # a stdin with data the hook must not see
+    os.write(write_end, b"typed by the user\n")
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    try:
+        _caller(intree, hook_runner("full", log_path=log)).get_requires_for_build_sdist()
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read_end, write_end):
+            os.close(fd)
+    assert "STDIN /dev/null ''" in log.read_text()

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -78,9 +79,9 @@ X32_SYSCALL_BIT = 0x40000000
 # Numbers of the syscalls the attacks issue directly (no libc wrapper).
 NR = {
     "x86_64": {"getpid": 39, "clone": 56, "add_key": 248, "keyctl": 250, "bpf": 321,
-               "fsopen": 430, "clone3": 435},
+               "fsopen": 430, "clone3": 435, "io_uring_setup": 425},
     "aarch64": {"getpid": 172, "clone": 220, "add_key": 217, "keyctl": 219, "bpf": 280,
-                "fsopen": 430, "clone3": 435},
+                "fsopen": 430, "clone3": 435, "io_uring_setup": 425},
 }  # fmt: skip
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -301,6 +302,26 @@ def attack_clone3() -> int:
     return raw_syscall("clone3", 0, 0)
 
 
+def attack_io_uring() -> int:
+    """io_uring_setup(1, NULL): EFAULT unfiltered, ENOSYS under the filter."""
+    return raw_syscall("io_uring_setup", 1, 0)
+
+
+def attack_vsock() -> int:
+    """socket(AF_VSOCK, SOCK_STREAM): a path to the hypervisor the netns does not cut."""
+    fd = LIBC.socket(ctypes.c_int(40), ctypes.c_int(socket.SOCK_STREAM), ctypes.c_int(0))
+    if fd >= 0:
+        os.close(fd)
+        return 0
+    return ctypes.get_errno()
+
+
+def inet_socket() -> int:
+    """An ordinary TCP socket (the loopback is a build's to use)."""
+    with socket.socket() as sock:
+        return sock.family
+
+
 def attack_x32() -> int:
     """getpid through the x32 ABI."""
     ctypes.set_errno(0)
@@ -344,6 +365,8 @@ ATTACKS = {
     "tioclinux": Attack(attack_tioclinux),
     "clone-newnet": Attack(attack_clone_newnet),
     "clone3": Attack(attack_clone3, expected=errno.ENOSYS),
+    "io_uring": Attack(attack_io_uring, expected=errno.ENOSYS),
+    "vsock": Attack(attack_vsock),
     "x32": Attack(attack_x32, expected=errno.ENOSYS, baseline=False, only_on="x86_64"),
 }
 
@@ -442,6 +465,7 @@ KEEPS_WORKING: dict[str, tuple[Callable[[], object], object]] = {
     "subprocess": (run_true, 0),
     "read-file": (read_this_file, True),
     "tiocgwinsz": (window_size_ioctl, 0),
+    "inet-socket": (inet_socket, socket.AF_INET),
 }
 
 

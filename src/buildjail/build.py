@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -229,11 +230,12 @@ class _PackageBuild:
             metadata = tempfile.mkdtemp(prefix="metadata-", dir=self.work)
             dist_info = hooks.call("prepare_metadata_for_build_wheel", metadata, config,
                                    _allow_fallback=True)
-            _read_metadata(os.path.join(metadata, dist_info), report)
+            _read_metadata(_hook_output(metadata, dist_info, stat.S_ISDIR, label), report)
             filename = hooks.call("build_wheel", staging, config)
         else:
             filename = hooks.call("build_sdist", staging, config)
-        return _publish(os.path.join(staging, filename), kind, self.outdir, report, label)
+        output = _hook_output(staging, filename, stat.S_ISREG, label)
+        return _publish(output, kind, self.outdir, report, label)
 
 
 class _HookCalls:
@@ -276,11 +278,36 @@ def _hook_environment(bin_directory: str) -> dict[str, str]:
     return env
 
 
+def _hook_output(directory: str, name: object, kind: Callable[[int], bool], label: str) -> str:
+    """The path of a file or directory a hook says it made: a plain name, of the right type.
+
+    The hook's return value is untrusted: an absolute path or ``..`` would make the caller
+    (root) check and move a file of the host; a symlink or a FIFO would make it read one.
+    """
+    if not isinstance(name, str) or not name or os.path.basename(name) != name or name in (
+            ".", ".."):
+        raise BuildError(label, "checking the hook's output", f"not a plain file name: {name!r}")
+    path = os.path.join(directory, name)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as error:
+        raise BuildError(label, "checking the hook's output",
+                         f"{name}: {error.strerror}") from None
+    if not kind(mode):
+        raise BuildError(label, "checking the hook's output", f"{name}: not a regular "
+                         f"{'directory' if kind is stat.S_ISDIR else 'file'}")
+    return path
+
+
 def _read_metadata(dist_info: str, report: PackageReport) -> None:
     from email.parser import HeaderParser
 
-    with open(os.path.join(dist_info, "METADATA"), encoding="utf-8") as stream:
-        headers = HeaderParser().parse(stream)
+    fd = os.open(os.path.join(dist_info, "METADATA"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BuildError(report.source, "reading the metadata", "METADATA is not a file")
+        text = stream.read(1 << 20).decode("utf-8", errors="replace")
+    headers = HeaderParser().parsestr(text)
     report.name, report.version = headers.get("Name"), headers.get("Version")
 
 

@@ -31,6 +31,11 @@ class MountPlan:
     masked_dirs: tuple[str, ...]
     masked_files: tuple[str, ...]
     identity: Identity
+    tmpfs_size: int | None = None
+
+    def scratch_paths(self) -> tuple[str, ...]:
+        """The writable tmpfs mounts, whose contents are memory the build uses."""
+        return (*PRIVATE_TMPFS[:2], "/dev/shm", self.identity.home)
 
 
 def plan_mounts(
@@ -38,7 +43,9 @@ def plan_mounts(
     writable: tuple[str, ...],
     masked: tuple[str, ...],
     identity: Identity,
+    *,
     outsider: bool,
+    tmpfs_size: int | None = None,
 ) -> MountPlan:
     """Plan the mounts; *outsider* means the identity owns nothing on the host."""
     exposed = _existing((*readonly, *writable))
@@ -47,7 +54,8 @@ def plan_mounts(
         masks += _untraversable_ancestors(exposed)
     masks = [
         path for path in _existing(_outermost(masks))
-        if path not in exposed and not _within_any(os.path.realpath(path), _REPLACED)
+        if path not in exposed and (not _within_any(os.path.realpath(path), _REPLACED)
+                                    or _within_any(path, exposed))
     ]
     masked_dirs = tuple(path for path in masks if os.path.isdir(path))
     masked_files = tuple(path for path in masks if path not in masked_dirs)
@@ -57,6 +65,7 @@ def plan_mounts(
         masked_dirs=masked_dirs,
         masked_files=masked_files,
         identity=identity,
+        tmpfs_size=tmpfs_size,
     )
 
 
@@ -66,18 +75,18 @@ def apply_mounts(plan: MountPlan) -> None:
     trees = _clone_trees(plan)
     devices = {name: k.open_tree_clone("/dev/" + name, recursive=False) for name in DEVICES}
     k.set_mount_attributes("/", _RO_FLAGS)
-    _mount_dev(devices)
+    _mount_dev(devices, _size(plan))
     k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
     for path in PRIVATE_TMPFS:
         if os.path.isdir(path):
             mode = "0755" if path == "/run" else "1777"
-            _tmpfs(path, f"mode={mode}")
+            _tmpfs(path, f"mode={mode}" + _size(plan))
     exposed = (*plan.readonly, *plan.writable)
     masks = (*plan.masked_dirs, *plan.masked_files)
     inside = [path for path in masks if _within_any(path, exposed)]
     _mask([path for path in masks if path not in inside])
     _synthetic_accounts(plan.identity)
-    _make_home(plan.identity)
+    _make_home(plan.identity, _size(plan))
     for path, fd in sorted(trees, key=lambda item: item[0].count("/")):
         _ensure_mountpoint(path)
         k.move_mount(fd, path)
@@ -122,7 +131,12 @@ def _clone_trees(plan: MountPlan) -> list[tuple[str, int]]:
     return trees
 
 
-def _mount_dev(devices: dict[str, int]) -> None:
+def _size(plan: MountPlan) -> str:
+    """Bound a writable tmpfs by the memory limit: its contents are memory."""
+    return f",size={plan.tmpfs_size}" if plan.tmpfs_size else ""
+
+
+def _mount_dev(devices: dict[str, int], size: str) -> None:
     _tmpfs("/dev", "mode=0755,size=64k", k.MS_NOSUID | k.MS_NOEXEC)
     for name, fd in devices.items():
         path = "/dev/" + name
@@ -130,7 +144,7 @@ def _mount_dev(devices: dict[str, int]) -> None:
         k.move_mount(fd, path)
         os.close(fd)
     os.mkdir("/dev/shm", 0o1777)
-    _tmpfs("/dev/shm", "mode=1777")
+    _tmpfs("/dev/shm", "mode=1777" + size)
     os.mkdir("/dev/pts", 0o755)
     k.mount("devpts", "/dev/pts", "devpts", k.MS_NOSUID | k.MS_NOEXEC,
             "newinstance,ptmxmode=0666,mode=620")
@@ -159,9 +173,9 @@ def _synthetic_accounts(identity: Identity) -> None:
                     | k.MS_NODEV)
 
 
-def _make_home(identity: Identity) -> None:
+def _make_home(identity: Identity, size: str) -> None:
     os.makedirs(identity.home, mode=0o700, exist_ok=True)
-    _tmpfs(identity.home, f"mode=0700,uid={identity.uid},gid={identity.gid}")
+    _tmpfs(identity.home, f"mode=0700,uid={identity.uid},gid={identity.gid}{size}")
 
 
 def _ensure_mountpoint(path: str) -> None:

@@ -14,6 +14,7 @@ from .errors import SandboxSetupError
 
 LOCK_DIR = "/run/buildjail"
 LOCK_FILE = "ids.lock"
+QUARANTINE_FILE = "quarantine"
 PREFERRED_BASE = 1_000_000
 SLOTS = 4096
 MIN_SLOTS = 64
@@ -111,8 +112,11 @@ def acquire(id_range: IdRange | None = None) -> Lease:
     id_range = id_range or host_range()
     fd = _open_lock_file()
     offset = random.randrange(id_range.size)
+    quarantined = quarantined_ids()
     for step in range(id_range.size):
         slot = (offset + step) % id_range.size
+        if id_range.start + slot in quarantined:
+            continue
         if _try_lock(fd, slot):  # OFD locks conflict between threads of one process too
             uid = id_range.start + slot
             return Lease(Identity(uid=uid, gid=uid), fd)
@@ -121,6 +125,21 @@ def acquire(id_range: IdRange | None = None) -> Lease:
         f"all {id_range.size} ephemeral build identities are in use",
         "wait for running builds to finish, or run fewer at once",
     )
+
+
+def quarantine(uid: int) -> None:
+    """Never lease *uid* again: files it owns may remain on the host (see the README)."""
+    with open(os.path.join(LOCK_DIR, QUARANTINE_FILE), "a") as stream:
+        stream.write(f"{uid}\n")
+
+
+def quarantined_ids() -> set[int]:
+    """The ids taken out of the range because a hand-back did not complete."""
+    try:
+        with open(os.path.join(LOCK_DIR, QUARANTINE_FILE)) as stream:
+            return {int(line) for line in stream if line.strip().isdigit()}
+    except FileNotFoundError:
+        return set()
 
 
 def _try_lock(fd: int, slot: int) -> bool:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from .errors import BuildjailError
 from .policy import Policy
 from .result import RunResult
 from .sandbox import Sandbox
@@ -17,6 +19,7 @@ Runner = Callable[[Sequence[str], "str | None", "Mapping[str, str] | None"], Non
 
 _OUTPUT_KWARGS = ("wheel_directory", "sdist_directory", "metadata_directory")
 LOG_TAIL_LINES = 40
+MAX_OUTPUT_JSON = 16 << 20
 
 
 class HookFailed(subprocess.CalledProcessError):
@@ -72,17 +75,21 @@ class SandboxedHookRunner:
         self.results.append((cmd[2] if len(cmd) > 2 else "?", result))
         if result.exit_code != 0:
             raise HookFailed(cmd, result, self.log_path, self._log_tail())
+        _check_output_json(control)
 
     def _run(self, cmd: Sequence[str], cwd: str, env: dict[str, str], writable: list[str],
              readonly: list[str]) -> RunResult:
-        if self.log_path is None:
-            return self.sandbox.run(cmd, cwd=cwd, env=env, writable=writable, readonly=readonly)
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        # A hook never reads the caller's terminal: stdin is /dev/null.
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        log = None if self.log_path is None else os.open(
+            self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
             return self.sandbox.run(cmd, cwd=cwd, env=env, writable=writable,
-                                    readonly=readonly, stdout=fd, stderr=fd)
+                                    readonly=readonly, stdin=null, stdout=log, stderr=log)
         finally:
-            os.close(fd)
+            os.close(null)
+            if log is not None:
+                os.close(log)
 
     def _log_tail(self) -> str:
         if self.log_path is None:
@@ -93,6 +100,29 @@ class SandboxedHookRunner:
         except OSError:
             return ""
         return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+class HookOutputRefusedError(BuildjailError):
+    """The hook left something other than a small regular file as its ``output.json``."""
+
+
+def _check_output_json(control: str) -> None:
+    """pyproject_hooks reads ``output.json`` as the caller: it must be a small regular file.
+
+    A symlink to a FIFO would hang the caller, one to ``/dev/zero`` exhaust its memory.
+    """
+    path = os.path.join(control, "output.json")
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return  # pyproject_hooks reports the missing file itself
+    regular = stat.S_ISREG(info.st_mode)
+    if not regular or info.st_size > MAX_OUTPUT_JSON:
+        os.unlink(path)
+        what = f"a file of {info.st_size} bytes" if regular else "a symlink or special file"
+        raise HookOutputRefusedError(
+            f"the build hook left {path} as {what}: refused (pyproject_hooks would read it "
+            "outside the sandbox)")
 
 
 def hook_runner(policy: Policy | str = "full", **options: Any) -> SandboxedHookRunner:

@@ -131,6 +131,7 @@ _X86_64_SYSCALLS: Final[Mapping[str, int]] = {
     "process_vm_writev": 311, "kcmp": 312, "finit_module": 313, "kexec_file_load": 320,
     "bpf": 321, "userfaultfd": 323, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "mount_setattr": 442,
+    "socket": 41, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
 }  # fmt: skip
 
 _AARCH64_SYSCALLS: Final[Mapping[str, int]] = {
@@ -143,8 +144,15 @@ _AARCH64_SYSCALLS: Final[Mapping[str, int]] = {
     "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272, "finit_module": 273,
     "bpf": 280, "userfaultfd": 282, "kexec_file_load": 294, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-    "clone3": 435, "mount_setattr": 442,
+    "clone3": 435, "mount_setattr": 442, "socket": 198, "io_uring_setup": 425,
+    "io_uring_enter": 426, "io_uring_register": 427,
 }  # fmt: skip
+
+_ENOSYS_SYSCALLS: Final = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register")
+"""Refused as if the kernel lacked them: clone3 (libc falls back to clone, whose flags BPF
+can read) and io_uring (a large kernel attack surface that also bypasses seccomp's view of
+the operations it performs)."""
+_AF_VSOCK: Final = 40  # virtual machine sockets: not isolated by the network namespace
 
 
 @dataclass(frozen=True)
@@ -273,13 +281,18 @@ def _dispatch(arch: _Arch) -> Iterator[_Item]:
     for name in DENIED_SYSCALLS:
         if name in nrs:
             yield _jeq(nrs[name], jt="eperm")
-    yield _jeq(nrs["clone3"], jt="enosys")
+    for name in _ENOSYS_SYSCALLS:
+        yield _jeq(nrs[name], jt="enosys")
+    yield _jeq(nrs["socket"], jt="socket")
     yield _jeq(nrs["clone"], jt="clone")
     yield _jeq(nrs["ioctl"], jt="ioctl", jf="allow")
 
 
 def _arg_checks() -> Iterator[_Item]:
-    """Argument filters for clone (namespace flags) and ioctl (tty injection)."""
+    """Argument filters: socket (vsock), clone (namespace flags), ioctl (tty injection)."""
+    yield "socket"
+    yield _load(_OFF_ARGS)  # args[0]: the address family
+    yield _jeq(_AF_VSOCK, jt="eperm", jf="allow")
     yield "clone"
     yield _load(_OFF_ARGS)  # args[0], low 32 bits
     yield _jset(_CLONE_NAMESPACE_FLAGS, jt="eperm", jf="allow")

@@ -101,8 +101,11 @@ def _confine(plan: InitPlan) -> None:
 
 
 def _spawn_command(plan: InitPlan) -> int:
-    actions = [(os.POSIX_SPAWN_DUP2, fd, target)
-               for target, fd in enumerate(plan.stdio) if fd is not None and fd != target]
+    moves = [(fd, target) for target, fd in enumerate(plan.stdio)
+             if fd is not None and fd != target]
+    actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in moves]
+    # dup2 leaves the original open in the command: close each one above the standard three.
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in sorted({fd for fd, _ in moves if fd > 2})]
     return os.posix_spawn(
         _resolve(plan.argv[0], plan.env.get("PATH", os.defpath)),
         plan.argv,
@@ -188,7 +191,7 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan) -> tuple[int, str | Non
         if poller.poll(timeout):
             os.read(wakeup, 4096)
         if plan.monitor:
-            limit = _over_limits(plan.limits)
+            limit = _over_limits(plan.limits, plan.mounts.scratch_paths() if plan.mounts else ())
             if limit:
                 os.kill(-1, signal.SIGKILL)
                 _, status = os.waitpid(child, 0)
@@ -200,23 +203,15 @@ def _limit_from_status(status: int) -> str | None:
     return "file_size" if code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ) else None
 
 
-def _over_limits(limits: Limits) -> str | None:
-    """Count the sandbox's processes and their private memory, seen in its own /proc."""
+def _over_limits(limits: Limits, scratch: tuple[str, ...]) -> str | None:
+    """Count the sandbox's processes and its memory: anonymous, shared, and its tmpfs."""
     pids = [name for name in os.listdir("/proc") if name.isdigit() and name != "1"]
     # RLIMIT_NPROC counts the supervisor and this init too when they share the command's
     # uid (non-root): the command's processes then top out at processes - 2.
     if limits.processes and len(pids) >= limits.processes - 2:
         return "processes"
     if limits.memory:
-        page = os.sysconf("SC_PAGE_SIZE")
-        total = 0
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/statm") as stream:
-                    fields = stream.read().split()
-                total += (int(fields[1]) - int(fields[2])) * page
-            except (OSError, IndexError, ValueError):
-                continue
+        total = sum(_memory_of(pid) for pid in pids) + sum(_used(path) for path in scratch)
         if total > limits.memory:
             return "memory"
     return None
@@ -240,3 +235,24 @@ def _drop_privileges(plan: InitPlan) -> None:
         os.setresuid(identity.uid, identity.uid, identity.uid)
     if plan.drop_capabilities:
         k.clear_capability_sets()
+
+
+def _memory_of(pid: str) -> int:
+    """Anonymous plus shared-memory resident bytes of a process (memfd, shm, tmpfs maps)."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/status") as stream:
+            for line in stream:
+                if line.startswith(("RssAnon:", "RssShmem:")):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return 0
+    return total
+
+
+def _used(path: str) -> int:
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return 0
+    return (info.f_blocks - info.f_bfree) * info.f_frsize

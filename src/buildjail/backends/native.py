@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from .. import _kernel as k
 from .. import cgroups, identity, ownership, seccomp
+from ..diagnosis import explain_error  # not imported after a fork: the import lock
 from ..errors import EXIT_TIMEOUT, SandboxSetupError
 from ..filesystem import plan_mounts
 from ..policy import Policy
@@ -86,12 +87,17 @@ def _prepare(request: Request) -> _Run:
         namespaces.add("user")
     lease = identity.acquire() if root and policy.ephemeral_identity else None
     try:
-        who = _identity(lease)
-        cgroup = _limit_cgroup(policy, who, root)
+        return _plan_run(request, namespaces, lease, root)
     except BaseException:
         if lease is not None:
             lease.release()
         raise
+
+
+def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | None,
+              root: bool) -> _Run:
+    policy = request.policy
+    who = _identity(lease)
     mounts = None
     if policy.filesystem:
         mounts = plan_mounts(
@@ -100,9 +106,8 @@ def _prepare(request: Request) -> _Run:
             masked=policy.masked,
             identity=who,
             outsider=lease is not None,
+            tmpfs_size=policy.limits.memory,
         )
-    monitor = cgroup is None and bool(policy.limits.memory or policy.limits.processes) and (
-        "pid" in namespaces and "mount" in namespaces)
     env = dict(request.env)
     if policy.filesystem:
         env.update(HOME=who.home, USER=who.name, LOGNAME=who.name, TMPDIR="/tmp")
@@ -119,16 +124,20 @@ def _prepare(request: Request) -> _Run:
         seccomp_program=_seccomp_program() if policy.seccomp else None,
         new_session=policy.new_session,
         limits=policy.limits,
-        monitor=monitor,
+        monitor=bool(policy.limits.memory or policy.limits.processes)
+        and {"pid", "mount"} <= namespaces,
         argv=request.argv,
         cwd=request.cwd,
         env=env,
         stdio=(request.stdin, request.stdout, request.stderr),
     )
+    cgroup = _limit_cgroup(policy, who, root)  # last: nothing after it can fail
+    if cgroup is not None:
+        plan = dataclasses.replace(plan, monitor=False)
     return _Run(
         request=request,
         plan=plan,
-        layers=_layers(policy, namespaces, lease is not None, cgroup, monitor),
+        layers=_layers(policy, namespaces, lease is not None, cgroup, plan.monitor),
         supervisor_flags=_flags(namespaces & set(_SUPERVISOR_NAMESPACES)),
         map_ids="user" in namespaces,
         lease=lease,
@@ -143,6 +152,9 @@ def _check_paths(policy: Policy, cwd: str) -> None:
             if not os.path.exists(path):
                 raise SandboxSetupError(f"the {kind} path {path} does not exist",
                                         "create it first, or fix the path")
+            if kind == "writable" and os.path.islink(path):
+                raise SandboxSetupError(f"the writable path {path} is a symbolic link",
+                                        "pass the directory it points to")
     if not os.path.isdir(cwd):
         raise SandboxSetupError(f"the working directory {cwd} does not exist",
                                 "pass an existing directory as cwd")
@@ -306,8 +318,6 @@ def _supervise(
     except SandboxSetupError as error:
         report_error(report_fd, error.reason, error.fix)
     except OSError as error:
-        from ..diagnosis import explain_error
-
         failure = explain_error(error)
         report_error(report_fd, failure.reason, failure.fix)
     except BaseException as error:
@@ -330,7 +340,17 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, An
                     run.cgroup.remove()
     finally:
         if owners is not None:
-            ownership.hand_back(run.writable, owners, who.uid, os.getuid(), os.getgid())
+            try:
+                ownership.hand_back(run.writable, owners, who.uid, os.getuid(), os.getgid())
+            except ownership.HandBackIncomplete as error:
+                identity.quarantine(who.uid)
+                raise SandboxSetupError(
+                    f"files the build made could not all be handed back ({error.strerror}); "
+                    f"uid {who.uid} is quarantined and will not be used again",
+                    f"fix the ownership under {', '.join(run.writable)} by hand "
+                    f"(find -uid {who.uid}), then remove the line from "
+                    f"{identity.LOCK_DIR}/{identity.QUARANTINE_FILE}",
+                ) from None
 
 
 def _start_and_watch(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]:

@@ -242,3 +242,26 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     assert "checking the hook's output failed: not a plain file name" in proc.stderr
     assert victim.exists()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_build_environment_installer(tmp_path: Path, wheelhouse: Path, installer: str) -> None:
+    """uv builds the environment when it is on PATH; venv + pip otherwise."""
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent))
+    if installer == "uv" and uv is None:
+        pytest.skip("uv is not installed next to this Python (pip install -e '.[test]')")
+    path = os.environ["PATH"] if installer == "pip" else f"{Path(uv or '').parent}:" + (
+        os.environ["PATH"])
+    if installer == "pip":
+        path = os.pathsep.join(p for p in path.split(os.pathsep)
+                               if not (Path(p) / "uv").exists())
+    project = copy_project("simple", tmp_path)
+    logs = tmp_path / "logs"
+    proc = buildjail(str(project), "--wheel", "-o", str(tmp_path / "dist"), "--no-index",
+                     "--find-links", str(wheelhouse), "--logs", str(logs),
+                     env={**os.environ, "PATH": path, "PIP_CONFIG_FILE": os.devnull})
+    assert proc.returncode == 0, proc.stderr
+    first_install = next(line for line in (logs / "simple.log").read_text().splitlines()
+                         if line.startswith("$ "))
+    expected = "/uv pip install" if installer == "uv" else " -m pip --python "
+    assert expected in first_install, first_install

@@ -22,6 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(commands.add_parser("run", help="run one command in the sandbox"))
     _add_build(commands.add_parser("build", help="build sdists and wheels in the sandbox"))
+    audit = commands.add_parser("audit", help="attack this host's sandbox with real probes")
+    audit.add_argument("--profile", action="append", choices=PROFILES, dest="profiles",
+                       help="profile to audit (repeatable; default: none, network, full)")
+    audit.add_argument("--backend", action="append", choices=("native", "auto"),
+                       dest="backends", help="backend to audit (repeatable; default: native)")
+    audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    audit.add_argument("--keep-workdir", action="store_true",
+                       help="keep the audit's work directory (logs, the probe project)")
     doctor = commands.add_parser("doctor", help="show what this host can enforce")
     doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -73,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, parser)
+        if args.command == "audit":
+            return _audit(args)
         if args.command == "build":
             from .buildcli import run_build
 
@@ -112,6 +122,22 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if result.limit_hit:
         _error(f"stopped: the {result.limit_hit.replace('_', ' ')} limit was hit")
     return result.exit_code
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .audit import run_audit
+    from .audit.report import print_json, print_table
+
+    profiles = args.profiles or ["none", "network", "full"]
+    backends = ["native" if name == "auto" else name for name in (args.backends or ["native"])]
+    quiet = args.json or not sys.stderr.isatty()
+    report = run_audit(profiles, list(dict.fromkeys(backends)), keep_workdir=args.keep_workdir,
+                       progress=None if quiet else _error)
+    if args.json:
+        print_json(report, sys.stdout)
+    else:
+        print_table(report, sys.stdout)
+    return 1 if report.vulnerable_in("full") else 0
 
 
 def _error(message: str) -> None:

@@ -1,0 +1,42 @@
+"""The audit's findings as a table for people, or as stable JSON for CI jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import TextIO
+
+from .runner import AuditReport
+from .vectors import VECTORS
+
+_LABELS = {"blocked": "Blocked", "vulnerable": "VULNERABLE", "not_applicable": "n/a"}
+
+
+def print_table(report: AuditReport, stream: TextIO, evidence: bool = True) -> None:
+    """Print vector x profile/backend → verdict, then the evidence of every cell."""
+    columns = [(profile, backend) for backend in report.backends for profile in report.profiles]
+    cells = {(f.vector, f.profile, f.backend): f for f in report.findings}
+    width = max(len(vector.id) for vector in VECTORS) + 2
+    header = "".join(f"{profile + '/' + backend:>18}" for profile, backend in columns)
+    print(f"{'vector':{width}}{header}", file=stream)
+    for vector in VECTORS:
+        row = "".join(
+            f"{_LABELS.get(cells[(vector.id, p, b)].verdict, '?') if (vector.id, p, b) in cells else '-':>18}"  # noqa: E501
+            for p, b in columns)
+        print(f"{vector.id:{width}}{row}", file=stream)
+    for profile, backend in columns:
+        vulnerable = sum(1 for f in report.findings
+                         if (f.profile, f.backend, f.verdict) == (profile, backend, "vulnerable"))
+        print(f"{profile}/{backend}: {vulnerable} vulnerable", file=stream)
+    if evidence:
+        print("\nevidence:", file=stream)
+        for finding in report.findings:
+            print(f"  {finding.vector} [{finding.profile}/{finding.backend}] "
+                  f"{_LABELS[finding.verdict]}: {finding.evidence}", file=stream)
+    for error in report.errors:
+        print(f"note: {error}", file=stream)
+
+
+def print_json(report: AuditReport, stream: TextIO) -> None:
+    """Print the report as JSON (``findings``: vector, profile, backend, verdict, evidence)."""
+    json.dump(report.to_dict(), stream, indent=2)
+    stream.write("\n")

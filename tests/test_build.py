@@ -44,7 +44,7 @@ def no_leftovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))  # the builds' temporary directories go here
     yield
-    assert {path.name for path in scratch.iterdir()} <= {"buildjail-logs"}
+    assert {path.name for path in scratch.iterdir()} <= {f"buildjail-logs-{os.getuid()}"}
     time.sleep(0.1)  # this test's sandboxes are the processes that mention its directories
     mine = str(tmp_path).encode()
     assert not [p for p in host_processes() if max(p[1]) >= EPHEMERAL_BASE and mine in p[2]]
@@ -265,3 +265,38 @@ def test_build_environment_installer(tmp_path: Path, wheelhouse: Path, installer
                          if line.startswith("$ "))
     expected = "/uv pip install" if installer == "uv" else " -m pip --python "
     assert expected in first_install, first_install
+
+
+@pytest.fixture(scope="session")
+def nonroot_site() -> Path:
+    """pyproject_hooks and packaging, importable by a non-root user's /usr/bin/python3.11."""
+    site = Path("/var/lib/buildjail-tests/nonroot-site")
+    if not (site / "pyproject_hooks").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target",
+                        str(site), "pyproject_hooks", "packaging"], check=True)
+    for path in [site.parent, site, *site.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return site
+
+
+def test_a_non_root_user_builds_in_a_user_namespace(shared_dir: Path, nonroot_site: Path,
+                                                    world_src: str) -> None:
+    project = shared_dir / "intree"
+    shutil.copytree(PROJECTS / "intree", project)
+    out = shared_dir / "out"
+    out.mkdir()
+    for path in [project, *project.rglob("*"), out]:
+        os.chown(path, 4242, 4242)
+    proc = subprocess.run(
+        ["/usr/bin/setpriv", "--reuid=4242", "--regid=4242", "--clear-groups",
+         "/usr/bin/python3.11", "-m", "buildjail", "build", str(project), "-o", str(out),
+         "--no-index", "--report", str(out / "report.json")],
+        cwd="/", capture_output=True, text=True, timeout=300, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
+             "PYTHONPATH": f"{world_src}:{nonroot_site}"})
+    assert proc.returncode == 0, proc.stderr
+    [entry] = json.loads((out / "report.json").read_text())
+    assert "namespace:user" in entry["layers"] and "identity:user-namespace" in entry["layers"]
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".json") == [
+        "intree-2.0-py3-none-any.whl", "intree-2.0.tar.gz"]
+    assert {p.stat().st_uid for p in out.iterdir()} == {4242}

@@ -104,6 +104,17 @@ def build_source(source: str, outdir: str, options: BuildOptions,
     return report
 
 
+def _logs_dir() -> str:
+    """This user's directory for kept logs in the temporary directory, safely made."""
+    directory = os.path.join(tempfile.gettempdir(), f"buildjail-logs-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        return tempfile.mkdtemp(prefix="buildjail-logs-")  # someone else's name: not ours
+    return directory
+
+
 def _label(source: str) -> str:
     return os.path.basename(os.path.normpath(source)) or source
 
@@ -113,9 +124,7 @@ def _log_path(source: str, options: BuildOptions) -> str:
     if options.keep_logs:
         os.makedirs(options.keep_logs, exist_ok=True)
         return os.path.join(options.keep_logs, f"{_label(source)}.log")
-    directory = os.path.join(tempfile.gettempdir(), "buildjail-logs")
-    os.makedirs(directory, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix=f"{_label(source)}-", suffix=".log", dir=directory)
+    fd, path = tempfile.mkstemp(prefix=f"{_label(source)}-", suffix=".log", dir=_logs_dir())
     os.close(fd)
     return path
 

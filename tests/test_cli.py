@@ -118,3 +118,22 @@ def test_python_dash_m(tmp_path: Path) -> None:
                      "buildjail.examples.whoami")
     assert proc.returncode == 0, proc.stderr
     assert "read /root/.netrc" in proc.stdout and "ALLOWED" not in proc.stdout
+
+
+def test_ctrl_c_stops_the_sandbox_and_exits_130() -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "buildjail", "run", "--", "/bin/sh", "-c",
+                             "echo started; exec /bin/sleep 30"], cwd="/",
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "started\n"
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 130
+    assert time.monotonic() - started < 10
+    sleepers = subprocess.run(["ps", "-eo", "uid=,args="], capture_output=True, text=True,
+                              check=True).stdout.splitlines()
+    assert not [line for line in sleepers
+                if "/bin/sleep 30" in line and int(line.split()[0]) >= 1_000_000]

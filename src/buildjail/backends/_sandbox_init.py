@@ -137,11 +137,7 @@ def _setup_error(stage: str, plan: InitPlan, error: OSError) -> tuple[str, str]:
         return (f"the working directory {plan.cwd} is not reachable in the sandbox: "
                 f"{error.strerror}",
                 "run from a visible directory, or expose it with --readonly/--writable")
-    return f"{stage} failed: {error}", _fix_for(error)
-
-
-def _fix_for(error: OSError) -> str:
-    return explain_error(error).fix
+    return f"{stage} failed: {error}", explain_error(error).fix
 
 
 def _stdio_fds(plan: InitPlan) -> tuple[int, ...]:

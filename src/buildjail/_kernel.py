@@ -9,6 +9,8 @@ import os
 import socket
 import struct
 
+from .diagnosis import read_setting
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
@@ -34,10 +36,8 @@ MS_PRIVATE = 1 << 18
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
-MOUNT_ATTR_NOEXEC = 0x8
 
 AT_FDCWD = -100
-AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 OPEN_TREE_CLONE = 1
@@ -94,7 +94,8 @@ def _check(result: int, what: str) -> int:
 
 def unshare(flags: int) -> None:
     """Move the calling process into new namespaces (``unshare(2)``)."""
-    _check(_unshare(ctypes.c_int(flags)), "unshare")
+    names = ", ".join(name for name, flag in NAMESPACE_FLAGS.items() if flags & flag)
+    _check(_unshare(ctypes.c_int(flags)), f"unshare {names} namespaces")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
@@ -159,15 +160,7 @@ def clear_capability_sets() -> None:
     _check(_capset(ctypes.byref(header), data), "capset")
 
 
-def _last_capability() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as stream:
-            return int(stream.read())
-    except OSError:
-        return 63
-
-
-_LAST_CAPABILITY = _last_capability()
+_LAST_CAPABILITY = int(read_setting("/proc/sys/kernel/cap_last_cap") or 63)
 
 
 def loopback_up() -> None:

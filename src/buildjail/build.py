@@ -120,7 +120,7 @@ def _label(source: str) -> str:
 
 
 def _log_path(source: str, options: BuildOptions) -> str:
-    """The build log: in ``--logs DIR`` if given, else in a shared temporary directory."""
+    """The build log: in ``--logs DIR`` if given, else in this user's temporary log dir."""
     if options.keep_logs:
         os.makedirs(options.keep_logs, exist_ok=True)
         return os.path.join(options.keep_logs, f"{_label(source)}.log")
@@ -314,7 +314,8 @@ def _read_metadata(dist_info: str, report: PackageReport) -> None:
     fd = os.open(os.path.join(dist_info, "METADATA"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as stream:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BuildError(report.source, "reading the metadata", "METADATA is not a file")
+            raise BuildError(_label(report.source), "reading the metadata",
+                             "METADATA is not a file")
         text = stream.read(1 << 20).decode("utf-8", errors="replace")
     headers = HeaderParser().parsestr(text)
     report.name, report.version = headers.get("Name"), headers.get("Version")

@@ -33,13 +33,13 @@ def lend(paths: Iterable[str], uid: int, gid: int) -> Owners:
     return owners
 
 
-def hand_back(paths: Iterable[str], owners: Owners, borrower: int, uid: int, gid: int) -> int:
+def hand_back(paths: Iterable[str], owners: Owners, borrower: int, uid: int, gid: int) -> None:
     """Restore the original owners and give what *borrower* created to ``uid:gid``.
 
     Strips setuid and setgid bits from regular files. Raises HandBackIncomplete, after
     trying every entry, when some could not be changed.
     """
-    changed, errors = 0, list[str]()
+    errors: list[str] = []
     for entry, info in _walk(paths, errors):
         original = owners.get((info.st_dev, info.st_ino))
         if original is None and borrower not in (info.st_uid, info.st_gid):
@@ -48,14 +48,12 @@ def hand_back(paths: Iterable[str], owners: Owners, borrower: int, uid: int, gid
         try:
             if (info.st_uid, info.st_gid) != target:
                 os.lchown(entry, *target)
-                changed += 1
             if stat.S_ISREG(info.st_mode) and info.st_mode & (stat.S_ISUID | stat.S_ISGID):
                 os.chmod(entry, stat.S_IMODE(info.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
         except OSError as error:
             errors.append(f"{entry}: {error.strerror}")
     if errors:
         raise HandBackIncomplete(0, f"{len(errors)} entries not handed back, e.g. {errors[0]}")
-    return changed
 
 
 def _walk(paths: Iterable[str], errors: list[str]) -> Iterator[tuple[str, os.stat_result]]:

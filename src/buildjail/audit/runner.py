@@ -19,7 +19,6 @@ from .vectors import CONFIG_FILE, LIMITS, PROBE_MARKER, VECTORS
 
 PROBE_PROJECT = Path(__file__).with_name("probe_project")
 _WORK_BASE = "/var/lib" if os.access("/var/lib", os.W_OK) else None
-VERDICTS = ("blocked", "vulnerable", "not_applicable")
 _WRITE_VECTORS = frozenset({
     "pth_interpreter", "pth_build_env", "sitecustomize", "shell_profile", "cron", "pip_conf",
     "write_etc", "other_build", "other_output", "shared_cache", "tmp_shared",

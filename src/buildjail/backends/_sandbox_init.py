@@ -146,10 +146,7 @@ def _stdio_fds(plan: InitPlan) -> tuple[int, ...]:
 
 def _enter_namespaces(plan: InitPlan) -> None:
     if plan.namespaces:
-        try:
-            k.unshare(plan.namespaces)
-        except OSError as error:
-            raise OSError(error.errno, f"unshare namespaces: {error.strerror}") from None
+        k.unshare(plan.namespaces)
     if plan.loopback:
         k.loopback_up()
     if plan.hostname is not None:

@@ -356,11 +356,7 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, An
 def _start_and_watch(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]:
     if run.supervisor_flags:
         uid, gid = os.getuid(), os.getgid()  # read before unshare: unmapped ids read 65534
-        try:
-            k.unshare(run.supervisor_flags)
-        except OSError as error:
-            names = "user and pid" if run.map_ids else "pid"
-            raise OSError(error.errno, f"unshare {names} namespaces: {error.strerror}") from None
+        k.unshare(run.supervisor_flags)
         if run.map_ids:
             k.map_current_ids(uid, gid, uid, gid)
     status_r, status_w = os.pipe()

@@ -121,3 +121,20 @@ def test_cli_exit_code_gates_on_full(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=600, check=False, cwd="/")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "full/native: 0 vulnerable" in proc.stdout
+
+
+def test_the_probe_projects_copies_of_the_protocol_match() -> None:
+    """The probe project is standalone (it runs under any interpreter) and copies constants."""
+    import importlib.util
+
+    from buildjail.audit.runner import PROBE_PROJECT, SEPARATE_BUILDS
+    from buildjail.audit.vectors import CONFIG_FILE, PROBE_MARKER
+
+    spec = importlib.util.spec_from_file_location("probes", PROBE_PROJECT / "probes.py")
+    assert spec is not None and spec.loader is not None
+    probes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probes)
+    assert probes.MARKER == PROBE_MARKER
+    assert probes.CONFIG_FILE == CONFIG_FILE
+    assert set(probes.REQUIRES_VECTORS) | set(probes.BUILD_VECTORS) == {v.id for v in VECTORS}
+    assert set(probes.BUILD_VECTORS) == set(SEPARATE_BUILDS)

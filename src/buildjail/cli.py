@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
     audit.add_argument("--keep-workdir", action="store_true",
                        help="keep the audit's work directory (logs, the probe project)")
+    _add_fromager(commands.add_parser(
+        "fromager", help="run fromager with every build hook in the sandbox"))
     doctor = commands.add_parser("doctor", help="show what this host can enforce")
     doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -74,6 +76,15 @@ def _add_build(build: argparse.ArgumentParser) -> None:
     build.add_argument("--logs", metavar="DIR", help="keep each package's build log in DIR")
 
 
+def _add_fromager(fromager: argparse.ArgumentParser) -> None:
+    fromager.add_argument("--profile", choices=PROFILES, default="full",
+                          help="named policy for fromager's isolated steps (default: full)")
+    fromager.add_argument("--policy", metavar="FILE", help="policy TOML file")
+    fromager.add_argument("--backend", choices=("auto", "native"), default="auto",
+                          help="sandbox backend (default: auto)")
+    fromager.add_argument("args", nargs=argparse.REMAINDER, metavar="-- FROMAGER_ARGS...")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
@@ -87,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .buildcli import run_build
 
             return run_build(args)
+        if args.command == "fromager":
+            from .fromager import run_fromager
+
+            return run_fromager(args.args[1:] if args.args[:1] == ["--"] else args.args,
+                                profile=args.profile, policy_file=args.policy,
+                                backend=args.backend)
         from .doctor import main as doctor_main
 
         return doctor_main(json_output=args.json)

@@ -103,9 +103,9 @@ def step_paths(cmd: Sequence[str], cwd: str) -> tuple[list[str], list[str]]:
             readonly.append(os.path.dirname(os.path.abspath(executable)))
     elif os.path.isabs(cmd[0]):
         # <build env>/bin/python -c ...: the build environment and its base installation.
-        readonly.append(os.path.dirname(os.path.dirname(cmd[0])))
-        real = os.path.realpath(cmd[0])
-        readonly.append(os.path.dirname(os.path.dirname(real)))
+        from buildjail.pep517 import interpreter_prefixes
+
+        readonly += interpreter_prefixes(cmd[0])
     return writable, [path for path in dict.fromkeys(readonly) if path != "/"]
 
 

@@ -69,7 +69,7 @@ class SandboxedHookRunner:
         env.update(extra_environ or {})
         control = os.path.abspath(cmd[-1])
         writable = [cwd, control, *_output_directories(control), *self.writable]
-        readonly = [*_interpreter_prefixes(cmd[0]), os.path.dirname(os.path.abspath(cmd[1])),
+        readonly = [*interpreter_prefixes(cmd[0]), os.path.dirname(os.path.abspath(cmd[1])),
                     *self.readonly]
         result = self._run(cmd, cwd, env, writable, readonly)
         self.results.append((cmd[2] if len(cmd) > 2 else "?", result))
@@ -145,7 +145,7 @@ def _output_directories(control: str) -> list[str]:
     return directories
 
 
-def _interpreter_prefixes(python: str) -> list[str]:
+def interpreter_prefixes(python: str) -> list[str]:
     """The build environment of *python* and the installation its venv is based on."""
     prefixes = [os.path.dirname(os.path.dirname(os.path.abspath(python)))]
     real = os.path.realpath(python)

@@ -105,6 +105,20 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
            f"mount {fstype or source} on {target}")
 
 
+READONLY_ATTRIBUTES = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+"""Mount attributes of everything the sandbox shows read-only."""
+
+
+def make_mounts_private() -> None:
+    """Stop mount events propagating between this mount namespace and the host's."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def mount_proc() -> None:
+    """Mount a fresh ``/proc`` of the current pid namespace."""
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
 def open_tree_clone(path: str, recursive: bool = True) -> int:
     """Return a file descriptor holding a detached copy of the mount tree at *path*."""
     flags = OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)

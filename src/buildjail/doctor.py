@@ -44,7 +44,6 @@ _NS_SYSCTLS = {"user": "user", "mount": "mnt", "pid": "pid", "net": "net", "ipc"
 _PR_GET_NO_NEW_PRIVS = 39
 _CAP_SYS_ADMIN = 21
 _CAP_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
-_RO_FLAGS = k.MOUNT_ATTR_RDONLY | k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NODEV
 _HARMLESS_PROC_MOUNTS = ("/proc/sys/fs/binfmt_misc",)
 
 # Stages whose failure means "the non-root path could not be entered".
@@ -282,7 +281,7 @@ def _namespace_probe(name: str) -> _Probe:
 def _private_mounts(stages: _Stages) -> None:
     _unshare(stages, "mount")
     stages("make the mounts private")
-    k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    k.make_mounts_private()
 
 
 def _scratch() -> str:
@@ -320,7 +319,7 @@ def _probe_readonly_bind(stages: _Stages, who: IdentityKind) -> str:
     fd = k.open_tree_clone(source)
     try:
         stages("mount_setattr")
-        k.set_mount_attributes(fd, _RO_FLAGS)
+        k.set_mount_attributes(fd, k.READONLY_ATTRIBUTES)
         stages("move_mount")
         k.move_mount(fd, target)
     finally:
@@ -333,14 +332,14 @@ def _probe_readonly_bind(stages: _Stages, who: IdentityKind) -> str:
 def _probe_readonly_root(stages: _Stages, who: IdentityKind) -> str:
     _probe_tmpfs(stages, who)
     stages("mount_setattr")
-    k.set_mount_attributes("/", _RO_FLAGS)
+    k.set_mount_attributes("/", k.READONLY_ATTRIBUTES)
     stages("check the tree is read-only")
     _expect_read_only(_scratch())
     return "mount_setattr(ro, nosuid, nodev) on the whole tree"
 
 
 def _mount_fresh_proc() -> None:
-    k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+    k.mount_proc()
     if os.readlink("/proc/self") != "1":
         raise RuntimeError("the new /proc does not show the new pid namespace")
 

@@ -14,7 +14,6 @@ from .identity import Identity, group_text, passwd_text
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/run")
 _REPLACED = (*PRIVATE_TMPFS, "/dev", "/proc")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-_RO_FLAGS = k.MOUNT_ATTR_RDONLY | k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NODEV
 _SYNTHETIC_DIR = "/run/buildjail"
 _SYSTEM_DIRS = frozenset({
     "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/run",
@@ -71,12 +70,12 @@ def plan_mounts(
 
 def apply_mounts(plan: MountPlan) -> None:
     """Build the sandbox's filesystem; runs inside the new mount namespace, privileged."""
-    k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    k.make_mounts_private()
     trees = _clone_trees(plan)
     devices = {name: k.open_tree_clone("/dev/" + name, recursive=False) for name in DEVICES}
-    k.set_mount_attributes("/", _RO_FLAGS)
+    k.set_mount_attributes("/", k.READONLY_ATTRIBUTES)
     _mount_dev(devices, _size(plan))
-    k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+    k.mount_proc()
     for path in PRIVATE_TMPFS:
         if os.path.isdir(path):
             mode = "0755" if path == "/run" else "1777"
@@ -93,7 +92,7 @@ def apply_mounts(plan: MountPlan) -> None:
         os.close(fd)
     _mask(inside)
     for path in plan.masked_dirs:
-        k.set_mount_attributes(path, _RO_FLAGS, recursive=False)
+        k.set_mount_attributes(path, k.READONLY_ATTRIBUTES, recursive=False)
 
 
 def _mask(paths: list[str]) -> None:
@@ -122,7 +121,7 @@ def _clone_trees(plan: MountPlan) -> list[tuple[str, int]]:
     trees = []
     for path in plan.readonly:
         fd = k.open_tree_clone(path)
-        k.set_mount_attributes(fd, _RO_FLAGS)
+        k.set_mount_attributes(fd, k.READONLY_ATTRIBUTES)
         trees.append((path, fd))
     for path in plan.writable:
         fd = k.open_tree_clone(path)
@@ -152,7 +151,7 @@ def _mount_dev(devices: dict[str, int], size: str) -> None:
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
                          ("ptmx", "pts/ptmx")):
         os.symlink(target, "/dev/" + name)
-    k.set_mount_attributes("/dev", _RO_FLAGS & ~k.MOUNT_ATTR_NODEV, recursive=False)
+    k.set_mount_attributes("/dev", k.READONLY_ATTRIBUTES & ~k.MOUNT_ATTR_NODEV, recursive=False)
 
 
 def _tmpfs(path: str, options: str, flags: int = k.MS_NOSUID | k.MS_NODEV) -> None:

@@ -154,8 +154,8 @@ def _enter_namespaces(plan: InitPlan) -> None:
     if plan.mounts is not None:
         apply_mounts(plan.mounts)
     elif plan.fresh_proc:
-        k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
-        k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+        k.make_mounts_private()
+        k.mount_proc()
 
 
 def _watch_children() -> int:

@@ -180,16 +180,12 @@ class _PackageBuild:
 
     def run(self) -> None:
         """Build what the options ask: sdist, wheel, or the wheel from the sdist."""
-        from .archives import ArchiveError, extract_sdist
-
         if os.path.isdir(self.source):
             project, from_sdist = os.path.abspath(self.source), False
         elif os.path.isfile(self.source):
             self.note(self.source, "extracting")
-            try:
-                project = str(extract_sdist(self.source, os.path.join(self.work, "src")))
-            except ArchiveError as error:
-                raise BuildError(self.label, "extracting the sdist", str(error)) from None
+            project = _extract(self.label, self.source, os.path.join(self.work, "src"),
+                               "extracting the sdist")
             from_sdist = True
         else:
             raise BuildError(self.label, "reading the source", "no such file or directory")
@@ -198,7 +194,10 @@ class _PackageBuild:
         if self.options.sdist and not from_sdist:
             sdist = self.build(project, "sdist")
             if want_wheel and self.options.wheel_from_sdist:
-                project = _unpack_own_sdist(self.label, sdist, self.work)
+                # The sdist just built is untrusted too.
+                project = _extract(self.label, sdist,
+                                   tempfile.mkdtemp(prefix="from-sdist-", dir=self.work),
+                                   "extracting the sdist just built")
         if want_wheel:
             self.build(project, "wheel")
 
@@ -222,7 +221,7 @@ class _PackageBuild:
             raise BuildError(label, f"preparing the {kind} build environment",
                              str(error)) from None
         runner = hook_runner(options.policy, backend=options.backend, log_path=report.log,
-                             env=_hook_environment(env.bin))
+                             env=env.hook_environment(os.environ))
         caller = BuildBackendHookCaller(project, system.backend,
                                         list(system.backend_path or []) or None,
                                         runner=runner, python_executable=env.python)
@@ -281,12 +280,6 @@ class _HookCalls:
                 self.report.layers = list(result.layers)
 
 
-def _hook_environment(bin_directory: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([bin_directory, env.get("PATH", os.defpath)])
-    return env
-
-
 def _hook_output(directory: str, name: object, kind: Callable[[int], bool], label: str) -> str:
     """The path of a file or directory a hook says it made: a plain name, of the right type.
 
@@ -341,14 +334,14 @@ def _publish(path: str, kind: str, outdir: str, report: PackageReport, label: st
     return destination
 
 
-def _unpack_own_sdist(label: str, sdist: str, work: str) -> str:
-    """Extract the sdist just built (untrusted too) to build the wheel from it."""
+def _extract(label: str, sdist: str, destination: str, step: str) -> str:
+    """Extract an sdist without trusting it; a refusal is a BuildError of *step*."""
     from .archives import ArchiveError, extract_sdist
 
     try:
-        return str(extract_sdist(sdist, tempfile.mkdtemp(prefix="from-sdist-", dir=work)))
+        return str(extract_sdist(sdist, destination))
     except ArchiveError as error:
-        raise BuildError(label, "extracting the sdist just built", str(error)) from None
+        raise BuildError(label, step, str(error)) from None
 
 
 def build_all(sources: Sequence[str], outdir: str, options: BuildOptions, jobs: int = 1,

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import venv
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import BuildjailError
 
@@ -34,6 +34,10 @@ class BuildEnvironment:
     def bin(self) -> str:
         """The environment's scripts directory, put first in the build's PATH."""
         return os.path.join(self.path, "bin")
+
+    def hook_environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """*base* with this environment's scripts directory first in ``PATH``."""
+        return {**base, "PATH": os.pathsep.join([self.bin, base.get("PATH", os.defpath)])}
 
     def install(self, requirements: Iterable[str], log_path: str | None = None) -> None:
         """Install *requirements* (outside the sandbox: this step needs the index)."""

@@ -33,7 +33,7 @@ class HookFailed(subprocess.CalledProcessError):
         self.log_tail = log_tail
 
     def __str__(self) -> str:
-        hook = self.cmd[2] if len(self.cmd) > 2 else "hook"
+        hook = hook_name(self.cmd)
         why = f"was stopped by the {self.result.limit_hit.replace('_', ' ')} limit" if (
             self.result.limit_hit) else f"exited with {self.returncode}"
         where = f" (whole log: {self.log_path})" if self.log_path else ""
@@ -72,7 +72,7 @@ class SandboxedHookRunner:
         readonly = [*interpreter_prefixes(cmd[0]), os.path.dirname(os.path.abspath(cmd[1])),
                     *self.readonly]
         result = self._run(cmd, cwd, env, writable, readonly)
-        self.results.append((cmd[2] if len(cmd) > 2 else "?", result))
+        self.results.append((hook_name(cmd), result))
         if result.exit_code != 0:
             raise HookFailed(cmd, result, self.log_path, self._log_tail())
         _check_output_json(control)
@@ -123,6 +123,11 @@ def _check_output_json(control: str) -> None:
         raise HookOutputRefusedError(
             f"the build hook left {path} as {what}: refused (pyproject_hooks would read it "
             "outside the sandbox)")
+
+
+def hook_name(cmd: Sequence[str]) -> str:
+    """The hook of pyproject_hooks' ``python _in_process.py HOOK CONTROL_DIR`` command."""
+    return cmd[2] if len(cmd) > 2 else "hook"
 
 
 def hook_runner(policy: Policy | str = "full", **options: Any) -> SandboxedHookRunner:

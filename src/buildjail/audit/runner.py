@@ -121,8 +121,8 @@ def _build_probe(project: Path, workdir: Path, policy: Policy, *, backend: str,
     from ..pep517 import HookFailed, hook_runner
 
     environment = BuildEnvironment(str(workdir / "env"))
-    env = {**env, "PATH": os.pathsep.join([environment.bin, env.get("PATH", os.defpath)])}
-    runner = hook_runner(policy, backend=backend, log_path=log, env=env)
+    runner = hook_runner(policy, backend=backend, log_path=log,
+                         env=environment.hook_environment(env))
     caller = BuildBackendHookCaller(str(project), "probe_backend", ["."], runner=runner,
                                     python_executable=environment.python)
     outdir = workdir / "dist"

@@ -66,7 +66,7 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
     stage = "set up the sandbox"
     try:
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
-        k.close_fds_except((report_fd, status_fd, *_stdio_fds(plan)))
+        k.close_fds_except((report_fd, status_fd, *stdio_fds(plan)))
         k.scrub_process_memory(b"buildjail-init")
         _enter_namespaces(plan)
         wakeup = _watch_children()
@@ -140,7 +140,8 @@ def _setup_error(stage: str, plan: InitPlan, error: OSError) -> tuple[str, str]:
     return f"{stage} failed: {error}", explain_error(error).fix
 
 
-def _stdio_fds(plan: InitPlan) -> tuple[int, ...]:
+def stdio_fds(plan: InitPlan) -> tuple[int, ...]:
+    """The descriptors the plan gives the command as its standard streams."""
     return tuple(fd for fd in plan.stdio if fd is not None)
 
 
@@ -171,6 +172,7 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan) -> tuple[int, str | Non
     poller = select.poll()
     poller.register(wakeup, select.POLLIN)
     timeout = int(_MONITOR_TICK * 1000) if plan.monitor else None
+    scratch = plan.mounts.scratch_paths() if plan.mounts else ()
     while True:
         while True:
             try:
@@ -184,7 +186,7 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan) -> tuple[int, str | Non
         if poller.poll(timeout):
             os.read(wakeup, 4096)
         if plan.monitor:
-            limit = _over_limits(plan.limits, plan.mounts.scratch_paths() if plan.mounts else ())
+            limit = _over_limits(plan.limits, scratch)
             if limit:
                 os.kill(-1, signal.SIGKILL)
                 _, status = os.waitpid(child, 0)

@@ -22,9 +22,11 @@ from ..filesystem import plan_mounts
 from ..policy import Policy
 from ..result import RunResult
 from . import Request
-from ._sandbox_init import InitPlan, report_error, run_init
+from ._sandbox_init import InitPlan, report_error, run_init, stdio_fds
 
 _SUPERVISOR_NAMESPACES = ("user", "pid")
+_INTERRUPTS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that would stop the supervisor, which must outlive its caller to clean up."""
 _counter = itertools.count()
 
 
@@ -41,10 +43,13 @@ class _Run:
     plan: InitPlan
     layers: tuple[str, ...]
     supervisor_flags: int
-    map_ids: bool
     lease: identity.Lease | None = None
     cgroup: cgroups.Cgroup | None = None
-    writable: tuple[str, ...] = ()
+
+    @property
+    def writable(self) -> tuple[str, ...]:
+        """The writable trees: lent to the build's uid, and handed back afterwards."""
+        return self.plan.mounts.writable if self.plan.mounts else ()
 
     def release(self) -> None:
         if self.cgroup is not None:
@@ -139,10 +144,8 @@ def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | No
         plan=plan,
         layers=_layers(policy, namespaces, lease is not None, cgroup, plan.monitor),
         supervisor_flags=_flags(namespaces & set(_SUPERVISOR_NAMESPACES)),
-        map_ids="user" in namespaces,
         lease=lease,
         cgroup=cgroup,
-        writable=mounts.writable if mounts else (),
     )
 
 
@@ -231,8 +234,7 @@ def _layers(policy: Policy, namespaces: set[str], ephemeral: bool,
 def _execute(run: _Run) -> dict[str, Any]:
     report_r, report_w = os.pipe()
     life_r, life_w = os.pipe()
-    interrupts = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts)  # until the child ignores
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)  # until the child ignores
     try:
         pid = os.fork()
         if pid == 0:
@@ -304,7 +306,7 @@ def _supervise(
 ) -> NoReturn:
     """The supervisor: starts the sandbox, enforces the wall time, cleans up, reports."""
     try:
-        for number in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
+        for number in _INTERRUPTS:
             signal.signal(number, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.setpgid(0, 0)
@@ -312,7 +314,7 @@ def _supervise(
         # their callers would wait for this sandbox to end before seeing their own EOF.
         lease_fd = run.lease.lock_fd if run.lease else -1
         k.close_fds_except((report_fd, lifeline, lease_fd,
-                            *(fd for fd in run.plan.stdio if fd is not None)))
+                            *stdio_fds(run.plan)))
         outcome = _supervise_sandbox(run, report_fd, lifeline)
         os.write(report_fd, json.dumps(outcome).encode() + b"\n")
     except SandboxSetupError as error:
@@ -357,7 +359,7 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]
     if run.supervisor_flags:
         uid, gid = os.getuid(), os.getgid()  # read before unshare: unmapped ids read 65534
         k.unshare(run.supervisor_flags)
-        if run.map_ids:
+        if run.supervisor_flags & k.CLONE_NEWUSER:
             k.map_current_ids(uid, gid, uid, gid)
     status_r, status_w = os.pipe()
     init = os.fork()

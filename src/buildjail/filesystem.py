@@ -9,7 +9,7 @@ import pwd
 import stat
 
 from . import _kernel as k
-from .identity import Identity, group_text, passwd_text
+from .identity import Identity, account_entries, group_text, passwd_text
 
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/run")
 _REPLACED = (*PRIVATE_TMPFS, "/dev", "/proc")
@@ -202,16 +202,11 @@ def _home_directories() -> list[str]:
     homes = [os.path.expanduser("~")]
     with contextlib.suppress(KeyError):
         homes.append(pwd.getpwuid(os.getuid()).pw_dir)
-    try:
-        with open("/etc/passwd") as stream:
-            for line in stream:
-                parts = line.split(":")
-                if len(parts) > 5 and parts[2].isdigit() and (
-                    int(parts[2]) == 0 or 1000 <= int(parts[2]) < 65534
-                ) and parts[5].startswith("/") and parts[5] != "/":
-                    homes.append(parts[5])
-    except OSError:
-        pass
+    for parts in account_entries("/etc/passwd"):
+        if len(parts) > 5 and parts[2].isdigit() and (
+            int(parts[2]) == 0 or 1000 <= int(parts[2]) < 65534
+        ) and parts[5].startswith("/") and parts[5] != "/":
+            homes.append(parts[5])
     return [home for home in homes if os.path.normpath(home) not in _SYSTEM_DIRS]
 
 

@@ -165,17 +165,26 @@ def _open_lock_file() -> int:
         ) from None
 
 
-def _account_ids(path: str) -> set[int]:
-    ids = set()
+def account_entries(path: str) -> tuple[tuple[str, ...], ...]:
+    """The colon-separated fields of each line of ``/etc/passwd`` or ``/etc/group``.
+
+    Cached until the file changes: the sandbox reads them on every run.
+    """
+    return _account_entries(path, _stamp(path))
+
+
+@functools.cache
+def _account_entries(path: str, _stamp: int) -> tuple[tuple[str, ...], ...]:
     try:
         with open(path) as stream:
-            for line in stream:
-                parts = line.split(":")
-                if len(parts) > 2 and parts[2].isdigit():
-                    ids.add(int(parts[2]))
+            return tuple(tuple(line.rstrip("\n").split(":")) for line in stream)
     except OSError:
-        pass
-    return ids
+        return ()
+
+
+def _account_ids(path: str) -> set[int]:
+    return {int(parts[2]) for parts in account_entries(path)
+            if len(parts) > 2 and parts[2].isdigit()}
 
 
 def _intersect(

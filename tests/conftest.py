@@ -67,12 +67,29 @@ def identity_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def require_backend(name: str) -> str:
+    """Skip, saying why, when *name* cannot run here: only bwrap without bubblewrap."""
+    if name == "bwrap":
+        from buildjail.backends.bwrap import find_bwrap
+
+        if find_bwrap() is None:
+            pytest.skip("bubblewrap is not installed (apt-get install bubblewrap; .ci/run "
+                        "installs it): the bwrap backend's tests cannot run")
+    return name
+
+
+@pytest.fixture(params=["native", "bwrap"])
+def sandbox_backend(request: pytest.FixtureRequest) -> str:
+    """Run the test once per backend; the bwrap one needs bubblewrap installed."""
+    return require_backend(str(request.param))
+
+
 @pytest.fixture
-def run_sandbox(identity_kind: str, world_src: str) -> Runner:
-    """Run ``Sandbox(profile).run(cmd, ...)`` as the identity under test; return the result."""
+def run_sandbox(identity_kind: str, world_src: str, sandbox_backend: str) -> Runner:
+    """Run ``Sandbox(profile).run(cmd, ...)`` as the identity and backend under test."""
 
     def run(cmd: list[str], **spec: Any) -> dict[str, Any]:
-        spec = {"cmd": cmd, **spec}
+        spec = {"cmd": cmd, "backend": sandbox_backend, **spec}
         if identity_kind == "root":
             return run_spec(spec)
         return _run_as_user(world_src, spec, NONROOT_UID)

@@ -20,11 +20,15 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     policy = policy.with_env(keep=spec.pop("keep_env", ()))
     policy = policy.with_paths(masked=spec.pop("masked", ()))
     capture = spec.pop("capture", False)
-    with tempfile.TemporaryFile() as output:
+    capture_stderr = spec.pop("capture_stderr", False)
+    backend = spec.pop("backend", "auto")
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
         if capture:
             spec["stdout"] = output.fileno()
+        if capture_stderr:
+            spec["stderr"] = errors.fileno()
         try:
-            result = Sandbox(policy).run(spec.pop("cmd"), **spec).to_dict()
+            result = Sandbox(policy, backend=backend).run(spec.pop("cmd"), **spec).to_dict()
         except SandboxSetupError as error:
             return {"setup_error": error.reason, "fix": error.fix}
         if capture:

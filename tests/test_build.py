@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -24,11 +25,21 @@ PROJECTS = Path(__file__).parent / "projects"
 EPHEMERAL_BASE = 1_000_000
 
 
-def buildjail(*args: str, env: dict[str, str] | None = None,
-              cwd: str = "/") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "buildjail", "build", *args], cwd=cwd,
+def buildjail(*args: str, env: dict[str, str] | None = None, cwd: str = "/",
+              backend: str = "auto") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "buildjail", "build", "--backend", backend,
+                           *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600, check=False,
                           env=env)
+
+
+Builder = functools.partial[subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def build(sandbox_backend: str) -> Builder:
+    """``buildjail build`` with the backend under test."""
+    return functools.partial(buildjail, backend=sandbox_backend)
 
 
 def copy_project(name: str, tmp_path: Path) -> Path:
@@ -50,10 +61,14 @@ def no_leftovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     assert not [p for p in host_processes() if max(p[1]) >= EPHEMERAL_BASE and mine in p[2]]
 
 
-def test_source_tree_builds_sdist_then_wheel_from_it(tmp_path: Path, no_leftovers: None) -> None:
+def test_source_tree_builds_sdist_then_wheel_from_it(
+    tmp_path: Path,
+    no_leftovers: None,
+    build: Builder,
+) -> None:
     project = copy_project("intree", tmp_path)
     out, report = tmp_path / "dist", tmp_path / "report.json"
-    proc = buildjail(str(project), "-o", str(out), "--report", str(report), "--no-index")
+    proc = build(str(project), "-o", str(out), "--report", str(report), "--no-index")
     assert proc.returncode == 0, proc.stderr
     assert sorted(path.name for path in out.iterdir()) == [
         "intree-2.0-py3-none-any.whl", "intree-2.0.tar.gz"]
@@ -74,21 +89,25 @@ def test_source_tree_builds_sdist_then_wheel_from_it(tmp_path: Path, no_leftover
         assert Path(output["path"]).stat().st_uid == 0
 
 
-def test_wheel_only_and_sdist_input(tmp_path: Path) -> None:
+def test_wheel_only_and_sdist_input(tmp_path: Path, build: Builder) -> None:
     project = copy_project("intree", tmp_path)
     out = tmp_path / "dist"
-    assert buildjail(str(project), "--sdist", "-o", str(out)).returncode == 0
+    assert build(str(project), "--sdist", "-o", str(out)).returncode == 0
     [sdist] = out.iterdir()
     wheels = tmp_path / "wheels"
-    proc = buildjail(str(sdist), "-o", str(wheels))
+    proc = build(str(sdist), "-o", str(wheels))
     assert proc.returncode == 0, proc.stderr
     assert [path.name for path in wheels.iterdir()] == ["intree-2.0-py3-none-any.whl"]
 
 
-def test_setuptools_project_with_a_local_wheelhouse(tmp_path: Path, wheelhouse: Path) -> None:
+def test_setuptools_project_with_a_local_wheelhouse(
+    tmp_path: Path,
+    wheelhouse: Path,
+    build: Builder,
+) -> None:
     project = copy_project("simple", tmp_path)
     out = tmp_path / "dist"
-    proc = buildjail(str(project), "-o", str(out), "--no-index", "--find-links",
+    proc = build(str(project), "-o", str(out), "--no-index", "--find-links",
                      str(wheelhouse))
     assert proc.returncode == 0, proc.stderr
     names = sorted(path.name for path in out.iterdir())
@@ -124,10 +143,10 @@ def test_clear_failures(tmp_path: Path, setup: Any, step: str, message: str,
     assert not out.exists() or not list(out.iterdir())
 
 
-def test_failing_hook_shows_log_tail_and_where_the_log_is(tmp_path: Path) -> None:
+def test_failing_hook_shows_log_tail_and_where_the_log_is(tmp_path: Path, build: Builder) -> None:
     project = copy_project("intree", tmp_path)
     (project / "FAIL_IN_build_wheel").touch()
-    proc = buildjail(str(project), "--wheel", "-o", str(tmp_path / "dist"))
+    proc = build(str(project), "--wheel", "-o", str(tmp_path / "dist"))
     assert "tinybackend: about to fail in build_wheel" in proc.stderr
     log = next(line.split("log: ", 1)[1] for line in proc.stderr.splitlines()
                if line.strip().startswith("log: "))
@@ -177,7 +196,8 @@ def test_hostile_sdists_are_refused(tmp_path: Path, kind: str, no_leftovers: Non
 
 
 def test_hostile_project_builds_while_every_attempt_fails(tmp_path: Path, wheelhouse: Path,
-                                                          no_leftovers: None) -> None:
+                                                          no_leftovers: None,
+                                                          build: Builder) -> None:
     project = copy_project("hostile", tmp_path)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -191,7 +211,7 @@ def test_hostile_project_builds_while_every_attempt_fails(tmp_path: Path, wheelh
                "port": listener.getsockname()[1], "heartbeat": "heartbeat.txt"}
     logs = tmp_path / "logs"
     try:
-        proc = buildjail(str(project), "--wheel", "-o", str(tmp_path / "dist"), "--no-index",
+        proc = build(str(project), "--wheel", "-o", str(tmp_path / "dist"), "--no-index",
                          "--find-links", str(wheelhouse), "--logs", str(logs),
                          "--policy", str(_keep_env_policy(tmp_path)),
                          env={**os.environ, "HOSTILE_TARGETS": json.dumps(targets)})
@@ -220,12 +240,13 @@ def _keep_env_policy(tmp_path: Path) -> Path:
 
 
 def test_a_hook_naming_a_host_file_as_its_wheel_is_refused(tmp_path: Path,
-                                                           no_leftovers: None) -> None:
+                                                           no_leftovers: None,
+                                                           build: Builder) -> None:
     """The backend's return value is untrusted: root must not check and move a host file."""
     victim_dir = tmp_path / "victim"
     victim_dir.mkdir()
     intree_wheel = tmp_path / "dist0"
-    assert buildjail(str(copy_project("intree", tmp_path)), "--wheel", "-o",
+    assert build(str(copy_project("intree", tmp_path)), "--wheel", "-o",
                      str(intree_wheel)).returncode == 0
     victim = victim_dir / "intree-2.0-py3-none-any.whl"
     shutil.move(str(next(intree_wheel.iterdir())), victim)
@@ -237,7 +258,7 @@ def test_a_hook_naming_a_host_file_as_its_wheel_is_refused(tmp_path: Path,
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     return {str(victim)!r}
 """)
-    proc = buildjail(str(project), "--wheel", "-o", str(tmp_path / "out"))
+    proc = build(str(project), "--wheel", "-o", str(tmp_path / "out"))
     assert proc.returncode == 1
     assert "checking the hook's output failed: not a plain file name" in proc.stderr
     assert victim.exists()
@@ -280,7 +301,7 @@ def nonroot_site() -> Path:
 
 
 def test_a_non_root_user_builds_in_a_user_namespace(shared_dir: Path, nonroot_site: Path,
-                                                    world_src: str) -> None:
+                                                    world_src: str, build: Builder) -> None:
     project = shared_dir / "intree"
     shutil.copytree(PROJECTS / "intree", project)
     out = shared_dir / "out"
@@ -289,7 +310,8 @@ def test_a_non_root_user_builds_in_a_user_namespace(shared_dir: Path, nonroot_si
         os.chown(path, 4242, 4242)
     proc = subprocess.run(
         ["/usr/bin/setpriv", "--reuid=4242", "--regid=4242", "--clear-groups",
-         "/usr/bin/python3.11", "-m", "buildjail", "build", str(project), "-o", str(out),
+         "/usr/bin/python3.11", "-m", "buildjail", "build", "--backend", build.keywords["backend"],
+         str(project), "-o", str(out),
          "--no-index", "--report", str(out / "report.json")],
         cwd="/", capture_output=True, text=True, timeout=300, check=False,
         env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent",

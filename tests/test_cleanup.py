@@ -245,7 +245,8 @@ def test_missing_writable_path_is_a_setup_error(run_sandbox: Runner, host_before
 def test_missing_command_is_a_setup_error(run_sandbox: Runner, host_before: HostState,
                                           shared_dir: Path) -> None:
     missing = "/no/such/command"
-    result = run_sandbox([missing, "arg"], cwd="/", writable=[str(shared_dir)])
+    result = run_sandbox([missing, "arg"], cwd="/", writable=[str(shared_dir)],
+                         capture_stderr=True)  # a file: bwrap's own message is then read back
     assert missing in result["setup_error"], result
     assert_no_leftovers(host_before, writable=[shared_dir])
 

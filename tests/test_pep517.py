@@ -34,8 +34,9 @@ def _caller(project: Path, runner: object, backend_path: list[str] | None = None
 
 
 def test_every_hook_runs_in_the_sandbox_and_outputs_come_back(intree: Path,
-                                                              tmp_path: Path) -> None:
-    runner = hook_runner("full", log_path=tmp_path / "build.log")
+                                                              tmp_path: Path,
+                                                              sandbox_backend: str) -> None:
+    runner = hook_runner("full", backend=sandbox_backend, log_path=tmp_path / "build.log")
     caller = _caller(intree, runner)
     wheels, sdists, metadata = (tmp_path / name for name in ("wheels", "sdists", "meta"))
     for directory in (wheels, sdists, metadata):
@@ -62,10 +63,11 @@ def test_every_hook_runs_in_the_sandbox_and_outputs_come_back(intree: Path,
 
 
 def test_a_failing_hook_raises_calledprocesserror_with_the_log_tail(intree: Path,
-                                                                    tmp_path: Path) -> None:
+                                                                    tmp_path: Path,
+                                                                    sandbox_backend: str) -> None:
     (intree / "FAIL_IN_build_wheel").touch()
     log = tmp_path / "build.log"
-    caller = _caller(intree, hook_runner("full", log_path=log))
+    caller = _caller(intree, hook_runner("full", backend=sandbox_backend, log_path=log))
     (tmp_path / "wheels").mkdir()
     with pytest.raises(subprocess.CalledProcessError) as caught:
         caller.build_wheel(str(tmp_path / "wheels"))
@@ -78,13 +80,18 @@ def test_a_failing_hook_raises_calledprocesserror_with_the_log_tail(intree: Path
     assert list((tmp_path / "wheels").iterdir()) == []
 
 
-def test_a_missing_backend_raises_backendunavailable(intree: Path) -> None:
-    caller = _caller(intree, hook_runner("full"), backend="no_such_backend")
+def test_a_missing_backend_raises_backendunavailable(intree: Path, sandbox_backend: str) -> None:
+    runner = hook_runner("full", backend=sandbox_backend)
+    caller = _caller(intree, runner, backend="no_such_backend")
     with pytest.raises(BackendUnavailable):
         caller.get_requires_for_build_wheel()
 
 
-def test_the_hook_cannot_write_outside_its_directories(intree: Path, tmp_path: Path) -> None:
+def test_the_hook_cannot_write_outside_its_directories(
+    intree: Path,
+    tmp_path: Path,
+    sandbox_backend: str,
+) -> None:
     """The caller's /tmp, where the control directory lives, stays private otherwise."""
     sibling = tmp_path / "sibling-build"
     sibling.mkdir()
@@ -101,7 +108,8 @@ def get_requires_for_build_sdist(config_settings=None):
     return []
 """)
     log = tmp_path / "build.log"
-    _caller(intree, hook_runner("full", log_path=log)).get_requires_for_build_sdist()
+    runner = hook_runner("full", backend=sandbox_backend, log_path=log)
+    _caller(intree, runner).get_requires_for_build_sdist()
     text = log.read_text()
     assert "WROTE" not in text
     assert text.count("REFUSED") == 3
@@ -109,9 +117,9 @@ def get_requires_for_build_sdist(config_settings=None):
     assert not (Path.home() / ".bj-test").exists()
 
 
-def test_network_profile_runner(intree: Path, tmp_path: Path) -> None:
+def test_network_profile_runner(intree: Path, tmp_path: Path, sandbox_backend: str) -> None:
     (tmp_path / "wheels").mkdir()
-    runner = hook_runner("network")
+    runner = hook_runner("network", backend=sandbox_backend)
     wheel = _caller(intree, runner).build_wheel(str(tmp_path / "wheels"))
     assert (tmp_path / "wheels" / wheel).exists()
     assert set(runner.results[0][1].layers) >= {"namespace:net", "namespace:uts"}
@@ -122,7 +130,10 @@ def _backend_extra(project: Path, code: str) -> None:
     backend.write_text(backend.read_text() + "\n\n" + code)
 
 
-def test_output_json_that_is_not_a_regular_file_is_refused(intree: Path) -> None:
+def test_output_json_that_is_not_a_regular_file_is_refused(
+    intree: Path,
+    sandbox_backend: str,
+) -> None:
     """A FIFO behind output.json would hang the caller, who reads it outside the sandbox."""
     from buildjail.pep517 import HookOutputRefusedError
 
@@ -136,10 +147,14 @@ def get_requires_for_build_sdist(config_settings=None):
     os._exit(0)
 """)
     with pytest.raises(HookOutputRefusedError, match="symlink or special file"):
-        _caller(intree, hook_runner("full")).get_requires_for_build_sdist()
+        _caller(intree, hook_runner("full", backend=sandbox_backend)).get_requires_for_build_sdist()
 
 
-def test_hooks_read_dev_null_not_the_callers_terminal(intree: Path, tmp_path: Path) -> None:
+def test_hooks_read_dev_null_not_the_callers_terminal(
+    intree: Path,
+    tmp_path: Path,
+    sandbox_backend: str,
+) -> None:
     _backend_extra(intree, """
 import sys
 def get_requires_for_build_sdist(config_settings=None):
@@ -152,7 +167,8 @@ def get_requires_for_build_sdist(config_settings=None):
     saved = os.dup(0)
     os.dup2(read_end, 0)
     try:
-        _caller(intree, hook_runner("full", log_path=log)).get_requires_for_build_sdist()
+        runner = hook_runner("full", backend=sandbox_backend, log_path=log)
+        _caller(intree, runner).get_requires_for_build_sdist()
     finally:
         os.dup2(saved, 0)
         for fd in (saved, read_end, write_end):

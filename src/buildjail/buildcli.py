@@ -39,6 +39,7 @@ def _options(args: argparse.Namespace) -> BuildOptions:
         index_args.append("--no-index")
     return BuildOptions(
         policy=policy,
+        backend=args.backend,
         sdist=args.sdist or not explicit,
         wheel=args.wheel or not explicit,
         wheel_from_sdist=not explicit,

@@ -8,10 +8,13 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .backends import BACKENDS, choose_backend
 from .errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError
 from .limits import parse_duration, parse_size
 from .policy import PROFILES, Policy
 from .sandbox import Sandbox
+
+BACKEND_CHOICES = ("auto", *BACKENDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="attack this host's sandbox with real probes")
     audit.add_argument("--profile", action="append", choices=PROFILES, dest="profiles",
                        help="profile to audit (repeatable; default: none, network, full)")
-    audit.add_argument("--backend", action="append", choices=("native", "auto"),
-                       dest="backends", help="backend to audit (repeatable; default: native)")
+    audit.add_argument("--backend", action="append", choices=BACKEND_CHOICES,
+                       dest="backends", help="backend to audit (repeatable; default: auto)")
     audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
     audit.add_argument("--keep-workdir", action="store_true",
                        help="keep the audit's work directory (logs, the probe project)")
@@ -41,6 +44,7 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--profile", choices=PROFILES, default="full",
                      help="named policy (default: full)")
     run.add_argument("--policy", metavar="FILE", help="policy TOML file (overrides --profile)")
+    _add_backend(run)
     run.add_argument("--writable", metavar="PATH", action="append", default=[],
                      help="make PATH writable in the sandbox (repeatable)")
     run.add_argument("--readonly", metavar="PATH", action="append", default=[],
@@ -67,6 +71,7 @@ def _add_build(build: argparse.ArgumentParser) -> None:
     build.add_argument("--profile", choices=PROFILES, default="full",
                        help="named policy (default: full)")
     build.add_argument("--policy", metavar="FILE", help="policy TOML file")
+    _add_backend(build)
     build.add_argument("-j", "--jobs", type=int, default=1, help="build N sources at once")
     build.add_argument("--report", metavar="FILE", help="write a JSON report per package")
     build.add_argument("--find-links", metavar="DIR", action="append", default=[],
@@ -76,12 +81,16 @@ def _add_build(build: argparse.ArgumentParser) -> None:
     build.add_argument("--logs", metavar="DIR", help="keep each package's build log in DIR")
 
 
+def _add_backend(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                        help="what enforces the policy (default: auto; see `buildjail doctor`)")
+
+
 def _add_fromager(fromager: argparse.ArgumentParser) -> None:
     fromager.add_argument("--profile", choices=PROFILES, default="full",
                           help="named policy for fromager's isolated steps (default: full)")
     fromager.add_argument("--policy", metavar="FILE", help="policy TOML file")
-    fromager.add_argument("--backend", choices=("auto", "native"), default="auto",
-                          help="sandbox backend (default: auto)")
+    _add_backend(fromager)
     fromager.add_argument("args", nargs=argparse.REMAINDER, metavar="-- FROMAGER_ARGS...")
 
 
@@ -132,7 +141,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         policy = policy.with_limits(wall_time=args.timeout)
     if args.memory is not None:
         policy = policy.with_limits(memory=args.memory)
-    result = Sandbox(policy).run(cmd)
+    result = Sandbox(policy, backend=args.backend).run(cmd)
     if args.json_report:
         with open(args.json_report, "w") as stream:
             json.dump(result.to_dict(), stream, indent=2)
@@ -146,7 +155,8 @@ def _audit(args: argparse.Namespace) -> int:
     from .audit.report import print_json, print_table
 
     profiles = args.profiles or ["none", "network", "full"]
-    backends = ["native" if name == "auto" else name for name in (args.backends or ["native"])]
+    backends = [choose_backend()[0] if name == "auto" else name
+                for name in (args.backends or ["auto"])]
     quiet = args.json or not sys.stderr.isatty()
     report = run_audit(profiles, list(dict.fromkeys(backends)), keep_workdir=args.keep_workdir,
                        progress=None if quiet else _error)

@@ -12,6 +12,11 @@ from . import _kernel as k
 from .identity import Identity, account_entries, group_text, passwd_text
 
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/run")
+SCRATCH_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
+"""The writable tmpfs mounts besides the home, whose contents are memory the build uses."""
+STAGE_DIR = "/run/buildjail"
+"""Covered by a tmpfs in the bwrap backend's init, to re-attach trees the build's identity
+could not reach on the host (it exists whenever an ephemeral identity is leased)."""
 _REPLACED = (*PRIVATE_TMPFS, "/dev", "/proc")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _SYNTHETIC_DIR = "/run/buildjail"
@@ -34,7 +39,7 @@ class MountPlan:
 
     def scratch_paths(self) -> tuple[str, ...]:
         """The writable tmpfs mounts, whose contents are memory the build uses."""
-        return (*PRIVATE_TMPFS[:2], "/dev/shm", self.identity.home)
+        return (*SCRATCH_TMPFS, self.identity.home)
 
 
 def plan_mounts(
@@ -50,7 +55,7 @@ def plan_mounts(
     exposed = _existing((*readonly, *writable))
     masks = [*masked, *_home_directories()]
     if outsider:
-        masks += _untraversable_ancestors(exposed)
+        masks += untraversable_ancestors(exposed)
     masks = [
         path for path in _existing(_outermost(masks))
         if path not in exposed and (not _within_any(os.path.realpath(path), _REPLACED)
@@ -93,6 +98,23 @@ def apply_mounts(plan: MountPlan) -> None:
     _mask(inside)
     for path in plan.masked_dirs:
         k.set_mount_attributes(path, k.READONLY_ATTRIBUTES, recursive=False)
+
+
+def stage_trees(trees: tuple[tuple[str, str, bool], ...]) -> None:
+    """Re-attach (source, target, writable) trees under a fresh tmpfs on STAGE_DIR; privileged."""
+    if not trees:
+        return
+    _tmpfs(STAGE_DIR, "mode=0755,size=64k")
+    for source, target, writable in trees:
+        fd = k.open_tree_clone(source)
+        attributes = k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NODEV
+        k.set_mount_attributes(fd, attributes if writable else k.READONLY_ATTRIBUTES)
+        if os.path.isdir(source):
+            os.mkdir(target, 0o755)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+        k.move_mount(fd, target)
+        os.close(fd)
 
 
 def _mask(paths: list[str]) -> None:
@@ -210,7 +232,7 @@ def _home_directories() -> list[str]:
     return [home for home in homes if os.path.normpath(home) not in _SYSTEM_DIRS]
 
 
-def _untraversable_ancestors(paths: tuple[str, ...]) -> list[str]:
+def untraversable_ancestors(paths: tuple[str, ...]) -> list[str]:
     """Directories above *paths* that an unknown user could not enter: mask them."""
     found = []
     for path in paths:

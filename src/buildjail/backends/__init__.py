@@ -31,12 +31,57 @@ class Backend(Protocol):
         """Run the command; raise SandboxSetupError when a layer cannot be enforced."""
 
 
+BACKENDS = ("native", "bwrap")
+"""The backends, in the order ``auto`` prefers them."""
+NATIVE_KERNEL = (5, 12)
+"""The first Linux with every mount call the native backend uses (``mount_setattr``)."""
+
+
 def get_backend(name: str) -> Backend:
-    """Return the backend called *name* (``native`` or ``auto``)."""
+    """Return the backend called *name*: ``native``, ``bwrap`` or ``auto``."""
     from ..errors import PolicyError
 
-    if name in ("native", "auto"):
+    if name == "auto":
+        name = choose_backend()[0]
+    if name == "native":
         from .native import NativeBackend
 
         return NativeBackend()
-    raise PolicyError(f"unknown backend {name!r}; choose native or auto")
+    if name == "bwrap":
+        from .bwrap import BwrapBackend
+
+        return BwrapBackend()
+    raise PolicyError(f"unknown backend {name!r}; choose native, bwrap or auto")
+
+
+def choose_backend() -> tuple[str, str]:
+    """The rule behind ``--backend auto``: the backend's name and why it was chosen.
+
+    ``native`` when the kernel has every mount call it needs (Linux 5.12 or newer), since it
+    needs no external tool; otherwise ``bwrap`` when bubblewrap 0.8 or newer is installed;
+    otherwise ``native``, which then fails closed and says why.
+    """
+    kernel = _kernel_version()
+    if kernel >= NATIVE_KERNEL:
+        return "native", f"Linux {_dotted(kernel)} has every mount call the native backend uses"
+    from .bwrap import MINIMUM_VERSION, bwrap_version, find_bwrap
+
+    executable = find_bwrap()
+    version = bwrap_version(executable) if executable else None
+    if version is not None and version >= MINIMUM_VERSION:
+        return "bwrap", (f"Linux {_dotted(kernel)} is older than {_dotted(NATIVE_KERNEL)} "
+                         f"and {executable} is bubblewrap {_dotted(version)}")
+    return "native", (f"Linux {_dotted(kernel)} is older than {_dotted(NATIVE_KERNEL)} and no "
+                      "bubblewrap 0.8+ is installed: the native backend will say what fails")
+
+
+def _kernel_version() -> tuple[int, ...]:
+    import os
+    import re
+
+    found = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))

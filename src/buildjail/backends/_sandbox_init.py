@@ -1,4 +1,9 @@
-"""What runs inside the native sandbox: its init process and the command's set-up."""
+"""What runs inside the sandbox: its init process and the command's set-up.
+
+For ``native`` the init builds the sandbox and spawns the command; for ``bwrap`` it confines
+itself the same way, keeps only a private ``/proc`` and the staged trees, and spawns
+bubblewrap, which builds the sandbox and reports through a JSON status stream.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from typing import NoReturn
 from .. import _kernel as k
 from .. import seccomp
 from ..diagnosis import explain_error  # imported here: the package may be hidden inside
-from ..filesystem import MountPlan, apply_mounts
+from ..filesystem import SCRATCH_TMPFS, MountPlan, apply_mounts, stage_trees
 from ..identity import Identity
 from ..limits import Limits
 
@@ -47,6 +52,12 @@ class InitPlan:
     cwd: str
     env: dict[str, str]
     stdio: tuple[int | None, int | None, int | None]
+    staged: tuple[tuple[str, str, bool], ...] = ()
+    """(source, target, writable) trees re-attached where the dropped identity can reach."""
+    spawn_fds: tuple[int, ...] = ()
+    """Descriptors the spawned program inherits (bubblewrap's data and seccomp fds)."""
+    wrapper_status_fd: int | None = None
+    """bubblewrap's ``--json-status-fd`` stream: its child's pid, then whether it exec'd."""
 
 
 def report_error(fd: int, reason: str, fix: str = "") -> None:
@@ -66,7 +77,7 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
     stage = "set up the sandbox"
     try:
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
-        k.close_fds_except((report_fd, status_fd, *stdio_fds(plan)))
+        k.close_fds_except((report_fd, status_fd, *stdio_fds(plan), *_lent_fds(plan)))
         k.scrub_process_memory(b"buildjail-init")
         _enter_namespaces(plan)
         wakeup = _watch_children()
@@ -77,8 +88,12 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
         stage = "execute"
         child = _spawn_command(plan)
         os.close(report_fd)
-        status, limit = _reap_until(child, wakeup, plan)
-        os.write(status_fd, json.dumps({"status": status, "limit": limit}).encode())
+        wrapper = _WrapperStatus(plan.wrapper_status_fd)
+        status, limit = _reap_until(child, wakeup, plan, wrapper)
+        report = {"status": status, "limit": limit}
+        if plan.wrapper_status_fd is not None:
+            report["started"] = wrapper.started()
+        os.write(status_fd, json.dumps(report).encode())
     except OSError as error:
         report_error(report_fd, *_setup_error(stage, plan, error))
         os._exit(EXIT_SETUP)
@@ -100,7 +115,14 @@ def _confine(plan: InitPlan) -> None:
         seccomp.install_filter(plan.seccomp_program)
 
 
+def _lent_fds(plan: InitPlan) -> tuple[int, ...]:
+    fds = plan.spawn_fds
+    return fds if plan.wrapper_status_fd is None else (*fds, plan.wrapper_status_fd)
+
+
 def _spawn_command(plan: InitPlan) -> int:
+    for fd in plan.spawn_fds:
+        os.set_inheritable(fd, True)
     moves = [(fd, target) for target, fd in enumerate(plan.stdio)
              if fd is not None and fd != target]
     actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in moves]
@@ -154,9 +176,11 @@ def _enter_namespaces(plan: InitPlan) -> None:
         socket.sethostname(plan.hostname)
     if plan.mounts is not None:
         apply_mounts(plan.mounts)
-    elif plan.fresh_proc:
+    elif plan.fresh_proc or plan.staged:
         k.make_mounts_private()
-        k.mount_proc()
+        if plan.fresh_proc:
+            k.mount_proc()
+        stage_trees(plan.staged)
 
 
 def _watch_children() -> int:
@@ -167,12 +191,55 @@ def _watch_children() -> int:
     return read_end
 
 
-def _reap_until(child: int, wakeup: int, plan: InitPlan) -> tuple[int, str | None]:
+class _WrapperStatus:
+    """bubblewrap's JSON status stream, drained as it comes so a build cannot stall it."""
+
+    _KEEP = 65536
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+        self.data = b""
+        if fd is not None:
+            os.set_blocking(fd, False)
+
+    def drain(self) -> None:
+        """Read what is there; stop at EOF (the stream is then closed)."""
+        while self.fd is not None:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                os.close(self.fd)
+                self.fd = None
+                return
+            self.data = (self.data + chunk)[: self._KEEP]
+
+    def child_pid(self) -> int | None:
+        """The pid of bubblewrap's init, from its first line (written before the build runs)."""
+        first, newline, _ = self.data.partition(b"\n")
+        if not newline:
+            return None
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            return int(json.loads(first)["child-pid"])
+        return None
+
+    def started(self) -> bool:
+        """Whether bubblewrap finished its set-up and executed the command."""
+        self.drain()
+        return b'"exit-code"' in self.data
+
+
+def _reap_until(child: int, wakeup: int, plan: InitPlan,
+                wrapper: _WrapperStatus) -> tuple[int, str | None]:
     """Reap every process that exits until *child* does; watch the limits meanwhile."""
     poller = select.poll()
     poller.register(wakeup, select.POLLIN)
+    if wrapper.fd is not None:
+        poller.register(wrapper.fd, select.POLLIN)
     timeout = int(_MONITOR_TICK * 1000) if plan.monitor else None
     scratch = plan.mounts.scratch_paths() if plan.mounts else ()
+    host_devices = _devices(("/", *SCRATCH_TMPFS, plan.identity.home))
     while True:
         while True:
             try:
@@ -183,14 +250,43 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan) -> tuple[int, str | Non
                 break
             if pid == child:
                 return status, _limit_from_status(status)
-        if poller.poll(timeout):
-            os.read(wakeup, 4096)
+        for fd, _ in poller.poll(timeout):
+            if fd == wakeup:
+                os.read(wakeup, 4096)
+            elif wrapper.fd is not None:
+                wrapper.drain()
+                if wrapper.fd is None:
+                    poller.unregister(fd)
+        if plan.wrapper_status_fd is not None:
+            scratch = _wrapped_scratch(wrapper, plan.identity.home, host_devices)
         if plan.monitor:
             limit = _over_limits(plan.limits, scratch)
             if limit:
                 os.kill(-1, signal.SIGKILL)
                 _, status = os.waitpid(child, 0)
                 return status, limit
+
+
+def _wrapped_scratch(wrapper: _WrapperStatus, home: str,
+                     host_devices: set[int]) -> tuple[str, ...]:
+    """The wrapped sandbox's own tmpfs mounts, seen through its init's root.
+
+    Until bubblewrap has switched to the new root, those paths are the host's: a path
+    counts only once it is on a file system the init does not see.
+    """
+    pid = wrapper.child_pid()
+    if pid is None:
+        return ()
+    paths = (f"/proc/{pid}/root{path}" for path in (*SCRATCH_TMPFS, home))
+    return tuple(path for path in paths if _devices((path,)) - host_devices)
+
+
+def _devices(paths: tuple[str, ...]) -> set[int]:
+    found = set()
+    for path in paths:
+        with contextlib.suppress(OSError):
+            found.add(os.stat(path).st_dev)
+    return found
 
 
 def _limit_from_status(status: int) -> str | None:

@@ -1,0 +1,496 @@
+"""The supervisor every backend shares: lease, hand-back, wall time, limits and the report.
+
+A backend plans its sandbox's init (:class:`InitPlan`); ``native`` lets the init build the
+sandbox itself, ``bwrap`` turns the same plan into a bubblewrap command line that the init
+starts instead (see :func:`run_supervised`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import itertools
+import json
+import os
+import select
+import signal
+import stat
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from .. import _kernel as k
+from .. import cgroups, identity, ownership, seccomp
+from ..diagnosis import explain_error  # not imported after a fork: the import lock
+from ..errors import EXIT_TIMEOUT, SandboxSetupError
+from ..filesystem import MountPlan, plan_mounts
+from ..policy import Policy
+from ..result import RunResult
+from . import Request
+from ._sandbox_init import InitPlan, report_error, run_init, stdio_fds
+
+_SUPERVISOR_NAMESPACES = ("user", "pid")
+_INTERRUPTS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that would stop the supervisor, which must outlive its caller to clean up."""
+_counter = itertools.count()
+
+
+@functools.cache
+def _seccomp_program() -> bytes:
+    return seccomp.build_filter()
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """How a backend starts its sandbox: the init's plan and the descriptors it lends it."""
+
+    plan: InitPlan
+    fds: tuple[int, ...] = ()
+    """Caller-side descriptors the init passes on; closed by the caller after the run."""
+
+
+Launcher = Callable[[Request, InitPlan, bool], Launch]
+"""Turns the native plan into a backend's; the flag says the build runs as an outsider."""
+
+
+@dataclasses.dataclass
+class _Run:
+    """The caller-side state of one sandboxed command."""
+
+    request: Request
+    plan: InitPlan
+    layers: tuple[str, ...]
+    supervisor_flags: int
+    mounts: MountPlan | None
+    lease: identity.Lease | None = None
+    cgroup: cgroups.Cgroup | None = None
+    fds: tuple[int, ...] = ()
+
+    @property
+    def writable(self) -> tuple[str, ...]:
+        """The writable trees: lent to the build's uid, and handed back afterwards."""
+        return self.mounts.writable if self.mounts else ()
+
+    def release(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = ()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        if self.lease is not None:
+            self.lease.release()
+
+
+def run_supervised(request: Request, backend: str, launcher: Launcher | None = None) -> RunResult:
+    """Run *request* under the shared supervisor; *launcher* adapts the native init plan."""
+    start = time.monotonic()
+    run = _prepare(request, launcher)
+    try:
+        outcome = _execute(run)
+    finally:
+        run.release()
+    return RunResult(
+        exit_code=outcome["exit_code"],
+        duration=time.monotonic() - start,
+        layers=run.layers,
+        limit_hit=outcome.get("limit"),
+        signal=outcome.get("signal"),
+        backend=backend,
+        policy=request.policy.name,
+        uid=run.plan.identity.uid,
+    )
+
+
+def _prepare(request: Request, launcher: Launcher | None) -> _Run:
+    policy = request.policy
+    _check_paths(policy, request.cwd)
+    root = os.geteuid() == 0
+    namespaces = set(policy.namespaces)
+    if namespaces and not root:
+        namespaces.add("user")
+    lease = identity.acquire() if root and policy.ephemeral_identity else None
+    try:
+        return _plan_run(request, namespaces, lease, root, launcher)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+
+
+def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | None,
+              root: bool, launcher: Launcher | None) -> _Run:
+    policy = request.policy
+    who = _identity(lease)
+    mounts = None
+    if policy.filesystem:
+        mounts = plan_mounts(
+            readonly=(*_interpreter_paths(), *policy.readonly),
+            writable=policy.writable,
+            masked=policy.masked,
+            identity=who,
+            outsider=lease is not None,
+            tmpfs_size=policy.limits.memory,
+        )
+    env = dict(request.env)
+    if policy.filesystem:
+        env.update(HOME=who.home, USER=who.name, LOGNAME=who.name, TMPDIR="/tmp")
+    plan = InitPlan(
+        namespaces=_flags(namespaces - set(_SUPERVISOR_NAMESPACES)),
+        hostname=policy.hostname if "uts" in namespaces else None,
+        loopback="net" in namespaces,
+        mounts=mounts,
+        fresh_proc="pid" in namespaces and "mount" in namespaces,
+        identity=who,
+        switch_identity=lease is not None,
+        drop_capabilities=policy.drop_capabilities,
+        no_new_privs=policy.no_new_privs,
+        seccomp_program=_seccomp_program() if policy.seccomp else None,
+        new_session=policy.new_session,
+        limits=policy.limits,
+        monitor=bool(policy.limits.memory or policy.limits.processes)
+        and {"pid", "mount"} <= namespaces,
+        argv=request.argv,
+        cwd=request.cwd,
+        env=env,
+        stdio=(request.stdin, request.stdout, request.stderr),
+    )
+    launch = launcher(request, plan, lease is not None) if launcher else Launch(plan)
+    try:
+        cgroup = _limit_cgroup(policy, who, root)  # last: nothing after it can fail
+    except BaseException:
+        for fd in launch.fds:
+            os.close(fd)
+        raise
+    plan = launch.plan
+    if cgroup is not None:
+        plan = dataclasses.replace(plan, monitor=False)
+    return _Run(
+        request=request,
+        plan=plan,
+        layers=_layers(policy, namespaces, lease is not None, cgroup, plan.monitor),
+        supervisor_flags=_flags(namespaces & set(_SUPERVISOR_NAMESPACES)),
+        mounts=mounts,
+        lease=lease,
+        cgroup=cgroup,
+        fds=launch.fds,
+    )
+
+
+def _check_paths(policy: Policy, cwd: str) -> None:
+    for kind, paths in (("writable", policy.writable), ("read-only", policy.readonly)):
+        for path in paths:
+            if not os.path.exists(path):
+                raise SandboxSetupError(f"the {kind} path {path} does not exist",
+                                        "create it first, or fix the path")
+            if kind == "writable" and os.path.islink(path):
+                raise SandboxSetupError(f"the writable path {path} is a symbolic link",
+                                        "pass the directory it points to")
+    if not os.path.isdir(cwd):
+        raise SandboxSetupError(f"the working directory {cwd} does not exist",
+                                "pass an existing directory as cwd")
+
+
+def _identity(lease: identity.Lease | None) -> identity.Identity:
+    home = "/home/" + identity.USER_NAME if os.path.isdir("/home") else "/tmp/home"
+    if lease is not None:
+        return dataclasses.replace(lease.identity, home=home)
+    return identity.Identity(uid=os.getuid(), gid=os.getgid(), home=home)
+
+
+def _limit_cgroup(policy: Policy, who: identity.Identity, root: bool) -> cgroups.Cgroup | None:
+    """Create the cgroup enforcing the memory and process limits, when the policy asks."""
+    limits = policy.limits
+    if not policy.cgroup_limits or not (limits.memory or limits.processes):
+        return None
+    if not root:
+        raise SandboxSetupError(
+            "cgroup limits were requested, but buildjail creates cgroups only as root",
+            "run as root, or set cgroup_limits = false (rlimits and the in-sandbox monitor "
+            "then enforce the memory and process limits)",
+        )
+    name = f"buildjail-{who.uid}" if who.uid else f"buildjail-{os.getpid()}-{next(_counter)}"
+    # No +1 for the supervisor waiting inside: RLIMIT_NPROC (which also counts the init once
+    # it runs as the build's uid) is checked before pids.max, and only pids.max reports a hit.
+    cgroup = cgroups.create(name, limits.memory, limits.processes)
+    if cgroup is None:
+        raise SandboxSetupError(
+            "cgroup limits were requested, but no memory and pids cgroup can be created here",
+            "mount cgroup v2 with the memory and pids controllers delegated (or v1 "
+            "controllers), or set cgroup_limits = false",
+        )
+    return cgroup
+
+
+def _interpreter_paths() -> tuple[str, ...]:
+    paths = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    return tuple(sorted(path for path in paths if path and path != "/"))
+
+
+def _flags(names: set[str]) -> int:
+    flags = 0
+    for name in names:
+        flags |= k.NAMESPACE_FLAGS[name]
+    return flags
+
+
+def _layers(policy: Policy, namespaces: set[str], ephemeral: bool,
+            cgroup: cgroups.Cgroup | None, monitor: bool) -> tuple[str, ...]:
+    layers = [f"namespace:{name}" for name in sorted(namespaces)]
+    if "net" in namespaces:
+        layers.append("network:loopback-only")
+    checks = (
+        (policy.filesystem, "filesystem"),
+        (ephemeral, "identity:ephemeral"),
+        (not ephemeral and "user" in namespaces and policy.ephemeral_identity,
+         "identity:user-namespace"),
+        (policy.env_keep != ("*",) or bool(policy.env_delete), "environment"),
+        (policy.no_new_privs, "no_new_privs"),
+        (policy.drop_capabilities, "capabilities"),
+        (policy.seccomp, "seccomp"),
+        (policy.new_session, "session"),
+        (policy.kill_all, "kill_all"),
+        (bool(policy.limits.processes or policy.limits.file_size), "limits:rlimit"),
+        (cgroup is not None, f"limits:cgroup-v{cgroup.version}" if cgroup else ""),
+        (monitor, "limits:monitor"),
+        (policy.limits.wall_time is not None, "limits:wall_time"),
+    )
+    layers += [name for enabled, name in checks if enabled]
+    return tuple(layers)
+
+
+def _execute(run: _Run) -> dict[str, Any]:
+    report_r, report_w = os.pipe()
+    life_r, life_w = os.pipe()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)  # until the child ignores
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(report_r)
+                os.close(life_w)
+                _supervise(run, report_w, life_r, blocked)
+            finally:
+                os._exit(125)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    os.close(report_w)
+    os.close(life_r)
+    data, interrupted = _read_all(report_r, life_w)
+    _wait(pid)
+    if interrupted is not None:
+        raise interrupted
+    return _outcome(data)
+
+
+def _read_all(fd: int, lifeline: int) -> tuple[bytes, KeyboardInterrupt | None]:
+    """Read the supervisor's report; on Ctrl-C cut the lifeline so it stops the sandbox."""
+    chunks: list[bytes] = []
+    interrupted: KeyboardInterrupt | None = None
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except KeyboardInterrupt as error:
+                interrupted = error
+                with contextlib.suppress(OSError):
+                    os.close(lifeline)
+                continue
+            if not chunk:
+                return b"".join(chunks), interrupted
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(lifeline)
+
+
+def _wait(pid: int) -> None:
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except KeyboardInterrupt:
+            continue
+        except ChildProcessError:
+            return
+
+
+def _outcome(data: bytes) -> dict[str, Any]:
+    result: dict[str, Any] | None = None
+    for line in data.splitlines():
+        message = json.loads(line)
+        if "error" in message:
+            raise SandboxSetupError(message["error"], message.get("fix", ""))
+        result = message
+    if result is None or result.get("setup_failed"):
+        raise SandboxSetupError("the sandbox supervisor died without a report",
+                                "run `buildjail doctor`; this is a bug if it reports no problem")
+    return result
+
+
+def _supervise(
+    run: _Run, report_fd: int, lifeline: int, mask: set[int | signal.Signals]
+) -> NoReturn:
+    """The supervisor: starts the sandbox, enforces the wall time, cleans up, reports."""
+    try:
+        for number in _INTERRUPTS:
+            signal.signal(number, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.setpgid(0, 0)
+        # Forked from a thread, this process holds other runs' pipe ends too: drop them, or
+        # their callers would wait for this sandbox to end before seeing their own EOF.
+        lease_fd = run.lease.lock_fd if run.lease else -1
+        k.close_fds_except((report_fd, lifeline, lease_fd, *run.fds, *stdio_fds(run.plan)))
+        outcome = _supervise_sandbox(run, report_fd, lifeline)
+        os.write(report_fd, json.dumps(outcome).encode() + b"\n")
+    except SandboxSetupError as error:
+        report_error(report_fd, error.reason, error.fix)
+    except OSError as error:
+        failure = explain_error(error)
+        report_error(report_fd, failure.reason, failure.fix)
+    except BaseException as error:
+        report_error(report_fd, f"sandbox supervisor failed: {error!r}")
+    os._exit(0)
+
+
+def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]:
+    who = run.plan.identity
+    owners = ownership.lend(run.writable, who.uid, who.gid) if run.lease else None
+    try:
+        if run.cgroup is not None:
+            run.cgroup.add(os.getpid())
+        try:
+            return _start_and_watch(run, report_fd, lifeline)
+        finally:
+            if run.cgroup is not None:
+                run.cgroup.leave(os.getpid())
+                with contextlib.suppress(OSError):  # here too: the caller may be dead
+                    run.cgroup.remove()
+    finally:
+        if owners is not None:
+            try:
+                ownership.hand_back(run.writable, owners, who.uid, os.getuid(), os.getgid())
+            except ownership.HandBackIncomplete as error:
+                identity.quarantine(who.uid)
+                raise SandboxSetupError(
+                    f"files the build made could not all be handed back ({error.strerror}); "
+                    f"uid {who.uid} is quarantined and will not be used again",
+                    f"fix the ownership under {', '.join(run.writable)} by hand "
+                    f"(find -uid {who.uid}), then remove the line from "
+                    f"{identity.LOCK_DIR}/{identity.QUARANTINE_FILE}",
+                ) from None
+
+
+def _start_and_watch(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]:
+    if run.supervisor_flags:
+        uid, gid = os.getuid(), os.getgid()  # read before unshare: unmapped ids read 65534
+        k.unshare(run.supervisor_flags)
+        if run.supervisor_flags & k.CLONE_NEWUSER:
+            k.map_current_ids(uid, gid, uid, gid)
+    stderr_size = _regular_file_size(_stderr_fd(run.plan))
+    status_r, status_w = os.pipe()
+    init = os.fork()
+    if init == 0:
+        try:  # never unwind into the supervisor's (or the caller's) code
+            os.close(status_r)
+            os.close(lifeline)
+            run_init(run.plan, report_fd, status_w)
+        finally:
+            os._exit(125)
+    os.close(status_w)
+    stopped = _watch(init, lifeline, run)
+    _, wait_status = os.waitpid(init, 0)
+    with os.fdopen(status_r, "rb") as stream:
+        status = stream.read()
+    if stopped == "wall_time":
+        return {"exit_code": EXIT_TIMEOUT, "limit": "wall_time", "signal": signal.SIGKILL}
+    if not status:
+        if os.waitstatus_to_exitcode(wait_status) == 125:
+            return {"exit_code": 125, "setup_failed": True}
+        return {"exit_code": 128 + signal.SIGKILL, "limit": stopped, "signal": signal.SIGKILL}
+    child = json.loads(status)
+    code = os.waitstatus_to_exitcode(child["status"])
+    limit = stopped or child["limit"] or (run.cgroup.limit_hit() if run.cgroup else None)
+    if child.get("started") is False and limit is None:
+        raise _wrapper_failed(run, code, stderr_size)
+    if code < 0:
+        return {"exit_code": 128 - code, "limit": limit, "signal": -code}
+    return {"exit_code": code, "limit": limit}
+
+
+def _stderr_fd(plan: InitPlan) -> int:
+    return plan.stdio[2] if plan.stdio[2] is not None else 2
+
+
+def _regular_file_size(fd: int) -> int | None:
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _wrapper_failed(run: _Run, code: int, stderr_size: int | None) -> SandboxSetupError:
+    """The set-up failure of a sandbox tool, with its own message when stderr is a file."""
+    tool = os.path.basename(run.plan.argv[0])
+    message = _appended_lines(_stderr_fd(run.plan), stderr_size, f"{tool}: ")
+    where = f": {message}" if message else "; its message is on the command's standard error"
+    return SandboxSetupError(
+        f"{tool} could not set up the sandbox or start the command (exit {code}){where}",
+        "check the command and the paths exist and are visible in the sandbox, "
+        "and run `buildjail doctor`, which checks every backend on this host",
+    )
+
+
+def _appended_lines(fd: int, offset: int | None, prefix: str) -> str:
+    """The lines starting with *prefix* written to the regular file *fd* since *offset*."""
+    if offset is None:
+        return ""
+    try:
+        with open(f"/proc/self/fd/{fd}", "rb") as stream:
+            stream.seek(offset)
+            text = stream.read(4096).decode(errors="replace")
+    except OSError:
+        return ""
+    found = [line[len(prefix):] for line in text.splitlines() if line.startswith(prefix)]
+    return "; ".join(found)
+
+
+def _watch(init: int, lifeline: int, run: _Run) -> str | None:
+    """Wait for the init to exit; kill it on timeout, a cgroup limit or the caller's death."""
+    wall_time = run.request.policy.limits.wall_time
+    deadline = None if wall_time is None else time.monotonic() + wall_time
+    pidfd = os.pidfd_open(init)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(lifeline, select.POLLIN)
+    reason: str | None = None
+    try:
+        while True:
+            timeout = _next_timeout(deadline, run.cgroup is not None)
+            events = dict(poller.poll(timeout))
+            if pidfd in events:
+                return None
+            if lifeline in events:
+                reason = "interrupted"
+            elif deadline is not None and time.monotonic() >= deadline:
+                reason = "wall_time"
+            elif run.cgroup is not None:
+                reason = run.cgroup.limit_hit()
+            if reason is not None:
+                os.kill(init, signal.SIGKILL)
+                return None if reason == "interrupted" else reason
+    finally:
+        os.close(pidfd)
+
+
+def _next_timeout(deadline: float | None, ticking: bool) -> int | None:
+    candidates = []
+    if deadline is not None:
+        candidates.append(max(0.0, deadline - time.monotonic()))
+    if ticking:
+        candidates.append(0.1)
+    return int(min(candidates) * 1000) + 1 if candidates else None

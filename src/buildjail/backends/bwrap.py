@@ -1,0 +1,218 @@
+"""The bwrap backend: the same policy, compiled to a bubblewrap command line.
+
+The shared supervisor still leases the identity, lends and hands back the writable trees,
+enforces the wall time and reports; the init still sets the rlimits, drops to the
+ephemeral identity, drops every capability and sets ``no_new_privs``, and watches memory
+and processes. bubblewrap then builds the namespaces and the filesystem view, disables
+nested user namespaces, and loads buildjail's seccomp filter just before the command runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import subprocess
+
+from .. import _kernel as k
+from ..errors import SandboxSetupError
+from ..filesystem import PRIVATE_TMPFS, STAGE_DIR, MountPlan, untraversable_ancestors
+from ..identity import group_text, passwd_text
+from ..policy import Policy
+from ..result import RunResult
+from . import Request
+from ._sandbox_init import InitPlan
+from ._supervisor import Launch, run_supervised
+
+CANDIDATES = ("/usr/bin/bwrap", "/usr/local/bin/bwrap")
+"""Where bubblewrap is looked for: absolute paths only, never the build's PATH."""
+MINIMUM_VERSION = (0, 8, 0)
+"""``--disable-userns``, ``--size`` and the exec report on ``--json-status-fd``."""
+_WRAPPER_PROCESSES = 2
+"""bubblewrap's monitor and its init run beside the command, under the build's uid."""
+_MASK_SIZE = str(1 << 20)
+_NAMESPACE_OPTIONS = (("pid", "--unshare-pid"), ("net", "--unshare-net"),
+                      ("ipc", "--unshare-ipc"), ("uts", "--unshare-uts"),
+                      ("cgroup", "--unshare-cgroup"))
+
+
+class BwrapBackend:
+    """Enforce policies through bubblewrap, with buildjail's supervisor around it."""
+
+    name = "bwrap"
+
+    def run(self, request: Request) -> RunResult:
+        """Run the command through bubblewrap; raise SandboxSetupError if it cannot."""
+        executable = require_bwrap()
+        return run_supervised(request, self.name, functools.partial(launch, executable))
+
+
+def find_bwrap() -> str | None:
+    """The absolute path of an installed bubblewrap, or None."""
+    for path in CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+@functools.cache
+def bwrap_version(executable: str) -> tuple[int, ...] | None:
+    """The version ``bwrap --version`` reports, or None when it does not run."""
+    try:
+        output = subprocess.run([executable, "--version"], capture_output=True, text=True,
+                                check=False, timeout=10, env={}).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", output)
+    return tuple(int(part or 0) for part in found.groups()) if found else None
+
+
+def require_bwrap() -> str:
+    """Return bubblewrap's path; raise SandboxSetupError when it is missing or too old."""
+    executable = find_bwrap()
+    if executable is None:
+        raise SandboxSetupError(
+            f"the bwrap backend needs bubblewrap, which is not installed in {CANDIDATES[0]}",
+            "install it (apt-get install bubblewrap; dnf install bubblewrap), "
+            "or use --backend native",
+        )
+    version = bwrap_version(executable)
+    if version is None or version < MINIMUM_VERSION:
+        shown = ".".join(map(str, version)) if version else "unknown"
+        raise SandboxSetupError(
+            f"{executable} is bubblewrap {shown}; the bwrap backend needs "
+            f"{'.'.join(map(str, MINIMUM_VERSION))} or newer",
+            "upgrade bubblewrap, or use --backend native",
+        )
+    return executable
+
+
+def launch(executable: str, request: Request, plan: InitPlan, outsider: bool) -> Launch:
+    """Turn the native init plan into one that starts bubblewrap with the same policy."""
+    fds: list[int] = []
+    try:
+        return _launch(executable, request, plan, outsider, fds)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _launch(executable: str, request: Request, plan: InitPlan, outsider: bool,
+            fds: list[int]) -> Launch:
+    policy = request.policy
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    fds += (status_r, status_w)
+    mounts = plan.mounts
+    staged = _staged(mounts) if mounts is not None and outsider else {}
+    argv = [executable, "--die-with-parent", "--json-status-fd", str(status_w),
+            *_namespace_options(policy, outsider)]
+    if mounts is not None:
+        argv += _filesystem_options(mounts, staged, fds)
+    else:
+        argv += ["--dev-bind", "/", "/"]
+        if plan.fresh_proc:
+            argv += ["--proc", "/proc"]
+    if plan.seccomp_program is not None:
+        argv += ["--seccomp", str(_data_fd("seccomp", plan.seccomp_program, fds))]
+    argv += ["--chdir", request.cwd, "--", *request.argv]
+    limits = plan.limits
+    if limits.processes:
+        limits = dataclasses.replace(limits, processes=limits.processes + _WRAPPER_PROCESSES)
+    own_proc = "pid" in policy.namespaces
+    wrapped = dataclasses.replace(
+        plan,
+        namespaces=k.CLONE_NEWNS if own_proc or staged else 0,
+        hostname=None,
+        loopback=False,
+        mounts=None,
+        fresh_proc=own_proc,
+        seccomp_program=None,
+        new_session=False,
+        limits=limits,
+        monitor=plan.monitor and own_proc,
+        argv=tuple(argv),
+        cwd="/",
+        staged=tuple((source, target, source in mounts.writable)
+                     for source, target in staged.items()) if mounts else (),
+        spawn_fds=tuple(fd for fd in fds if fd != status_r),
+        wrapper_status_fd=status_r,
+    )
+    return Launch(wrapped, fds=tuple(fds))
+
+
+def _namespace_options(policy: Policy, outsider: bool) -> list[str]:
+    options = []
+    if os.geteuid() != 0 or outsider or "user" in policy.namespaces:
+        options.append("--unshare-user")
+        if policy.drop_capabilities:
+            options.append("--disable-userns")
+    options += [option for name, option in _NAMESPACE_OPTIONS if name in policy.namespaces]
+    if "uts" in policy.namespaces:
+        options += ["--hostname", policy.hostname]
+    if policy.drop_capabilities:
+        options += ["--cap-drop", "ALL"]
+    if policy.new_session:
+        options.append("--new-session")
+    return options
+
+
+def _staged(mounts: MountPlan) -> dict[str, str]:
+    """Exposed trees the build's identity cannot reach on the host, and where to stage them."""
+    exposed = (*mounts.readonly, *mounts.writable)
+    hidden = [path for path in exposed if untraversable_ancestors((path,))]
+    return {path: f"{STAGE_DIR}/{index}" for index, path in enumerate(hidden)}
+
+
+def _filesystem_options(mounts: MountPlan, staged: dict[str, str], fds: list[int]) -> list[str]:
+    """The mount options, in the order the native backend builds the same view."""
+    size = ["--size", str(mounts.tmpfs_size)] if mounts.tmpfs_size else []
+    options = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+               "--perms", "1777", *size, "--tmpfs", "/dev/shm"]
+    for path in PRIVATE_TMPFS:
+        if os.path.isdir(path):
+            options += ["--perms", "0755" if path == "/run" else "1777", *size, "--tmpfs", path]
+    exposed = (*mounts.readonly, *mounts.writable)
+    masks = (*mounts.masked_dirs, *mounts.masked_files)
+    inside = [path for path in masks if _within_any(path, exposed)]
+    options += _mask_options([path for path in masks if path not in inside], mounts, fds)
+    who = mounts.identity
+    for name, text in (("passwd", passwd_text(who)), ("group", group_text(who))):
+        if os.path.exists("/etc/" + name):
+            fd = _data_fd(name, text.encode(), fds)
+            options += ["--perms", "0644", "--ro-bind-data", str(fd), "/etc/" + name]
+    options += ["--perms", "0700", *size, "--tmpfs", who.home]
+    for path in sorted(exposed, key=lambda item: item.count("/")):
+        option = "--bind" if path in mounts.writable else "--ro-bind"
+        options += [option, staged.get(path, path), path]
+    options += _mask_options(inside, mounts, fds)
+    for path in mounts.masked_dirs:
+        options += ["--remount-ro", path]
+    return options
+
+
+def _mask_options(paths: list[str], mounts: MountPlan, fds: list[int]) -> list[str]:
+    """Cover directories with an empty tmpfs and files with an empty, unreadable file."""
+    options = []
+    for path in paths:
+        if path in mounts.masked_dirs:
+            options += ["--perms", "0755", "--size", _MASK_SIZE, "--tmpfs", path]
+        else:
+            options += ["--perms", "0000", "--ro-bind-data", str(_data_fd("masked", b"", fds)),
+                        path]
+    return options
+
+
+def _data_fd(name: str, data: bytes, fds: list[int]) -> int:
+    """A sealed-by-convention memfd holding *data*, read by bubblewrap from its start."""
+    fd = os.memfd_create(f"buildjail-{name}", os.MFD_CLOEXEC)
+    fds.append(fd)
+    if data:
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _within_any(path: str, trees: tuple[str, ...]) -> bool:
+    return any(path == tree or path.startswith(tree.rstrip("/") + "/") for tree in trees)

@@ -15,6 +15,8 @@ import pytest
 
 from buildjail.audit import AuditReport, run_audit
 from buildjail.audit.vectors import VECTORS
+from buildjail.backends.bwrap import find_bwrap
+from conftest import require_backend
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 
@@ -29,35 +31,45 @@ NETWORK_BLOCKS = {"net_tcp", "net_udp", "net_dns", "host_loopback", "abstract_so
 unix sockets belong to the network namespace, so they are blocked too)."""
 
 
+BACKENDS = ["native", "bwrap"]
+
+
 @pytest.fixture(scope="module")
 def report() -> AuditReport:
-    """One audit of the three profiles on the native backend (the slow part, done once)."""
-    return run_audit(["none", "network", "full"], ["native"])
+    """One audit of the three profiles on both backends (the slow part, done once)."""
+    installed = [name for name in BACKENDS if name != "bwrap" or find_bwrap() is not None]
+    return run_audit(["none", "network", "full"], installed)
 
 
-def _verdicts(report: AuditReport, profile: str) -> dict[str, Any]:
-    return {f.vector: f for f in report.findings if f.profile == profile}
+def _verdicts(report: AuditReport, profile: str, backend: str) -> dict[str, Any]:
+    require_backend(backend)
+    return {f.vector: f for f in report.findings
+            if f.profile == profile and f.backend == backend}
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("vector", [v.id for v in VECTORS])
-def test_full_blocks_every_probe(report: AuditReport, vector: str) -> None:
-    finding = _verdicts(report, "full")[vector]
+def test_full_blocks_every_probe(report: AuditReport, vector: str, backend: str) -> None:
+    finding = _verdicts(report, "full", backend)[vector]
     assert finding.verdict in ("blocked", "not_applicable"), finding
     if finding.verdict == "not_applicable":
         assert finding.evidence, "a not-applicable cell must say why"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("vector", [v.id for v in VECTORS if v.id not in NOT_ON_THIS_HOST])
-def test_without_a_sandbox_every_probe_fires(report: AuditReport, vector: str) -> None:
+def test_without_a_sandbox_every_probe_fires(report: AuditReport, vector: str,
+                                             backend: str) -> None:
     """Each probe really detects what it claims: under ``none`` the attack succeeds."""
-    finding = _verdicts(report, "none")[vector]
+    finding = _verdicts(report, "none", backend)[vector]
     assert finding.verdict == "vulnerable", finding
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("vector", [v.id for v in VECTORS if v.id not in NOT_ON_THIS_HOST])
 def test_network_profile_matches_fromagers_network_isolation(report: AuditReport,
-                                                             vector: str) -> None:
-    finding = _verdicts(report, "network")[vector]
+                                                             vector: str, backend: str) -> None:
+    finding = _verdicts(report, "network", backend)[vector]
     expected = "blocked" if vector in NETWORK_BLOCKS else "vulnerable"
     assert finding.verdict == expected, finding
 
@@ -65,7 +77,7 @@ def test_network_profile_matches_fromagers_network_isolation(report: AuditReport
 def test_json_is_stable(report: AuditReport) -> None:
     data = json.loads(json.dumps(report.to_dict()))
     assert set(data) >= {"findings", "profiles", "backends", "host", "vectors"}
-    assert len(data["findings"]) == 3 * len(VECTORS)
+    assert len(data["findings"]) == 3 * len(VECTORS) * len(report.backends)
     for finding in data["findings"]:
         assert set(finding) == {"vector", "profile", "backend", "verdict", "evidence"}
         assert finding["verdict"] in ("blocked", "vulnerable", "not_applicable")
@@ -117,10 +129,15 @@ def test_an_interrupted_audit_leaves_nothing_behind() -> None:
 
 
 def test_cli_exit_code_gates_on_full(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "buildjail", "audit", "--profile", "full"],
+    require_backend("bwrap")
+    proc = subprocess.run([sys.executable, "-m", "buildjail", "audit", "--profile", "full",
+                           "--backend", "native", "--backend", "bwrap"],
                           capture_output=True, text=True, timeout=600, check=False, cwd="/")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    header = proc.stdout.splitlines()[0].split()
+    assert header == ["vector", "full/native", "full/bwrap"], header  # one table, both
     assert "full/native: 0 vulnerable" in proc.stdout
+    assert "full/bwrap: 0 vulnerable" in proc.stdout
 
 
 def test_the_probe_projects_copies_of_the_protocol_match() -> None:

@@ -25,6 +25,7 @@ import pytest
 from buildjail import _kernel as k
 from buildjail import seccomp
 from buildjail.doctor import LAYERS, check_host
+from conftest import require_backend
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 NAMESPACE_LAYERS = [layer for layer in LAYERS if layer.startswith("namespace:")]
@@ -127,8 +128,38 @@ def test_json_has_every_layer_for_both_identities_all_ok() -> None:
     assert _check(report, "namespace:user", "nonroot")["ok"]
     assert _check(report, "sandbox:full", "root")["ok"]
     assert _check(report, "sandbox:full", "nonroot")["ok"]
-    assert report["backends"] == {"native": {"root": True, "nonroot": True}}
+    require_backend("bwrap")
+    assert report["backends"] == {"native": {"root": True, "nonroot": True},
+                                  "bwrap": {"root": True, "nonroot": True}}
+    assert _check(report, "bwrap:installed", "root")["detail"].startswith("/usr/bin/bwrap 0.")
+    assert report["auto"]["backend"] == "native"  # Linux >= 5.12 here
+    assert "mount call" in report["auto"]["reason"]
     assert elapsed < 5, f"the doctor took {elapsed:.1f} s"
+
+
+def test_table_shows_both_backends_and_the_auto_rule() -> None:
+    proc = _doctor()
+    assert "full profile, native backend: as root: yes; as non-root: yes" in proc.stdout
+    assert "full profile, bwrap backend: as root: " in proc.stdout
+    assert "--backend auto uses native: Linux " in proc.stdout
+
+
+def test_missing_bubblewrap_is_named_with_its_fix() -> None:
+    """bwrap is looked up by absolute path only: hide it there and the check says so."""
+    from buildjail.backends.bwrap import CANDIDATES
+
+    def setup() -> None:
+        _private_mount_namespace()
+        for path in CANDIDATES:
+            if os.path.exists(path):
+                k.mount("/dev/null", path, None, k.MS_BIND)
+
+    report = _report_in_child(setup)
+    check = _check(report, "bwrap:installed", "root")
+    assert not check["ok"]
+    assert "not installed" in check["reason"] and "apt-get install bubblewrap" in check["fix"]
+    assert report["backends"]["bwrap"] == {"root": False, "nonroot": False}
+    assert report["backends"]["native"] == {"root": True, "nonroot": True}
 
 
 def test_nonroot_cgroup_limits_fall_back_to_rlimits_and_monitor() -> None:

@@ -225,3 +225,11 @@ def test_the_probe_detects_attacks_without_a_sandbox(
     for path in (*config["writes"].values(), config["inside_tmp_marker"],
                  config["inside_shm_marker"]):
         Path(path).unlink(missing_ok=True)
+
+
+def test_the_command_inherits_only_its_standard_streams(run_sandbox: Runner) -> None:
+    """No descriptor of the sandbox's own (bubblewrap's status pipe, data fds) leaks in."""
+    listing = "import os; print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))"
+    result = run_sandbox([PYTHON, "-c", listing], cwd="/", capture=True)
+    assert result["exit_code"] == 0, result
+    assert json.loads(result["stdout"]) == [0, 1, 2, 3]  # 3: the listing's own directory

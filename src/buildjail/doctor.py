@@ -22,6 +22,8 @@ from typing import Any, Literal, NoReturn
 
 from . import _kernel as k
 from . import cgroups, identity, seccomp
+from .backends import BACKENDS, choose_backend
+from .backends import bwrap as _bwrap
 from .backends import native as _native  # noqa: F401 - loaded before a probe drops privileges
 from .diagnosis import explain, read_setting, seccomp_mode, userns_fix
 from .errors import SandboxSetupError
@@ -70,6 +72,7 @@ class LayerCheck:
     fix: str | None = None
     required: bool = True
     checked: bool = True
+    backend: str = "native"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,10 +90,13 @@ class HostReport:
     container: str | None
     proc_overmounts: tuple[str, ...]
     checks: list[LayerCheck]
+    auto: tuple[str, str] = ("native", "")
+    """The backend ``--backend auto`` picks here, and why (see ``choose_backend``)."""
 
-    def can_enforce(self, who: IdentityKind) -> bool | None:
-        """Whether the ``full`` profile works for *who* (None: not checked)."""
-        mine = [check for check in self.checks if check.identity == who and check.required]
+    def can_enforce(self, who: IdentityKind, backend: str = "native") -> bool | None:
+        """Whether the ``full`` profile works for *who* with *backend* (None: not checked)."""
+        mine = [check for check in self.checks
+                if check.identity == who and check.required and check.backend == backend]
         if not all(check.checked for check in mine):
             return None
         return all(check.ok for check in mine)
@@ -98,7 +104,7 @@ class HostReport:
     def host_dict(self) -> dict[str, Any]:
         """Return the host facts as a JSON-ready dictionary."""
         data = dataclasses.asdict(self)
-        del data["checks"]
+        del data["checks"], data["auto"]
         data["proc_overmounts"] = list(self.proc_overmounts)
         return data
 
@@ -107,7 +113,9 @@ class HostReport:
         return {
             "host": self.host_dict(),
             "checks": [dataclasses.asdict(check) for check in self.checks],
-            "backends": {"native": {who: self.can_enforce(who) for who in IDENTITIES}},
+            "backends": {name: {who: self.can_enforce(who, name) for who in IDENTITIES}
+                         for name in BACKENDS},
+            "auto": {"backend": self.auto[0], "reason": self.auto[1]},
         }
 
 
@@ -135,6 +143,7 @@ class _Layer:
     probe: _Probe
     privileged: bool = True
     required: tuple[IdentityKind, ...] = IDENTITIES
+    backend: str = "native"
 
 
 def _run_child(stages: _Stages, who: IdentityKind, layer: _Layer, report_fd: int) -> NoReturn:
@@ -458,12 +467,25 @@ class _NoCgroupError(Exception):
     """cgroups.create found no cgroup to give."""
 
 
-def _probe_sandbox(stages: _Stages, who: IdentityKind) -> str:
-    stages("run /bin/true in the full sandbox")
-    result = Sandbox("full").run(["/bin/true"], cwd="/")
+def _probe_sandbox(stages: _Stages, who: IdentityKind, backend: str = "native") -> str:
+    stages(f"run /bin/true in the full sandbox ({backend} backend)")
+    result = Sandbox("full", backend=backend).run(["/bin/true"], cwd="/")
     if result.exit_code != 0:
         raise RuntimeError(f"/bin/true exited with {result.exit_code} in the sandbox")
     return f"/bin/true ran in {result.duration * 1000:.0f} ms with {len(result.layers)} layers"
+
+
+def _probe_bwrap(stages: _Stages, who: IdentityKind) -> str:
+    stages("find bubblewrap (absolute paths only)")
+    executable = _bwrap.require_bwrap()
+    version = ".".join(map(str, _bwrap.bwrap_version(executable) or ()))
+    mode = os.stat(executable).st_mode
+    setuid = " (setuid)" if mode & 0o4000 else ""
+    return f"{executable} {version}{setuid}"
+
+
+def _probe_bwrap_sandbox(stages: _Stages, who: IdentityKind) -> str:
+    return _probe_sandbox(stages, who, "bwrap")
 
 
 _LAYERS: tuple[_Layer, ...] = (
@@ -480,6 +502,8 @@ _LAYERS: tuple[_Layer, ...] = (
     _Layer("identity", _probe_identity),
     _Layer("limits:cgroup", _probe_cgroup, required=()),
     _Layer("sandbox:full", _probe_sandbox, privileged=False),
+    _Layer("bwrap:installed", _probe_bwrap, privileged=False, backend="bwrap"),
+    _Layer("bwrap:sandbox:full", _probe_bwrap_sandbox, privileged=False, backend="bwrap"),
 )
 LAYERS: tuple[str, ...] = tuple(layer.name for layer in _LAYERS)
 """The layers the doctor checks, in the order it reports them."""
@@ -666,10 +690,11 @@ def _check(layer: _Layer, who: IdentityKind, version: str) -> LayerCheck:
                           required=required)
     report = _probe(layer, who)
     if report["ok"]:
-        return LayerCheck(layer.name, who, True, str(report["detail"]), required=required)
+        return LayerCheck(layer.name, who, True, str(report["detail"]), required=required,
+                          backend=layer.backend)
     reason, fix = _diagnose(layer.name, who, report, version)
     return LayerCheck(layer.name, who, False, f"failed at: {report['stage']}", reason, fix,
-                      required=required)
+                      required=required, backend=layer.backend)
 
 
 def _point_to_layers(checks: list[LayerCheck]) -> list[LayerCheck]:
@@ -678,11 +703,11 @@ def _point_to_layers(checks: list[LayerCheck]) -> list[LayerCheck]:
 
 
 def _with_layer_fix(check: LayerCheck, checks: list[LayerCheck]) -> LayerCheck:
-    if check.layer != "sandbox:full" or check.ok or "doctor" not in (check.fix or ""):
+    if not check.layer.endswith("sandbox:full") or check.ok or "doctor" not in (check.fix or ""):
         return check
     missing = [other for other in checks if other.identity == check.identity
                and other.required and other.checked and not other.ok
-               and other.layer != check.layer]
+               and other.layer != check.layer and other.backend in ("native", check.backend)]
     if not missing:
         return check
     return dataclasses.replace(
@@ -711,6 +736,7 @@ def check_host() -> HostReport:
         container=_container(),
         proc_overmounts=_proc_overmounts(),
         checks=checks,
+        auto=choose_backend(),
     )
 
 
@@ -756,8 +782,12 @@ def render_table(report: HostReport) -> str:
         lines.append(f"- {', '.join(layers)} ({shown}): {reason}")
         if fix:
             lines.append(f"    fix: {fix}")
-    lines += ["", f"full profile, native backend: as root: {_verdict(report.can_enforce('root'))}"
-              f"; as non-root: {_verdict(report.can_enforce('nonroot'))}"]
+    lines.append("")
+    for backend in BACKENDS:
+        lines.append(f"full profile, {backend} backend: as root: "
+                     f"{_verdict(report.can_enforce('root', backend))}; as non-root: "
+                     f"{_verdict(report.can_enforce('nonroot', backend))}")
+    lines.append(f"--backend auto uses {report.auto[0]}: {report.auto[1]}")
     return "\n".join(lines)
 
 
@@ -777,7 +807,7 @@ def _fact(value: int | None) -> str:
 
 
 def main(json_output: bool = False) -> int:
-    """Run the checks, print them; return 0 if ``full`` is enforceable for the current user."""
+    """Run the checks, print them; return 0 if ``full`` works with the ``auto`` backend."""
     start = time.monotonic()
     report = check_host()
     if json_output:
@@ -787,4 +817,4 @@ def main(json_output: bool = False) -> int:
     else:
         print(render_table(report))
     current: IdentityKind = "root" if os.geteuid() == 0 else "nonroot"
-    return 0 if report.can_enforce(current) else 1
+    return 0 if report.can_enforce(current, report.auto[0]) else 1

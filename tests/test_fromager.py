@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,10 +22,14 @@ import pytest
 
 from buildjail import fromager as bj_fromager
 from buildjail.archives import validate_wheel
+from buildjail.audit import run_audit
+from buildjail.audit.bait import Bait, processes_inside
+from buildjail.audit.runner import PROBE_PROJECT, audit_policy, judge_probe_log, parse_probe_log
+from buildjail.audit.vectors import CONFIG_FILE, LIMITS, VECTORS
 from buildjail.errors import SandboxSetupError
+from buildjail.policy import Policy
 
 REPO = Path(__file__).resolve().parent.parent
-PROJECTS = Path(__file__).parent / "projects"
 PYTHON312 = Path("/root/.pyenv/versions/3.12.1/bin/python")
 FROMAGER_VERSION = "0.101.0"  # the version these tests ran against
 VENV = Path.home() / ".cache" / "buildjail-tests" / "fromager-venv"
@@ -130,7 +135,17 @@ def test_network_isolation_is_forced_on_and_helpers_are_absolute() -> None:
     assert prefix[-1] == "--"
 
 
-# --- end to end: real fromager bootstraps from PyPI plus the hostile probe project ---------
+# --- end to end: real fromager bootstraps from PyPI plus the audit's probe project ----------
+
+PROBE_NAME, PROBE_VERSION = "buildjail-probe", "1.0"
+PROBE_TOP = f"buildjail_probe-{PROBE_VERSION}"  # fromager's unpack directory: <module>-<version>
+PROBE_FILES = ("pyproject.toml", "probe_backend.py", "probes.py")
+SELECT_PROBES = "buildjail-probes"  # the probe project's config setting naming a hook's probes
+STOPPED_BY = {"fork_bomb": "processes", "memory_hog": "memory"}
+"""Probes a limit may stop with their whole hook, and the limit: each gets a bootstrap of its
+own, which may fail (the audit likewise gives them a build of their own)."""
+IN_ONE_BOOTSTRAP = tuple(vector.id for vector in VECTORS if vector.id not in STOPPED_BY)
+
 
 @pytest.fixture(scope="session")
 def fromager_venv() -> Path:
@@ -147,113 +162,185 @@ def fromager_venv() -> Path:
     return VENV
 
 
-def _hostile_sdist(directory: Path) -> Path:
-    """An sdist of tests/projects/hostile, served from a PEP 503 index."""
-    files = directory / "files"
-    files.mkdir(parents=True)
-    sdist = files / "hostile-0.1.tar.gz"
-    members = {
-        "setup.py": (PROJECTS / "hostile" / "setup.py").read_bytes(),
-        "PKG-INFO": b"Metadata-Version: 2.1\nName: hostile\nVersion: 0.1\n",
-    }
-    with tarfile.open(sdist, "w:gz") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(f"hostile-0.1/{name}")
-            info.size = len(data)
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(data))
-    index = directory / "simple" / "hostile"
-    index.mkdir(parents=True)
-    (index / "index.html").write_text(
-        '<!DOCTYPE html><html><body><a href="../../files/hostile-0.1.tar.gz">'
-        "hostile-0.1.tar.gz</a></body></html>\n")
-    return sdist
-
-
-@pytest.fixture
-def hostile_index(tmp_path: Path) -> Iterator[str]:
-    """The URL of a local simple index that serves only the hostile project."""
-    root = tmp_path / "index"
-    _hostile_sdist(root)
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
+@pytest.fixture
+def local_index(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local PEP 503 index: its URL and the directory it serves (filled by the test)."""
+    root = tmp_path / "index"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple/", root
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _publish_probe_sdist(index: Path, config: dict[str, Any]) -> None:
+    """Serve an sdist of the audit's probe project, with the bait's ``audit-config.json``."""
+    members = {name: (PROBE_PROJECT / name).read_bytes() for name in PROBE_FILES}
+    members[CONFIG_FILE] = json.dumps(config, indent=2).encode()
+    members["PKG-INFO"] = (f"Metadata-Version: 2.1\nName: {PROBE_NAME}\n"
+                           f"Version: {PROBE_VERSION}\n").encode()
+    files = index / "files"
+    files.mkdir()
+    with tarfile.open(files / f"{PROBE_TOP}.tar.gz", "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"{PROBE_TOP}/{name}")
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    page = index / "simple" / PROBE_NAME
+    page.mkdir(parents=True)
+    (page / "index.html").write_text(
+        f'<!DOCTYPE html><html><body><a href="../../files/{PROBE_TOP}.tar.gz">'
+        f"{PROBE_TOP}.tar.gz</a></body></html>\n")
+
+
+def _probe_workdir(workdir: Path, index_url: str, probes: Sequence[str]) -> Path:
+    """Settings fetching the probe project from *index_url*, *probes* in every hook.
+
+    Returns the directory fromager will unpack the probe project's source tree into.
+    """
+    settings = workdir / "overrides" / "settings"
+    settings.mkdir(parents=True)
+    workdir.chmod(0o755)  # the sandbox's fresh uid must reach the source tree
+    (settings / "buildjail_probe.yaml").write_text(
+        f"resolver_dist:\n  sdist_server_url: {index_url}\n"
+        f"config_settings:\n  {SELECT_PROBES}: {' '.join(probes)!r}\n")
+    return workdir / "work-dir" / PROBE_TOP / PROBE_TOP
+
+
 def _bootstrap(venv: Path, workdir: Path, packages: list[str], *, profile: str | None,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+               policy: Path | None = None,
+               env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``fromager bootstrap`` through buildjail (*profile*) or with its own isolation."""
     workdir.mkdir(parents=True, exist_ok=True)
     fromager_args = ["--log-file", str(workdir / "fromager.log"), "bootstrap", *packages]
     if profile is None:
         cmd = [str(venv / "bin" / "fromager"), "--network-isolation", *fromager_args]
     else:
-        cmd = [str(venv / "bin" / "buildjail"), "fromager", "--profile", profile, "--",
-               *fromager_args]
+        chosen = ["--policy", str(policy)] if policy else ["--profile", profile]
+        cmd = [str(venv / "bin" / "buildjail"), "fromager", *chosen, "--", *fromager_args]
     environ = {**os.environ, **(env or {}),
                "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     environ.pop("VIRTUAL_ENV", None)
     return subprocess.run(cmd, cwd=workdir, env=environ, capture_output=True, text=True,
-                          timeout=300, check=False)
+                          timeout=600, check=False)
 
 
 def _wheels(workdir: Path) -> list[Path]:
     return sorted((workdir / "wheels-repo" / "downloads").glob("*.whl"))
 
 
+def _log(workdir: Path) -> str:
+    path = workdir / "fromager.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _audit_policy_file(directory: Path) -> Path:
+    """``full`` with the audit's low limits, as a policy file (the exhaustion probes hit them)."""
+    path = directory / "audit-full.toml"
+    limits = "\n".join(f"{name} = {value!r}" for name, value in LIMITS.items())
+    path.write_text(f'extends = "full"\nname = "full"\n\n[limits]\n{limits}\n')
+    assert Policy.from_toml(path) == audit_policy("full")
+    return path
+
+
+def _leftovers(bait: Bait, directories: Sequence[Path]) -> list[str]:
+    """What the runs or the bait left on the host: bait, shared memory, processes."""
+    found = [path for path in bait.writes.values()
+             if os.path.isabs(path) and os.path.lexists(path)]
+    for where in ("/etc", "/etc/cron.d", "/home", "/run/secrets", "/dev/shm", "/tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            found += [f"{where}/{name}" for name in os.listdir(where) if bait.name in name]
+    with open("/proc/sysvipc/shm") as stream:
+        keys = {int(line.split()[0]) for line in stream.read().splitlines()[1:] if line.strip()}
+    if bait.shm_key in keys:
+        found.append(f"System V shared memory key {bait.shm_key:#x}")
+    if bait.victim is not None and bait.victim.poll() is None:
+        found.append(f"the victim process {bait.victim.pid}")
+    if bait.workdir.exists():
+        found.append(str(bait.workdir))
+    found += [f"pid {pid} in {directory}" for directory in directories
+              for pid in processes_inside(directory)]
+    return found + bait.cleanup_errors
+
+
 @pytest.mark.slow
 @needs_python312
 @needs_root
-def test_bootstrap_runs_every_hook_in_the_sandbox(fromager_venv: Path, hostile_index: str,
-                                                  tmp_path: Path) -> None:
-    workdir = tmp_path / "full"
-    settings = workdir / "overrides" / "settings"
-    settings.mkdir(parents=True)
-    (settings / "hostile.yaml").write_text(
-        f"resolver_dist:\n  sdist_server_url: {hostile_index}\n")
-    secret = Path.home() / ".cache" / "buildjail-tests" / "fromager-secret"
-    secret.mkdir(parents=True, exist_ok=True)
-    netrc = secret / "netrc"
-    netrc.write_text("machine pypi.example.org login user password hunter2\n")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    outside = tmp_path / "outside-pwned"
-    targets = {"outside": str(outside), "netrc": str(netrc),
-               "port": listener.getsockname()[1]}
-    try:
-        done = _bootstrap(fromager_venv, workdir, ["six", "hostile"], profile="full",
-                          env={"HOSTILE_TARGETS": json.dumps(targets),
-                               "PYPI_TOKEN": "must-not-leak"})
-    finally:
-        listener.close()
-    log = (workdir / "fromager.log").read_text() if (workdir / "fromager.log").exists() else ""
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    names = {wheel.name.split("-")[0] for wheel in _wheels(workdir)}
-    assert {"six", "setuptools", "hostile"} <= names
-    for wheel in _wheels(workdir):
+def test_bootstrap_runs_every_hook_in_the_sandbox_and_blocks_every_probe(
+        fromager_venv: Path, local_index: tuple[str, Path], tmp_path: Path) -> None:
+    """``bootstrap six buildjail-probe`` under ``full``: valid wheels, every attack blocked.
+
+    The audit's bait is planted around the runs; the verdicts come from the probe project's
+    own lines in fromager's log, judged as the audit judges them, plus what the bait saw.
+    """
+    index_url, index = local_index
+    policy = _audit_policy_file(tmp_path)
+    python = fromager_venv / "bin" / "python"
+    with open("/etc/passwd") as stream:
+        passwd = stream.read()
+    bait_dir = Path(tempfile.mkdtemp(prefix="buildjail-fromager-e2e-", dir="/var/lib"))
+    bait_dir.rmdir()  # the bait creates it (0755, like the audit's) and removes it
+    runs = {"main": tmp_path / "main", **{vector: tmp_path / vector for vector in STOPPED_BY}}
+    with Bait(bait_dir, f"{os.getpid()}-fromager", python=str(python)) as bait:
+        source = _probe_workdir(runs["main"], index_url, IN_ONE_BOOTSTRAP)
+        for vector in STOPPED_BY:
+            bait.config(_probe_workdir(runs[vector], index_url, [vector]))  # for its clean-up
+        config = bait.config(source)  # the heartbeat of the daemon probe: in the source tree
+        _publish_probe_sdist(index, config)
+
+        main = _bootstrap(fromager_venv, runs["main"], ["six", PROBE_NAME], profile="full",
+                          policy=policy, env=bait.env())
+        stopping = {vector: _bootstrap(fromager_venv, runs[vector], [PROBE_NAME],
+                                       profile="full", policy=policy, env=bait.env())
+                    for vector in STOPPED_BY}
+        logs = {name: _log(workdir) for name, workdir in runs.items()}
+        stopped = {vector: f"the sandbox's {limit} limit stopped it"
+                   for vector, limit in STOPPED_BY.items()
+                   if f"was stopped by the {limit} limit in the sandbox" in logs[vector]}
+        findings = judge_probe_log("\n".join(logs.values()), bait, config, profile="full",
+                                   backend="native", stopped=stopped)
+    audit = {finding.vector: finding for finding in run_audit(["full"], ["native"]).findings}
+
+    # fromager built everything, and every hook ran in buildjail's sandbox.
+    assert main.returncode == 0, main.stdout[-4000:] + main.stderr[-4000:]
+    names = {wheel.name.split("-")[0] for wheel in _wheels(runs["main"])}
+    assert {"six", "setuptools", "buildjail_probe"} <= names
+    for wheel in _wheels(runs["main"]):
         validate_wheel(wheel)
-    # Every hook ran through the sandbox launcher ...
-    assert "_fromager_isolate.py --profile full" in log
-    assert "run_network_isolation.sh" not in log
-    # ... and every attack of the probe project failed, in every hook that ran it.
-    attempts = [line for line in log.splitlines() if "HOSTILE " in line]
-    assert attempts, "the hostile project's hooks did not log"
-    assert not [line for line in attempts if "SUCCEEDED" in line], attempts
-    for probe in ("write_outside", "write_etc", "read_netrc", "connect"):
-        assert f"HOSTILE {probe}: failed" in log
-    assert not outside.exists() and not Path("/etc/hostile-build").exists()
+    assert "_fromager_isolate.py --profile full" in logs["main"]
+    assert "run_network_isolation.sh" not in logs["main"]
+    # Each probe reported from inside its hooks (so "blocked" is not a probe that never ran) ...
+    reported = parse_probe_log(logs["main"])
+    assert set(IN_ONE_BOOTSTRAP) <= set(reported), set(IN_ONE_BOOTSTRAP) - set(reported)
+    # ... and the exhaustion probes either failed or took their hook down with the limit.
+    for vector in STOPPED_BY:
+        assert vector in parse_probe_log(logs[vector]) or vector in stopped, (
+            vector, logs[vector][-4000:])
+        if stopping[vector].returncode != 0:  # only a limit may stop the build
+            assert vector in stopped, (vector, logs[vector][-4000:])
+    # Every vector is blocked; not applicable only where the audit itself says so.
+    for finding in findings:
+        if finding.verdict == "not_applicable":
+            assert audit[finding.vector].verdict == "not_applicable", (finding,
+                                                                       audit[finding.vector])
+        else:
+            assert finding.verdict == "blocked", finding
+    assert {finding.vector for finding in findings} == {vector.id for vector in VECTORS}
+    # Nothing is left behind: no bait, no process of the builds, no user.
+    assert _leftovers(bait, list(runs.values())) == []
+    with open("/etc/passwd") as stream:
+        assert stream.read() == passwd
 
 
 @pytest.mark.slow
@@ -270,8 +357,7 @@ def test_network_profile_matches_fromagers_own_network_isolation(fromager_venv: 
     assert {name.split("-")[0] for name in our_wheels} == {"six", "setuptools"}
     for wheel in _wheels(tmp_path / "network"):
         validate_wheel(wheel)
-    assert "_fromager_isolate.py --profile network" in (
-        tmp_path / "network" / "fromager.log").read_text()
+    assert "_fromager_isolate.py --profile network" in _log(tmp_path / "network")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")

@@ -135,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 runner(args.cmd, cwd=cwd)
             except HookFailed as failure:
+                if failure.result.limit_hit:  # the hook's own output cannot say why
+                    print(f"buildjail: {failure}", file=sys.stderr)
                 return failure.returncode
             return 0
         from buildjail.sandbox import Sandbox
@@ -143,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = Sandbox(policy, backend=args.backend).run(
             args.cmd, cwd=cwd, env=os.environ, writable=writable,
             readonly=[*readonly, *common])
+        if result.limit_hit:
+            print(f"buildjail: {os.path.basename(args.cmd[0])} was stopped by the "
+                  f"{result.limit_hit.replace('_', ' ')} limit in the sandbox", file=sys.stderr)
         return result.exit_code
     except SandboxSetupError as error:
         fix = f"\n  fix: {error.fix}" if error.fix else ""

@@ -133,10 +133,19 @@ def _host_address() -> tuple[str, str | None]:
     return "127.0.0.1", "no non-loopback IPv4 route: host_address is 127.0.0.1"
 
 
-def _base_purelib() -> Path:
-    """The purelib directory of the base interpreter behind ``sys.executable``."""
-    paths = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})
-    return Path(paths["purelib"])
+_BASE_PURELIB = ("import sys, sysconfig; print(sysconfig.get_paths(vars={'base': "
+                 "sys.base_prefix, 'platbase': sys.base_exec_prefix})['purelib'])")
+
+
+def _base_purelib(python: str | None = None) -> Path:
+    """The purelib directory of the base interpreter behind *python* (``sys.executable``)."""
+    if python is None:
+        paths = sysconfig.get_paths(vars={"base": sys.base_prefix,
+                                          "platbase": sys.base_exec_prefix})
+        return Path(paths["purelib"])
+    done = subprocess.run([python, "-I", "-c", _BASE_PURELIB], capture_output=True, text=True,
+                          check=True)
+    return Path(done.stdout.strip())
 
 
 def _shm_create(key: int, secret: str) -> int:
@@ -246,12 +255,17 @@ class _Listeners:
 class Bait:
     """Plants the audit's bait on entering, removes every trace of it on leaving."""
 
-    def __init__(self, workdir: Path, tag: str) -> None:
-        """Prepare (plant nothing yet); ``tag`` is short, alphanumeric, ``-`` or ``_``."""
+    def __init__(self, workdir: Path, tag: str, *, python: str | None = None) -> None:
+        """Prepare (plant nothing yet); ``tag`` is short, alphanumeric, ``-`` or ``_``.
+
+        *python* is the interpreter the audited builds run on (its base installation's
+        site-packages is the target of the .pth and sitecustomize probes); default: this one.
+        """
         if not _TAG.fullmatch(tag):
             raise BaitError(f"bad bait tag {tag!r}: use letters, digits, '-' and '_'")
         self.workdir = Path(workdir).absolute()
         self.tag = tag
+        self.python = python
         self.name = f"bj-audit-{tag}"
         self.home = self.workdir / "home"
         self.unavailable: dict[str, str] = {}
@@ -398,7 +412,7 @@ class Bait:
     # -- planting ---------------------------------------------------------------------------
 
     def _write_paths(self) -> dict[str, str]:
-        purelib = _base_purelib()
+        purelib = _base_purelib(self.python)
         module = f"bj_audit_{self.tag.replace('-', '_')}_sitecustomize.py"
         cron_dir = Path("/etc/cron.d")
         cron = cron_dir / self.name if cron_dir.is_dir() else Path(f"/etc/{self.name}-cron")

@@ -10,12 +10,15 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..policy import Policy
 from .vectors import CONFIG_FILE, LIMITS, PROBE_MARKER, VECTORS
+
+if TYPE_CHECKING:
+    from .bait import Bait
 
 PROBE_PROJECT = Path(__file__).with_name("probe_project")
 _WORK_BASE = "/var/lib" if os.access("/var/lib", os.W_OK) else None
@@ -80,7 +83,7 @@ def run_audit(profiles: Sequence[str] = ("none", "network", "full"),
 
 def _audit_one(profile: str, backend: str, keep_workdir: bool,
                errors: list[str]) -> list[Finding]:
-    from .bait import Bait, observe
+    from .bait import Bait
 
     with _workdir(keep_workdir) as workdir, Bait(workdir, _tag(profile, backend)) as bait:
         project = workdir / "probe"
@@ -90,17 +93,33 @@ def _audit_one(profile: str, backend: str, keep_workdir: bool,
         config = bait.config(project)
         (project / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         log = workdir / "probe.log"
-        stopped = _build_probe(project, workdir, _policy(profile), backend=backend,
+        stopped = _build_probe(project, workdir, audit_policy(profile), backend=backend,
                                env=bait.env(), log=log, errors=errors)
-        results = parse_probe_log(log.read_text(errors="replace") if log.exists() else "")
-        for vector, why in stopped.items():
-            results.setdefault(vector, {"vector": vector, "outcome": "failed", "detail": why})
-        evidence = observe(bait, config, results)
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return judge_probe_log(text, bait, config, profile=profile, backend=backend,
+                               stopped=stopped)
+
+
+def judge_probe_log(text: str, bait: Bait, config: Mapping[str, Any], *, profile: str,
+                    backend: str, stopped: Mapping[str, str] | None = None) -> list[Finding]:
+    """Judge every vector from a build's probe log, the probes a limit stopped, and the bait.
+
+    *text* is the output of the probe project's hooks, as any frontend logged it;
+    *config* its ``audit-config.json``; *stopped* maps a vector to why the sandbox stopped
+    the hook that ran it (a limit). Call it right after the build, with the bait planted.
+    """
+    from .bait import observe
+
+    results = parse_probe_log(text)
+    for vector, why in (stopped or {}).items():
+        results.setdefault(vector, {"vector": vector, "outcome": "failed", "detail": why})
+    evidence = observe(bait, dict(config), results)
     return [_judge(vector.id, profile, backend, results.get(vector.id), evidence.get(vector.id))
             for vector in VECTORS]
 
 
-def _policy(profile: str) -> Policy:
+def audit_policy(profile: str) -> Policy:
+    """The policy the audit builds under: *profile*, with the audit's low limits if it has any."""
     policy = Policy.profile(profile)
     if any(dataclasses.astuple(policy.limits)):  # only profiles with limits get the audit's
         policy = policy.with_limits(**LIMITS)
@@ -148,15 +167,24 @@ def _build_probe(project: Path, workdir: Path, policy: Policy, *, backend: str,
 
 
 def parse_probe_log(text: str) -> dict[str, dict[str, str]]:
-    """The probe lines of a build log, by vector id (the last line of a vector wins)."""
+    """The probe lines of a build log, by vector id.
+
+    A line may carry a prefix before the marker (fromager prefixes the package name). When
+    several hooks ran a probe, the last line wins, unless an earlier one succeeded: one hook
+    the attack got through is enough.
+    """
     results: dict[str, dict[str, str]] = {}
     for line in text.splitlines():
-        if line.startswith(PROBE_MARKER):
-            try:
-                record = json.loads(line[len(PROBE_MARKER):])
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("vector"), str):
+        start = line.find(PROBE_MARKER)
+        if start < 0:
+            continue
+        try:
+            record = json.loads(line[start + len(PROBE_MARKER):])
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("vector"), str):
+            previous = results.get(record["vector"])
+            if previous is None or previous.get("outcome") != "succeeded":
                 results[record["vector"]] = record
     return results
 

@@ -7,6 +7,10 @@ Wall times (median and p90, in milliseconds) of running ``/bin/true``:
                        the path every PEP 517 hook call takes;
 - ``library:network``  the same with the ``network`` profile (context);
 - ``library:none``     the same with the ``none`` profile (context);
+- ``bwrap:full``       ``Sandbox("full", backend="bwrap")``: the same policy through
+                       bubblewrap, with buildjail's supervisor around it;
+- ``(d) bare bwrap``   ``bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc
+                       /bin/true`` alone, bubblewrap's own floor (context for bwrap:full);
 - ``(a) subprocess``   ``subprocess.run(["/bin/true"])``, no sandbox at all;
 - ``(b) unshare``      ``unshare --mount --pid --net --ipc --uts --fork /bin/true``,
                        the kernel's floor for these namespaces;
@@ -60,6 +64,7 @@ from typing import Any
 TRUE = "/bin/true"
 SLEEP = "/bin/sleep"
 UNSHARE = "/usr/bin/unshare"
+BWRAP = "/usr/bin/bwrap"
 SETPRIV = "/usr/bin/setpriv"
 USERADD = "/usr/sbin/useradd"
 USERDEL = "/usr/sbin/userdel"
@@ -93,12 +98,12 @@ def _check(argv: list[str], **kwargs: Any) -> None:
         raise RuntimeError(f"{argv} exited with {completed.returncode}")
 
 
-def _library(profile: str) -> Callable[[int], None]:
-    """A variant calling ``Sandbox(profile).run`` in this process."""
+def _library(profile: str, backend: str = "native") -> Callable[[int], None]:
+    """A variant calling ``Sandbox(profile, backend=backend).run`` in this process."""
     from buildjail import Sandbox
 
     def call(_: int) -> None:
-        result = Sandbox(profile).run([TRUE], cwd="/")
+        result = Sandbox(profile, backend=backend).run([TRUE], cwd="/")
         if result.exit_code != 0:
             raise RuntimeError(f"Sandbox({profile!r}) returned {result.exit_code}")
 
@@ -113,6 +118,12 @@ def _plain(_: int) -> None:
 def _unshare(_: int) -> None:
     """(b): the kernel's floor for the namespaces the full profile creates."""
     _check([UNSHARE, "--mount", "--pid", "--net", "--ipc", "--uts", "--fork", TRUE])
+
+
+def _bare_bwrap(_: int) -> None:
+    """(d): bubblewrap alone, with the namespaces and the minimal mounts of a sandbox."""
+    _check([BWRAP, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev",
+            "--proc", "/proc", TRUE])
 
 
 def buildjail_command() -> list[str]:
@@ -227,6 +238,14 @@ def compare(stats: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     baseline = stats["(c) useradd"]["median_ms"]
     command = stats["command:full"]["median_ms"]
     over_library, over_command = baseline / library, baseline / command
+    rows = []
+    if "bwrap:full" in stats:
+        bwrap = stats["bwrap:full"]["median_ms"]
+        bare = stats["(d) bare bwrap"]["median_ms"]
+        rows = [("bwrap:full - (d) bare bwrap", bwrap - bare, "ms", "(context)", None),
+                ("(c) useradd / bwrap:full", baseline / bwrap, "x",
+                 f">= {BASELINE_OVER_LIBRARY_TARGET:g}x",
+                 baseline / bwrap >= BASELINE_OVER_LIBRARY_TARGET)]
     checks = [
         ("library:full - (b) unshare", library - floor, "ms", f"<= {LIBRARY_TARGET_MS:g} ms",
          library - floor <= LIBRARY_TARGET_MS),
@@ -234,9 +253,11 @@ def compare(stats: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
          over_library >= BASELINE_OVER_LIBRARY_TARGET),
         ("(c) useradd / command:full", over_command, "x", f">= {BASELINE_OVER_COMMAND_TARGET:g}x",
          over_command >= BASELINE_OVER_COMMAND_TARGET),
+        *rows,
     ]
+    verdicts = {True: "PASS", False: "MISS", None: ""}
     return [{"name": name, "value": value, "unit": unit, "target": target,
-             "verdict": "PASS" if ok else "MISS"} for name, value, unit, target, ok in checks]
+             "verdict": verdicts[ok]} for name, value, unit, target, ok in checks]
 
 
 # --------------------------------------------------------------------------- memory
@@ -321,7 +342,7 @@ def _sample_during(action: Callable[[], object]) -> list[list[dict[str, Any]]]:
     return seen
 
 
-def sandbox_memory(profile: str, repeats: int) -> dict[str, Any]:
+def sandbox_memory(profile: str, repeats: int, backend: str = "native") -> dict[str, Any]:
     """Peak memory of the sandbox machinery while ``/bin/sleep`` runs under *profile*."""
     from buildjail import Sandbox
 
@@ -329,7 +350,8 @@ def sandbox_memory(profile: str, repeats: int) -> dict[str, Any]:
     samples = 0
     for _ in range(repeats):
         seen = _sample_during(
-            lambda: Sandbox(profile).run([SLEEP, str(MEMORY_SLEEP_SECONDS)], cwd="/"))
+            lambda: Sandbox(profile, backend=backend).run([SLEEP, str(MEMORY_SLEEP_SECONDS)],
+                                                          cwd="/"))
         samples += len(seen)
         for processes in seen:
             totals = _totals(processes)
@@ -393,11 +415,14 @@ def _print_memory(memory: dict[str, Any]) -> None:
     for profile, peak in memory["sandbox"].items():
         print(f"  {profile:<10} {len(peak['processes']):>5} {peak['rss_kib']:>8} "
               f"{peak['pss_kib']:>8} {peak['private_kib']:>8} {peak['samples']:>8}")
-    roles = {1: "supervisor", 2: "sandbox init"}
-    for process in sorted(memory["sandbox"]["full"]["processes"], key=lambda p: p["depth"]):
-        role = roles.get(process["depth"], f"depth {process['depth']}")
-        print(f"    full, {role:<12} VmRSS {process['rss_kib']:>6}  Pss {process['pss_kib']:>6}  "
-              f"Private {process['private_kib']:>6}")
+    roles = {1: "supervisor", 2: "sandbox init", 3: "bwrap", 4: "bwrap's init"}
+    for profile in ("full", "full/bwrap"):
+        for process in sorted(memory["sandbox"].get(profile, {"processes": []})["processes"],
+                              key=lambda p: p["depth"]):
+            role = roles.get(process["depth"], f"depth {process['depth']}")
+            print(f"    {profile}, {role:<12} VmRSS {process['rss_kib']:>6}  "
+                  f"Pss {process['pss_kib']:>6}  "
+                  f"Private {process['private_kib']:>6}")
     caller = memory["caller"]
     print(f"  caller ru_maxrss: {caller['start_kib']} KiB at start, "
           f"{caller['after_import_kib']} after importing buildjail, {caller['end_kib']} at end "
@@ -463,6 +488,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         Variant("library:none", _library("none")),
         Variant("(a) subprocess", _plain),
         Variant("(b) unshare", _unshare),
+        *([Variant("bwrap:full", _library("full", "bwrap")),
+           Variant("(d) bare bwrap", _bare_bwrap)] if os.access(BWRAP, os.X_OK) else []),
         Variant("(c) useradd", baseline, slow=True),
         Variant("command:full", _command(command), slow=True),
     ]
@@ -477,6 +504,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     stats = {name: summarize(samples) for name, samples in times.items()}
     sandbox = {profile: sandbox_memory(profile, args.memory_repeats)
                for profile in ("full", "network", "none")}
+    if os.access(BWRAP, os.X_OK):
+        sandbox["full/bwrap"] = sandbox_memory("full", args.memory_repeats, "bwrap")
     return {
         "config": {"iterations": args.iterations, "slow_iterations": args.slow_iterations,
                    "warmup": args.warmup, "cpus": os.cpu_count(), "command": command},

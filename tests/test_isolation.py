@@ -233,3 +233,19 @@ def test_the_command_inherits_only_its_standard_streams(run_sandbox: Runner) -> 
     result = run_sandbox([PYTHON, "-c", listing], cwd="/", capture=True)
     assert result["exit_code"] == 0, result
     assert json.loads(result["stdout"]) == [0, 1, 2, 3]  # 3: the listing's own directory
+
+
+def test_without_an_ephemeral_identity_capabilities_still_go(run_sandbox: Runner,
+                                                             identity_kind: str) -> None:
+    """A policy keeping the caller's identity (root: uid 0) still drops every capability."""
+    policy = {"extends": "full", "isolation": {"ephemeral_identity": False}}
+    script = ("import ctypes, os\n"
+              "caps = [l.split()[1] for l in open('/proc/self/status') if l.startswith('Cap')]\n"
+              "libc = ctypes.CDLL(None, use_errno=True)\n"
+              "print(os.getuid(), set(caps), libc.unshare(0x10000000), ctypes.get_errno())")
+    result = run_sandbox([PYTHON, "-c", script], cwd="/", policy=policy, capture=True)
+    assert result["exit_code"] == 0, result
+    uid, caps, unshared, error = result["stdout"].split(maxsplit=3)
+    assert uid == ("0" if identity_kind == "root" else str(NONROOT_UID))
+    assert caps == "{'0000000000000000'}", result["stdout"]
+    assert (unshared, error.strip()) == ("-1", "1"), result["stdout"]  # EPERM: no new userns

@@ -130,6 +130,9 @@ def _launch(executable: str, request: Request, plan: InitPlan, outsider: bool,
         fresh_proc=own_proc,
         seccomp_program=None,
         new_session=False,
+        # bubblewrap needs root's capabilities to build the sandbox when it runs as root:
+        # it drops them itself (--cap-drop ALL, in its user namespace).
+        drop_capabilities=plan.drop_capabilities and (outsider or os.geteuid() != 0),
         limits=limits,
         monitor=plan.monitor and own_proc,
         argv=tuple(argv),
@@ -144,7 +147,7 @@ def _launch(executable: str, request: Request, plan: InitPlan, outsider: bool,
 
 def _namespace_options(policy: Policy, outsider: bool) -> list[str]:
     options = []
-    if os.geteuid() != 0 or outsider or "user" in policy.namespaces:
+    if _user_namespace(policy, outsider):
         options.append("--unshare-user")
         if policy.drop_capabilities:
             options.append("--disable-userns")
@@ -156,6 +159,16 @@ def _namespace_options(policy: Policy, outsider: bool) -> list[str]:
     if policy.new_session:
         options.append("--new-session")
     return options
+
+
+def _user_namespace(policy: Policy, outsider: bool) -> bool:
+    """Whether bubblewrap makes a user namespace: always, unless root keeps its capabilities.
+
+    Root without an ephemeral identity but with capabilities to drop also gets one, so
+    bubblewrap drops the bounding set there and can disable nested user namespaces.
+    """
+    return (os.geteuid() != 0 or outsider or "user" in policy.namespaces
+            or policy.drop_capabilities)
 
 
 def _staged(mounts: MountPlan) -> dict[str, str]:

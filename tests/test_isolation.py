@@ -249,3 +249,17 @@ def test_without_an_ephemeral_identity_capabilities_still_go(run_sandbox: Runner
     assert uid == ("0" if identity_kind == "root" else str(NONROOT_UID))
     assert caps == "{'0000000000000000'}", result["stdout"]
     assert (unshared, error.strip()) == ("-1", "1"), result["stdout"]  # EPERM: no new userns
+
+
+def test_bwrap_disables_nested_user_namespaces_without_seccomp(run_sandbox: Runner,
+                                                               sandbox_backend: str) -> None:
+    """bubblewrap's --disable-userns is a layer of its own: seccomp off, unshare still fails."""
+    if sandbox_backend != "bwrap":
+        pytest.skip("native blocks nested user namespaces with its seccomp filter only")
+    policy = {"extends": "full", "isolation": {"seccomp": False}}
+    script = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+              "print(libc.unshare(0x10000000), ctypes.get_errno())")
+    result = run_sandbox([PYTHON, "-c", script], cwd="/", policy=policy, capture=True)
+    assert result["exit_code"] == 0, result
+    assert "seccomp" not in result["layers"]
+    assert result["stdout"].split() == ["-1", "28"]  # ENOSPC: max_user_namespaces is 0

@@ -21,6 +21,8 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     policy = policy.with_paths(masked=spec.pop("masked", ()))
     capture = spec.pop("capture", False)
     capture_stderr = spec.pop("capture_stderr", False)
+    if spec.pop("terminal", False):
+        return _run_on_terminal(policy, spec)
     backend = spec.pop("backend", "auto")
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
         if capture:
@@ -35,6 +37,39 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
             output.seek(0)
             result["stdout"] = output.read().decode(errors="replace")
     return result
+
+
+def _run_on_terminal(policy: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run with a pseudo-terminal as stdout and stderr; return what it printed there."""
+    import os
+
+    from buildjail import Sandbox, SandboxSetupError
+
+    backend = spec.pop("backend", "auto")
+    main, secondary = os.openpty()
+    try:
+        try:
+            result = Sandbox(policy, backend=backend).run(
+                spec.pop("cmd"), stdout=secondary, stderr=secondary, **spec).to_dict()
+        except SandboxSetupError as error:
+            return {"setup_error": error.reason, "fix": error.fix}
+        os.close(secondary)
+        secondary = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        result["stdout"] = b"".join(chunks).decode(errors="replace")
+        return result
+    finally:
+        os.close(main)
+        if secondary >= 0:
+            os.close(secondary)
 
 
 if __name__ == "__main__":

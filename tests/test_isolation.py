@@ -263,3 +263,53 @@ def test_bwrap_disables_nested_user_namespaces_without_seccomp(run_sandbox: Runn
     assert result["exit_code"] == 0, result
     assert "seccomp" not in result["layers"]
     assert result["stdout"].split() == ["-1", "28"]  # ENOSPC: max_user_namespaces is 0
+
+
+WRITE_SANDBOX_FILES = """
+import os
+def attempt(label, action):
+    try:
+        action()
+        print(label, "SUCCEEDED")
+    except OSError as error:
+        print(label, errno.errorcode[error.errno])
+import errno
+attempt("dev", lambda: open("/dev/bj-hog", "wb").write(b"x"))
+attempt("run", lambda: open("/run/bj-hog", "wb").write(b"x"))
+attempt("proc_init_mem", lambda: open("/proc/1/mem", "r+b").close())
+attempt("console", lambda: os.close(os.open("/dev/console", os.O_RDONLY | os.O_NOCTTY)))
+attempt("tty", lambda: os.close(os.open("/dev/tty", os.O_RDONLY)))
+"""
+
+
+def test_dev_run_proc_and_the_terminal_are_out_of_reach(run_sandbox: Runner) -> None:
+    """Unmetered tmpfs (/dev, /run), pid 1's memory and the caller's terminal: all refused.
+
+    stdout is a terminal here, which bubblewrap would otherwise show as /dev/console.
+    """
+    result = run_sandbox([PYTHON, "-c", WRITE_SANDBOX_FILES], cwd="/", terminal=True)
+    assert result["exit_code"] == 0, result
+    outcome = dict(line.split() for line in result["stdout"].splitlines() if line.strip())
+    assert outcome["dev"] in ("EROFS", "EACCES"), outcome
+    assert outcome["run"] in ("EROFS", "EACCES"), outcome
+    assert outcome["proc_init_mem"] in ("EROFS", "EACCES", "ENOENT"), outcome
+    assert outcome["console"] in ("ENOENT", "EACCES"), outcome
+    assert outcome["tty"] == "ENXIO", outcome  # a new session: no controlling terminal
+
+
+def test_a_writable_file_under_a_private_directory(run_sandbox: Runner, identity_kind: str,
+                                                   shared_dir: Path) -> None:
+    """A single file declared writable, inside a 0700 directory the build cannot enter."""
+    owner = 0 if identity_kind == "root" else NONROOT_UID
+    private = shared_dir / "private"
+    private.mkdir(mode=0o700)
+    target = private / "out.txt"
+    target.write_text("before\n")
+    for path in (private, target):
+        os.chown(path, owner, owner)
+    result = run_sandbox(["/bin/sh", "-c", f"echo inside >> {target}; ls {private}"], cwd="/",
+                         writable=[str(target)], capture=True)
+    assert result["exit_code"] == 0, result
+    assert target.read_text() == "before\ninside\n"
+    assert result["stdout"].split() == ["out.txt"]  # nothing else of the directory shows
+    assert target.stat().st_uid == owner  # handed back

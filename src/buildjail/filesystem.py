@@ -91,12 +91,14 @@ def apply_mounts(plan: MountPlan) -> None:
     _mask([path for path in masks if path not in inside])
     _synthetic_accounts(plan.identity)
     _make_home(plan.identity, _size(plan))
-    for path, fd in sorted(trees, key=lambda item: item[0].count("/")):
-        _ensure_mountpoint(path)
+    for path, fd, directory in sorted(trees, key=lambda item: item[0].count("/")):
+        _ensure_mountpoint(path, directory)
         k.move_mount(fd, path)
         os.close(fd)
     _mask(inside)
-    for path in plan.masked_dirs:
+    # /run holds only what the sandbox made (the synthetic accounts, the mask file): as
+    # non-root it belongs to the build's own uid, and a writable /run is unmetered memory.
+    for path in (*plan.masked_dirs, *(["/run"] if os.path.isdir("/run") else [])):
         k.set_mount_attributes(path, k.READONLY_ATTRIBUTES, recursive=False)
 
 
@@ -139,16 +141,17 @@ def _within_any(path: str, trees: tuple[str, ...]) -> bool:
     return any(path == tree or path.startswith(tree.rstrip("/") + "/") for tree in trees)
 
 
-def _clone_trees(plan: MountPlan) -> list[tuple[str, int]]:
+def _clone_trees(plan: MountPlan) -> list[tuple[str, int, bool]]:
+    """Detached copies of the exposed trees: (path, tree fd, whether it is a directory)."""
     trees = []
     for path in plan.readonly:
         fd = k.open_tree_clone(path)
         k.set_mount_attributes(fd, k.READONLY_ATTRIBUTES)
-        trees.append((path, fd))
+        trees.append((path, fd, os.path.isdir(path)))
     for path in plan.writable:
         fd = k.open_tree_clone(path)
         k.set_mount_attributes(fd, k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NODEV)
-        trees.append((path, fd))
+        trees.append((path, fd, os.path.isdir(path)))
     return trees
 
 
@@ -199,11 +202,15 @@ def _make_home(identity: Identity, size: str) -> None:
     _tmpfs(identity.home, f"mode=0700,uid={identity.uid},gid={identity.gid}{size}")
 
 
-def _ensure_mountpoint(path: str) -> None:
+def _ensure_mountpoint(path: str, directory: bool = True) -> None:
+    """Create *path* (a directory, or an empty file for a file's tree) and its parents."""
     if os.path.lexists(path):
         return
     _ensure_mountpoint(os.path.dirname(path))
-    os.mkdir(path, 0o755)
+    if directory:
+        os.mkdir(path, 0o755)
+    else:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
 
 
 def _existing(paths: tuple[str, ...] | list[str]) -> tuple[str, ...]:

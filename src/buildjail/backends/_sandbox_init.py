@@ -249,7 +249,7 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
             if pid == 0:
                 break
             if pid == child:
-                return status, _limit_from_status(status)
+                return status, _limit_from_status(status, plan.limits)
         for fd, _ in poller.poll(timeout):
             if fd == wakeup:
                 os.read(wakeup, 4096)
@@ -289,7 +289,10 @@ def _devices(paths: tuple[str, ...]) -> set[int]:
     return found
 
 
-def _limit_from_status(status: int) -> str | None:
+def _limit_from_status(status: int, limits: Limits) -> str | None:
+    """SIGXFSZ (or a shell's 128 + SIGXFSZ) is the file-size limit, when there is one."""
+    if not limits.file_size:
+        return None
     code = os.waitstatus_to_exitcode(status)
     return "file_size" if code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ) else None
 

@@ -26,6 +26,7 @@ from .. import cgroups, identity, ownership, seccomp
 from ..diagnosis import explain_error  # not imported after a fork: the import lock
 from ..errors import EXIT_TIMEOUT, SandboxSetupError
 from ..filesystem import MountPlan, plan_mounts
+from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult
 from . import Request
@@ -159,7 +160,8 @@ def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | No
     )
     launch = launcher(request, plan, lease is not None) if launcher else Launch(plan)
     try:
-        cgroup = _limit_cgroup(policy, who, root)  # last: nothing after it can fail
+        # last: nothing after it can fail; the launch's limits count its own processes
+        cgroup = _limit_cgroup(policy, launch.plan.limits, who, root)
     except BaseException:
         for fd in launch.fds:
             os.close(fd)
@@ -200,9 +202,9 @@ def _identity(lease: identity.Lease | None) -> identity.Identity:
     return identity.Identity(uid=os.getuid(), gid=os.getgid(), home=home)
 
 
-def _limit_cgroup(policy: Policy, who: identity.Identity, root: bool) -> cgroups.Cgroup | None:
+def _limit_cgroup(policy: Policy, limits: Limits, who: identity.Identity,
+                  root: bool) -> cgroups.Cgroup | None:
     """Create the cgroup enforcing the memory and process limits, when the policy asks."""
-    limits = policy.limits
     if not policy.cgroup_limits or not (limits.memory or limits.processes):
         return None
     if not root:

@@ -32,6 +32,7 @@ MINIMUM_VERSION = (0, 8, 0)
 _WRAPPER_PROCESSES = 2
 """bubblewrap's monitor and its init run beside the command, under the build's uid."""
 _MASK_SIZE = str(1 << 20)
+_READ_ONLY_AFTER = ("/dev", "/proc", "/run")
 _NAMESPACE_OPTIONS = (("pid", "--unshare-pid"), ("net", "--unshare-net"),
                       ("ipc", "--unshare-ipc"), ("uts", "--unshare-uts"),
                       ("cgroup", "--unshare-cgroup"))
@@ -182,7 +183,9 @@ def _filesystem_options(mounts: MountPlan, staged: dict[str, str], fds: list[int
     """The mount options, in the order the native backend builds the same view."""
     size = ["--size", str(mounts.tmpfs_size)] if mounts.tmpfs_size else []
     options = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-               "--perms", "1777", *size, "--tmpfs", "/dev/shm"]
+               "--perms", "1777", *size, "--tmpfs", "/dev/shm",
+               # --dev binds the caller's terminal there when stdout is one: hide it.
+               *_mask_options(["/dev/console"], mounts, fds)]
     for path in PRIVATE_TMPFS:
         if os.path.isdir(path):
             options += ["--perms", "0755" if path == "/run" else "1777", *size, "--tmpfs", path]
@@ -200,7 +203,9 @@ def _filesystem_options(mounts: MountPlan, staged: dict[str, str], fds: list[int
         option = "--bind" if path in mounts.writable else "--ro-bind"
         options += [option, staged.get(path, path), path]
     options += _mask_options(inside, mounts, fds)
-    for path in mounts.masked_dirs:
+    # bubblewrap leaves its /dev, /proc and our /run writable (and owned by the build's uid):
+    # read-only, as native builds them. Not recursive: /dev/shm and the binds stay as they are.
+    for path in (*mounts.masked_dirs, *_READ_ONLY_AFTER):
         options += ["--remount-ro", path]
     return options
 

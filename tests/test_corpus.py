@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 import corpus
+from conftest import require_backend
 from corpus import CORPUS, Sdist
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
@@ -61,9 +62,10 @@ def inputs() -> Inputs:
     return Inputs(sdists, wheelhouse, corpus.index_environment(wheelhouse))
 
 
-def _buildjail(inputs: Inputs, base: Path, jobs: int) -> BuildjailRun:
+def _buildjail(inputs: Inputs, base: Path, jobs: int, backend: str = "native") -> BuildjailRun:
     outdir, report = base / "wheels", base / "report.json"
     cmd = [sys.executable, "-m", "buildjail", "build", "--profile", "full", "--no-index",
+           "--backend", backend,
            "--find-links", str(inputs.wheelhouse), "-o", str(outdir), "-j", str(jobs),
            "--report", str(report), "--logs", str(base / "logs"),
            *(str(sdist) for sdist in inputs.sdists)]
@@ -88,6 +90,14 @@ def jailed(inputs: Inputs, tmp_path_factory: pytest.TempPathFactory) -> Buildjai
 def jailed_parallel(inputs: Inputs, tmp_path_factory: pytest.TempPathFactory) -> BuildjailRun:
     """The corpus built by ``buildjail build --profile full -j 2``."""
     return _buildjail(inputs, tmp_path_factory.mktemp("buildjail-j2"), jobs=2)
+
+
+@pytest.fixture(scope="session")
+def jailed_bwrap(inputs: Inputs, tmp_path_factory: pytest.TempPathFactory) -> BuildjailRun:
+    """The corpus built through bubblewrap: ``--backend bwrap -j 2``."""
+    require_backend("bwrap")
+    return _buildjail(inputs, tmp_path_factory.mktemp("buildjail-bwrap"), jobs=2,
+                      backend="bwrap")
 
 
 @pytest.fixture(scope="session")
@@ -180,6 +190,20 @@ def test_sandboxed_wheel_equals_unsandboxed_wheel(
     else:
         # Pure Python: every file, RECORD included, is byte for byte the reference's.
         assert diff.explained == []
+
+
+@slow
+def test_bwrap_backend_builds_the_same_wheels(jailed: BuildjailRun,
+                                              jailed_bwrap: BuildjailRun) -> None:
+    """Every real sdist builds through bubblewrap, into the wheels the native backend makes."""
+    native = sorted(path.name for path in jailed.outdir.glob("*.whl"))
+    bwrap = sorted(path.name for path in jailed_bwrap.outdir.glob("*.whl"))
+    assert native == bwrap and len(bwrap) == len(CORPUS)
+    for name in bwrap:
+        diff = corpus.compare_wheels(jailed_bwrap.outdir / name, jailed.outdir / name)
+        assert diff.unexplained == [], (name, diff.unexplained)
+    for entry in jailed_bwrap.reports:
+        assert set(entry["layers"]) >= LAYERS, entry["layers"]
 
 
 @slow

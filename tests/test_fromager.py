@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import http.server
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -15,7 +17,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -41,20 +43,44 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs a
 
 # --- the start-up check of the hook point (no fromager needed) -------------------------------
 
-def network_isolation_cmd() -> list[str]:
-    """The fake module's ``network_isolation_cmd`` (a global name, as in fromager)."""
-    return ["/usr/lib/fromager/run_network_isolation.sh"]
+EXTERNAL_COMMANDS = '''
+"""A stand-in for fromager.external_commands: the shape buildjail relies on, nothing more."""
+import os
+import subprocess
+
+NETWORK_ISOLATION = ["/usr/lib/fromager/run_network_isolation.sh"]
 
 
-def _run(cmd: list[str], *, cwd: str | None = None, extra_environ: Any = None,
-         network_isolation: bool = False, log_filename: str | None = None) -> str:
-    return " ".join([*network_isolation_cmd(), *cmd]) if network_isolation else ""
+def network_isolation_cmd():
+    return NETWORK_ISOLATION
 
 
-def _fake_external_commands(**changes: Any) -> SimpleNamespace:
-    """A stand-in for ``fromager.external_commands`` with the hook point buildjail uses."""
-    module = SimpleNamespace(NETWORK_ISOLATION=network_isolation_cmd(),
-                             network_isolation_cmd=network_isolation_cmd, run=_run)
+def run(cmd, *, cwd=None, extra_environ=None, network_isolation=False, log_filename=None,
+        stdin=None):
+    env = {**os.environ, **(extra_environ or {})}
+    if network_isolation:
+        cmd = [*network_isolation_cmd(), *cmd]
+    if log_filename:
+        with open(log_filename, "w") as log:
+            done = subprocess.run(cmd, cwd=cwd, env=env, stdin=stdin, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        with open(log_filename) as log:
+            output = log.read()
+    else:
+        done = subprocess.run(cmd, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+        output = done.stdout.decode()
+    if done.returncode:
+        raise subprocess.CalledProcessError(done.returncode, cmd, output)
+    return output
+'''
+"""fromager's ``external_commands`` as far as buildjail uses it (a real module, run for real)."""
+
+
+def _external_commands(source: str = EXTERNAL_COMMANDS, **changes: Any) -> ModuleType:
+    """A module built from *source*, with attributes replaced (or deleted when None)."""
+    module = ModuleType("fake_external_commands")
+    exec(compile(source, "fake_external_commands.py", "exec"), module.__dict__)
     for name, value in changes.items():
         if value is None:
             delattr(module, name)
@@ -64,25 +90,38 @@ def _fake_external_commands(**changes: Any) -> SimpleNamespace:
 
 
 def test_the_hook_point_check_accepts_fromagers_shape() -> None:
-    bj_fromager.check_hook_point(_fake_external_commands())
+    bj_fromager.check_hook_point(_external_commands())
 
 
 def _run_without_prefix(cmd: list[str], *, cwd: str | None = None, extra_environ: Any = None,
                         network_isolation: bool = False, log_filename: str | None = None) -> str:
-    return " ".join(cmd)
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE).stdout.decode()
+
+
+def _run_without_subprocess(cmd: list[str], *, cwd: str | None = None,
+                            extra_environ: Any = None, network_isolation: bool = False,
+                            log_filename: str | None = None) -> int:
+    return os.spawnv(os.P_WAIT, cmd[0], [*network_isolation_cmd(), *cmd])
+
+
+def network_isolation_cmd() -> list[str]:
+    """A global of this name, as in fromager (for ``_run_without_subprocess``)."""
+    return []
 
 
 @pytest.mark.parametrize(("changes", "reason"), [
     ({"NETWORK_ISOLATION": None}, "NETWORK_ISOLATION is not a list"),
     ({"NETWORK_ISOLATION": ("unshare",)}, "NETWORK_ISOLATION is not a list"),
     ({"network_isolation_cmd": None}, "network_isolation_cmd() is missing"),
+    ({"subprocess": None}, "no longer imports subprocess"),
     ({"run": None}, "run() is missing"),
     ({"run": _run_without_prefix}, "no longer calls network_isolation_cmd()"),
+    ({"run": _run_without_subprocess}, "no longer calls subprocess.run()"),
 ])
 def test_the_hook_point_check_refuses_a_fromager_without_it(changes: dict[str, Any],
                                                             reason: str) -> None:
     with pytest.raises(SandboxSetupError) as caught:
-        bj_fromager.check_hook_point(_fake_external_commands(**changes), "fromager 9.9")
+        bj_fromager.check_hook_point(_external_commands(**changes), "fromager 9.9")
     assert reason in caught.value.reason
     assert "fromager 9.9" in caught.value.reason
     assert caught.value.exit_code == 125
@@ -90,9 +129,9 @@ def test_the_hook_point_check_refuses_a_fromager_without_it(changes: dict[str, A
 
 def test_the_hook_point_check_refuses_a_changed_run_signature() -> None:
     def run(cmd: list[str], *, cwd: str | None = None, env: Any = None) -> str:
-        return " ".join([*network_isolation_cmd(), *cmd])
+        return subprocess.run([*network_isolation_cmd(), *cmd], check=False).stdout
 
-    module = _fake_external_commands(run=run)
+    module = _external_commands(run=run)
     with pytest.raises(SandboxSetupError, match="no parameter extra_environ, network_isolation"):
         bj_fromager.check_hook_point(module, "fromager 9.9")
 
@@ -133,6 +172,113 @@ def test_network_isolation_is_forced_on_and_helpers_are_absolute() -> None:
     launch_env = prefix[prefix.index("--launch-env") + 1]
     assert all(os.path.isabs(arg) for arg in prefix if arg not in options | {launch_env})
     assert prefix[-1] == "--"
+
+
+# --- isolated steps in fromager's own process (the stand-in module, real sandboxes) ----------
+
+SANDBOX_VIEW = "echo host=$(hostname) uid=$(id -u); /usr/bin/env"
+
+
+@needs_root
+def test_isolated_steps_run_in_process_in_the_sandbox_with_fromagers_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The allow-list stays an allow-list: only fromager's own additions join it."""
+    monkeypatch.setenv("FROM_THE_LAUNCH", "x")
+    module = bj_fromager.install("full", backend="native", external_commands=_external_commands())
+    bj_fromager.check_installed(module)
+    starter = module.subprocess
+    before = starter.served
+    output = module.run(["/bin/sh", "-c", SANDBOX_VIEW], cwd="/", network_isolation=True,
+                        extra_environ={"PER_PACKAGE_FLAG": "on", "GITHUB_TOKEN": "secret"})
+    assert starter.served == before + 1  # no launcher process: it ran here
+    assert output.startswith("host=localhost uid=") and "uid=0" not in output.splitlines()[0]
+    names = {line.split("=", 1)[0] for line in output.splitlines()[1:]}
+    assert "PER_PACKAGE_FLAG" in names  # added by fromager after the launch
+    assert "FROM_THE_LAUNCH" not in names  # not on the allow-list
+    assert "GITHUB_TOKEN" not in names  # a delete pattern, whoever added it
+    # Commands fromager does not isolate are not touched.
+    plain = module.run(["/bin/hostname"])
+    assert plain.strip() == socket.gethostname() and starter.served == before + 1
+
+
+@needs_root
+def test_an_isolated_step_logs_to_fromagers_file_and_keeps_its_exit_code(
+        tmp_path: Path) -> None:
+    module = bj_fromager.install("full", backend="native", external_commands=_external_commands())
+    log = tmp_path / "build.log"
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        module.run(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], cwd="/",
+                   network_isolation=True, log_filename=str(log))
+    assert caught.value.returncode == 3
+    assert log.read_text() == "out\nerr\n" == caught.value.output
+
+
+@needs_root
+def test_a_step_whose_sandbox_cannot_start_fails_closed_with_the_reason(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    missing = tmp_path / "missing"
+    policy.write_text(f'extends = "full"\n[filesystem]\nwritable = ["{missing}"]\n')
+    module = bj_fromager.install(policy_file=str(policy), backend="native",
+                                 external_commands=_external_commands())
+    with pytest.raises(SandboxSetupError) as refused:
+        bj_fromager.check_installed(module)
+    assert refused.value.reason == (f"fromager's build steps cannot run in the sandbox: the "
+                                    f"writable path {missing} does not exist")
+    assert refused.value.fix and refused.value.exit_code == 125
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        module.run(["/bin/echo", "must not run"], cwd="/", network_isolation=True)
+    assert caught.value.returncode == 125
+    assert caught.value.output == (f"buildjail: sandbox not set up: the writable path {missing} "
+                                   f"does not exist\n  fix: {refused.value.fix}\n")
+
+
+MOVED_IMPORT = EXTERNAL_COMMANDS.replace("    env = {", "    import subprocess\n    env = {", 1)
+"""A fromager whose ``run()`` imports ``subprocess`` itself: the same names, another path."""
+
+
+@needs_root
+def test_a_fromager_whose_run_bypasses_the_hook_is_refused_at_start_up() -> None:
+    module = bj_fromager.install("full", backend="native",
+                                 external_commands=_external_commands(MOVED_IMPORT))
+    with pytest.raises(SandboxSetupError) as caught:
+        bj_fromager.check_installed(module, "fromager 9.9")
+    assert caught.value.reason == (
+        "fromager 9.9 is not supported: fromager.external_commands.run() did not start its "
+        "isolated step through the module's subprocess.run(); buildjail cannot sandbox its "
+        "build steps")
+
+
+@needs_root
+def test_other_calls_with_the_prefix_still_run_in_the_sandbox_through_the_launcher() -> None:
+    module = bj_fromager.install("full", backend="native", external_commands=_external_commands())
+    starter = module.subprocess
+    done = starter.run([*module.NETWORK_ISOLATION, "/bin/hostname"], capture_output=True,
+                       text=True, check=True)  # arguments fromager does not use: the launcher
+    assert done.stdout.strip() == "localhost" and starter.served == 0
+
+
+@needs_root
+@pytest.mark.skipif(not (VENV / "bin" / "uv").exists(), reason=f"no uv in {VENV}/bin")
+def test_uv_venv_steps_share_a_private_cache_no_other_step_can_write(tmp_path: Path) -> None:
+    from buildjail._fromager_isolate import StepRunner
+
+    tmp_path.chmod(0o755)
+    steps = StepRunner(Policy.profile("full"), "native", os.environ, share_uv_cache=True)
+    env = {**os.environ, "UV_CACHE_DIR": str(tmp_path / "ignored")}
+    with open(os.devnull, "wb") as null:
+        for name in ("one", "two"):
+            venv = ["uv", "venv", "--python", sys.executable, "--no-project", str(tmp_path / name)]
+            assert steps.run([str(VENV / "bin" / "uv"), *venv[1:]], cwd=str(tmp_path), env=env,
+                             output=null.fileno()) == 0
+        cache = Path(str(steps.uv_cache))
+        assert cache.is_dir() and any(cache.iterdir())  # uv kept what it learnt there
+        assert {path.stat().st_uid for path in [cache, *cache.rglob("*")]} == {0}  # handed back
+        assert not (tmp_path / "ignored").exists()
+        other = steps.run(["/usr/bin/touch", str(cache / "x")], cwd="/",
+                          env={**os.environ, "UV_CACHE_DIR": str(cache)}, output=null.fileno())
+    assert other != 0 and not (cache / "x").exists()
+    steps.close()
+    assert not cache.exists()
 
 
 # --- end to end: real fromager bootstraps from PyPI plus the audit's probe project ----------
@@ -245,6 +391,15 @@ def _log(workdir: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+def _ran_in_process(log: str, profile: str) -> None:
+    """Every isolated step fromager logged ran in the sandbox, in fromager's own process."""
+    isolated = [line for line in log.splitlines()
+                if "running: " in line and f"_fromager_isolate.py --profile {profile} " in line]
+    in_process = [line for line in log.splitlines() if "ran in the sandbox in-process" in line]
+    assert isolated and len(in_process) == len(isolated), (len(in_process), len(isolated))
+    assert "run_network_isolation.sh" not in log
+
+
 def _audit_policy_file(directory: Path) -> Path:
     """``full`` with the audit's low limits, as a policy file (the exhaustion probes hit them)."""
     path = directory / "audit-full.toml"
@@ -269,6 +424,7 @@ def _leftovers(bait: Bait, directories: Sequence[Path]) -> list[str]:
         found.append(f"the victim process {bait.victim.pid}")
     if bait.workdir.exists():
         found.append(str(bait.workdir))
+    found += glob.glob(os.path.join(tempfile.gettempdir(), "buildjail-uv-cache-*"))
     found += [f"pid {pid} in {directory}" for directory in directories
               for pid in processes_inside(directory)]
     return found + bait.cleanup_errors
@@ -318,8 +474,7 @@ def test_bootstrap_runs_every_hook_in_the_sandbox_and_blocks_every_probe(
     assert {"six", "setuptools", "buildjail_probe"} <= names
     for wheel in _wheels(runs["main"]):
         validate_wheel(wheel)
-    assert "_fromager_isolate.py --profile full" in logs["main"]
-    assert "run_network_isolation.sh" not in logs["main"]
+    _ran_in_process(logs["main"], "full")
     # Each probe reported from inside its hooks (so "blocked" is not a probe that never ran) ...
     reported = parse_probe_log(logs["main"])
     assert set(IN_ONE_BOOTSTRAP) <= set(reported), set(IN_ONE_BOOTSTRAP) - set(reported)
@@ -357,7 +512,7 @@ def test_network_profile_matches_fromagers_own_network_isolation(fromager_venv: 
     assert {name.split("-")[0] for name in our_wheels} == {"six", "setuptools"}
     for wheel in _wheels(tmp_path / "network"):
         validate_wheel(wheel)
-    assert "_fromager_isolate.py --profile network" in _log(tmp_path / "network")
+    _ran_in_process(_log(tmp_path / "network"), "network")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")

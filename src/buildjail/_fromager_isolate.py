@@ -1,28 +1,47 @@
-"""The launcher fromager puts in front of each isolated step: run that step in the sandbox.
+"""fromager's isolated steps in the sandbox: the step runner, and the launcher that uses it.
 
-Run by absolute path as ``python -I _fromager_isolate.py --profile P [--policy F]
---backend B --sys-path DIR -- CMD ARGS...`` (see ``buildjail.fromager``). It decides
-what the step may write:
+fromager runs each step it isolates as ``NETWORK_ISOLATION + CMD`` (see
+``buildjail.fromager``). ``buildjail fromager`` runs those steps in fromager's own process
+through :class:`StepRunner`. The same prefix, run as a program, is a launcher doing the same
+from a new process, for any caller of the prefix buildjail does not intercept::
+
+    python -I _fromager_isolate.py --profile P [--policy F] --backend B --sys-path DIR
+        --launch-env NAMES -- CMD ARGS...
+
+What a step may write:
 
 - a PEP 517 hook (``python .../_in_process.py HOOK CONTROL_DIR``): buildjail's hook
   runner — the source tree, the control directory and the output directories;
-- ``uv venv ... PATH``: the new environment ``PATH``;
+- ``uv venv ... PATH``: the new environment ``PATH`` (and, in fromager's process, a uv
+  cache only the ``uv venv`` steps of this run share: uv keeps what it learnt of the
+  interpreter there, instead of asking it again in every fresh sandbox ``HOME``);
 - ``wheel pack DIR --dest-dir D``: the working directory, ``DIR`` (it rewrites
   ``WHEEL``) and ``D``;
 - anything else (queries of the build environment): nothing.
 
 The environment follows the policy's allow-list, plus the variables fromager added
 itself (per-package settings); the delete patterns (tokens, passwords, ...) apply to all.
-Exit code: the step's own, 124 on timeout, 125 when the sandbox could not be set up
-(reason on stderr).
+A step reads ``/dev/null`` unless fromager gives it an input. Exit code: the step's own,
+124 on timeout, 125 when the sandbox could not be set up (the reason in the step's output).
+
+Only the standard library is imported at module level: the launcher puts buildjail on
+``sys.path`` first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from buildjail.errors import SandboxSetupError
+    from buildjail.policy import Policy
 
 EXIT_SETUP_FAILED = 125
 
@@ -75,16 +94,18 @@ def _option(cmd: Sequence[str], name: str) -> str | None:
     return None
 
 
-def step_paths(cmd: Sequence[str], cwd: str) -> tuple[list[str], list[str]]:
-    """The writable and read-only paths of one non-hook step of fromager."""
+def step_paths(cmd: Sequence[str], cwd: str,
+               env: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """The writable and read-only paths of one non-hook step (programs found on env's PATH)."""
     writable: list[str] = []
     readonly: list[str] = [cwd]
+    search = (os.environ if env is None else env).get("PATH")
     program = os.path.basename(cmd[0])
     if program == "uv" and cmd[1:2] == ["venv"]:
         target = os.path.abspath(os.path.join(cwd, cmd[-1]))
         os.makedirs(target, exist_ok=True)
         writable.append(target)
-        uv = cmd[0] if os.path.isabs(cmd[0]) else shutil.which(cmd[0])
+        uv = cmd[0] if os.path.isabs(cmd[0]) else shutil.which(cmd[0], path=search)
         if uv:
             readonly.append(os.path.dirname(os.path.abspath(uv)))
         python = _option(cmd, "--python")
@@ -98,7 +119,7 @@ def step_paths(cmd: Sequence[str], cwd: str) -> tuple[list[str], list[str]]:
         if len(cmd) > 2 and not cmd[2].startswith("-"):
             # wheel pack rewrites DIR/*.dist-info/WHEEL (the build number).
             writable.append(os.path.abspath(os.path.join(cwd, cmd[2])))
-        executable = shutil.which(cmd[0])
+        executable = shutil.which(cmd[0], path=search)
         if executable:
             readonly.append(os.path.dirname(os.path.abspath(executable)))
     elif os.path.isabs(cmd[0]):
@@ -107,6 +128,109 @@ def step_paths(cmd: Sequence[str], cwd: str) -> tuple[list[str], list[str]]:
 
         readonly += interpreter_prefixes(cmd[0])
     return writable, [path for path in dict.fromkeys(readonly) if path != "/"]
+
+
+def setup_failure(error: SandboxSetupError) -> str:
+    """The lines a step's output gets when its sandbox could not be set up."""
+    fix = f"\n  fix: {error.fix}" if error.fix else ""
+    return f"buildjail: sandbox not set up: {error.reason}{fix}"
+
+
+class StepRunner:
+    """Runs fromager's isolated steps in the sandbox: hooks through buildjail's hook runner."""
+
+    def __init__(self, policy: Policy, backend: str, launched_with: Iterable[str], *,
+                 share_uv_cache: bool = False) -> None:
+        """*launched_with*: the names of the environment buildjail was started with.
+
+        With *share_uv_cache*, the ``uv venv`` steps share a uv cache, one at a time;
+        :meth:`close` removes it.
+        """
+        self.policy = policy
+        self.backend = backend
+        self.launched_with = frozenset(launched_with)
+        self.share_uv_cache = share_uv_cache
+        self.uv_cache: str | None = None
+        self._uv_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Remove the shared uv cache, if one was made."""
+        with self._uv_lock:
+            if self.uv_cache is not None:
+                shutil.rmtree(self.uv_cache, ignore_errors=True)
+                self.uv_cache = None
+
+    def execute(self, cmd: Sequence[str], *, cwd: str, env: Mapping[str, str],
+                stdin: int | None = None, output: int | None = None) -> int:
+        """Run one step; return its exit code; raise BuildjailError if it cannot be run.
+
+        *output* receives the step's stdout and stderr (default: this process's).
+        """
+        from buildjail.pep517 import HookFailed, SandboxedHookRunner
+        from buildjail.sandbox import Sandbox
+
+        # Keep what fromager added (its per-package variables), besides what the policy
+        # allows; the variables buildjail was started with follow the allow-list, and the
+        # delete patterns (tokens, passwords) apply to everything.
+        policy = self.policy.with_env(
+            keep=[name for name in env if name not in self.launched_with])
+        common = [sys.prefix, sys.base_prefix]
+        if env.get("VIRTUAL_ENV", "").startswith("/"):
+            common.append(env["VIRTUAL_ENV"])
+        if is_hook(cmd):
+            runner = SandboxedHookRunner(policy, backend=self.backend, readonly=common, env=env,
+                                         output=output)
+            try:
+                runner(cmd, cwd=cwd)
+            except HookFailed as failure:
+                if failure.result.limit_hit:  # the hook's own output cannot say why
+                    _say(output, f"buildjail: {failure}")
+                return failure.returncode
+            return 0
+        writable, readonly = step_paths(cmd, cwd, env)
+        shared = self.share_uv_cache and os.path.basename(cmd[0]) == "uv" and (
+            cmd[1:2] == ["venv"])
+        # One at a time: a writable tree is lent to one sandbox's uid.
+        exclusive = self._uv_lock if shared else contextlib.nullcontext()
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) if stdin is None else None
+        try:
+            with exclusive:
+                if shared:
+                    if self.uv_cache is None:
+                        self.uv_cache = tempfile.mkdtemp(prefix="buildjail-uv-cache-")
+                    env = {**env, "UV_CACHE_DIR": self.uv_cache}
+                    policy = policy.with_env(keep=["UV_CACHE_DIR"])
+                    writable.append(self.uv_cache)
+                result = Sandbox(policy, backend=self.backend).run(
+                    cmd, cwd=cwd, env=env, writable=writable, readonly=[*readonly, *common],
+                    stdin=stdin if null is None else null, stdout=output, stderr=output)
+        finally:
+            if null is not None:
+                os.close(null)
+        if result.limit_hit:
+            _say(output, f"buildjail: {os.path.basename(cmd[0])} was stopped by the "
+                         f"{result.limit_hit.replace('_', ' ')} limit in the sandbox")
+        return result.exit_code
+
+    def run(self, cmd: Sequence[str], *, cwd: str, env: Mapping[str, str],
+            stdin: int | None = None, output: int | None = None) -> int:
+        """Run one step; return its exit code, 125 (the reason in *output*) if it cannot run."""
+        from buildjail.errors import BuildjailError, SandboxSetupError
+
+        try:
+            return self.execute(cmd, cwd=cwd, env=env, stdin=stdin, output=output)
+        except SandboxSetupError as error:
+            _say(output, setup_failure(error))
+        except BuildjailError as error:
+            _say(output, f"buildjail: {error}")
+        return EXIT_SETUP_FAILED
+
+
+def _say(output: int | None, text: str) -> None:
+    data = (text + "\n").encode(errors="replace")
+    fd = 2 if output is None else output
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,44 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         policy = Policy.from_toml(args.policy) if args.policy else Policy.profile(args.profile)
-        # Keep what fromager added (its per-package variables), besides what the policy
-        # allows; the variables buildjail was started with follow the allow-list, and the
-        # delete patterns (tokens, passwords) apply to everything.
-        launched_with = set(args.launch_env.split(","))
-        policy = policy.with_env(keep=[name for name in os.environ if name not in launched_with])
-        common = [sys.prefix, sys.base_prefix]
-        if os.environ.get("VIRTUAL_ENV", "").startswith("/"):
-            common.append(os.environ["VIRTUAL_ENV"])
-        cwd = os.getcwd()
-        if is_hook(args.cmd):
-            from buildjail.pep517 import HookFailed, SandboxedHookRunner
-
-            runner = SandboxedHookRunner(policy, backend=args.backend, readonly=common,
-                                         env=os.environ)
-            try:
-                runner(args.cmd, cwd=cwd)
-            except HookFailed as failure:
-                if failure.result.limit_hit:  # the hook's own output cannot say why
-                    print(f"buildjail: {failure}", file=sys.stderr)
-                return failure.returncode
-            return 0
-        from buildjail.sandbox import Sandbox
-
-        writable, readonly = step_paths(args.cmd, cwd)
-        result = Sandbox(policy, backend=args.backend).run(
-            args.cmd, cwd=cwd, env=os.environ, writable=writable,
-            readonly=[*readonly, *common])
-        if result.limit_hit:
-            print(f"buildjail: {os.path.basename(args.cmd[0])} was stopped by the "
-                  f"{result.limit_hit.replace('_', ' ')} limit in the sandbox", file=sys.stderr)
-        return result.exit_code
     except SandboxSetupError as error:
-        fix = f"\n  fix: {error.fix}" if error.fix else ""
-        print(f"buildjail: sandbox not set up: {error.reason}{fix}", file=sys.stderr)
+        _say(None, setup_failure(error))
         return EXIT_SETUP_FAILED
     except BuildjailError as error:
-        print(f"buildjail: {error}", file=sys.stderr)
+        _say(None, f"buildjail: {error}")
         return EXIT_SETUP_FAILED
+    steps = StepRunner(policy, args.backend, args.launch_env.split(","))
+    return steps.run(args.cmd, cwd=os.getcwd(), env=os.environ)
 
 
 if __name__ == "__main__":

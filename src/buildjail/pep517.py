@@ -53,9 +53,12 @@ class SandboxedHookRunner:
         writable: Iterable[str | os.PathLike[str]] = (),
         readonly: Iterable[str | os.PathLike[str]] = (),
         env: Mapping[str, str] | None = None,
+        output: int | None = None,
     ) -> None:
+        """*output*: a file descriptor for the hooks' output, instead of *log_path*."""
         self.sandbox = Sandbox(policy, backend=backend)
         self.log_path = os.fspath(log_path) if log_path is not None else None
+        self.output = output
         self.writable = tuple(os.fspath(path) for path in writable)
         self.readonly = tuple(os.fspath(path) for path in readonly)
         self.env = env
@@ -81,11 +84,12 @@ class SandboxedHookRunner:
              readonly: list[str]) -> RunResult:
         # A hook never reads the caller's terminal: stdin is /dev/null.
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        log = None if self.log_path is None else os.open(
+        log = None if self.log_path is None or self.output is not None else os.open(
             self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        output = self.output if self.output is not None else log
         try:
             return self.sandbox.run(cmd, cwd=cwd, env=env, writable=writable,
-                                    readonly=readonly, stdin=null, stdout=log, stderr=log)
+                                    readonly=readonly, stdin=null, stdout=output, stderr=output)
         finally:
             os.close(null)
             if log is not None:

@@ -30,6 +30,7 @@ from buildjail.audit.runner import PROBE_PROJECT, audit_policy, judge_probe_log,
 from buildjail.audit.vectors import CONFIG_FILE, LIMITS, VECTORS
 from buildjail.errors import SandboxSetupError
 from buildjail.policy import Policy
+from conftest import require_backend
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON312 = Path("/root/.pyenv/versions/3.12.1/bin/python")
@@ -365,7 +366,7 @@ def _probe_workdir(workdir: Path, index_url: str, probes: Sequence[str]) -> Path
 
 
 def _bootstrap(venv: Path, workdir: Path, packages: list[str], *, profile: str | None,
-               policy: Path | None = None,
+               policy: Path | None = None, backend: str = "auto",
                env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``fromager bootstrap`` through buildjail (*profile*) or with its own isolation."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -374,7 +375,8 @@ def _bootstrap(venv: Path, workdir: Path, packages: list[str], *, profile: str |
         cmd = [str(venv / "bin" / "fromager"), "--network-isolation", *fromager_args]
     else:
         chosen = ["--policy", str(policy)] if policy else ["--profile", profile]
-        cmd = [str(venv / "bin" / "buildjail"), "fromager", *chosen, "--", *fromager_args]
+        cmd = [str(venv / "bin" / "buildjail"), "fromager", *chosen, "--backend", backend, "--",
+               *fromager_args]
     environ = {**os.environ, **(env or {}),
                "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     environ.pop("VIRTUAL_ENV", None)
@@ -433,13 +435,16 @@ def _leftovers(bait: Bait, directories: Sequence[Path]) -> list[str]:
 @pytest.mark.slow
 @needs_python312
 @needs_root
+@pytest.mark.parametrize("backend", ["native", "bwrap"])
 def test_bootstrap_runs_every_hook_in_the_sandbox_and_blocks_every_probe(
-        fromager_venv: Path, local_index: tuple[str, Path], tmp_path: Path) -> None:
+        fromager_venv: Path, local_index: tuple[str, Path], tmp_path: Path,
+        backend: str) -> None:
     """``bootstrap six buildjail-probe`` under ``full``: valid wheels, every attack blocked.
 
     The audit's bait is planted around the runs; the verdicts come from the probe project's
     own lines in fromager's log, judged as the audit judges them, plus what the bait saw.
     """
+    require_backend(backend)
     index_url, index = local_index
     policy = _audit_policy_file(tmp_path)
     python = fromager_venv / "bin" / "python"
@@ -456,17 +461,18 @@ def test_bootstrap_runs_every_hook_in_the_sandbox_and_blocks_every_probe(
         _publish_probe_sdist(index, config)
 
         main = _bootstrap(fromager_venv, runs["main"], ["six", PROBE_NAME], profile="full",
-                          policy=policy, env=bait.env())
+                          policy=policy, backend=backend, env=bait.env())
         stopping = {vector: _bootstrap(fromager_venv, runs[vector], [PROBE_NAME],
-                                       profile="full", policy=policy, env=bait.env())
+                                       profile="full", policy=policy, backend=backend,
+                                       env=bait.env())
                     for vector in STOPPED_BY}
         logs = {name: _log(workdir) for name, workdir in runs.items()}
         stopped = {vector: f"the sandbox's {limit} limit stopped it"
                    for vector, limit in STOPPED_BY.items()
                    if f"was stopped by the {limit} limit in the sandbox" in logs[vector]}
         findings = judge_probe_log("\n".join(logs.values()), bait, config, profile="full",
-                                   backend="native", stopped=stopped)
-    audit = {finding.vector: finding for finding in run_audit(["full"], ["native"]).findings}
+                                   backend=backend, stopped=stopped)
+    audit = {finding.vector: finding for finding in run_audit(["full"], [backend]).findings}
 
     # fromager built everything, and every hook ran in buildjail's sandbox.
     assert main.returncode == 0, main.stdout[-4000:] + main.stderr[-4000:]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import NONROOT_UID, Runner
+from conftest import NONROOT_UID, Runner, require_backend
 
 PROBE = (Path(__file__).parent / "probes" / "isolation_probe.py").read_text()
 PYTHON = "/usr/bin/python3.11"
@@ -251,11 +251,11 @@ def test_without_an_ephemeral_identity_capabilities_still_go(run_sandbox: Runner
     assert (unshared, error.strip()) == ("-1", "1"), result["stdout"]  # EPERM: no new userns
 
 
+@pytest.mark.parametrize("sandbox_backend", ["bwrap"])  # native has its seccomp filter only
 def test_bwrap_disables_nested_user_namespaces_without_seccomp(run_sandbox: Runner,
                                                                sandbox_backend: str) -> None:
     """bubblewrap's --disable-userns is a layer of its own: seccomp off, unshare still fails."""
-    if sandbox_backend != "bwrap":
-        pytest.skip("native blocks nested user namespaces with its seccomp filter only")
+    require_backend(sandbox_backend)
     policy = {"extends": "full", "isolation": {"seccomp": False}}
     script = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
               "print(libc.unshare(0x10000000), ctypes.get_errno())")

@@ -11,7 +11,11 @@ import stat
 from . import _kernel as k
 from .identity import Identity, account_entries, group_text, passwd_text
 
-PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/run")
+PRIVATE_TMPFS_MODES = {"/tmp": "1777", "/var/tmp": "1777", "/run": "0755"}
+"""The private tmpfs mounts over host directories, and the mode of each."""
+PRIVATE_TMPFS = tuple(PRIVATE_TMPFS_MODES)
+MASK_TMPFS_SIZE = 1 << 20
+"""The size of the empty tmpfs that masks a directory."""
 SCRATCH_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 """The writable tmpfs mounts besides the home, whose contents are memory the build uses."""
 STAGE_DIR = "/run/buildjail"
@@ -37,6 +41,13 @@ class MountPlan:
     identity: Identity
     tmpfs_size: int | None = None
 
+    def split_masks(self) -> tuple[list[str], list[str]]:
+        """The masked paths outside every exposed tree, and those inside one (masked last)."""
+        exposed = (*self.readonly, *self.writable)
+        masks = (*self.masked_dirs, *self.masked_files)
+        inside = [path for path in masks if within_any(path, exposed)]
+        return [path for path in masks if path not in inside], inside
+
     def scratch_paths(self) -> tuple[str, ...]:
         """The writable tmpfs mounts, whose contents are memory the build uses."""
         return (*SCRATCH_TMPFS, self.identity.home)
@@ -58,8 +69,8 @@ def plan_mounts(
         masks += untraversable_ancestors(exposed)
     masks = [
         path for path in _existing(_outermost(masks))
-        if path not in exposed and (not _within_any(os.path.realpath(path), _REPLACED)
-                                    or _within_any(path, exposed))
+        if path not in exposed and (not within_any(os.path.realpath(path), _REPLACED)
+                                    or within_any(path, exposed))
     ]
     masked_dirs = tuple(path for path in masks if os.path.isdir(path))
     masked_files = tuple(path for path in masks if path not in masked_dirs)
@@ -81,14 +92,11 @@ def apply_mounts(plan: MountPlan) -> None:
     k.set_mount_attributes("/", k.READONLY_ATTRIBUTES)
     _mount_dev(devices, _size(plan))
     k.mount_proc()
-    for path in PRIVATE_TMPFS:
+    for path, mode in PRIVATE_TMPFS_MODES.items():
         if os.path.isdir(path):
-            mode = "0755" if path == "/run" else "1777"
             _tmpfs(path, f"mode={mode}" + _size(plan))
-    exposed = (*plan.readonly, *plan.writable)
-    masks = (*plan.masked_dirs, *plan.masked_files)
-    inside = [path for path in masks if _within_any(path, exposed)]
-    _mask([path for path in masks if path not in inside])
+    outside, inside = plan.split_masks()
+    _mask(outside)
     _synthetic_accounts(plan.identity)
     _make_home(plan.identity, _size(plan))
     for path, fd, directory in sorted(trees, key=lambda item: item[0].count("/")):
@@ -123,7 +131,7 @@ def _mask(paths: list[str]) -> None:
     """Cover directories with an empty tmpfs and files with an empty, unreadable file."""
     for path in paths:
         if os.path.isdir(path):
-            _tmpfs(path, "mode=0755,size=1m")
+            _tmpfs(path, f"mode=0755,size={MASK_TMPFS_SIZE}")
         else:
             k.mount(_void_file(), path, None, k.MS_BIND | k.MS_RDONLY)
 
@@ -137,7 +145,8 @@ def _void_file() -> str:
     return path
 
 
-def _within_any(path: str, trees: tuple[str, ...]) -> bool:
+def within_any(path: str, trees: tuple[str, ...]) -> bool:
+    """Whether *path* is one of *trees* or lies below one."""
     return any(path == tree or path.startswith(tree.rstrip("/") + "/") for tree in trees)
 
 

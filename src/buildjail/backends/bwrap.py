@@ -17,7 +17,13 @@ import subprocess
 
 from .. import _kernel as k
 from ..errors import SandboxSetupError
-from ..filesystem import PRIVATE_TMPFS, STAGE_DIR, MountPlan, untraversable_ancestors
+from ..filesystem import (
+    MASK_TMPFS_SIZE,
+    PRIVATE_TMPFS_MODES,
+    STAGE_DIR,
+    MountPlan,
+    untraversable_ancestors,
+)
 from ..identity import group_text, passwd_text
 from ..policy import Policy
 from ..result import RunResult
@@ -31,7 +37,6 @@ MINIMUM_VERSION = (0, 8, 0)
 """``--disable-userns``, ``--size`` and the exec report on ``--json-status-fd``."""
 _WRAPPER_PROCESSES = 2
 """bubblewrap's monitor and its init run beside the command, under the build's uid."""
-_MASK_SIZE = str(1 << 20)
 _READ_ONLY_AFTER = ("/dev", "/proc", "/run")
 _NAMESPACE_OPTIONS = (("pid", "--unshare-pid"), ("net", "--unshare-net"),
                       ("ipc", "--unshare-ipc"), ("uts", "--unshare-uts"),
@@ -186,20 +191,18 @@ def _filesystem_options(mounts: MountPlan, staged: dict[str, str], fds: list[int
                "--perms", "1777", *size, "--tmpfs", "/dev/shm",
                # --dev binds the caller's terminal there when stdout is one: hide it.
                *_mask_options(["/dev/console"], mounts, fds)]
-    for path in PRIVATE_TMPFS:
+    for path, mode in PRIVATE_TMPFS_MODES.items():
         if os.path.isdir(path):
-            options += ["--perms", "0755" if path == "/run" else "1777", *size, "--tmpfs", path]
-    exposed = (*mounts.readonly, *mounts.writable)
-    masks = (*mounts.masked_dirs, *mounts.masked_files)
-    inside = [path for path in masks if _within_any(path, exposed)]
-    options += _mask_options([path for path in masks if path not in inside], mounts, fds)
+            options += ["--perms", mode, *size, "--tmpfs", path]
+    outside, inside = mounts.split_masks()
+    options += _mask_options(outside, mounts, fds)
     who = mounts.identity
     for name, text in (("passwd", passwd_text(who)), ("group", group_text(who))):
         if os.path.exists("/etc/" + name):
             fd = _data_fd(name, text.encode(), fds)
             options += ["--perms", "0644", "--ro-bind-data", str(fd), "/etc/" + name]
     options += ["--perms", "0700", *size, "--tmpfs", who.home]
-    for path in sorted(exposed, key=lambda item: item.count("/")):
+    for path in sorted((*mounts.readonly, *mounts.writable), key=lambda item: item.count("/")):
         option = "--bind" if path in mounts.writable else "--ro-bind"
         options += [option, staged.get(path, path), path]
     options += _mask_options(inside, mounts, fds)
@@ -215,7 +218,7 @@ def _mask_options(paths: list[str], mounts: MountPlan, fds: list[int]) -> list[s
     options = []
     for path in paths:
         if path in mounts.masked_dirs:
-            options += ["--perms", "0755", "--size", _MASK_SIZE, "--tmpfs", path]
+            options += ["--perms", "0755", "--size", str(MASK_TMPFS_SIZE), "--tmpfs", path]
         else:
             options += ["--perms", "0000", "--ro-bind-data", str(_data_fd("masked", b"", fds)),
                         path]
@@ -230,7 +233,3 @@ def _data_fd(name: str, data: bytes, fds: list[int]) -> int:
         os.write(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
     return fd
-
-
-def _within_any(path: str, trees: tuple[str, ...]) -> bool:
-    return any(path == tree or path.startswith(tree.rstrip("/") + "/") for tree in trees)

@@ -239,7 +239,8 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
         poller.register(wrapper.fd, select.POLLIN)
     timeout = int(_MONITOR_TICK * 1000) if plan.monitor else None
     scratch = plan.mounts.scratch_paths() if plan.mounts else ()
-    host_devices = _devices(("/", *SCRATCH_TMPFS, plan.identity.home))
+    wrapped = plan.monitor and plan.wrapper_status_fd is not None
+    host_devices = _devices(("/", *SCRATCH_TMPFS, plan.identity.home)) if wrapped else set()
     while True:
         while True:
             try:
@@ -257,7 +258,7 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
                 wrapper.drain()
                 if wrapper.fd is None:
                     poller.unregister(fd)
-        if plan.wrapper_status_fd is not None:
+        if wrapped:
             scratch = _wrapped_scratch(wrapper, plan.identity.home, host_devices)
         if plan.monitor:
             limit = _over_limits(plan.limits, scratch)

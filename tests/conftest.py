@@ -78,6 +78,18 @@ def require_backend(name: str) -> str:
     return name
 
 
+def hide_bubblewrap() -> None:
+    """In a child process only: a private mount namespace where /dev/null covers every bwrap."""
+    from buildjail import _kernel as k
+    from buildjail.backends.bwrap import CANDIDATES
+
+    k.unshare(k.CLONE_NEWNS)
+    k.make_mounts_private()
+    for path in CANDIDATES:
+        if os.path.exists(path):
+            k.mount("/dev/null", path, None, k.MS_BIND)
+
+
 @pytest.fixture(params=["native", "bwrap"])
 def sandbox_backend(request: pytest.FixtureRequest) -> str:
     """Run the test once per backend; the bwrap one needs bubblewrap installed."""

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import hide_bubblewrap
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 
 
@@ -139,25 +141,13 @@ def test_ctrl_c_stops_the_sandbox_and_exits_130() -> None:
                 if "/bin/sleep 30" in line and int(line.split()[0]) >= 1_000_000]
 
 
-def _hide_bubblewrap() -> None:
-    """In the child only: cover every place bwrap is looked for with /dev/null."""
-    from buildjail import _kernel as k
-    from buildjail.backends.bwrap import CANDIDATES
-
-    k.unshare(k.CLONE_NEWNS)
-    k.make_mounts_private()
-    for path in CANDIDATES:
-        if os.path.exists(path):
-            k.mount("/dev/null", path, None, k.MS_BIND)
-
-
 def test_bwrap_backend_without_bubblewrap_is_125_with_the_fix(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     proc = subprocess.run(
         [sys.executable, "-m", "buildjail", "run", "--backend", "bwrap", "--writable",
          str(tmp_path), "--", "/usr/bin/touch", str(marker)],
         capture_output=True, text=True, timeout=60, check=False, cwd="/",
-        preexec_fn=_hide_bubblewrap)
+        preexec_fn=hide_bubblewrap)
     assert proc.returncode == 125, proc.stderr
     assert "bubblewrap, which is not installed" in proc.stderr
     assert "apt-get install bubblewrap" in proc.stderr

@@ -25,7 +25,7 @@ import pytest
 from buildjail import _kernel as k
 from buildjail import seccomp
 from buildjail.doctor import LAYERS, check_host
-from conftest import require_backend
+from conftest import hide_bubblewrap, require_backend
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 NAMESPACE_LAYERS = [layer for layer in LAYERS if layer.startswith("namespace:")]
@@ -146,15 +146,7 @@ def test_table_shows_both_backends_and_the_auto_rule() -> None:
 
 def test_missing_bubblewrap_is_named_with_its_fix() -> None:
     """bwrap is looked up by absolute path only: hide it there and the check says so."""
-    from buildjail.backends.bwrap import CANDIDATES
-
-    def setup() -> None:
-        _private_mount_namespace()
-        for path in CANDIDATES:
-            if os.path.exists(path):
-                k.mount("/dev/null", path, None, k.MS_BIND)
-
-    report = _report_in_child(setup)
+    report = _report_in_child(hide_bubblewrap)
     check = _check(report, "bwrap:installed", "root")
     assert not check["ok"]
     assert "not installed" in check["reason"] and "apt-get install bubblewrap" in check["fix"]

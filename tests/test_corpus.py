@@ -196,12 +196,7 @@ def test_sandboxed_wheel_equals_unsandboxed_wheel(
 def test_bwrap_backend_builds_the_same_wheels(jailed: BuildjailRun,
                                               jailed_bwrap: BuildjailRun) -> None:
     """Every real sdist builds through bubblewrap, into the wheels the native backend makes."""
-    native = sorted(path.name for path in jailed.outdir.glob("*.whl"))
-    bwrap = sorted(path.name for path in jailed_bwrap.outdir.glob("*.whl"))
-    assert native == bwrap and len(bwrap) == len(CORPUS)
-    for name in bwrap:
-        diff = corpus.compare_wheels(jailed_bwrap.outdir / name, jailed.outdir / name)
-        assert diff.unexplained == [], (name, diff.unexplained)
+    _assert_same_wheels(jailed_bwrap, jailed)
     for entry in jailed_bwrap.reports:
         assert set(entry["layers"]) >= LAYERS, entry["layers"]
 
@@ -222,16 +217,22 @@ def test_build_directory_explains_only_debug_information(jailed: BuildjailRun) -
 @slow
 def test_parallel_build_gives_the_same_wheels(jailed: BuildjailRun,
                                               jailed_parallel: BuildjailRun) -> None:
-    serial = sorted(path.name for path in jailed.outdir.glob("*.whl"))
-    parallel = sorted(path.name for path in jailed_parallel.outdir.glob("*.whl"))
-    assert serial == parallel and len(serial) == len(CORPUS)
-    for name in serial:
-        first, second = jailed.outdir / name, jailed_parallel.outdir / name
-        if first.read_bytes() == second.read_bytes():
+    _assert_same_wheels(jailed, jailed_parallel)
+
+
+def _assert_same_wheels(first: BuildjailRun, second: BuildjailRun) -> None:
+    """The same wheel for every sdist, identical but for what compare_wheels explains."""
+    names = sorted(path.name for path in first.outdir.glob("*.whl"))
+    assert names == sorted(path.name for path in second.outdir.glob("*.whl"))
+    assert len(names) == len(CORPUS)
+    for name in names:
+        ours, theirs = first.outdir / name, second.outdir / name
+        if ours.read_bytes() == theirs.read_bytes():
             continue
         # Zip timestamps of generated files and the extensions' build directories differ;
         # the contents must not, beyond what compare_wheels explains.
-        assert corpus.compare_wheels(first, second).unexplained == [], name
+        diff = corpus.compare_wheels(ours, theirs)
+        assert diff.unexplained == [], (name, diff.unexplained)
 
 
 @slow

@@ -314,14 +314,34 @@ def _drop_cap_sys_admin() -> None:
     assert libc.capset(ctypes.byref(header), data) == 0
 
 
-def test_root_without_cap_sys_admin_can_still_use_user_namespaces() -> None:
+def test_root_without_cap_sys_admin_starts_in_a_user_namespace() -> None:
+    """Root of a default container: every layer through a user namespace mapping every id."""
     report = _report_in_child(_drop_cap_sys_admin)
+    user = _check(report, "namespace:user", "root")
+    assert user["required"], user
+    assert user["ok"] and "every id" in user["detail"], user
     for layer in NAMESPACE_LAYERS:
-        if layer != "namespace:user":
-            check = _check(report, layer, "root")
-            assert not check["ok"], check
-            assert "CAP_SYS_ADMIN" in check["reason"], check
-            assert "non-root" in check["fix"], check
-    assert not _check(report, "sandbox:full", "root")["ok"]
+        assert _check(report, layer, "root")["ok"], _check(report, layer, "root")
+    assert _check(report, "identity", "root")["ok"]
+    assert _check(report, "sandbox:full", "root")["ok"]
     assert _check(report, "sandbox:full", "nonroot")["ok"]
-    assert report["backends"]["native"] == {"root": False, "nonroot": True}
+    assert report["backends"]["native"] == {"root": True, "nonroot": True}
+
+
+def test_root_without_cap_sys_admin_and_no_user_namespaces_names_both() -> None:
+    """The control: without user namespaces too, root's namespaces fail, saying why."""
+
+    def setup() -> None:
+        k.unshare(k.CLONE_NEWUSER)
+
+    def then() -> None:
+        with open("/proc/sys/user/max_user_namespaces", "w") as stream:
+            stream.write("0")
+        _drop_cap_sys_admin()
+
+    report = _report_in_child(setup, _map_ids, then)
+    for layer in NAMESPACE_LAYERS:
+        check = _check(report, layer, "root")
+        assert not check["ok"], check
+        assert "max_user_namespaces" in check["reason"], check
+    assert report["backends"]["native"]["root"] is False

@@ -9,7 +9,7 @@ import os
 import socket
 import struct
 
-from .diagnosis import read_setting
+from .procfs import read_setting
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -50,6 +50,8 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+CAP_SYS_ADMIN = 21
+
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
@@ -69,6 +71,7 @@ _prctl = _libc.prctl
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _unshare = _libc.unshare
 _capset = _libc.capset
+_capget = _libc.capget
 
 
 class _MountAttr(ctypes.Structure):
@@ -167,6 +170,19 @@ def drop_bounding_and_ambient() -> None:
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
 
 
+def effective_capabilities() -> int:
+    """The calling thread's effective capability set, as a bit mask (``capget(2)``)."""
+    header = _CapHeader(version=_CAPABILITY_VERSION_3, pid=0)
+    data = (_CapData * 2)()
+    _check(_capget(ctypes.byref(header), data), "capget")
+    return int(data[0].effective) | int(data[1].effective) << 32
+
+
+def has_capability(capability: int) -> bool:
+    """Whether the calling thread has *capability* in its effective set."""
+    return bool(effective_capabilities() >> capability & 1)
+
+
 def clear_capability_sets() -> None:
     """Empty the effective, permitted and inheritable capability sets."""
     header = _CapHeader(version=_CAPABILITY_VERSION_3, pid=0)
@@ -190,6 +206,16 @@ def map_current_ids(uid: int, gid: int, inside_uid: int, inside_gid: int) -> Non
     _write("/proc/self/uid_map", f"{inside_uid} {uid} 1\n")
     _write("/proc/self/setgroups", "deny\n")
     _write("/proc/self/gid_map", f"{inside_gid} {gid} 1\n")
+
+
+def write_id_maps(pid: int, uid_lines: str, gid_lines: str) -> None:
+    """Write the uid and gid maps of *pid*'s new user namespace, from its parent namespace.
+
+    Maps of more than the writer's own id need CAP_SETUID/CAP_SETGID in the parent
+    namespace, which a process inside the new namespace no longer has there.
+    """
+    _write(f"/proc/{pid}/uid_map", uid_lines)
+    _write(f"/proc/{pid}/gid_map", gid_lines)
 
 
 def scrub_process_memory(title: bytes) -> None:

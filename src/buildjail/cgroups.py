@@ -51,7 +51,7 @@ def create(name: str, memory: int | None, processes: int | None) -> Cgroup | Non
 
 
 def _create_v2(name: str, memory: int | None, processes: int | None) -> Cgroup | None:
-    parent = os.path.join(ROOT, _own_path("0").lstrip("/"))
+    parent = os.path.join(ROOT, _own_path("0", ROOT).lstrip("/"))
     path = os.path.join(parent, name)
     try:
         _make_fresh(path)
@@ -77,7 +77,7 @@ def _create_v1(name: str, memory: int | None, processes: int | None) -> Cgroup |
         mount = os.path.join(ROOT, controller)
         if not os.path.isdir(mount):
             return None
-        paths[controller] = os.path.join(mount, _own_path(controller).lstrip("/"), name)
+        paths[controller] = os.path.join(mount, _own_path(controller, mount).lstrip("/"), name)
     cgroup = Cgroup(paths, 1)
     try:
         for path in paths.values():
@@ -89,7 +89,8 @@ def _create_v1(name: str, memory: int | None, processes: int | None) -> Cgroup |
         if processes:
             _write(os.path.join(paths["pids"], "pids.max"), str(processes))
     except OSError:
-        cgroup.remove()
+        with contextlib.suppress(OSError):  # e.g. a read-only cgroup file system
+            cgroup.remove()
         return None
     return cgroup
 
@@ -100,16 +101,36 @@ def _make_fresh(path: str) -> None:
     os.mkdir(path)
 
 
-def _own_path(controller: str) -> str:
-    """Return this process's cgroup path for a v1 controller, or the v2 one for ``0``."""
+def _own_path(controller: str, mount: str) -> str:
+    """This process's cgroup (a v1 controller's, or v2's for ``0``) below the *mount* point.
+
+    /proc/self/cgroup gives the path from the hierarchy's root; a container's cgroup mount
+    may show only a subtree (its own cgroup), which mountinfo names as the mount's root.
+    """
     with open("/proc/self/cgroup") as stream:
         for line in stream:
             number, controllers, path = line.rstrip("\n").split(":", 2)
-            if controller == "0" and number == "0":
-                return path
-            if controller in controllers.split(","):
-                return path
+            if (controller == "0" and number == "0") or controller in controllers.split(","):
+                return _below(path, _mount_root(mount))
     raise OSError(f"no cgroup for {controller}")
+
+
+def _mount_root(mount: str) -> str:
+    """The directory of its file system that the mount at *mount* shows (``/`` usually)."""
+    with open("/proc/self/mountinfo") as stream:
+        for line in stream:
+            fields = line.split()
+            if len(fields) > 4 and fields[4] == mount:
+                return fields[3]
+    return "/"
+
+
+def _below(path: str, root: str) -> str:
+    """*path* relative to *root*, both absolute; *path* itself when it is not below it."""
+    root = root.rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root):] or "/"
+    return path
 
 
 def _counter(directory: str, filename: str, key: str) -> int:

@@ -5,24 +5,9 @@ from __future__ import annotations
 import errno
 import os
 
+from . import container
 from .errors import SandboxSetupError
-
-
-def read_setting(path: str) -> str | None:
-    """Return a small file's stripped text (a sysctl, a /proc entry), or None if unreadable."""
-    try:
-        with open(path) as stream:
-            return stream.read().strip()
-    except OSError:
-        return None
-
-
-def seccomp_mode() -> int:
-    """Return this process's seccomp mode (0 none, 1 strict, 2 filter)."""
-    for line in (read_setting("/proc/self/status") or "").splitlines():
-        if line.startswith("Seccomp:"):
-            return int(line.split()[1])
-    return 0
+from .procfs import read_setting, seccomp_mode
 
 
 def userns_fix() -> str:
@@ -55,20 +40,9 @@ def explain(stage: str, error: OSError) -> SandboxSetupError:
     code = error.errno or 0
     text = f"{stage}: {error.strerror or error}"
     if stage.startswith("unshare") and code in (errno.EPERM, errno.ENOSPC, errno.EINVAL):
-        if os.geteuid() != 0 or seccomp_mode() == 2:
-            return SandboxSetupError(f"cannot create namespaces ({text})", userns_fix())
-        return SandboxSetupError(
-            f"cannot create namespaces ({text})",
-            "run buildjail with CAP_SYS_ADMIN (a privileged container) or as a user "
-            "allowed to create user namespaces",
-        )
+        return _namespaces_refused(text, code)
     if stage.startswith("mount proc") and code in (errno.EPERM, errno.EACCES):
-        return SandboxSetupError(
-            f"cannot mount a fresh /proc ({text})",
-            "the container masks parts of /proc (e.g. Docker/Podman's masked paths): run it "
-            "with an unmasked /proc (podman --security-opt unmask=/proc/*, docker "
-            "--security-opt systempaths=unconfined) or use a profile without the pid namespace",
-        )
+        return _proc_refused(text)
     if code == errno.ENOSYS:
         return SandboxSetupError(
             f"the kernel lacks an interface buildjail needs ({text})",
@@ -78,3 +52,38 @@ def explain(stage: str, error: OSError) -> SandboxSetupError:
         return SandboxSetupError(f"cannot install the seccomp filter ({text})",
                                  "use a kernel built with CONFIG_SECCOMP_FILTER")
     return SandboxSetupError(text, "run `buildjail doctor` to see what this host can enforce")
+
+
+def _namespaces_refused(text: str, code: int) -> SandboxSetupError:
+    found = container.detect()
+    if code == errno.EPERM and seccomp_mode() == 2:
+        fix = container.namespaces_fix(found)
+        if fix is not None and found is not None:
+            return SandboxSetupError(
+                f"cannot create namespaces ({text}): {found.title}'s default seccomp profile "
+                "refuses them to a container without CAP_SYS_ADMIN", fix)
+        return SandboxSetupError(
+            f"cannot create namespaces ({text}): a seccomp filter on this process refuses them",
+            "run it without that filter (a container: --security-opt seccomp=unconfined), or "
+            "with a seccomp profile allowing unshare and clone with CLONE_NEW* flags")
+    if os.geteuid() != 0:
+        return SandboxSetupError(f"cannot create namespaces ({text})", userns_fix())
+    return SandboxSetupError(
+        f"cannot create namespaces ({text})",
+        "run buildjail as root with CAP_SYS_ADMIN, or as root or a user allowed to create "
+        "user namespaces (buildjail then creates the others inside one)")
+
+
+def _proc_refused(text: str) -> SandboxSetupError:
+    found = container.detect()
+    masked = container.proc_overmounts()
+    where = f"{found.title} masks parts of /proc" if found else "parts of /proc are masked"
+    shown = ", ".join(masked[:4]) + (", ..." if len(masked) > 4 else "")
+    if masked:
+        return SandboxSetupError(
+            f"cannot mount a fresh /proc for the sandbox's pid namespace ({text}): {where} "
+            f"(over-mounted: {shown}), and the kernel allows a new /proc in a user namespace "
+            "only where the whole /proc is visible", container.unmask_proc_fix(found))
+    return SandboxSetupError(
+        f"cannot mount a fresh /proc for the sandbox's pid namespace ({text})",
+        f"{container.unmask_proc_fix(found)}, or use a profile without the pid namespace")

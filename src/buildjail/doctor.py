@@ -21,12 +21,13 @@ from collections.abc import Callable
 from typing import Any, Literal, NoReturn
 
 from . import _kernel as k
-from . import cgroups, identity, seccomp
+from . import cgroups, container, identity, seccomp, userns
 from .backends import BACKENDS, choose_backend
 from .backends import bwrap as _bwrap
 from .backends import native as _native  # noqa: F401 - loaded before a probe drops privileges
-from .diagnosis import explain, read_setting, seccomp_mode, userns_fix
+from .diagnosis import explain, userns_fix
 from .errors import SandboxSetupError
+from .procfs import read_setting, seccomp_mode
 from .sandbox import Sandbox
 
 IdentityKind = Literal["root", "nonroot"]
@@ -46,17 +47,18 @@ _NS_SYSCTLS = {"user": "user", "mount": "mnt", "pid": "pid", "net": "net", "ipc"
 _PR_GET_NO_NEW_PRIVS = 39
 _CAP_SYS_ADMIN = 21
 _CAP_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
-_HARMLESS_PROC_MOUNTS = ("/proc/sys/fs/binfmt_misc",)
 
 # Stages whose failure means "the non-root path could not be entered".
 _DROP = "switch to uid 65534"
 _USERNS = "unshare user"
 _USERNS_MAP = "write the uid/gid maps"
+_ROOT_USERNS = "enter a user namespace mapping every id (root without CAP_SYS_ADMIN)"
 
-_SECCOMP_CAUSE = ("this process runs under a seccomp filter (seccomp mode 2, e.g. Docker's "
-                  "default profile) that forbids it")
-_SECCOMP_FIX = ("run the container with --security-opt seccomp=unconfined, or a seccomp "
-                "profile allowing unshare/clone with CLONE_NEW* and mount")
+_GENERIC_SECCOMP_CAUSE = ("this process runs under a seccomp filter (seccomp mode 2) that "
+                          "forbids it")
+_GENERIC_SECCOMP_FIX = ("run it without that filter (containers: --security-opt "
+                        "seccomp=unconfined), or with a profile allowing unshare, clone with "
+                        "CLONE_NEW* and mount")
 _CGROUP_FALLBACK = "memory and process limits then fall back to rlimits + the in-sandbox monitor"
 
 
@@ -73,6 +75,8 @@ class LayerCheck:
     required: bool = True
     checked: bool = True
     backend: str = "native"
+    degraded: bool = False
+    """The layer works only weaker than ``full`` asks, as the runtime allows (*reason* says)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +92,8 @@ class HostReport:
     apparmor_restrict_unprivileged_userns: int | None
     unprivileged_userns_clone: int | None
     container: str | None
+    runtime: str | None
+    """The container runtime found (``podman``, ``docker``, ``kubernetes``...), or None."""
     proc_overmounts: tuple[str, ...]
     checks: list[LayerCheck]
     auto: tuple[str, str] = ("native", "")
@@ -100,6 +106,12 @@ class HostReport:
         if not all(check.checked for check in mine):
             return None
         return all(check.ok for check in mine)
+
+    def degraded_layers(self, who: IdentityKind, backend: str = "native") -> list[str]:
+        """The layers that work only degraded for *who* with *backend*."""
+        return [check.layer for check in self.checks if check.identity == who
+                and check.degraded and check.backend in ("native", backend)
+                and not check.layer.endswith("sandbox:full")]
 
     def host_dict(self) -> dict[str, Any]:
         """Return the host facts as a JSON-ready dictionary."""
@@ -135,6 +147,14 @@ class _Stages:
 _Probe = Callable[[_Stages, IdentityKind], str]
 
 
+class _Degraded(Exception):  # noqa: N818 - a probe's outcome, not an error
+    """Raised by a probe whose layer works only weaker, as the container allows."""
+
+    def __init__(self, detail: str, reason: str, fix: str) -> None:
+        super().__init__(reason)
+        self.detail, self.reason, self.fix = detail, reason, fix
+
+
 @dataclasses.dataclass(frozen=True)
 class _Layer:
     """One layer to probe: its name, its probe, and for whom ``full`` needs it."""
@@ -153,6 +173,9 @@ def _run_child(stages: _Stages, who: IdentityKind, layer: _Layer, report_fd: int
         _become(stages, who, layer.privileged)
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)  # a credential change cleared it
         message = {"ok": True, "detail": layer.probe(stages, who)}
+    except _Degraded as degraded:
+        message = {"ok": True, "detail": degraded.detail, "degraded": degraded.reason,
+                   "fix": degraded.fix}
     except SandboxSetupError as error:
         message = {"ok": False, "stage": stages.current, "errno": None,
                    "error": error.reason, "reason": error.reason, "fix": error.fix}
@@ -239,6 +262,10 @@ def _in_grandchild(action: Callable[[], None]) -> None:
 def _become(stages: _Stages, who: IdentityKind, privileged: bool) -> None:
     """Turn this child into *who*; with *privileged*, enter a user namespace as non-root."""
     if who == "root":
+        if privileged and userns.contained_root():  # as the sandbox itself starts there
+            stages(_ROOT_USERNS)
+            userns.unshare_user(all_ids=True)
+            _entered[0] = True
         return
     if os.geteuid() == 0:
         stages(_DROP)
@@ -279,12 +306,24 @@ def _namespace_probe(name: str) -> _Probe:
     def probe(stages: _Stages, who: IdentityKind) -> str:
         if name == "user" and who == "nonroot":
             return f"uid {os.getuid()} mapped into a new user namespace"
+        if name == "user" and _in_id_mapped_namespace():
+            return ("a user namespace mapping every id of this one: root lacks CAP_SYS_ADMIN "
+                    "here, so the sandbox creates its namespaces inside one")
         detail = _unshare(stages, name)
         if name == "user":  # root could not map itself (needs CAP_SETFCAP in the parent)
             detail += " (as root the sandbox uses an ephemeral uid instead)"
         return detail
 
     return probe
+
+
+def _in_id_mapped_namespace() -> bool:
+    """Whether this probe entered the user namespace root without CAP_SYS_ADMIN starts in."""
+    return _entered[0]
+
+
+_entered = [False]
+"""Set in a probe child by :func:`_become` when it entered that user namespace."""
 
 
 def _private_mounts(stages: _Stages) -> None:
@@ -472,7 +511,33 @@ def _probe_sandbox(stages: _Stages, who: IdentityKind, backend: str = "native") 
     result = Sandbox("full", backend=backend).run(["/bin/true"], cwd="/")
     if result.exit_code != 0:
         raise RuntimeError(f"/bin/true exited with {result.exit_code} in the sandbox")
-    return f"/bin/true ran in {result.duration * 1000:.0f} ms with {len(result.layers)} layers"
+    detail = f"/bin/true ran in {result.duration * 1000:.0f} ms with {len(result.layers)} layers"
+    if result.degraded:
+        names = ", ".join(sorted(result.degraded))
+        raise _Degraded(f"{detail}, degraded: {names}",
+                        "; ".join(result.degraded.values()), _HOSTNAME_FIX)
+    return detail
+
+
+_HOSTNAME_FIX = ("none needed; to give the build the name localhost, allow sethostname in the "
+                 "container's seccomp profile (buildjail still filters the build's own calls)")
+
+
+def _probe_hostname(stages: _Stages, who: IdentityKind) -> str:
+    _unshare(stages, "uts")
+    stages("set the hostname in the new UTS namespace")
+    try:
+        socket.sethostname("localhost")
+    except PermissionError:
+        found = container.detect()
+        if found is None:
+            raise
+        raise _Degraded(
+            f"kept the container's hostname ({socket.gethostname()})",
+            f"{found.title}'s seccomp profile refuses sethostname to a container without "
+            "CAP_SYS_ADMIN: the build sees the container's own hostname, not the host's",
+            _HOSTNAME_FIX) from None
+    return "localhost in a new UTS namespace"
 
 
 def _probe_bwrap(stages: _Stages, who: IdentityKind) -> str:
@@ -496,6 +561,7 @@ _LAYERS: tuple[_Layer, ...] = (
     _Layer("filesystem:readonly-bind", _probe_readonly_bind),
     _Layer("filesystem:readonly-root", _probe_readonly_root),
     _Layer("network:loopback-only", _probe_loopback),
+    _Layer("hostname", _probe_hostname),
     _Layer("no_new_privs", _probe_no_new_privs, privileged=False),
     _Layer("capabilities", _probe_capabilities),
     _Layer("seccomp", _probe_seccomp, privileged=False),
@@ -526,6 +592,18 @@ def _has_sys_admin() -> bool:
     return bool(_capabilities().get("CapEff", 0) >> _CAP_SYS_ADMIN & 1)
 
 
+def _seccomp_cause() -> str:
+    found = container.detect()
+    if found is not None and container.namespaces_fix(found) is not None:
+        return (f"{found.title}'s default seccomp profile refuses it to a container without "
+                "CAP_SYS_ADMIN")
+    return _GENERIC_SECCOMP_CAUSE
+
+
+def _seccomp_fix() -> str:
+    return container.namespaces_fix(container.detect()) or _GENERIC_SECCOMP_FIX
+
+
 def _userns_cause(code: int | None) -> str:
     limit = read_setting("/proc/sys/user/max_user_namespaces")
     if limit == "0":
@@ -538,7 +616,7 @@ def _userns_cause(code: int | None) -> str:
     if read_setting("/proc/sys/kernel/unprivileged_userns_clone") == "0":
         return "kernel.unprivileged_userns_clone is 0"
     if seccomp_mode() == 2:
-        return _SECCOMP_CAUSE
+        return _seccomp_cause()
     if code == errno.EINVAL:
         return "the kernel was built without user namespaces (CONFIG_USER_NS)"
     return "the kernel refused an unprivileged user namespace"
@@ -546,7 +624,7 @@ def _userns_cause(code: int | None) -> str:
 
 def _userns_diagnosis(text: str, code: int | None) -> tuple[str, str]:
     cause = _userns_cause(code)
-    fix = userns_fix()
+    fix = _seccomp_fix() if cause == _seccomp_cause() else userns_fix()
     if code == errno.ENOSPC and "is 0" not in cause:
         fix = "raise the limit: sysctl -w user.max_user_namespaces=15000"
     return f"no user namespace ({text}): {cause}", fix
@@ -565,7 +643,7 @@ def _unshare_diagnosis(name: str, text: str, code: int | None,
                 "namespaces", "use a kernel built with all namespaces (CONFIG_*_NS)")
     failure = explain(f"unshare {name}", _os_error(code, text))
     if seccomp_mode() == 2:
-        return f"{failure.reason}: {_SECCOMP_CAUSE}", _SECCOMP_FIX
+        return f"{failure.reason}: {_seccomp_cause()}", _seccomp_fix()
     if who == "root" and not _has_sys_admin():
         return (f"{failure.reason}: this process lacks CAP_SYS_ADMIN (an unprivileged "
                 "container)", "give the container CAP_SYS_ADMIN (--cap-add SYS_ADMIN, or "
@@ -573,26 +651,22 @@ def _unshare_diagnosis(name: str, text: str, code: int | None,
     return failure.reason, failure.fix
 
 
-def _proc_overmounts() -> tuple[str, ...]:
-    found = []
-    for line in (read_setting("/proc/self/mountinfo") or "").splitlines():
-        fields = line.split()
-        if len(fields) > 4 and fields[4].startswith("/proc/") and (
-                fields[4] not in _HARMLESS_PROC_MOUNTS):
-            found.append(fields[4])
-    return tuple(found)
-
-
 def _proc_diagnosis(text: str, code: int | None) -> tuple[str, str]:
     failure = explain("mount proc", _os_error(code, text))
-    hidden = _proc_overmounts()
-    if hidden:
-        shown = ", ".join(hidden[:4]) + (", ..." if len(hidden) > 4 else "")
-        return (f"{failure.reason}: /proc is masked (over-mounted: {shown}), and the kernel "
-                "allows a new /proc only where /proc is fully visible", failure.fix)
+    if container.proc_overmounts():
+        return failure.reason, failure.fix
     if code == errno.EPERM and seccomp_mode() == 2:
-        return f"{failure.reason}: {_SECCOMP_CAUSE}", _SECCOMP_FIX
+        return f"{failure.reason}: {_seccomp_cause()}", _seccomp_fix()
     return failure.reason, failure.fix
+
+
+def _cgroup_read_only() -> bool:
+    for line in (read_setting("/proc/self/mountinfo") or "").splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[4].startswith(cgroups.ROOT) and "cgroup" in line.split(
+                " - ", 1)[-1].split()[0]:
+            return fields[5].split(",")[0] == "ro"
+    return False
 
 
 def _cgroup_diagnosis(version: str) -> tuple[str, str]:
@@ -603,6 +677,8 @@ def _cgroup_diagnosis(version: str) -> tuple[str, str]:
         "hybrid": "a hybrid cgroup layout without writable v1 memory and pids hierarchies",
         "none": "no cgroup filesystem is mounted",
     }[version]
+    if _cgroup_read_only():
+        where = "the cgroup file system is mounted read-only (as a container gets it)"
     return (f"no cgroup for limits: {where}; {_CGROUP_FALLBACK}",
             "for kernel-enforced limits use cgroup v2 with memory and pids delegated "
             "(systemd Delegate=yes, or +memory +pids in the parent's cgroup.subtree_control), "
@@ -621,7 +697,7 @@ def _diagnose(layer: str, who: IdentityKind, report: dict[str, Any],
     if stage == _DROP:
         return (f"cannot test the non-root path ({text})",
                 "run `buildjail doctor` as the non-root user")
-    if stage in (_USERNS, _USERNS_MAP):
+    if stage in (_USERNS, _USERNS_MAP, _ROOT_USERNS):
         return _userns_diagnosis(text, code)
     if stage.startswith("unshare "):
         return _unshare_diagnosis(stage.split()[1], text, code, who)
@@ -633,7 +709,7 @@ def _diagnose(layer: str, who: IdentityKind, report: dict[str, Any],
 def _generic_diagnosis(layer: str, stage: str, text: str, code: int | None,
                        error: str) -> tuple[str, str]:
     if code in (errno.EPERM, errno.EACCES) and seccomp_mode() == 2:
-        return f"{text}: {_SECCOMP_CAUSE}", _SECCOMP_FIX
+        return f"{text}: {_seccomp_cause()}", _seccomp_fix()
     if stage == "build the seccomp filter":
         return (f"no seccomp filter for this machine ({error})",
                 "run on x86_64 or aarch64, or set isolation.seccomp = false in the policy")
@@ -665,24 +741,12 @@ def _cgroup_version() -> str:
     return "hybrid" if unified else "v1"
 
 
-def _container() -> str | None:
-    if os.path.exists("/run/.containerenv"):
-        return "podman (/run/.containerenv)"
-    if os.path.exists("/.dockerenv"):
-        return "docker (/.dockerenv)"
-    hints = ("docker", "kubepods", "libpod", "containerd", "lxc", "podman")
-    text = read_setting("/proc/1/cgroup") or ""
-    for hint in hints:
-        if hint in text:
-            return f"{hint} (/proc/1/cgroup)"
-    return None
-
-
 def _check(layer: _Layer, who: IdentityKind, version: str) -> LayerCheck:
-    required = who in layer.required
+    required = who in layer.required or (
+        layer.name == "namespace:user" and os.geteuid() == 0 and userns.contained_root())
     if who == "root" and os.geteuid() != 0:
         return LayerCheck(layer.name, who, False, "not checked (run as root)",
-                          required=required, checked=False)
+                          required=required, checked=False, backend=layer.backend)
     if layer.name == "limits:cgroup" and who == "nonroot":
         return LayerCheck(layer.name, who, False, "rlimits + in-sandbox monitor",
                           "buildjail creates cgroups only as root; " + _CGROUP_FALLBACK,
@@ -690,8 +754,11 @@ def _check(layer: _Layer, who: IdentityKind, version: str) -> LayerCheck:
                           required=required)
     report = _probe(layer, who)
     if report["ok"]:
-        return LayerCheck(layer.name, who, True, str(report["detail"]), required=required,
-                          backend=layer.backend)
+        degraded = report.get("degraded")
+        return LayerCheck(layer.name, who, True, str(report["detail"]),
+                          str(degraded) if degraded else None,
+                          str(report["fix"]) if degraded else None, required=required,
+                          backend=layer.backend, degraded=bool(degraded))
     reason, fix = _diagnose(layer.name, who, report, version)
     return LayerCheck(layer.name, who, False, f"failed at: {report['stage']}", reason, fix,
                       required=required, backend=layer.backend)
@@ -723,6 +790,7 @@ def check_host() -> HostReport:
     checks = [_check(layer, who, version) for who in IDENTITIES for layer in _LAYERS]
     checks = _point_to_layers(checks)
     uname = os.uname()
+    found = container.detect()
     return HostReport(
         kernel=uname.release,
         arch=uname.machine,
@@ -733,8 +801,9 @@ def check_host() -> HostReport:
         apparmor_restrict_unprivileged_userns=_read_int(
             "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
         unprivileged_userns_clone=_read_int("/proc/sys/kernel/unprivileged_userns_clone"),
-        container=_container(),
-        proc_overmounts=_proc_overmounts(),
+        container=found.describe() if found else None,
+        runtime=found.runtime if found else None,
+        proc_overmounts=container.proc_overmounts(),
         checks=checks,
         auto=choose_backend(),
     )
@@ -746,6 +815,8 @@ def check_host() -> HostReport:
 def _cell(check: LayerCheck) -> str:
     if not check.checked:
         return "not checked"
+    if check.degraded:
+        return "degraded"
     if check.ok:
         return "ok"
     return "MISSING" if check.required else "missing (optional)"
@@ -776,19 +847,27 @@ def render_table(report: HostReport) -> str:
         lines.append(f"{name:<{width}}{_cell(root):<20}{_cell(nonroot)}")
     problems = _grouped_problems(report.checks)
     if problems:
-        lines += ["", "what is missing, why, and the fix:"]
+        lines += ["", "what is missing or degraded, why, and the fix:"]
+    degraded = {check.layer for check in report.checks if check.degraded}
     for (who, reason, fix), layers in problems.items():
         shown = "non-root" if who == "nonroot" else "root"
-        lines.append(f"- {', '.join(layers)} ({shown}): {reason}")
+        state = "degraded, " if set(layers) <= degraded else ""
+        lines.append(f"- {', '.join(layers)} ({state}{shown}): {reason}")
         if fix:
             lines.append(f"    fix: {fix}")
     lines.append("")
     for backend in BACKENDS:
         lines.append(f"full profile, {backend} backend: as root: "
-                     f"{_verdict(report.can_enforce('root', backend))}; as non-root: "
-                     f"{_verdict(report.can_enforce('nonroot', backend))}")
+                     f"{_verdict_of(report, 'root', backend)}; as non-root: "
+                     f"{_verdict_of(report, 'nonroot', backend)}")
     lines.append(f"--backend auto uses {report.auto[0]}: {report.auto[1]}")
     return "\n".join(lines)
+
+
+def _verdict_of(report: HostReport, who: IdentityKind, backend: str) -> str:
+    verdict = _verdict(report.can_enforce(who, backend))
+    weaker = report.degraded_layers(who, backend)
+    return f"{verdict} (degraded: {', '.join(weaker)})" if weaker and verdict == "yes" else verdict
 
 
 def _grouped_problems(
@@ -797,7 +876,7 @@ def _grouped_problems(
     """Group the failed checks that share an identity, a reason and a fix."""
     groups: dict[tuple[str, str | None, str | None], list[str]] = {}
     for check in checks:
-        if check.checked and not check.ok:
+        if check.checked and (check.degraded or not check.ok):
             groups.setdefault((check.identity, check.reason, check.fix), []).append(check.layer)
     return groups
 

@@ -68,23 +68,29 @@ def mapped_intervals(map_path: str) -> list[tuple[int, int]]:
 def choose_range(
     uid_map: list[tuple[int, int]], gid_map: list[tuple[int, int]], taken: set[int]
 ) -> IdRange:
-    """Pick the ephemeral range: the preferred block if mapped, else the top of the largest."""
+    """Pick the ephemeral range: the preferred block if mapped, else the top of the largest.
+
+    Above every account and, where the block allows it, above 1000 (the ids a distribution
+    gives its users); a small map (e.g. podman's ``--userns=auto``, 1024 ids) also lends the
+    ids between the system accounts and 1000.
+    """
     usable = _intersect(uid_map, gid_map)
     for start, end in usable:
         if start <= PREFERRED_BASE and end >= PREFERRED_BASE + SLOTS:
             return IdRange(PREFERRED_BASE, SLOTS)
     best = max(usable, key=lambda interval: interval[1] - interval[0], default=(0, 0))
     end = min(best[1], 65534)
-    floor = max(best[0], 1000, *(id_ + 1 for id_ in taken if id_ < end))
-    start = max(floor, end - SLOTS)
-    if end - start < MIN_SLOTS:
-        raise SandboxSetupError(
-            f"this user namespace maps too few ids for ephemeral build users "
-            f"(need {MIN_SLOTS} above every account, mapped: {uid_map})",
-            "map more subordinate ids (e.g. a 65536-id range in /etc/subuid and /etc/subgid) "
-            "or disable ephemeral_identity in the policy",
-        )
-    return IdRange(start, end - start)
+    above_accounts = max(best[0], 1, *(id_ + 1 for id_ in taken if id_ < end))
+    for floor in (max(above_accounts, 1000), above_accounts):
+        start = max(floor, end - SLOTS)
+        if end - start >= MIN_SLOTS:
+            return IdRange(start, end - start)
+    raise SandboxSetupError(
+        f"this user namespace maps too few ids for ephemeral build users "
+        f"(need {MIN_SLOTS} above every account, mapped: {uid_map})",
+        "map more subordinate ids (e.g. a 65536-id range in /etc/subuid and /etc/subgid) "
+        "or disable ephemeral_identity in the policy",
+    )
 
 
 def host_range() -> IdRange:

@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
-    """Exit code, wall time, the isolation layers enforced and the limit hit, if any."""
+    """Exit code, wall time, the isolation layers enforced (degraded ones named), the limit hit."""
 
     exit_code: int
     duration: float
@@ -18,6 +18,8 @@ class RunResult:
     backend: str = "native"
     policy: str = "full"
     uid: int | None = None
+    degraded: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Layers the runtime forbids and the sandbox kept weaker (e.g. ``hostname``): why."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-ready dictionary."""

@@ -159,7 +159,8 @@ def _setup_error(stage: str, plan: InitPlan, error: OSError) -> tuple[str, str]:
         return (f"the working directory {plan.cwd} is not reachable in the sandbox: "
                 f"{error.strerror}",
                 "run from a visible directory, or expose it with --readonly/--writable")
-    return f"{stage} failed: {error}", explain_error(error).fix
+    failure = explain_error(error)
+    return f"{stage}: {failure.reason}", failure.fix
 
 
 def stdio_fds(plan: InitPlan) -> tuple[int, ...]:
@@ -315,9 +316,17 @@ def _over_limits(limits: Limits, scratch: tuple[str, ...]) -> str | None:
 def _set_rlimits(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if limits.processes:
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+        _lower_rlimit(resource.RLIMIT_NPROC, limits.processes)
     if limits.file_size:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
+        _lower_rlimit(resource.RLIMIT_FSIZE, limits.file_size)
+
+
+def _lower_rlimit(which: int, value: int) -> None:
+    """Set soft and hard limit to *value*, or to the hard limit already lower (a container's)."""
+    hard = resource.getrlimit(which)[1]
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(which, (value, value))
 
 
 def _drop_privileges(plan: InitPlan) -> None:

@@ -22,10 +22,11 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .. import _kernel as k
-from .. import cgroups, identity, ownership, seccomp
+from .. import cgroups, identity, ownership, seccomp, userns
 from ..diagnosis import explain_error  # not imported after a fork: the import lock
 from ..errors import EXIT_TIMEOUT, SandboxSetupError
 from ..filesystem import MountPlan, plan_mounts
+from ..hostname import DEGRADED_LAYER, plan_hostname
 from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult
@@ -65,6 +66,10 @@ class _Run:
     layers: tuple[str, ...]
     supervisor_flags: int
     mounts: MountPlan | None
+    all_ids: bool = False
+    """The supervisor's user namespace maps every id of this one (root without CAP_SYS_ADMIN)."""
+    degraded: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Layers kept weaker than the policy asks, because the runtime forbids them: why."""
     lease: identity.Lease | None = None
     cgroup: cgroups.Cgroup | None = None
     fds: tuple[int, ...] = ()
@@ -102,6 +107,7 @@ def run_supervised(request: Request, backend: str, launcher: Launcher | None = N
         backend=backend,
         policy=request.policy.name,
         uid=run.plan.identity.uid,
+        degraded=dict(run.degraded),
     )
 
 
@@ -110,11 +116,14 @@ def _prepare(request: Request, launcher: Launcher | None) -> _Run:
     _check_paths(policy, request.cwd)
     root = os.geteuid() == 0
     namespaces = set(policy.namespaces)
-    if namespaces and not root:
+    # Root without CAP_SYS_ADMIN (a default container) creates the other namespaces inside a
+    # user namespace that maps every id it has, so the ephemeral identity works the same.
+    all_ids = root and bool(namespaces) and userns.contained_root()
+    if namespaces and (not root or all_ids):
         namespaces.add("user")
     lease = identity.acquire() if root and policy.ephemeral_identity else None
     try:
-        return _plan_run(request, namespaces, lease, root, launcher)
+        return _plan_run(request, namespaces, lease, root, launcher, all_ids=all_ids)
     except BaseException:
         if lease is not None:
             lease.release()
@@ -122,9 +131,12 @@ def _prepare(request: Request, launcher: Launcher | None) -> _Run:
 
 
 def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | None,
-              root: bool, launcher: Launcher | None) -> _Run:
+              root: bool, launcher: Launcher | None, *, all_ids: bool) -> _Run:
     policy = request.policy
     who = _identity(lease)
+    hostname, kept_because = plan_hostname(policy.hostname) if "uts" in namespaces else (
+        None, None)
+    degraded = {"hostname": kept_because} if kept_because else {}
     mounts = None
     if policy.filesystem:
         mounts = plan_mounts(
@@ -140,7 +152,7 @@ def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | No
         env.update(HOME=who.home, USER=who.name, LOGNAME=who.name, TMPDIR="/tmp")
     plan = InitPlan(
         namespaces=_flags(namespaces - set(_SUPERVISOR_NAMESPACES)),
-        hostname=policy.hostname if "uts" in namespaces else None,
+        hostname=hostname,
         loopback="net" in namespaces,
         mounts=mounts,
         fresh_proc="pid" in namespaces and "mount" in namespaces,
@@ -172,9 +184,12 @@ def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | No
     return _Run(
         request=request,
         plan=plan,
-        layers=_layers(policy, namespaces, lease is not None, cgroup, plan.monitor),
+        layers=_layers(policy, namespaces, lease is not None, cgroup, plan.monitor,
+                       hostname=hostname),
         supervisor_flags=_flags(namespaces & set(_SUPERVISOR_NAMESPACES)),
         mounts=mounts,
+        all_ids=all_ids,
+        degraded=degraded,
         lease=lease,
         cgroup=cgroup,
         fds=launch.fds,
@@ -239,10 +254,13 @@ def _flags(names: set[str]) -> int:
 
 
 def _layers(policy: Policy, namespaces: set[str], ephemeral: bool,
-            cgroup: cgroups.Cgroup | None, monitor: bool) -> tuple[str, ...]:
+            cgroup: cgroups.Cgroup | None, monitor: bool, *,
+            hostname: str | None) -> tuple[str, ...]:
     layers = [f"namespace:{name}" for name in sorted(namespaces)]
     if "net" in namespaces:
         layers.append("network:loopback-only")
+    if "uts" in namespaces:
+        layers.append(f"hostname:{hostname}" if hostname is not None else DEGRADED_LAYER)
     checks = (
         (policy.filesystem, "filesystem"),
         (ephemeral, "identity:ephemeral"),
@@ -387,11 +405,10 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, An
 
 
 def _start_and_watch(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]:
-    if run.supervisor_flags:
-        uid, gid = os.getuid(), os.getgid()  # read before unshare: unmapped ids read 65534
+    if run.supervisor_flags & k.CLONE_NEWUSER:
+        userns.unshare_user(run.supervisor_flags & ~k.CLONE_NEWUSER, all_ids=run.all_ids)
+    elif run.supervisor_flags:
         k.unshare(run.supervisor_flags)
-        if run.supervisor_flags & k.CLONE_NEWUSER:
-            k.map_current_ids(uid, gid, uid, gid)
     stderr_size = _regular_file_size(_stderr_fd(run.plan))
     status_r, status_w = os.pipe()
     init = os.fork()

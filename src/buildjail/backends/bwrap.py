@@ -113,7 +113,7 @@ def _launch(executable: str, request: Request, plan: InitPlan, outsider: bool,
     mounts = plan.mounts
     staged = _staged(mounts) if mounts is not None and outsider else {}
     argv = [executable, "--die-with-parent", "--json-status-fd", str(status_w),
-            *_namespace_options(policy, outsider)]
+            *_namespace_options(policy, outsider, plan.hostname)]
     if mounts is not None:
         argv += _filesystem_options(mounts, staged, fds)
     else:
@@ -151,15 +151,15 @@ def _launch(executable: str, request: Request, plan: InitPlan, outsider: bool,
     return Launch(wrapped, fds=tuple(fds))
 
 
-def _namespace_options(policy: Policy, outsider: bool) -> list[str]:
+def _namespace_options(policy: Policy, outsider: bool, hostname: str | None) -> list[str]:
     options = []
     if _user_namespace(policy, outsider):
         options.append("--unshare-user")
         if policy.drop_capabilities:
             options.append("--disable-userns")
     options += [option for name, option in _NAMESPACE_OPTIONS if name in policy.namespaces]
-    if "uts" in policy.namespaces:
-        options += ["--hostname", policy.hostname]
+    if "uts" in policy.namespaces and hostname is not None:  # None: the container's is kept
+        options += ["--hostname", hostname]
     if policy.drop_capabilities:
         options += ["--cap-drop", "ALL"]
     if policy.new_session:

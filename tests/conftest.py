@@ -154,3 +154,15 @@ def wheelhouse() -> Path:
                         ":all:", "-d", str(house), *BUILD_REQUIREMENTS], check=True)
         marker.touch()
     return house
+
+
+@pytest.fixture(scope="session")
+def nonroot_site() -> Path:
+    """pyproject_hooks and packaging, importable by a non-root user's /usr/bin/python3.11."""
+    site = Path("/var/lib/buildjail-tests/nonroot-site")
+    if not (site / "pyproject_hooks").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target",
+                        str(site), "pyproject_hooks", "packaging"], check=True)
+    for path in [site.parent, site, *site.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return site

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from buildjail.audit import AuditReport, run_audit
+from buildjail.audit.runner import VERDICTS, _Context, _verdict
 from buildjail.audit.vectors import VECTORS
 from buildjail.backends.bwrap import find_bwrap
 from conftest import require_backend
@@ -76,11 +77,22 @@ def test_network_profile_matches_fromagers_network_isolation(report: AuditReport
 
 def test_json_is_stable(report: AuditReport) -> None:
     data = json.loads(json.dumps(report.to_dict()))
-    assert set(data) >= {"findings", "profiles", "backends", "host", "vectors"}
+    assert set(data) >= {"findings", "sandboxes", "profiles", "backends", "host", "vectors"}
     assert len(data["findings"]) == 3 * len(VECTORS) * len(report.backends)
     for finding in data["findings"]:
         assert set(finding) == {"vector", "profile", "backend", "verdict", "evidence"}
-        assert finding["verdict"] in ("blocked", "vulnerable", "not_applicable")
+        assert finding["verdict"] in VERDICTS
+    assert len(data["sandboxes"]) == 3 * len(report.backends)
+    for status in data["sandboxes"]:
+        assert set(status) == {"profile", "backend", "set_up", "error", "layers", "degraded"}
+        assert status["set_up"] is True and status["error"] is None, status
+        assert status["degraded"] == {}, status  # nothing is degraded on this host
+
+
+def test_every_probe_reported_in_every_column(report: AuditReport) -> None:
+    """No cell is an error here: every probe ran and said what happened."""
+    errors = [f for f in report.findings if f.verdict == "error"]
+    assert not errors, errors
 
 
 def _host_state() -> dict[str, Any]:
@@ -134,7 +146,9 @@ def test_cli_exit_code_gates_on_full(tmp_path: Path) -> None:
                            "--backend", "native", "--backend", "bwrap"],
                           capture_output=True, text=True, timeout=600, check=False, cwd="/")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    header = proc.stdout.splitlines()[0].split()
+    lines = proc.stdout.splitlines()
+    assert lines[:2] == ["sandbox full/native: set up", "sandbox full/bwrap: set up"], lines
+    header = lines[2].split()
     assert header == ["vector", "full/native", "full/bwrap"], header  # one table, both
     assert "full/native: 0 vulnerable" in proc.stdout
     assert "full/bwrap: 0 vulnerable" in proc.stdout
@@ -155,3 +169,131 @@ def test_the_probe_projects_copies_of_the_protocol_match() -> None:
     assert probes.CONFIG_FILE == CONFIG_FILE
     assert set(probes.REQUIRES_VECTORS) | set(probes.BUILD_VECTORS) == {v.id for v in VECTORS}
     assert set(probes.BUILD_VECTORS) == set(SEPARATE_BUILDS)
+
+
+SANDBOX_REFUSED = """
+import sys
+from buildjail import seccomp
+from buildjail.cli import main
+seccomp.install_filter(seccomp.build_filter())  # no namespaces for this process any more
+sys.exit(main(["audit", "--profile", "full", "--backend", sys.argv[1], "--json"]))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_sandbox_that_cannot_start_is_an_error_not_a_pass(backend: str) -> None:
+    """Every probe is an error (none ran), the exit code is 1, and the JSON says why."""
+    require_backend(backend)
+    proc = subprocess.run([sys.executable, "-c", SANDBOX_REFUSED, backend], cwd="/",
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    [status] = data["sandboxes"]
+    assert status["set_up"] is False
+    assert "namespaces" in status["error"] and "seccomp" in status["error"], status
+    verdicts = {finding["verdict"] for finding in data["findings"]}
+    assert verdicts == {"error"}, verdicts
+
+
+def test_the_table_says_first_that_the_sandbox_was_not_set_up() -> None:
+    script = SANDBOX_REFUSED.replace(', "--json"', "")
+    proc = subprocess.run([sys.executable, "-c", script, "native"], cwd="/",
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("sandbox full/native: NOT SET UP, every probe is an error: "), first
+    assert "full/native: 0 vulnerable, 42 error" in proc.stdout
+
+
+def _run_audit_as(uid: int, home: Path, world_src: str, site: Path,
+                  *profiles: str) -> subprocess.CompletedProcess[str]:
+    args = [arg for profile in profiles for arg in ("--profile", profile)]
+    return subprocess.run(
+        ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+         "/usr/bin/python3.11", "-m", "buildjail", "audit", *args, "--json"],
+        cwd="/", capture_output=True, text=True, timeout=600, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(home),
+             "PYTHONPATH": f"{world_src}:{site}"})
+
+
+@pytest.fixture
+def nonroot_home(shared_dir: Path) -> Path:
+    """A home directory of the non-root user, where its audit plants the bait."""
+    home = shared_dir / "home"
+    home.mkdir(mode=0o700)
+    os.chown(home, 4242, 4242)
+    return home
+
+
+def test_the_non_root_audit_passes_where_the_non_root_sandbox_works(
+        nonroot_home: Path, world_src: str, nonroot_site: Path) -> None:
+    proc = _run_audit_as(4242, nonroot_home, world_src, nonroot_site, "full", "none")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(proc.stdout)
+    assert data["host"]["euid"] == 4242
+    findings = {(f["profile"], f["vector"]): f for f in data["findings"]}
+    for vector in VECTORS:
+        full = findings[("full", vector.id)]
+        assert full["verdict"] in ("blocked", "not_applicable"), full
+    # The control: without a sandbox the bait a non-root user can plant is really reached,
+    # its home's credentials and its other builds included (they live in that home).
+    for vector in ("cred_home_netrc", "cred_home_ssh", "cred_home_cloud", "env_tokens",
+                   "proc_parent_cmdline", "ptrace", "net_tcp", "net_udp", "shell_profile",
+                   "pip_conf", "other_build", "other_output", "shared_cache", "tmp_shared",
+                   "daemon", "fork_bomb", "memory_hog", "disk_filler"):
+        assert findings[("none", vector)]["verdict"] == "vulnerable", findings[("none", vector)]
+    assert list(nonroot_home.iterdir()) == []  # the bait is gone again
+
+
+def test_the_non_root_audit_needs_a_home_it_owns(world_src: str, nonroot_site: Path) -> None:
+    proc = _run_audit_as(4242, Path("/nonexistent"), world_src, nonroot_site, "full")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "buildjail: the audit plants its bait in your home directory, and /nonexistent is not "
+        "a directory you own and can write: set HOME to one"], proc.stderr
+
+
+def _context(**changes: Any) -> _Context:
+    base: dict[str, Any] = {"profile": "full", "backend": "native", "degraded": {},
+                            "setup_error": None, "hostname": "c0ffee", "targets": {
+                                "parent_pid": "111", "victim_pid": "222"}}
+    return _Context(**{**base, **changes})
+
+
+@pytest.mark.parametrize(("vector", "outside", "verdict"), [
+    ("other_build", "/var/lib/x/other-build/src/pwned absent", "blocked"),
+    ("other_build", "/var/lib/x/other-build/src/pwned exists", "vulnerable"),
+    ("pip_conf", "/home/u/.config/pip/pip.conf absent", "blocked"),
+    ("net_udp", "UDP socket received 0 datagram(s)", "blocked"),
+    ("net_udp", "UDP socket received 1 datagram(s)", "vulnerable"),
+])
+def test_writes_and_datagrams_are_judged_by_what_reached_the_host(
+        vector: str, outside: str, verdict: str) -> None:
+    """A write into the sandbox's private view, a datagram sent nowhere: not on the host."""
+    probe = {"vector": vector, "outcome": "succeeded", "detail": "created it / sent it"}
+    assert _verdict(vector, probe, outside, _context())[0] == verdict
+
+
+@pytest.mark.parametrize(("start", "verdict"), [("111", "vulnerable"), ("999", "blocked")])
+def test_a_process_attack_counts_only_on_the_target_itself(start: str, verdict: str) -> None:
+    """In a container the auditor is pid 1: the sandbox's own pid 1 is not the target."""
+    probe = {"vector": "proc_parent_cmdline", "outcome": "succeeded",
+             "detail": f"read 75 bytes of /proc/1/cmdline, pid 1 (comm 'python3', "
+                       f"starttime {start})"}
+    assert _verdict("proc_parent_cmdline", probe, None, _context())[0] == verdict
+
+
+@pytest.mark.parametrize(("seen", "degraded", "verdict"), [
+    ("c0ffee", {"hostname": "the runtime forbids sethostname"}, "degraded"),
+    ("c0ffee", {}, "vulnerable"),
+    ("the-host", {"hostname": "the runtime forbids sethostname"}, "vulnerable"),
+])
+def test_a_kept_container_hostname_is_degraded_only_when_reported(
+        seen: str, degraded: dict[str, str], verdict: str) -> None:
+    probe = {"vector": "hostname", "outcome": "succeeded", "detail": f"hostname seen: {seen}"}
+    assert _verdict("hostname", probe, None, _context(degraded=degraded))[0] == verdict
+
+
+def test_a_probe_that_did_not_report_is_an_error() -> None:
+    assert _verdict("cred_shadow", None, None, _context())[0] == "error"
+    assert _verdict("daemon", None, "heartbeat absent", _context())[0] == "error"

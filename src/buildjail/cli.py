@@ -164,7 +164,7 @@ def _audit(args: argparse.Namespace) -> int:
         print_json(report, sys.stdout)
     else:
         print_table(report, sys.stdout)
-    return 1 if report.vulnerable_in("full") else 0
+    return 1 if report.failed("full") else 0
 
 
 def _error(message: str) -> None:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .runner import AuditReport, Finding, run_audit
+from .runner import AuditError, AuditReport, Finding, SandboxStatus, run_audit
 
-__all__ = ["AuditReport", "Finding", "run_audit"]
+__all__ = ["AuditError", "AuditReport", "Finding", "SandboxStatus", "run_audit"]

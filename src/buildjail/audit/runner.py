@@ -8,12 +8,14 @@ import json
 import os
 import platform
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import BuildjailError
 from ..policy import Policy
 from .vectors import CONFIG_FILE, LIMITS, PROBE_MARKER, VECTORS
 
@@ -21,11 +23,28 @@ if TYPE_CHECKING:
     from .bait import Bait
 
 PROBE_PROJECT = Path(__file__).with_name("probe_project")
-_WORK_BASE = "/var/lib" if os.access("/var/lib", os.W_OK) else None
 _WRITE_VECTORS = frozenset({
     "pth_interpreter", "pth_build_env", "sitecustomize", "shell_profile", "cron", "pip_conf",
     "write_etc", "other_build", "other_output", "shared_cache", "tmp_shared",
 })
+_JUDGED_OUTSIDE = (_WRITE_VECTORS - {"tmp_shared"}) | {"net_udp"}
+"""Attacks whose success is what reaches the host: a file there, a datagram that arrived.
+
+A probe that wrote into the sandbox's own private view (its /tmp, its HOME) or sent a
+datagram nowhere succeeded only inside; the host decides."""
+_TARGETED = {"proc_parent_environ": ("parent_pid",), "proc_parent_cmdline": ("parent_pid",),
+             "proc_visibility": ("parent_pid", "victim_pid"), "ptrace": ("victim_pid",),
+             "process_vm_readv": ("victim_pid",), "signal": ("victim_pid",)}
+"""Attacks on a process of the auditor's, by pid: the pid may also be one of the sandbox's
+own processes (the auditor is pid 1 in a container), so the process reached must be the
+target itself, which its start time tells."""
+VERDICTS = ("blocked", "vulnerable", "degraded", "error", "not_applicable")
+"""``degraded``: the layer is weaker as the runtime forbids (e.g. the container's hostname is
+kept), named in the sandbox's report; ``error``: the probe did not run, so it says nothing."""
+
+
+class AuditError(BuildjailError):
+    """The audit cannot be run here (e.g. no place to plant the bait)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +58,20 @@ class Finding:
     evidence: str
 
 
+@dataclasses.dataclass(frozen=True)
+class SandboxStatus:
+    """Whether the sandbox of one profile and backend was set up, and what it ran with."""
+
+    profile: str
+    backend: str
+    set_up: bool
+    error: str | None = None
+    """Why it was not set up: the reason and the fix, as buildjail reports them."""
+    layers: tuple[str, ...] = ()
+    degraded: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Layers the runtime forbids and the sandbox kept weaker: why (see RunResult.degraded)."""
+
+
 @dataclasses.dataclass
 class AuditReport:
     """All findings of one audit, with the host it ran on."""
@@ -48,15 +81,25 @@ class AuditReport:
     backends: list[str]
     host: dict[str, Any]
     errors: list[str] = dataclasses.field(default_factory=list)
+    sandboxes: list[SandboxStatus] = dataclasses.field(default_factory=list)
 
     def vulnerable_in(self, profile: str) -> list[Finding]:
         """The findings of *profile* whose verdict is vulnerable."""
-        return [f for f in self.findings if f.profile == profile and f.verdict == "vulnerable"]
+        return self.with_verdict(profile, "vulnerable")
+
+    def with_verdict(self, profile: str, verdict: str) -> list[Finding]:
+        """The findings of *profile* with *verdict*."""
+        return [f for f in self.findings if f.profile == profile and f.verdict == verdict]
+
+    def failed(self, profile: str) -> bool:
+        """Whether *profile* let an attack through or could not judge one (an exit code 1)."""
+        return bool(self.vulnerable_in(profile) or self.with_verdict(profile, "error"))
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON form (see the README): findings, profiles, backends, host."""
+        """The stable JSON form (see the README): findings, sandboxes, profiles, backends."""
         return {
             "findings": [dataclasses.asdict(finding) for finding in self.findings],
+            "sandboxes": [dataclasses.asdict(status) for status in self.sandboxes],
             "profiles": self.profiles,
             "backends": self.backends,
             "host": self.host,
@@ -77,12 +120,14 @@ def run_audit(profiles: Sequence[str] = ("none", "network", "full"),
         for profile in profiles:
             if progress:
                 progress(f"auditing profile {profile} on the {backend} backend")
-            report.findings += _audit_one(profile, backend, keep_workdir, report.errors)
+            findings, status = _audit_one(profile, backend, keep_workdir, report.errors)
+            report.findings += findings
+            report.sandboxes.append(status)
     return report
 
 
 def _audit_one(profile: str, backend: str, keep_workdir: bool,
-               errors: list[str]) -> list[Finding]:
+               errors: list[str]) -> tuple[list[Finding], SandboxStatus]:
     from .bait import Bait
 
     with _workdir(keep_workdir) as workdir, Bait(workdir, _tag(profile, backend)) as bait:
@@ -93,20 +138,28 @@ def _audit_one(profile: str, backend: str, keep_workdir: bool,
         config = bait.config(project)
         (project / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         log = workdir / "probe.log"
-        stopped = _build_probe(project, workdir, audit_policy(profile), backend=backend,
-                               env=bait.env(), log=log, errors=errors)
+        run = _build_probe(project, workdir, audit_policy(profile), backend=backend,
+                           env=bait.env(), log=log, errors=errors)
         text = log.read_text(errors="replace") if log.exists() else ""
-        return judge_probe_log(text, bait, config, profile=profile, backend=backend,
-                               stopped=stopped)
+        status = SandboxStatus(profile, backend, run.setup_error is None, run.setup_error,
+                               run.layers, run.degraded)
+        findings = judge_probe_log(text, bait, config, profile=profile, backend=backend,
+                                   stopped=run.stopped, degraded=run.degraded,
+                                   setup_error=run.setup_error)
+        return findings, status
 
 
 def judge_probe_log(text: str, bait: Bait, config: Mapping[str, Any], *, profile: str,
-                    backend: str, stopped: Mapping[str, str] | None = None) -> list[Finding]:
+                    backend: str, stopped: Mapping[str, str] | None = None,
+                    degraded: Mapping[str, str] | None = None,
+                    setup_error: str | None = None) -> list[Finding]:
     """Judge every vector from a build's probe log, the probes a limit stopped, and the bait.
 
     *text* is the output of the probe project's hooks, as any frontend logged it;
     *config* its ``audit-config.json``; *stopped* maps a vector to why the sandbox stopped
-    the hook that ran it (a limit). Call it right after the build, with the bait planted.
+    the hook that ran it (a limit); *degraded* is the sandbox's ``RunResult.degraded``;
+    *setup_error* why the sandbox could not be set up, if so (every vector is then an
+    error: nothing ran). Call it right after the build, with the bait planted.
     """
     from .bait import observe
 
@@ -114,8 +167,37 @@ def judge_probe_log(text: str, bait: Bait, config: Mapping[str, Any], *, profile
     for vector, why in (stopped or {}).items():
         results.setdefault(vector, {"vector": vector, "outcome": "failed", "detail": why})
     evidence = observe(bait, dict(config), results)
-    return [_judge(vector.id, profile, backend, results.get(vector.id), evidence.get(vector.id))
+    targets = {key: _start_time(config.get(key)) for key in ("parent_pid", "victim_pid")}
+    context = _Context(profile, backend, dict(degraded or {}), setup_error,
+                       socket.gethostname(), targets)
+    return [_judge(vector.id, results.get(vector.id), evidence.get(vector.id), context)
             for vector in VECTORS]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What a verdict needs to know of the sandbox besides the probe and the outside."""
+
+    profile: str
+    backend: str
+    degraded: dict[str, str]
+    setup_error: str | None
+    hostname: str
+    """This (the auditor's) hostname: a container's, when the hostname layer is degraded."""
+    targets: dict[str, str | None]
+    """``parent_pid``/``victim_pid`` -> the start time of that process, read from outside."""
+
+
+def _start_time(pid: object) -> str | None:
+    """The start time (field 22 of /proc/PID/stat) of a process, as the probes report it."""
+    if not isinstance(pid, int):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            stat = stream.read().decode(errors="replace")
+        return stat[stat.rindex(")") + 2:].split()[19]
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def audit_policy(profile: str) -> Policy:
@@ -130,13 +212,24 @@ SEPARATE_BUILDS = ("daemon", "disk_filler", "fork_bomb", "memory_hog")
 """Probes that get a build_wheel call of their own: a limit stops the whole sandbox."""
 
 
+@dataclasses.dataclass
+class _ProbeRun:
+    """What the probe build's sandbox reported, besides the log."""
+
+    stopped: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Probes a limit stopped, and why."""
+    setup_error: str | None = None
+    layers: tuple[str, ...] = ()
+    degraded: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
 def _build_probe(project: Path, workdir: Path, policy: Policy, *, backend: str,
-                 env: dict[str, str], log: Path, errors: list[str]) -> dict[str, str]:
-    """Call the probe's hooks in the sandbox; return the probes a limit stopped, and why."""
+                 env: dict[str, str], log: Path, errors: list[str]) -> _ProbeRun:
+    """Call the probe's hooks in the sandbox; return what its sandbox reported."""
     from pyproject_hooks import BuildBackendHookCaller
 
     from ..buildenv import BuildEnvironment
-    from ..errors import BuildjailError
+    from ..errors import SandboxSetupError
     from ..pep517 import HookFailed, hook_runner
 
     environment = BuildEnvironment(str(workdir / "env"))
@@ -147,7 +240,7 @@ def _build_probe(project: Path, workdir: Path, policy: Policy, *, backend: str,
     outdir = workdir / "dist"
     outdir.mkdir()
     outdir.chmod(0o755)
-    stopped: dict[str, str] = {}
+    run = _ProbeRun()
     calls: list[tuple[str, Callable[[], object]]] = [
         ("the other probes", caller.get_requires_for_build_wheel)]
     calls += [(name, lambda name=name: caller.build_wheel(  # type: ignore[misc]
@@ -158,12 +251,21 @@ def _build_probe(project: Path, workdir: Path, policy: Policy, *, backend: str,
         except HookFailed as error:
             limit = error.result.limit_hit
             if limit and name in SEPARATE_BUILDS:
-                stopped[name] = f"the sandbox's {limit.replace('_', ' ')} limit stopped it"
+                run.stopped[name] = f"the sandbox's {limit.replace('_', ' ')} limit stopped it"
             else:
                 errors.append(f"{policy.name}/{backend}: {name}: {error.returncode}")
+        except SandboxSetupError as error:
+            fix = f" (fix: {error.fix})" if error.fix else ""
+            run.setup_error = f"{error.reason}{fix}"
+            errors.append(f"{policy.name}/{backend}: {name}: the sandbox was not set up: "
+                          f"{run.setup_error}")
+            break  # every other call would fail the same way
         except BuildjailError as error:
             errors.append(f"{policy.name}/{backend}: {name}: {error}")
-    return stopped
+    if runner.results:
+        last = runner.results[-1][1]
+        run.layers, run.degraded = last.layers, dict(last.degraded)
+    return run
 
 
 def parse_probe_log(text: str) -> dict[str, dict[str, str]]:
@@ -189,24 +291,49 @@ def parse_probe_log(text: str) -> dict[str, dict[str, str]]:
     return results
 
 
-def _judge(vector: str, profile: str, backend: str, probe: dict[str, str] | None,
-           outside: str | None) -> Finding:
+def _judge(vector: str, probe: dict[str, str] | None, outside: str | None,
+           context: _Context) -> Finding:
     """Combine what the probe reported from inside with what was seen from outside."""
+    verdict, evidence = _verdict(vector, probe, outside, context)
+    return Finding(vector, context.profile, context.backend, verdict, evidence)
+
+
+def _verdict(vector: str, probe: dict[str, str] | None, outside: str | None,
+             context: _Context) -> tuple[str, str]:
     outcome = (probe or {}).get("outcome")
     detail = str((probe or {}).get("detail", ""))
     seen = f"; outside: {outside}" if outside else ""
+    if context.setup_error is not None:
+        return "error", "did not run: the sandbox was not set up (its reason is with the sandbox)"
     if vector == "daemon":  # starting one is allowed; outliving the hook is the attack
         alive = outside is not None and outside.startswith("heartbeat still growing")
-        verdict = "vulnerable" if alive else "blocked"
-        return Finding(vector, profile, backend, verdict, f"probe: {outcome} {detail}{seen}")
+        if probe is None and not alive:
+            return "error", f"no report from the probe: it did not run{seen}"
+        return ("vulnerable" if alive else "blocked"), f"probe: {outcome} {detail}{seen}"
     if outcome == "not_applicable":
-        return Finding(vector, profile, backend, "not_applicable", detail)
-    if outcome == "succeeded" or _seen_from_outside(vector, outside):
-        return Finding(vector, profile, backend, "vulnerable", f"{detail}{seen}".strip("; "))
+        return "not_applicable", detail
+    if _seen_from_outside(vector, outside):
+        return "vulnerable", f"{detail}{seen}".strip("; ")
     if probe is None:
-        return Finding(vector, profile, backend, "blocked",
-                       f"no report from the probe: the sandbox stopped it{seen}")
-    return Finding(vector, profile, backend, "blocked", f"{detail}{seen}".strip("; "))
+        return "error", f"no report from the probe: it did not run, so it proves nothing{seen}"
+    if outcome == "succeeded" and vector in _TARGETED and not _reached_target(
+            vector, detail, context):
+        return "blocked", (f"{detail}: a process of the sandbox's own with the target's pid, "
+                           "not the target (its start time differs)")
+    if outcome == "succeeded" and vector in _JUDGED_OUTSIDE:
+        return "blocked", f"{detail}, but only inside the sandbox: nothing reached the host{seen}"
+    if outcome == "succeeded" and vector == "hostname" and "hostname" in context.degraded \
+            and detail == f"hostname seen: {context.hostname}":
+        return "degraded", f"{detail}: {context.degraded['hostname']}"
+    if outcome == "succeeded":
+        return "vulnerable", f"{detail}{seen}".strip("; ")
+    return "blocked", f"{detail}{seen}".strip("; ")
+
+
+def _reached_target(vector: str, detail: str, context: _Context) -> bool:
+    """Whether the process the probe reports having reached is one of its real targets."""
+    starts = {context.targets.get(key) for key in _TARGETED[vector]} - {None}
+    return any(f"starttime {start})" in detail for start in starts)
 
 
 def _seen_from_outside(vector: str, outside: str | None) -> bool:
@@ -215,14 +342,14 @@ def _seen_from_outside(vector: str, outside: str | None) -> bool:
         return False
     if vector == "shell_profile":
         return outside.startswith("~/.bashrc changed")
+    if vector == "net_udp":
+        return not outside.startswith("UDP socket received 0 ")
     return vector in _WRITE_VECTORS and outside.endswith(" exists")
 
 
 @contextlib.contextmanager
 def _workdir(keep: bool) -> Iterator[Path]:
-    # Not under /tmp or /var/tmp, which are private in the sandbox: the bait must stay
-    # visible there, so that what blocks each attack is a real protection, not absence.
-    path = Path(tempfile.mkdtemp(prefix="buildjail-audit-", dir=_WORK_BASE))
+    path = Path(tempfile.mkdtemp(prefix="buildjail-audit-", dir=_work_base()))
     path.chmod(0o755)
     try:
         yield path
@@ -231,6 +358,28 @@ def _workdir(keep: bool) -> Iterator[Path]:
             print(f"buildjail: audit work directory kept: {path}", file=sys.stderr)
         else:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _work_base() -> str:
+    """Where the bait goes: where a build of this caller could really reach it.
+
+    Never under /tmp or /var/tmp, which are private in the sandbox, so that what blocks
+    each attack is a real protection, not absence. As root: /var/lib (root's home is
+    masked, and the build runs as another uid). As another user: that user's own home,
+    which is where its credentials, other checkouts and caches really live.
+    """
+    if os.geteuid() == 0:
+        return "/var/lib"
+    home = os.path.expanduser("~")
+    try:
+        info = os.stat(home)
+    except OSError:
+        info = None
+    if info is None or info.st_uid != os.getuid() or not os.access(home, os.W_OK | os.X_OK):
+        raise AuditError(
+            f"the audit plants its bait in your home directory, and {home} is not a "
+            "directory you own and can write: set HOME to one")
+    return home
 
 
 def _open_up(project: Path) -> None:

@@ -163,14 +163,18 @@ def secret_probe(paths):
 def create_file(path, home=None):
     """Create *path* exclusively (the attack); return the outcome and detail.
 
-    Missing parent directories are created under the throw-away HOME only; elsewhere a
-    missing parent is created to prove writability and removed again (no trace).
+    Missing parent directories are created under the throw-away HOME only. Every other
+    target's parent exists on the host (the auditor makes sure of it): a missing one means
+    this is a private view of that place (the sandbox's own /tmp, a mask), not the host.
     """
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     created = []
     if not os.path.isdir(parent):
         in_home = home and (parent + "/").startswith(os.path.abspath(home).rstrip("/") + "/")
+        if not in_home:
+            return "failed", (f"{parent} does not exist here although it does on the host: "
+                              "a private view, the host's is out of reach")
         probe = parent
         missing = []
         while probe and not os.path.exists(probe):
@@ -179,11 +183,6 @@ def create_file(path, home=None):
         for directory in reversed(missing):
             os.mkdir(directory, 0o755)
             created.append(directory)
-        if not in_home:
-            for directory in reversed(created):
-                with contextlib.suppress(OSError):
-                    os.rmdir(directory)
-            return "succeeded", f"{parent} did not exist: created (and removed) it"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     except FileExistsError:

@@ -30,8 +30,9 @@ class Container:
     runtime: str
     """``podman``, ``docker``, ``kubernetes`` or another engine's name."""
     evidence: str
-    rootless: bool | None = None
-    """Podman says whether it runs rootless; None when the runtime does not tell."""
+    root_outside: int | None = None
+    """The id this namespace's root has outside it (0: a rootful container without a user
+    namespace; rootless podman, ``--userns=auto``, ``hostUsers: false``: another), if mapped."""
 
     @property
     def title(self) -> str:
@@ -40,7 +41,12 @@ class Container:
 
     def describe(self) -> str:
         """A short description, e.g. ``podman (rootless; /run/.containerenv)``."""
-        mode = {True: "rootless; ", False: "rootful; ", None: ""}[self.rootless]
+        if self.root_outside is None:
+            mode = "root unmapped; "
+        elif self.root_outside == 0:
+            mode = "root is the host's root; "
+        else:
+            mode = f"in a user namespace, root is uid {self.root_outside} outside; "
         return f"{self.runtime} ({mode}{self.evidence})"
 
 
@@ -52,21 +58,34 @@ def detect() -> Container | None:
     made from a container image keeps a stale ``/.dockerenv``, but not the bind mounts a
     runtime puts on ``/etc/hostname``, ``/etc/hosts`` and ``/etc/resolv.conf``.
     """
+    found = _runtime()
+    if found is None:
+        return None
+    return Container(found[0], found[1], _root_outside())
+
+
+def _runtime() -> tuple[str, str] | None:
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return Container("kubernetes", "KUBERNETES_SERVICE_HOST is set")
+        return "kubernetes", "KUBERNETES_SERVICE_HOST is set"
     mounts = _mount_roots()
-    containerenv = read_setting("/run/.containerenv")
-    if containerenv is not None and "/run/.containerenv" in mounts:
-        rootless = "rootless=1" in containerenv.replace(" ", "")
-        return Container("podman", "/run/.containerenv", rootless)
-    hostname = mounts.get("/etc/hostname", "")
-    if os.path.exists("/.dockerenv") and "/containers/" in hostname:
-        return Container("docker", "/.dockerenv, /etc/hostname from the engine's storage")
+    if "/run/.containerenv" in mounts:
+        return "podman", "/run/.containerenv"
+    if os.path.exists("/.dockerenv") and "/containers/" in mounts.get("/etc/hostname", ""):
+        return "docker", "/.dockerenv, /etc/hostname from the engine's storage"
     cgroups = read_setting("/proc/1/cgroup") or ""
     for hint, runtime in (("kubepods", "kubernetes"), ("libpod", "podman"),
                           ("docker", "docker"), ("containerd", "containerd"), ("lxc", "lxc")):
         if hint in cgroups:
-            return Container(runtime, f"/proc/1/cgroup mentions {hint}")
+            return runtime, f"/proc/1/cgroup mentions {hint}"
+    return None
+
+
+def _root_outside() -> int | None:
+    """The outside id of uid 0 in this process's user namespace, from its uid_map."""
+    for line in (read_setting("/proc/self/uid_map") or "").splitlines():
+        inside, outside, count = (int(part) for part in line.split())
+        if inside <= 0 < inside + count:
+            return outside - inside
     return None
 
 

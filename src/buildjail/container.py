@@ -156,3 +156,18 @@ def namespaces_fix(container: Container | None) -> str | None:
             fix += f" and {POD_UNMASK}"
         return fix + " (buildjail still puts its own seccomp filter on every build)"
     return None
+
+
+def hostname_fix(container: Container | None) -> str:
+    """How to let the sandbox name itself ``localhost`` where the runtime keeps its own name.
+
+    Nothing is needed for the isolation: the build sees the container's hostname, not the
+    host's. Podman's default seccomp profile allows sethostname only with CAP_SYS_ADMIN.
+    """
+    runtime = container.runtime if container else ""
+    where = {"podman": f"run the container with {DOCKER_SECCOMP}",
+             "docker": f"run the container with {DOCKER_SECCOMP}",
+             "kubernetes": f"set {POD_SECCOMP} in the pod spec"}.get(
+                 runtime, "allow sethostname in the container's seccomp profile")
+    return (f"none needed; for the name localhost, {where} (buildjail still puts its own "
+            "seccomp filter on every build)")

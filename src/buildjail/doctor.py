@@ -515,12 +515,9 @@ def _probe_sandbox(stages: _Stages, who: IdentityKind, backend: str = "native") 
     if result.degraded:
         names = ", ".join(sorted(result.degraded))
         raise _Degraded(f"{detail}, degraded: {names}",
-                        "; ".join(result.degraded.values()), _HOSTNAME_FIX)
+                        "; ".join(result.degraded.values()),
+                        container.hostname_fix(container.detect()))
     return detail
-
-
-_HOSTNAME_FIX = ("none needed; to give the build the name localhost, allow sethostname in the "
-                 "container's seccomp profile (buildjail still filters the build's own calls)")
 
 
 def _probe_hostname(stages: _Stages, who: IdentityKind) -> str:
@@ -536,7 +533,7 @@ def _probe_hostname(stages: _Stages, who: IdentityKind) -> str:
             f"kept the container's hostname ({socket.gethostname()})",
             f"{found.title}'s seccomp profile refuses sethostname to a container without "
             "CAP_SYS_ADMIN: the build sees the container's own hostname, not the host's",
-            _HOSTNAME_FIX) from None
+            container.hostname_fix(found)) from None
     return "localhost in a new UTS namespace"
 
 

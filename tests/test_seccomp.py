@@ -79,9 +79,9 @@ X32_SYSCALL_BIT = 0x40000000
 # Numbers of the syscalls the attacks issue directly (no libc wrapper).
 NR = {
     "x86_64": {"getpid": 39, "clone": 56, "add_key": 248, "keyctl": 250, "bpf": 321,
-               "fsopen": 430, "clone3": 435, "io_uring_setup": 425},
+               "fsopen": 430, "clone3": 435, "io_uring_setup": 425, "memfd_secret": 447},
     "aarch64": {"getpid": 172, "clone": 220, "add_key": 217, "keyctl": 219, "bpf": 280,
-                "fsopen": 430, "clone3": 435, "io_uring_setup": 425},
+                "fsopen": 430, "clone3": 435, "io_uring_setup": 425, "memfd_secret": 447},
 }  # fmt: skip
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -307,6 +307,22 @@ def attack_io_uring() -> int:
     return raw_syscall("io_uring_setup", 1, 0)
 
 
+def attack_memfd() -> int:
+    """memfd_create: memory no file system of the sandbox's holds (the memory limit's blind
+    spot). ENOSYS under the filter; unfiltered the fd comes back."""
+    try:
+        os.close(os.memfd_create("attack"))
+    except OSError as error:
+        return error.errno or -1
+    return 0
+
+
+def attack_memfd_secret() -> int:
+    """memfd_secret(0): ENOSYS under the filter (unfiltered: an fd, or EPERM/ENOSYS when the
+    kernel was not booted with secretmem)."""
+    return raw_syscall("memfd_secret", 0)
+
+
 def attack_vsock() -> int:
     """socket(AF_VSOCK, SOCK_STREAM): a path to the hypervisor the netns does not cut."""
     fd = LIBC.socket(ctypes.c_int(40), ctypes.c_int(socket.SOCK_STREAM), ctypes.c_int(0))
@@ -366,6 +382,8 @@ ATTACKS = {
     "clone-newnet": Attack(attack_clone_newnet),
     "clone3": Attack(attack_clone3, expected=errno.ENOSYS),
     "io_uring": Attack(attack_io_uring, expected=errno.ENOSYS),
+    "memfd_create": Attack(attack_memfd, expected=errno.ENOSYS),
+    "memfd_secret": Attack(attack_memfd_secret, expected=errno.ENOSYS, baseline=False),
     "vsock": Attack(attack_vsock),
     "x32": Attack(attack_x32, expected=errno.ENOSYS, baseline=False, only_on="x86_64"),
 }

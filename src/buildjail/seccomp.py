@@ -13,7 +13,8 @@ Policy, in evaluation order:
 3. Every syscall in :data:`DENIED_SYSCALLS` that exists on the target machine
    fails with ``EPERM`` (``iopl`` and ``ioperm`` exist only on x86_64).
 4. ``clone3`` fails with ``ENOSYS``: its flags live in user memory, which BPF
-   cannot read, and libc then falls back to ``clone``.
+   cannot read, and libc then falls back to ``clone``; so do ``io_uring_*``,
+   ``memfd_create`` and ``memfd_secret``.
 5. ``clone`` fails with ``EPERM`` when the low 32 bits of its flags (args[0] on
    both machines) request any new namespace. ``CLONE_NEWTIME`` (0x80) shares
    the exit-signal byte of ``clone``, so that bit only ever rejects invalid
@@ -40,7 +41,8 @@ x86_64 (``arch/x86/entry/syscalls/syscall_64.tbl``)::
     bpf               321   userfaultfd       323   open_tree         428
     move_mount        429   fsopen            430   fsconfig          431
     fsmount           432   fspick            433   clone3            435
-    mount_setattr     442
+    mount_setattr     442   memfd_create      319   memfd_secret      447
+    io_uring_setup    425   io_uring_enter    426   io_uring_register 427
 
 aarch64 (``include/uapi/asm-generic/unistd.h``; no ``iopl``/``ioperm``)::
 
@@ -57,7 +59,9 @@ aarch64 (``include/uapi/asm-generic/unistd.h``; no ``iopl``/``ioperm``)::
     bpf               280   userfaultfd       282   kexec_file_load   294
     open_tree         428   move_mount        429   fsopen            430
     fsconfig          431   fsmount           432   fspick            433
-    clone3            435   mount_setattr     442
+    clone3            435   mount_setattr     442   memfd_create      279
+    memfd_secret      447   io_uring_setup    425   io_uring_enter    426
+    io_uring_register 427
 """
 
 from __future__ import annotations
@@ -132,6 +136,7 @@ _X86_64_SYSCALLS: Final[Mapping[str, int]] = {
     "bpf": 321, "userfaultfd": 323, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "mount_setattr": 442,
     "socket": 41, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+    "memfd_create": 319, "memfd_secret": 447,
 }  # fmt: skip
 
 _AARCH64_SYSCALLS: Final[Mapping[str, int]] = {
@@ -145,13 +150,16 @@ _AARCH64_SYSCALLS: Final[Mapping[str, int]] = {
     "bpf": 280, "userfaultfd": 282, "kexec_file_load": 294, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
     "clone3": 435, "mount_setattr": 442, "socket": 198, "io_uring_setup": 425,
-    "io_uring_enter": 426, "io_uring_register": 427,
+    "io_uring_enter": 426, "io_uring_register": 427, "memfd_create": 279, "memfd_secret": 447,
 }  # fmt: skip
 
-_ENOSYS_SYSCALLS: Final = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register")
+_ENOSYS_SYSCALLS: Final = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register",
+                           "memfd_create", "memfd_secret")
 """Refused as if the kernel lacked them: clone3 (libc falls back to clone, whose flags BPF
-can read) and io_uring (a large kernel attack surface that also bypasses seccomp's view of
-the operations it performs)."""
+can read), io_uring (a large kernel attack surface that also bypasses seccomp's view of
+the operations it performs) and memfds (memory no process maps and no file system of the
+sandbox's holds, out of the memory limit's sight; callers fall back to files in /tmp or
+/dev/shm, whose tmpfs the limit counts)."""
 _AF_VSOCK: Final = 40  # virtual machine sockets: not isolated by the network namespace
 
 

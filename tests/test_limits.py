@@ -228,3 +228,207 @@ def test_memory_in_the_sandboxs_tmpfs_counts(run_sandbox: Runner) -> None:
                          limits={"memory": 200 << 20, "wall_time": 60})
     assert result["limit_hit"] == "memory", result
     assert result["duration"] < 30
+
+
+# --- memory a build holds without mapping it, disk, CPU time, descriptors -------------
+
+SYSV_DETACHED = """
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmget.restype = ctypes.c_int
+libc.shmat.restype = ctypes.c_void_p
+chunk, held = 64 << 20, 0
+while held < int(sys.argv[1]) << 20:
+    shmid = libc.shmget(0, chunk, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+    assert shmid >= 0, ctypes.get_errno()
+    address = libc.shmat(shmid, None, 0)
+    ctypes.memset(address, 1, chunk)
+    libc.shmdt(ctypes.c_void_p(address))  # detached: no process maps it any more
+    held += chunk
+time.sleep(0.5)
+print("held", held >> 20)
+"""
+
+SOCKET_BUFFERS = """
+import socket, sys, time
+held, pairs = 0, []
+while held < int(sys.argv[1]) << 20 and len(pairs) < 400:
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+    a.setblocking(False)
+    try:
+        while True:
+            held += a.send(b"x" * 65536)
+    except OSError:
+        pass
+    pairs.append((a, b))  # nothing reads it: the bytes wait in the kernel
+time.sleep(0.5)
+print("held", held >> 20)
+"""
+
+UNMAPPED_MEMFD = """
+import os, sys
+try:
+    fd = os.memfd_create("bypass")
+except OSError as error:
+    print("memfd_create:", error.errno)
+    sys.exit(0)
+for _ in range(int(sys.argv[1])):
+    os.write(fd, b"x" * (1 << 20))  # written, never mapped
+print("held", os.fstat(fd).st_size >> 20)
+"""
+
+BYPASSES = {"sysv-detached": SYSV_DETACHED, "socket-buffers": SOCKET_BUFFERS}
+MONITOR_ONLY = {"isolation": {"cgroup_limits": False}}
+
+
+@pytest.mark.parametrize("attack", BYPASSES)
+@pytest.mark.parametrize("counter", ["auto", "monitor"])
+def test_memory_held_outside_any_process_counts(run_sandbox: Runner, attack: str,
+                                                counter: str) -> None:
+    """512 MiB in detached System V segments or unread socket buffers, against 128 MiB.
+
+    *auto* is the default (a cgroup where one can be had: root here; the monitor for a
+    non-root user); *monitor* forces the in-sandbox monitor for root too.
+    """
+    extra = {"policy": MONITOR_ONLY} if counter == "monitor" else {}
+    result = run_sandbox(python(BYPASSES[attack], "512"), cwd="/", capture=True,
+                         limits={"memory": 128 * MIB, "wall_time": SAFETY_NET}, **extra)
+    check_ran(result)
+    assert result["limit_hit"] == "memory", result
+    assert "held" not in result["stdout"], result["stdout"]
+
+
+@pytest.mark.parametrize("attack", BYPASSES)
+def test_memory_bypasses_work_without_a_memory_limit(run_sandbox: Runner, attack: str) -> None:
+    """The control: the same attack, no memory limit, holds its 512 MiB to the end."""
+    result = run_sandbox(python(BYPASSES[attack], "512"), cwd="/", capture=True,
+                         limits={"wall_time": SAFETY_NET})  # memory: full's ¾ of the RAM
+    check_ran(result)
+    assert result["limit_hit"] is None and result["exit_code"] == 0, result
+    assert int(result["stdout"].split()[-1]) >= 512, result["stdout"]
+
+
+def test_unmapped_memfds_are_refused(run_sandbox: Runner) -> None:
+    """A memfd written but never mapped is in no process and no file system of the sandbox."""
+    result = run_sandbox(python(UNMAPPED_MEMFD, "512"), cwd="/", capture=True,
+                         limits={"memory": 128 * MIB, "wall_time": SAFETY_NET})
+    check_ran(result)
+    assert result["stdout"].strip() == "memfd_create: 38", result  # ENOSYS
+
+
+def test_without_the_filter_an_unmapped_memfd_dodges_the_monitor() -> None:
+    """The control: seccomp off, monitor only: 512 MiB under a 128 MiB limit goes unseen."""
+    result = run_spec({"cmd": python(UNMAPPED_MEMFD, "512"), "cwd": "/", "capture": True,
+                       "policy": {"isolation": {"seccomp": False, "cgroup_limits": False}},
+                       "limits": {"memory": 128 * MIB, "wall_time": SAFETY_NET}})
+    check_ran(result)
+    assert result["limit_hit"] is None, result
+    assert result["stdout"].strip() == "held 512", result
+
+
+MANY_FILES = """
+import sys
+for index in range(int(sys.argv[2])):
+    with open(f"{sys.argv[1]}/f{index}", "wb") as stream:
+        stream.write(b"x" * int(sys.argv[3]))
+print("wrote all")
+"""
+
+DELETED_OPEN = """
+import os, sys, time
+path = sys.argv[1] + "/gone"
+stream = open(path, "wb")
+os.unlink(path)  # no name left: only the open descriptor holds the blocks
+for _ in range(int(sys.argv[2])):
+    stream.write(b"x" * (1 << 20))
+    stream.flush()
+time.sleep(1)
+print("wrote all")
+"""
+
+
+@pytest.mark.parametrize(("attack", "args", "limits"), [
+    ("small-files", ["300", str(MIB)], {"disk": 64 * MIB, "file_size": 16 * MIB}),
+    ("many-inodes", ["5000", "0"], {"disk_inodes": 1000}),
+    ("deleted-open", ["300"], {"disk": 64 * MIB}),
+])
+def test_the_disk_limit_stops_what_the_build_adds(run_sandbox: Runner, shared_dir: Path,
+                                                  attack: str, args: list[str],
+                                                  limits: dict[str, int]) -> None:
+    code = DELETED_OPEN if attack == "deleted-open" else MANY_FILES
+    result = run_sandbox(python(code, str(shared_dir), *args), cwd="/", capture=True,
+                         writable=[str(shared_dir)], limits={**limits, "wall_time": SAFETY_NET})
+    check_ran(result)
+    assert result["limit_hit"] == "disk", result
+    assert "wrote all" not in result["stdout"]
+    files = list(shared_dir.iterdir())
+    if attack == "small-files":
+        assert len(files) < 300
+    elif attack == "many-inodes":
+        assert len(files) < 5000
+
+
+@pytest.mark.parametrize("attack", ["small-files", "many-inodes"])
+def test_without_a_disk_limit_the_same_writes_finish(run_sandbox: Runner, shared_dir: Path,
+                                                     attack: str) -> None:
+    """The control: the default budget (¾ of what is free) lets the same build finish."""
+    args = ["300", str(MIB)] if attack == "small-files" else ["5000", "0"]
+    result = run_sandbox(python(MANY_FILES, str(shared_dir), *args), cwd="/", capture=True,
+                         writable=[str(shared_dir)], limits={"wall_time": SAFETY_NET})
+    check_ran(result)
+    assert result["limit_hit"] is None and result["stdout"] == "wrote all\n", result
+    assert len(list(shared_dir.iterdir())) == int(args[0])
+
+
+CPU_BURNERS = """
+import os, time
+os.fork()
+os.fork()  # four processes, each under the limit, together over it
+start = time.process_time()
+while time.process_time() - start < 3:
+    pass
+print("done", flush=True)
+while True:  # the command ends when its first process does: wait for the others
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"""
+
+
+def test_the_cpu_time_limit_adds_up_every_process(run_sandbox: Runner) -> None:
+    result = run_sandbox(python(CPU_BURNERS), cwd="/", capture=True,
+                         limits={"cpu_time": 1.5, "wall_time": SAFETY_NET})
+    check_ran(result)
+    assert result["limit_hit"] == "cpu_time", result
+    assert "done" not in result["stdout"]
+
+
+def test_without_a_cpu_time_limit_the_burners_finish(run_sandbox: Runner) -> None:
+    result = run_sandbox(python(CPU_BURNERS), cwd="/", capture=True,
+                         limits={"wall_time": SAFETY_NET})
+    check_ran(result)
+    assert result["limit_hit"] is None and result["stdout"].count("done") == 4, result
+
+
+OPEN_FILES = """
+import os, resource
+opened = 0
+try:
+    while True:
+        os.open("/dev/null", os.O_RDONLY)
+        opened += 1
+except OSError as error:
+    print(resource.getrlimit(resource.RLIMIT_NOFILE)[1], error.errno, opened)
+"""
+
+
+def test_descriptors_per_process_are_limited(run_sandbox: Runner) -> None:
+    """The inherited RLIMIT_NOFILE (20000 here) would let a few processes fill the host's
+    file table; full sets 1024."""
+    result = run_sandbox(python(OPEN_FILES), cwd="/", capture=True)
+    check_ran(result)
+    hard, code, opened = (int(value) for value in result["stdout"].split())
+    assert (hard, code) == (1024, 24), result  # EMFILE
+    assert opened < 1024

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import time
 
 ROOT = "/sys/fs/cgroup"
 
@@ -37,10 +39,20 @@ class Cgroup:
         return None
 
     def remove(self) -> None:
-        """Delete the (now empty) cgroup directories."""
+        """Delete the cgroup directories, waiting up to a second for dying processes to go."""
+        deadline = time.monotonic() + 1.0
         for path in dict.fromkeys(self.paths.values()):
-            with contextlib.suppress(FileNotFoundError):
-                os.rmdir(path)
+            while True:
+                try:
+                    os.rmdir(path)
+                except FileNotFoundError:
+                    break
+                except OSError as error:
+                    if error.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+                else:
+                    break
 
 
 def create(name: str, memory: int | None, processes: int | None) -> Cgroup | None:

@@ -13,12 +13,23 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Resource limits: wall time (s), memory (bytes), processes, file size (bytes)."""
+    """Resource limits of one sandboxed command; None means no limit of that kind."""
 
     wall_time: float | None = None
+    """Seconds of wall time."""
     memory: int | None = None
+    """Bytes of memory, everything the build holds: anonymous, shared, tmpfs, IPC, sockets."""
     processes: int | None = None
     file_size: int | None = None
+    """Bytes of one file (RLIMIT_FSIZE)."""
+    open_files: int | None = None
+    """Descriptors of one process (RLIMIT_NOFILE)."""
+    cpu_time: float | None = None
+    """Seconds of CPU time of all the sandbox's processes together."""
+    disk: int | None = None
+    """Bytes the build may add to its writable trees (default: ¾ of their free space)."""
+    disk_inodes: int | None = None
+    """Files and directories the build may add to its writable trees (default: ¾ of free)."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -56,7 +56,9 @@ class Policy:
     seccomp: bool = False
     new_session: bool = False
     kill_all: bool = False
-    cgroup_limits: bool = False
+    cgroup_limits: bool | None = False
+    """True: memory and processes limited by a cgroup or the run fails; None (``auto``, as
+    ``full`` has it): by a cgroup wherever one can be had, else the in-sandbox monitor."""
     readonly: tuple[str, ...] = ()
     writable: tuple[str, ...] = ()
     masked: tuple[str, ...] = ()
@@ -156,12 +158,28 @@ def _full() -> Policy:
         seccomp=True,
         new_session=True,
         kill_all=True,
+        cgroup_limits=None,
         masked=MASKED_DEFAULT,
         env_keep=ENV_KEEP_DEFAULT,
         env_delete=ENV_DELETE_DEFAULT,
-        limits=Limits(wall_time=6 * 3600, processes=4096, file_size=64 << 30,
-                      memory=_default_memory()),
+        limits=Limits(wall_time=6 * 3600, processes=_default_processes(), file_size=64 << 30,
+                      memory=_default_memory(), open_files=OPEN_FILES_DEFAULT),
     )
+
+
+OPEN_FILES_DEFAULT = 1024
+"""Descriptors per process in ``full`` (RLIMIT_NOFILE): the common soft limit."""
+
+
+def _default_processes() -> int:
+    """4096, or fewer where that many processes with 1024 descriptors each would take more
+    than half the host's file table (``fs.file-max``)."""
+    try:
+        with open("/proc/sys/fs/file-max") as stream:
+            file_max = int(stream.read())
+    except (OSError, ValueError):
+        return 4096
+    return max(256, min(4096, file_max // (2 * OPEN_FILES_DEFAULT)))
 
 
 def _default_memory() -> int | None:
@@ -175,7 +193,8 @@ def _default_memory() -> int | None:
 _SECTIONS: dict[str, set[str]] = {
     "filesystem": {"readonly", "writable", "masked"},
     "environment": {"keep", "delete"},
-    "limits": {"wall_time", "memory", "processes", "file_size"},
+    "limits": {"wall_time", "memory", "processes", "file_size", "open_files", "cpu_time",
+               "disk", "disk_inodes"},
     "isolation": {
         "namespaces", "filesystem", "ephemeral_identity", "no_new_privs",
         "drop_capabilities", "seccomp", "new_session", "kill_all", "hostname", "cgroup_limits",
@@ -195,6 +214,10 @@ def _policy_from_mapping(data: Mapping[str, Any], source: str) -> Policy:
     files = data.get("filesystem", {})
     env = data.get("environment", {})
     isolation = dict(data.get("isolation", {}))
+    if isolation.get("cgroup_limits") == "auto":
+        isolation["cgroup_limits"] = None
+    elif not isinstance(isolation.get("cgroup_limits", False), bool):
+        raise PolicyError(f"{source}: cgroup_limits must be true, false or \"auto\"")
     if "namespaces" in isolation:
         isolation["namespaces"] = frozenset(_strings(isolation["namespaces"], source))
     policy = dataclasses.replace(base, name=str(data.get("name", source)), **isolation)
@@ -210,9 +233,16 @@ def _policy_from_mapping(data: Mapping[str, Any], source: str) -> Policy:
 def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
     parsers: dict[str, Callable[[Any], Any]] = {
         "wall_time": parse_duration, "memory": parse_size, "file_size": parse_size,
-        "processes": int,
+        "processes": int, "open_files": int, "cpu_time": parse_duration, "disk": parse_size,
+        "disk_inodes": int,
     }
-    return {key: parsers[key](value) for key, value in raw.items()}
+    parsed = {}
+    for key, value in raw.items():
+        try:
+            parsed[key] = parsers[key](value)
+        except (TypeError, ValueError):
+            raise PolicyError(f"[limits] {key} = {value!r} is not a valid {key}") from None
+    return parsed
 
 
 def _strings(value: Any, source: str) -> list[str]:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import math
 import os
 import resource
 import select
@@ -19,7 +20,7 @@ import socket
 from typing import NoReturn
 
 from .. import _kernel as k
-from .. import seccomp
+from .. import seccomp, usage
 from ..diagnosis import explain_error  # imported here: the package may be hidden inside
 from ..filesystem import SCRATCH_TMPFS, MountPlan, apply_mounts, stage_trees
 from ..identity import Identity
@@ -58,6 +59,8 @@ class InitPlan:
     """Descriptors the spawned program inherits (bubblewrap's data and seccomp fds)."""
     wrapper_status_fd: int | None = None
     """bubblewrap's ``--json-status-fd`` stream: its child's pid, then whether it exec'd."""
+    cgroup_enforced: bool = False
+    """A cgroup enforces memory and processes: the monitor adds up only the CPU time."""
 
 
 def report_error(fd: int, reason: str, fix: str = "") -> None:
@@ -106,6 +109,8 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
 def _confine(plan: InitPlan) -> None:
     """Apply rlimits, the identity, the capability drop, no_new_privs and seccomp."""
     _set_rlimits(plan.limits)
+    if plan.monitor or plan.cgroup_enforced:
+        _prefer_as_oom_victim()
     _drop_privileges(plan)
     k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change clears it: arm it again
     k.prctl(k.PR_SET_DUMPABLE, 0)
@@ -262,7 +267,7 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
         if wrapped:
             scratch = _wrapped_scratch(wrapper, plan.identity.home, host_devices)
         if plan.monitor:
-            limit = _over_limits(plan.limits, scratch)
+            limit = _over_limits(plan.limits, scratch, counted_by_cgroup=plan.cgroup_enforced)
             if limit:
                 os.kill(-1, signal.SIGKILL)
                 _, status = os.waitpid(child, 0)
@@ -292,25 +297,36 @@ def _devices(paths: tuple[str, ...]) -> set[int]:
 
 
 def _limit_from_status(status: int, limits: Limits) -> str | None:
-    """SIGXFSZ (or a shell's 128 + SIGXFSZ) is the file-size limit, when there is one."""
-    if not limits.file_size:
-        return None
+    """SIGXFSZ and SIGXCPU (or a shell's 128 + N) are the file-size and CPU-time limits."""
     code = os.waitstatus_to_exitcode(status)
-    return "file_size" if code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ) else None
-
-
-def _over_limits(limits: Limits, scratch: tuple[str, ...]) -> str | None:
-    """Count the sandbox's processes and its memory: anonymous, shared, and its tmpfs."""
-    pids = [name for name in os.listdir("/proc") if name.isdigit() and name != "1"]
-    # RLIMIT_NPROC counts the supervisor and this init too when they share the command's
-    # uid (non-root): the command's processes then top out at processes - 2.
-    if limits.processes and len(pids) >= limits.processes - 2:
-        return "processes"
-    if limits.memory:
-        total = sum(_memory_of(pid) for pid in pids) + sum(_used(path) for path in scratch)
-        if total > limits.memory:
-            return "memory"
+    if limits.file_size and code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ):
+        return "file_size"
+    if limits.cpu_time and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        return "cpu_time"
     return None
+
+
+def _over_limits(limits: Limits, scratch: tuple[str, ...], *,
+                 counted_by_cgroup: bool = False) -> str | None:
+    """Count the sandbox's processes, its memory of every kind and its CPU time."""
+    pids = [name for name in os.listdir("/proc") if name.isdigit() and name != "1"]
+    if not counted_by_cgroup:
+        # RLIMIT_NPROC counts the supervisor and this init too when they share the command's
+        # uid (non-root): the command's processes then top out at processes - 2.
+        if limits.processes and len(pids) >= limits.processes - 2:
+            return "processes"
+        if limits.memory and _memory_held(pids, scratch) > limits.memory:
+            return "memory"
+    if limits.cpu_time and usage.cpu_seconds(pids) > limits.cpu_time:
+        return "cpu_time"
+    return None
+
+
+def _memory_held(pids: list[str], scratch: tuple[str, ...]) -> int:
+    """Resident memory, the sandbox's tmpfs, and what its IPC and network namespaces hold."""
+    resident = sum(usage.process_memory(pid) for pid in pids)
+    files = sum(usage.tmpfs_used(path) for path in scratch)
+    return resident + files + usage.ipc_memory() + usage.socket_memory()
 
 
 def _set_rlimits(limits: Limits) -> None:
@@ -319,6 +335,20 @@ def _set_rlimits(limits: Limits) -> None:
         _lower_rlimit(resource.RLIMIT_NPROC, limits.processes)
     if limits.file_size:
         _lower_rlimit(resource.RLIMIT_FSIZE, limits.file_size)
+    if limits.open_files:
+        _lower_rlimit(resource.RLIMIT_NOFILE, limits.open_files)
+    if limits.cpu_time:  # one process's share; the monitor or the cgroup counts them all
+        _lower_rlimit(resource.RLIMIT_CPU, math.ceil(limits.cpu_time))
+
+
+def _prefer_as_oom_victim() -> None:
+    """Let the kernel's OOM killer (a cgroup's, or the host's) pick the build first."""
+    with contextlib.suppress(OSError):
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        try:
+            os.write(fd, b"1000")
+        finally:
+            os.close(fd)
 
 
 def _lower_rlimit(which: int, value: int) -> None:
@@ -339,24 +369,3 @@ def _drop_privileges(plan: InitPlan) -> None:
         os.setresuid(identity.uid, identity.uid, identity.uid)
     if plan.drop_capabilities:
         k.clear_capability_sets()
-
-
-def _memory_of(pid: str) -> int:
-    """Anonymous plus shared-memory resident bytes of a process (memfd, shm, tmpfs maps)."""
-    total = 0
-    try:
-        with open(f"/proc/{pid}/status") as stream:
-            for line in stream:
-                if line.startswith(("RssAnon:", "RssShmem:")):
-                    total += int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return 0
-    return total
-
-
-def _used(path: str) -> int:
-    try:
-        info = os.statvfs(path)
-    except OSError:
-        return 0
-    return (info.f_blocks - info.f_bfree) * info.f_frsize

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from .. import _kernel as k
 from .. import cgroups, identity, ownership, seccomp, userns
 from ..diagnosis import explain_error  # not imported after a fork: the import lock
+from ..disk import DiskWatch
 from ..errors import EXIT_TIMEOUT, SandboxSetupError
 from ..filesystem import MountPlan, plan_mounts
 from ..hostname import DEGRADED_LAYER, plan_hostname
@@ -85,7 +86,8 @@ class _Run:
                 os.close(fd)
         self.fds = ()
         if self.cgroup is not None:
-            self.cgroup.remove()
+            with contextlib.suppress(OSError):  # a busy one is removed with the next lease
+                self.cgroup.remove()
         if self.lease is not None:
             self.lease.release()
 
@@ -163,7 +165,7 @@ def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | No
         seccomp_program=_seccomp_program() if policy.seccomp else None,
         new_session=policy.new_session,
         limits=policy.limits,
-        monitor=bool(policy.limits.memory or policy.limits.processes)
+        monitor=bool(policy.limits.memory or policy.limits.processes or policy.limits.cpu_time)
         and {"pid", "mount"} <= namespaces,
         argv=request.argv,
         cwd=request.cwd,
@@ -173,14 +175,15 @@ def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | No
     launch = launcher(request, plan, lease is not None) if launcher else Launch(plan)
     try:
         # last: nothing after it can fail; the launch's limits count its own processes
-        cgroup = _limit_cgroup(policy, launch.plan.limits, who, root)
+        cgroup = _limit_cgroup(policy, launch.plan.limits, who, root, "pid" in namespaces)
     except BaseException:
         for fd in launch.fds:
             os.close(fd)
         raise
     plan = launch.plan
-    if cgroup is not None:
-        plan = dataclasses.replace(plan, monitor=False)
+    if cgroup is not None:  # the monitor still adds up the CPU time, the cgroup the rest
+        plan = dataclasses.replace(plan, monitor=plan.monitor and bool(policy.limits.cpu_time),
+                                   cgroup_enforced=True)
     return _Run(
         request=request,
         plan=plan,
@@ -218,20 +221,20 @@ def _identity(lease: identity.Lease | None) -> identity.Identity:
 
 
 def _limit_cgroup(policy: Policy, limits: Limits, who: identity.Identity,
-                  root: bool) -> cgroups.Cgroup | None:
-    """Create the cgroup enforcing the memory and process limits, when the policy asks."""
-    if not policy.cgroup_limits or not (limits.memory or limits.processes):
+                  root: bool, own_pids: bool) -> cgroups.Cgroup | None:
+    """The cgroup enforcing the memory and process limits: always when the policy requires
+    one (or the run fails), by default wherever one can be had (root, a writable cgroup)."""
+    if policy.cgroup_limits is False or not (limits.memory or limits.processes) or not own_pids:
         return None
+    if policy.cgroup_limits is None:
+        return _create_cgroup(limits, who) if root else None
     if not root:
         raise SandboxSetupError(
             "cgroup limits were requested, but buildjail creates cgroups only as root",
             "run as root, or set cgroup_limits = false (rlimits and the in-sandbox monitor "
             "then enforce the memory and process limits)",
         )
-    name = f"buildjail-{who.uid}" if who.uid else f"buildjail-{os.getpid()}-{next(_counter)}"
-    # No +1 for the supervisor waiting inside: RLIMIT_NPROC (which also counts the init once
-    # it runs as the build's uid) is checked before pids.max, and only pids.max reports a hit.
-    cgroup = cgroups.create(name, limits.memory, limits.processes)
+    cgroup = _create_cgroup(limits, who)
     if cgroup is None:
         raise SandboxSetupError(
             "cgroup limits were requested, but no memory and pids cgroup can be created here",
@@ -239,6 +242,14 @@ def _limit_cgroup(policy: Policy, limits: Limits, who: identity.Identity,
             "controllers), or set cgroup_limits = false",
         )
     return cgroup
+
+
+def _create_cgroup(limits: Limits, who: identity.Identity) -> cgroups.Cgroup | None:
+    name = f"buildjail-{who.uid}" if who.uid else f"buildjail-{os.getpid()}-{next(_counter)}"
+    # RLIMIT_NPROC counts the same processes (the init and the build, one uid) and is checked
+    # before pids.max, which alone reports a hit: one less, so pids.max is reached first.
+    processes = limits.processes - 1 if limits.processes else None
+    return cgroups.create(name, limits.memory, processes)
 
 
 def _interpreter_paths() -> tuple[str, ...]:
@@ -380,10 +391,12 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, An
     who = run.plan.identity
     owners = ownership.lend(run.writable, who.uid, who.gid) if run.lease else None
     try:
+        limits = run.request.policy.limits
+        disk = DiskWatch(run.writable, limits.disk, limits.disk_inodes) if run.writable else None
         if run.cgroup is not None:
             run.cgroup.add(os.getpid())
         try:
-            return _start_and_watch(run, report_fd, lifeline)
+            return _start_and_watch(run, report_fd, lifeline, disk)
         finally:
             if run.cgroup is not None:
                 run.cgroup.leave(os.getpid())
@@ -404,7 +417,8 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, An
                 ) from None
 
 
-def _start_and_watch(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]:
+def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
+                     disk: DiskWatch | None) -> dict[str, Any]:
     if run.supervisor_flags & k.CLONE_NEWUSER:
         userns.unshare_user(run.supervisor_flags & ~k.CLONE_NEWUSER, all_ids=run.all_ids)
     elif run.supervisor_flags:
@@ -420,16 +434,20 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]
         finally:
             os._exit(125)
     os.close(status_w)
-    stopped = _watch(init, lifeline, run)
+    if run.cgroup is not None:  # the init is in it now: never make the supervisor a victim
+        with contextlib.suppress(OSError):
+            run.cgroup.leave(os.getpid())
+    stopped = _watch(init, lifeline, run, disk)
     _, wait_status = os.waitpid(init, 0)
     with os.fdopen(status_r, "rb") as stream:
         status = stream.read()
     if stopped == "wall_time":
         return {"exit_code": EXIT_TIMEOUT, "limit": "wall_time", "signal": signal.SIGKILL}
-    if not status:
+    if not status:  # the init died before reporting: a set-up failure, or killed
         if os.waitstatus_to_exitcode(wait_status) == 125:
             return {"exit_code": 125, "setup_failed": True}
-        return {"exit_code": 128 + signal.SIGKILL, "limit": stopped, "signal": signal.SIGKILL}
+        limit = stopped or (run.cgroup.limit_hit() if run.cgroup else None)
+        return {"exit_code": 128 + signal.SIGKILL, "limit": limit, "signal": signal.SIGKILL}
     child = json.loads(status)
     code = os.waitstatus_to_exitcode(child["status"])
     limit = stopped or child["limit"] or (run.cgroup.limit_hit() if run.cgroup else None)
@@ -478,8 +496,8 @@ def _appended_lines(fd: int, offset: int | None, prefix: str) -> str:
     return "; ".join(found)
 
 
-def _watch(init: int, lifeline: int, run: _Run) -> str | None:
-    """Wait for the init to exit; kill it on timeout, a cgroup limit or the caller's death."""
+def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str | None:
+    """Wait for the init to exit; kill it on timeout, a limit or the caller's death."""
     wall_time = run.request.policy.limits.wall_time
     deadline = None if wall_time is None else time.monotonic() + wall_time
     pidfd = os.pidfd_open(init)
@@ -489,7 +507,7 @@ def _watch(init: int, lifeline: int, run: _Run) -> str | None:
     reason: str | None = None
     try:
         while True:
-            timeout = _next_timeout(deadline, run.cgroup is not None)
+            timeout = _next_timeout(deadline, run.cgroup is not None or disk is not None)
             events = dict(poller.poll(timeout))
             if pidfd in events:
                 return None
@@ -497,8 +515,10 @@ def _watch(init: int, lifeline: int, run: _Run) -> str | None:
                 reason = "interrupted"
             elif deadline is not None and time.monotonic() >= deadline:
                 reason = "wall_time"
-            elif run.cgroup is not None:
-                reason = run.cgroup.limit_hit()
+            else:
+                reason = run.cgroup.limit_hit() if run.cgroup is not None else None
+                if reason is None and disk is not None and disk.over(init):
+                    reason = "disk"
             if reason is not None:
                 os.kill(init, signal.SIGKILL)
                 return None if reason == "interrupted" else reason
@@ -511,5 +531,5 @@ def _next_timeout(deadline: float | None, ticking: bool) -> int | None:
     if deadline is not None:
         candidates.append(max(0.0, deadline - time.monotonic()))
     if ticking:
-        candidates.append(0.1)
+        candidates.append(0.05)
     return int(min(candidates) * 1000) + 1 if candidates else None

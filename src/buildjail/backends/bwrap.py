@@ -2,9 +2,11 @@
 
 The shared supervisor still leases the identity, lends and hands back the writable trees,
 enforces the wall time and reports; the init still sets the rlimits, drops to the
-ephemeral identity, drops every capability and sets ``no_new_privs``, and watches memory
-and processes. bubblewrap then builds the namespaces and the filesystem view, disables
-nested user namespaces, and loads buildjail's seccomp filter just before the command runs.
+ephemeral identity, drops every capability and sets ``no_new_privs``, makes the network
+(loopback up) and IPC namespaces, so that its monitor counts what the build holds there,
+and watches memory and processes. bubblewrap then builds the other namespaces and the
+filesystem view, disables nested user namespaces, and loads buildjail's seccomp filter just
+before the command runs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import functools
 import os
 import re
 import subprocess
+import tempfile
 
 from .. import _kernel as k
 from ..errors import SandboxSetupError
@@ -38,9 +41,11 @@ MINIMUM_VERSION = (0, 8, 0)
 _WRAPPER_PROCESSES = 2
 """bubblewrap's monitor and its init run beside the command, under the build's uid."""
 _READ_ONLY_AFTER = ("/dev", "/proc", "/run")
-_NAMESPACE_OPTIONS = (("pid", "--unshare-pid"), ("net", "--unshare-net"),
-                      ("ipc", "--unshare-ipc"), ("uts", "--unshare-uts"),
+_NAMESPACE_OPTIONS = (("pid", "--unshare-pid"), ("uts", "--unshare-uts"),
                       ("cgroup", "--unshare-cgroup"))
+_INIT_NAMESPACES = (("net", k.CLONE_NEWNET), ("ipc", k.CLONE_NEWIPC))
+"""Made by buildjail's init, not bubblewrap, so the init's monitor shares them and counts
+the memory the build holds there (socket buffers, System V segments and queues)."""
 
 
 class BwrapBackend:
@@ -127,11 +132,15 @@ def _launch(executable: str, request: Request, plan: InitPlan, outsider: bool,
     if limits.processes:
         limits = dataclasses.replace(limits, processes=limits.processes + _WRAPPER_PROCESSES)
     own_proc = "pid" in policy.namespaces
+    namespaces = k.CLONE_NEWNS if own_proc or staged else 0
+    for name, flag in _INIT_NAMESPACES:
+        if name in policy.namespaces:
+            namespaces |= flag
     wrapped = dataclasses.replace(
         plan,
-        namespaces=k.CLONE_NEWNS if own_proc or staged else 0,
+        namespaces=namespaces,
         hostname=None,
-        loopback=False,
+        loopback="net" in policy.namespaces,
         mounts=None,
         fresh_proc=own_proc,
         seccomp_program=None,
@@ -226,8 +235,16 @@ def _mask_options(paths: list[str], mounts: MountPlan, fds: list[int]) -> list[s
 
 
 def _data_fd(name: str, data: bytes, fds: list[int]) -> int:
-    """A sealed-by-convention memfd holding *data*, read by bubblewrap from its start."""
-    fd = os.memfd_create(f"buildjail-{name}", os.MFD_CLOEXEC)
+    """A memfd holding *data*, read by bubblewrap from its start.
+
+    Where memfds are refused (buildjail's own seccomp filter on the caller, or a runtime's),
+    an unnamed temporary file does instead.
+    """
+    try:
+        fd = os.memfd_create(f"buildjail-{name}", os.MFD_CLOEXEC)
+    except OSError:
+        with tempfile.TemporaryFile() as stream:
+            fd = os.dup(stream.fileno())  # not inheritable, as dup makes it
     fds.append(fd)
     if data:
         os.write(fd, data)

@@ -1,0 +1,164 @@
+"""What a sandbox's processes hold, counted from inside its namespaces.
+
+Used by the in-sandbox monitor where no cgroup counts for the kernel: memory of every kind
+a build can hold without a process mapping it — System V shared memory and message queues
+of the sandbox's IPC namespace, socket buffers of its network namespace — besides each
+process's resident memory, and the CPU time of all its processes together. memfds, the
+one other kind, are refused by the seccomp filter; tmpfs contents are counted by statvfs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 0x1
+_NLM_F_DUMP = 0x300
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_UDIAG_SHOW_MEMINFO = 0x20
+_UNIX_DIAG_MEMINFO = 5
+_SK_MEMINFO_RMEM_ALLOC = 0
+_SK_MEMINFO_WMEM_ALLOC = 2
+_NLMSG_HEADER = struct.Struct("=IHHII")
+_UNIX_DIAG_REQUEST = struct.Struct("=BBHIII2I")
+_UNIX_DIAG_MESSAGE_SIZE = 16
+_RTATTR = struct.Struct("=HH")
+_INET_TABLES = ("/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_memory(pid: str) -> int:
+    """Anonymous plus shared resident bytes of a process (its heap, mapped shm and tmpfs)."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/status") as stream:
+            for line in stream:
+                if line.startswith(("RssAnon:", "RssShmem:")):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return 0
+    return total
+
+
+def ipc_memory() -> int:
+    """Bytes in System V shared memory segments (attached or not) and message queues."""
+    return (_column_sum("/proc/sysvipc/shm", ("rss", "swap"))
+            + _column_sum("/proc/sysvipc/msg", ("cbytes",)))
+
+
+def _column_sum(path: str, columns: tuple[str, ...]) -> int:
+    try:
+        with open(path) as stream:
+            header = stream.readline().split()
+            indexes = [header.index(name) for name in columns if name in header]
+            return sum(int(fields[index]) for fields in map(str.split, stream)
+                       for index in indexes if index < len(fields))
+    except (OSError, ValueError):
+        return 0
+
+
+def socket_memory() -> int:
+    """Bytes queued in this network namespace's sockets: unix (sock_diag) and inet."""
+    return unix_socket_memory() + inet_socket_memory()
+
+
+def inet_socket_memory() -> int:
+    """Bytes in the send and receive queues of TCP and UDP sockets (/proc/net tables)."""
+    total = 0
+    for table in _INET_TABLES:
+        with contextlib.suppress(OSError), open(table) as stream:
+            next(stream, None)
+            for line in stream:
+                fields = line.split()
+                if len(fields) > 4 and ":" in fields[4]:
+                    tx, _, rx = fields[4].partition(":")
+                    with contextlib.suppress(ValueError):
+                        total += int(tx, 16) + int(rx, 16)
+    return total
+
+
+def unix_socket_memory() -> int:
+    """Bytes held by unix sockets of this network namespace (their rmem and wmem)."""
+    request = _UNIX_DIAG_REQUEST.pack(socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0,
+                                      _UDIAG_SHOW_MEMINFO, 0xFFFFFFFF, 0xFFFFFFFF)
+    header = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
+                                _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as link:
+            link.settimeout(1.0)
+            link.send(header + request)
+            return _sum_unix_replies(link)
+    except OSError:
+        return 0
+
+
+def _sum_unix_replies(link: socket.socket) -> int:
+    total = 0
+    while True:
+        data = link.recv(1 << 16)
+        offset = 0
+        while offset + _NLMSG_HEADER.size <= len(data):
+            length, kind, _, _, _ = _NLMSG_HEADER.unpack_from(data, offset)
+            if kind in (_NLMSG_DONE, _NLMSG_ERROR) or length < _NLMSG_HEADER.size:
+                return total
+            body = data[offset + _NLMSG_HEADER.size:offset + length]
+            total += _unix_meminfo(body[_UNIX_DIAG_MESSAGE_SIZE:])
+            offset += (length + 3) & ~3
+        if not data:
+            return total
+
+
+def _unix_meminfo(attributes: bytes) -> int:
+    offset = 0
+    while offset + _RTATTR.size <= len(attributes):
+        length, kind = _RTATTR.unpack_from(attributes, offset)
+        if length < _RTATTR.size:
+            return 0
+        if kind == _UNIX_DIAG_MEMINFO and length >= _RTATTR.size + 12:
+            values = struct.unpack_from("=3I", attributes, offset + _RTATTR.size)
+            return int(values[_SK_MEMINFO_RMEM_ALLOC]) + int(values[_SK_MEMINFO_WMEM_ALLOC])
+        offset += (length + 3) & ~3
+    return 0
+
+
+def cpu_seconds(pids: list[str], reaper: str = "1") -> float:
+    """CPU time of these live processes and of every process that ended among them.
+
+    A process's ``cutime``/``cstime`` hold the time of the children it waited for, so the
+    live processes' own and children's times, plus what the *reaper* (pid 1, which
+    adopts orphans) waited for, cover each process once.
+    """
+    ticks = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if len(fields) > 16:
+            ticks += sum(int(value) for value in fields[13:17])
+    reaped = _stat_fields(reaper)
+    if len(reaped) > 16:
+        ticks += int(reaped[15]) + int(reaped[16])
+    return ticks / _CLOCK_TICKS
+
+
+def _stat_fields(pid: str) -> list[str]:
+    """The fields of /proc/PID/stat, numbered from 1 as in proc(5) at index - 1."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            text = stream.read().decode(errors="replace")
+    except OSError:
+        return []
+    head, _, tail = text.rpartition(")")
+    return [head.split(" ", 1)[0], head, *tail.split()]
+
+
+def tmpfs_used(path: str) -> int:
+    """Bytes used on the file system at *path* (a sandbox's own tmpfs)."""
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return 0
+    return (info.f_blocks - info.f_bfree) * info.f_frsize

@@ -59,8 +59,9 @@ TOOLS = {
     "runc": "/usr/sbin/runc",
     "debootstrap": "/usr/sbin/debootstrap",
     "newuidmap": "/usr/bin/newuidmap",
+    "catatonit": "/usr/bin/catatonit",  # rootless podman's pause process
 }
-INSTALL_HINT = ("apt-get install podman docker.io debootstrap runc uidmap "
+INSTALL_HINT = ("apt-get install podman runc uidmap catatonit docker.io debootstrap "
                 "(.ci/run installs them)")
 
 
@@ -528,7 +529,7 @@ BY_ID = {configuration.id: configuration for configuration in MATRIX}
 
 _NEEDS = {
     "podman": ("podman", "runc", "debootstrap"),
-    "podman-rootless": ("podman", "runc", "debootstrap", "newuidmap"),
+    "podman-rootless": ("podman", "runc", "debootstrap", "newuidmap", "catatonit"),
     "docker": ("docker", "dockerd", "debootstrap"),
     "kube": ("podman", "runc", "debootstrap"),
 }
@@ -615,14 +616,25 @@ class Matrix:
             output = kube_play(engine, image, payload.command())
         else:
             output = engine.run(image, [*configuration.options, *extra], payload.command())
-        self.timings[f"run {configuration.id} {' '.join(extra)}".strip()] = output.duration
+        label = f"{configuration.id} {' '.join(extra)}".strip()
+        self.timings[f"run {label}"] = output.duration
+        keep = os.environ.get("BUILDJAIL_CONTAINER_REPORTS")
+        if keep:  # for a CI job's artifacts: what each container printed
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            name = f"{configuration.id}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
+            (Path(keep) / f"{name}.txt").write_text(
+                f"{label}\nexit {output.exit_code}\n{output.stdout}\n{output.stderr}")
         return parse_inside_report(configuration.id, extra, output)
 
     def _image_tree(self) -> tuple[Path, Payload]:
         if self._tree is None:
             start = time.monotonic()
+            rootfs_tarball(self.cache)
+            self.timings["debootstrap rootfs (or its cached tarball)"] = time.monotonic() - start
+            start = time.monotonic()
             self._tree = self.stack.enter_context(image_tree(self.cache))
-            self.timings["image tree"] = time.monotonic() - start
+            self.timings["image tree: buildjail, its wheelhouse, the sdist"] = (
+                time.monotonic() - start)
         return self._tree
 
     def _engine(self, name: str) -> Engine:

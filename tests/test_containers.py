@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,16 +46,30 @@ ENGINE_RUNS = [pytest.param(configuration, id=configuration.id) for configuratio
 
 
 @pytest.fixture(scope="session")
-def matrix() -> Iterator[Matrix]:
+def matrix(request: pytest.FixtureRequest) -> Iterator[Matrix]:
     """The engines, images and container reports of this session; all removed at the end."""
     if not is_root():
         pytest.skip("the container matrix needs root (rootful Podman, its own dockerd, a "
                     "throw-away user for rootless Podman); CI runs as root")
+    start = time.monotonic()
     made = Matrix(corpus.cache_dir())
     try:
         yield made
     finally:
         made.close()
+        _print_timings(request, made.timings, time.monotonic() - start)
+
+
+def _print_timings(request: pytest.FixtureRequest, timings: dict[str, float],
+                   total: float) -> None:
+    """Say in the test log how long the matrix took, and its parts."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    reporter.write_line(f"\ncontainer matrix: {total:.0f} s in all (set-up and tear-down "
+                        "included)")
+    for name, seconds in timings.items():
+        reporter.write_line(f"  {seconds:6.1f} s  {name}")
 
 
 def defaults(matrix: Matrix, configuration: Configuration) -> InsideReport:
@@ -95,9 +110,15 @@ def _fix_of(stderr: str) -> str:
     return fixes[0] if fixes else ""
 
 
+def described(step: dict[str, Any]) -> str:
+    """A step for an assertion message: its command, exit code and the tail of its output."""
+    return (f"{' '.join(step['argv'][1:3])}: exit {step['exit_code']}\n"
+            f"stderr: {step['stderr'][-3000:]}\nstdout: {step['stdout'][-1500:]}")
+
+
 def assert_fails_closed(step: dict[str, Any]) -> str:
     """Exit 125, and stderr is exactly one reason line and one ``fix:`` line; return the fix."""
-    assert step["exit_code"] == 125, step
+    assert step["exit_code"] == 125, described(step)
     lines = [line.strip() for line in step["stderr"].splitlines() if line.strip()]
     assert len(lines) == 2, lines
     assert lines[0].startswith("buildjail: ") and not lines[0].startswith("buildjail: fix")
@@ -126,6 +147,16 @@ def doctor_fixes(doctor: dict[str, Any], uid: int) -> str:
     return "\n".join(str(check.get("fix") or "") for check in doctor["checks"]
                      if check["identity"] == who and check.get("required", True)
                      and check.get("checked", True) and not check["ok"])
+
+
+def doctor_problems(step: dict[str, Any]) -> str:
+    """The doctor's failed checks, one line each, for an assertion message."""
+    doctor = step.get("json")
+    if not doctor:
+        return described(step)
+    return f"exit {step['exit_code']}:\n" + "\n".join(
+        f"{check['identity']} {check['layer']}: {check.get('reason')} | fix: {check.get('fix')}"
+        for check in doctor["checks"] if check.get("checked", True) and not check["ok"])
 
 
 def degraded_mentions(document: Any) -> list[str]:
@@ -178,7 +209,7 @@ def test_doctor_names_the_runtime_and_the_same_fix(matrix: Matrix,
     report = defaults(matrix, configuration)
     step = report.step("doctor")
     doctor = step["json"]
-    assert doctor is not None, step
+    assert doctor is not None, described(step)
     named = container_named(doctor)
     if configuration.runtime == "kubernetes":
         assert "kubernetes" in named, doctor["host"]
@@ -201,7 +232,7 @@ def test_network_profile_with_the_defaults(matrix: Matrix,
         assert "seccomp=unconfined" in security_options(fix), fix
         assert security_options(fix) <= RUNTIME_FIX["docker"], fix
     else:
-        assert step["exit_code"] == 0, step
+        assert step["exit_code"] == 0, described(step)
 
 
 @pytest.mark.parametrize("configuration", DEFAULTS)
@@ -210,14 +241,14 @@ def test_audit_where_the_sandbox_cannot_start_reports_errors(
     """No pass for probes that never ran: every full cell is an error, the exit is non-zero."""
     step = defaults(matrix, configuration).step("audit")
     audit = step["json"]
-    assert audit is not None, step
+    assert audit is not None, described(step)
     findings = full_findings(audit)
     assert findings, audit
     assert {finding["verdict"] for finding in findings} == {"error"}, [
         (f["vector"], f["backend"], f["verdict"], f["evidence"]) for f in findings
         if f["verdict"] != "error"][:5]
     assert all(finding["evidence"] for finding in findings)
-    assert step["exit_code"] not in (0, None), step["stderr"]
+    assert step["exit_code"] not in (0, None), described(step)
 
 
 @pytest.mark.parametrize("configuration", DEFAULTS)
@@ -225,7 +256,7 @@ def test_build_where_the_sandbox_cannot_start_fails_with_the_fix(
         matrix: Matrix, configuration: Configuration) -> None:
     """buildjail build fails (exit 1), builds nothing, and names the same fix."""
     step = defaults(matrix, configuration).step("build")
-    assert step["exit_code"] == 1, step
+    assert step["exit_code"] == 1, described(step)
     assert "error" in step["wheel"], step["wheel"]
     assert_names_the_fix(configuration.runtime, step["stderr"])
 
@@ -235,9 +266,9 @@ def test_build_where_the_sandbox_cannot_start_fails_with_the_fix(
 
 def assert_everything_works(report: InsideReport, runtime: str) -> None:
     """full runs, the doctor passes, the audit passes honestly, the build matches pip's."""
-    assert report.step("run_full")["exit_code"] == 0, report.step("run_full")
+    assert report.step("run_full")["exit_code"] == 0, described(report.step("run_full"))
     doctor = report.step("doctor")
-    assert doctor["exit_code"] == 0, doctor["stdout"][-3000:]
+    assert doctor["exit_code"] == 0, doctor_problems(doctor)
     assert_audit_passes(report, runtime)
     assert_build_matches_reference(report)
 
@@ -246,8 +277,7 @@ def assert_audit_passes(report: InsideReport, runtime: str) -> None:
     """0 vulnerable, no errors, every probe reported; the hostname degraded where refused."""
     step = report.step("audit")
     audit = step["json"]
-    assert audit is not None, step
-    assert step["exit_code"] == 0, step["stderr"]
+    assert audit is not None, described(step)
     assert sorted(audit["backends"]) == ["bwrap", "native"], audit["backends"]
     findings = full_findings(audit)
     vectors = {vector["id"] for vector in audit["vectors"]}
@@ -256,6 +286,7 @@ def assert_audit_passes(report: InsideReport, runtime: str) -> None:
     bad = [(f["vector"], f["backend"], f["verdict"], f["evidence"]) for f in findings
            if f["verdict"] in ("vulnerable", "error") or "no report" in f["evidence"]]
     assert bad == [], bad
+    assert step["exit_code"] == 0, (audit["errors"], step["stderr"][-3000:])
     hostname = {f["backend"]: f["verdict"] for f in findings if f["vector"] == "hostname"}
     if runtime == "docker":  # seccomp=unconfined allows sethostname in the sandbox
         assert hostname == {"native": "blocked", "bwrap": "blocked"}, hostname
@@ -270,8 +301,8 @@ def assert_audit_passes(report: InsideReport, runtime: str) -> None:
 def assert_build_matches_reference(report: InsideReport) -> None:
     """The sandboxed wheel equals pip's of the same sdist: members, RECORD and bytes."""
     build, reference = report.step("build"), report.step("reference_build")
-    assert build["exit_code"] == 0, build["stderr"]
-    assert reference["exit_code"] == 0, reference["stderr"]
+    assert build["exit_code"] == 0, described(build)
+    assert reference["exit_code"] == 0, described(reference)
     ours, theirs = build["wheel"], reference["wheel"]
     assert "error" not in ours and "error" not in theirs, (ours, theirs)
     assert ours["name"] == theirs["name"]
@@ -292,7 +323,7 @@ def test_a_refused_hostname_is_reported_as_degraded(matrix: Matrix,
                                                     configuration: Configuration) -> None:
     """Where the runtime refuses sethostname (Podman), run's report names the layer."""
     step = with_printed_fix(matrix, configuration).step("run_full")
-    assert step["exit_code"] == 0, step
+    assert step["exit_code"] == 0, described(step)
     listed = [text for text in degraded_mentions(step["report"])
               if HOSTNAME_LAYER.search(text)]
     if configuration.runtime == "docker":

@@ -35,11 +35,21 @@ SOURCE_DATE_EPOCH = "1700000000"
 STATUS_FIELDS = ("Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs",
                  "Seccomp")
 TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+TIMEOUTS = {"doctor": 180, "run_full": 60, "run_network": 60, "audit": 300, "build": 300,
+            "reference_build": 300}
+"""Seconds per step: 1200 in all, below the harness's limit for the whole container."""
 
 
 def read_bounded(path: Path, limit: int) -> bytes:
     """At most *limit* bytes of *path*."""
     with path.open("rb") as stream:
+        return stream.read(limit)
+
+
+def read_tail(path: Path, limit: int) -> bytes:
+    """At most the last *limit* bytes of *path*."""
+    with path.open("rb") as stream:
+        stream.seek(max(0, path.stat().st_size - limit))
         return stream.read(limit)
 
 
@@ -131,16 +141,18 @@ def build_steps(args: argparse.Namespace, work: Path) -> dict[str, dict[str, Any
     steps = {}
     step = run_step([f"{args.venv}/bin/buildjail", "build", args.sdist, "-o", str(jailed / "out"),
                      *index, "--report", str(jailed / "report.json"), "--logs",
-                     str(jailed / "logs")], jailed, timeout=args.timeout, env=env)
+                     str(jailed / "logs")], jailed, timeout=TIMEOUTS["build"], env=env)
     step["report"] = _json_file(jailed / "report.json")
     step["wheel"] = wheel_facts(jailed / "out")
+    step["logs"] = {path.name: shorten(read_tail(path, TEXT_LIMIT))
+                    for path in sorted((jailed / "logs").glob("*.log"))[:4]}
     steps["build"] = step
     # PEP 517 with build isolation from the same wheelhouse, as buildjail builds it (without
     # --use-pep517, pip would run the venv's own setuptools' setup.py bdist_wheel).
     step = run_step([f"{args.venv}/bin/python", "-m", "pip", "wheel", "--no-deps",
                      "--use-pep517", "--no-cache-dir", "--disable-pip-version-check", *index,
-                     "-w",
-                     str(reference / "out"), args.sdist], reference, timeout=args.timeout,
+                     "-w", str(reference / "out"), args.sdist],
+                    reference, timeout=TIMEOUTS["reference_build"],
                     env={**env, "PIP_CONFIG_FILE": os.devnull})
     step["wheel"] = wheel_facts(reference / "out")
     steps["reference_build"] = step
@@ -169,7 +181,7 @@ def buildjail_steps(args: argparse.Namespace, work: Path) -> dict[str, dict[str,
     ):
         directory = work / name
         directory.mkdir()
-        steps[name] = run_step(argv, directory, timeout=args.timeout, parse_json=parse)
+        steps[name] = run_step(argv, directory, timeout=TIMEOUTS[name], parse_json=parse)
     report = work / "run_full" / "report.json"
     steps["run_full"]["report"] = _json_file(report) if report.exists() else None
     return steps
@@ -182,7 +194,6 @@ def main() -> int:
     parser.add_argument("--sdist", required=True, help="the sdist to build")
     parser.add_argument("--wheelhouse", required=True, help="its build requirements")
     parser.add_argument("--workdir", required=True, help="where to make the work directory")
-    parser.add_argument("--timeout", type=float, default=900, help="per step, in seconds")
     args = parser.parse_args()
     start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="bj-inside-", dir=args.workdir))

@@ -112,8 +112,9 @@ def _fix_of(stderr: str) -> str:
 
 def described(step: dict[str, Any]) -> str:
     """A step for an assertion message: its command, exit code and the tail of its output."""
+    logs = "".join(f"\nlog {name}: {text[-3000:]}" for name, text in step.get("logs", {}).items())
     return (f"{' '.join(step['argv'][1:3])}: exit {step['exit_code']}\n"
-            f"stderr: {step['stderr'][-3000:]}\nstdout: {step['stdout'][-1500:]}")
+            f"stderr: {step['stderr'][-3000:]}\nstdout: {step['stdout'][-1500:]}{logs}")
 
 
 def assert_fails_closed(step: dict[str, Any]) -> str:

@@ -45,9 +45,13 @@ ENGINE_RUNS = [pytest.param(configuration, id=configuration.id) for configuratio
                if configuration.engine != "kube"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def matrix(request: pytest.FixtureRequest) -> Iterator[Matrix]:
-    """The engines, images and container reports of this session; all removed at the end."""
+    """The engines, images and container reports of this module; all removed after it.
+
+    Module-scoped, not session-scoped: its dockerd is a child of the test process, and
+    the tests that follow check that they leave no child process behind.
+    """
     if not is_root():
         pytest.skip("the container matrix needs root (rootful Podman, its own dockerd, a "
                     "throw-away user for rootless Podman); CI runs as root")

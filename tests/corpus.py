@@ -127,15 +127,17 @@ def fetch_corpus(cache: Path) -> list[Path]:
     A file already there is kept when its sha256 matches the pin; otherwise the URL comes
     from PyPI's JSON API and the download must match both the JSON's digest and the pin.
     """
+    return [fetch_sdist(cache, sdist) for sdist in CORPUS]
+
+
+def fetch_sdist(cache: Path, sdist: Sdist) -> Path:
+    """Download one pinned sdist once into ``cache/sdists`` (checked as fetch_corpus does)."""
     directory = cache / "sdists"
     directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for sdist in CORPUS:
-        path = directory / sdist.filename
-        if not (path.is_file() and sha256_of(path) == sdist.sha256):
-            _download_sdist(sdist, path)
-        paths.append(path)
-    return paths
+    path = directory / sdist.filename
+    if not (path.is_file() and sha256_of(path) == sdist.sha256):
+        _download_sdist(sdist, path)
+    return path
 
 
 def _download_sdist(sdist: Sdist, path: Path) -> None:

@@ -38,6 +38,7 @@ ROOTFS_PACKAGES = (
     "python3", "python3-venv", "python3-pip",  # the image's Python 3.11, venv and pip
     "ca-certificates",
     "bubblewrap",  # the bwrap backend is tested inside too
+    "iproute2",  # `ip`, which fromager's own network isolation script runs (benchmarks)
 )
 IMAGE_PYTHON = "3.11"
 VENV = "/opt/buildjail"

@@ -373,3 +373,18 @@ def test_pod_fix_in_its_podman_equivalent_makes_everything_work(matrix: Matrix) 
         options += extra
     assert configuration.options == ("--userns=auto",)
     assert_everything_works(matrix.report(configuration, options), "podman")
+
+
+def test_the_hostnames_own_fix_gives_the_build_localhost(matrix: Matrix) -> None:
+    """The degraded hostname's advice, applied too (Podman): the doctor's hostname row is ok."""
+    configuration = BY_ID["podman-root"]
+    with_fix = with_printed_fix(matrix, configuration)
+    [advice] = {str(check["fix"]) for check in with_fix.step("doctor")["json"]["checks"]
+                if check["layer"] == "hostname" and check.get("degraded")}
+    options = [arg for option in sorted(security_options(advice) | security_options(
+        _fix_of(defaults(matrix, configuration).step("run_full")["stderr"])))
+        for arg in ("--security-opt", option)]
+    assert "seccomp=unconfined" in options, advice
+    doctor = matrix.report(configuration, options).step("doctor")["json"]
+    rows = [check for check in doctor["checks"] if check["layer"] == "hostname"]
+    assert rows and all(row["ok"] and not row.get("degraded") for row in rows), rows

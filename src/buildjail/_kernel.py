@@ -55,6 +55,8 @@ CAP_SYS_ADMIN = 21
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, -1)
+MNT_DETACH = 2
 _CAPABILITY_VERSION_3 = 0x20080522
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -70,6 +72,8 @@ _mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_u
 _prctl = _libc.prctl
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _unshare = _libc.unshare
+_umount2 = _libc.umount2
+_umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _capset = _libc.capset
 _capget = _libc.capget
 
@@ -133,6 +137,16 @@ def move_mount(tree_fd: int, target: str) -> None:
     """Attach a detached mount tree at *target* (``move_mount(2)``)."""
     _check(_syscall(_SYS_MOVE_MOUNT, tree_fd, b"", AT_FDCWD, _encode(target),
                          ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount {target}")
+
+
+def pivot_root_here() -> None:
+    """Make the current directory the root, and detach the old root (``pivot_root(".", ".")``).
+
+    The old root ends up mounted on top of the new one; detaching it leaves only the new.
+    """
+    _check(_syscall(_SYS_PIVOT_ROOT, b".", b"."), "pivot_root into the sandbox's root")
+    _check(_umount2(b".", MNT_DETACH), "detach the host's root")
+    os.chdir("/")
 
 
 def set_mount_attributes(path: str | int, attributes: int, recursive: bool = True) -> None:

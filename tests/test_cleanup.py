@@ -264,7 +264,8 @@ def test_setup_failure_inside_is_reported_when_buildjail_is_hidden_there(
     assert world_src.startswith("/tmp/")
     dangling = shared_dir / "dangling"
     dangling.symlink_to("/no/such/target")  # masking it fails once the mounts are under way
-    spec = {"cmd": ["/bin/true"], "cwd": "/", "masked": [str(dangling)]}
+    spec = {"cmd": ["/bin/true"], "cwd": "/", "masked": [str(dangling)],
+            "writable": [str(shared_dir)]}  # a mask counts inside a tree the view shows
     user = ([] if identity_kind == "root" else
             ["/usr/bin/setpriv", f"--reuid={NONROOT_UID}", f"--regid={NONROOT_UID}",
              "--clear-groups"])

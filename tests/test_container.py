@@ -34,6 +34,7 @@ def _in_child(setup: Callable[[], None], probe: Callable[[], Any]) -> Any:
     if pid == 0:
         os.close(read_fd)
         try:
+            container.detect.cache_clear()  # this process's view is about to change
             k.unshare(k.CLONE_NEWNS)
             k.make_mounts_private()
             setup()

@@ -121,9 +121,9 @@ def make_mounts_private() -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
-def mount_proc() -> None:
-    """Mount a fresh ``/proc`` of the current pid namespace."""
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+def mount_proc(target: str = "/proc") -> None:
+    """Mount a fresh ``/proc`` of the current pid namespace at *target*."""
+    mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def open_tree_clone(path: str, recursive: bool = True) -> int:

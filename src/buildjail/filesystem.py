@@ -1,18 +1,28 @@
-"""The sandbox's view of the filesystem: a plan computed by the caller, applied inside."""
+"""The sandbox's view of the filesystem: an allow-list of the host, planned outside, built inside.
+
+The view's root is a fresh tmpfs. On it: the operating system's own trees read-only
+(``policy.VIEW_SYSTEM``), the entries of /etc that builds read (``policy.VIEW_ETC``) and
+the sandbox's own ``passwd``, ``group`` and ``hosts``; the declared read-only and writable
+trees; private tmpfs on /tmp, /var/tmp, /run, /dev/shm and the home; a minimal /dev and a
+fresh /proc. Everything else — homes, /var, /srv, /opt, other mounts, every host socket —
+is absent, as in Nix's sandbox. Masks apply inside the trees shown.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import os
 import pwd
 import stat
 
 from . import _kernel as k
 from .identity import Identity, account_entries, group_text, passwd_text
+from .policy import VIEW_ETC, VIEW_SYSTEM
 
 PRIVATE_TMPFS_MODES = {"/tmp": "1777", "/var/tmp": "1777", "/run": "0755"}
-"""The private tmpfs mounts over host directories, and the mode of each."""
+"""The private tmpfs mounts of the view, and the mode of each."""
 PRIVATE_TMPFS = tuple(PRIVATE_TMPFS_MODES)
 MASK_TMPFS_SIZE = 1 << 20
 """The size of the empty tmpfs that masks a directory."""
@@ -21,9 +31,12 @@ SCRATCH_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 STAGE_DIR = "/run/buildjail"
 """Covered by a tmpfs in the bwrap backend's init, to re-attach trees the build's identity
 could not reach on the host (it exists whenever an ephemeral identity is leased)."""
-_REPLACED = (*PRIVATE_TMPFS, "/dev", "/proc")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-_SYNTHETIC_DIR = "/run/buildjail"
+HOSTS_TEXT = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
+"""The sandbox's /etc/hosts: only its own loopback names (the host's list is the host's)."""
+_ROOT_TMPFS_SIZE = 4 << 20
+_ASSEMBLY_POINTS = ("/tmp", "/dev")
+"""Where the new root is put together (in the sandbox's own mount namespace only)."""
 _SYSTEM_DIRS = frozenset({
     "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/run",
     "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/nonexistent",
@@ -34,6 +47,10 @@ _SYSTEM_DIRS = frozenset({
 class MountPlan:
     """Everything the sandbox's mount namespace is built from."""
 
+    system: tuple[str, ...]
+    """Host paths shown read-only where they are: the OS's trees, /etc entries, /sys parts."""
+    symlinks: tuple[tuple[str, str], ...]
+    """(path, target) links made in the view: merged-/usr links, /etc links, /etc/mtab."""
     readonly: tuple[str, ...]
     writable: tuple[str, ...]
     masked_dirs: tuple[str, ...]
@@ -41,12 +58,25 @@ class MountPlan:
     identity: Identity
     tmpfs_size: int | None = None
 
-    def split_masks(self) -> tuple[list[str], list[str]]:
-        """The masked paths outside every exposed tree, and those inside one (masked last)."""
-        exposed = (*self.readonly, *self.writable)
-        masks = (*self.masked_dirs, *self.masked_files)
-        inside = [path for path in masks if within_any(path, exposed)]
-        return [path for path in masks if path not in inside], inside
+    @property
+    def exposed(self) -> tuple[str, ...]:
+        """Every host tree the view shows."""
+        return (*self.system, *self.readonly, *self.writable)
+
+    def trees(self) -> list[tuple[str, bool]]:
+        """(path, writable) of every tree shown, outermost first (nested ones after)."""
+        trees = [(path, False) for path in (*self.system, *self.readonly)]
+        trees += [(path, True) for path in self.writable]
+        return sorted(trees, key=lambda item: item[0].count("/"))
+
+    def masks(self) -> list[str]:
+        """The masked paths, all inside shown trees (they are mounted after the trees)."""
+        return [*self.masked_dirs, *self.masked_files]
+
+    def synthetic_files(self) -> dict[str, str]:
+        """The files the view holds that are its own: accounts and hosts."""
+        return {"/etc/passwd": passwd_text(self.identity),
+                "/etc/group": group_text(self.identity), "/etc/hosts": HOSTS_TEXT}
 
     def scratch_paths(self) -> tuple[str, ...]:
         """The writable tmpfs mounts, whose contents are memory the build uses."""
@@ -59,55 +89,84 @@ def plan_mounts(
     masked: tuple[str, ...],
     identity: Identity,
     *,
-    outsider: bool,
     tmpfs_size: int | None = None,
 ) -> MountPlan:
-    """Plan the mounts; *outsider* means the identity owns nothing on the host."""
-    exposed = _existing((*readonly, *writable))
-    masks = [*masked, *_home_directories()]
-    if outsider:
-        masks += untraversable_ancestors(exposed)
+    """Plan the view: the system trees and /etc entries, the declared trees, their masks."""
+    system, symlinks = _system_view()
+    declared = _existing((*readonly, *writable))
+    system = tuple(path for path in system if path not in declared)
+    exposed = (*system, *declared)
+    candidates = [*masked, *_home_directories()]
     masks = [
-        path for path in _existing(_outermost(masks))
-        if path not in exposed and (not within_any(os.path.realpath(path), _REPLACED)
-                                    or within_any(path, exposed))
+        path for path in _existing(_outermost(candidates))
+        if path not in exposed and within_any(path, exposed)
     ]
     masked_dirs = tuple(path for path in masks if os.path.isdir(path))
-    masked_files = tuple(path for path in masks if path not in masked_dirs)
     return MountPlan(
+        system=system,
+        symlinks=symlinks,
         readonly=tuple(path for path in _existing(readonly) if path not in writable),
         writable=_existing(writable),
         masked_dirs=masked_dirs,
-        masked_files=masked_files,
+        masked_files=tuple(path for path in masks if path not in masked_dirs),
         identity=identity,
         tmpfs_size=tmpfs_size,
     )
 
 
+def _system_view() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The host's system trees and /etc entries the view shows, and the links among them."""
+    paths = [path for path in VIEW_SYSTEM if os.path.lexists(path)]
+    with contextlib.suppress(OSError):
+        paths += sorted(f"/etc/{name}" for name in os.listdir("/etc")
+                        if any(fnmatch.fnmatchcase(name, pattern) for pattern in VIEW_ETC))
+    links = [(path, os.readlink(path)) for path in paths if os.path.islink(path)]
+    links.append(("/etc/mtab", "/proc/self/mounts"))
+    trees = tuple(path for path in paths if not os.path.islink(path))
+    return trees, tuple(links)
+
+
 def apply_mounts(plan: MountPlan) -> None:
-    """Build the sandbox's filesystem; runs inside the new mount namespace, privileged."""
+    """Build the view and make it the root; runs inside the new mount namespace, privileged.
+
+    Every host tree is cloned first, while the host's tree is still there; the new root
+    is then put together on a tmpfs and pivoted into, and the host's root detached.
+    """
     k.make_mounts_private()
-    trees = _clone_trees(plan)
+    trees = [(path, _clone(path, writable), os.path.isdir(path))
+             for path, writable in plan.trees()]
     devices = {name: k.open_tree_clone("/dev/" + name, recursive=False) for name in DEVICES}
-    k.set_mount_attributes("/", k.READONLY_ATTRIBUTES)
-    _mount_dev(devices, _size(plan))
-    k.mount_proc()
+    root = next(path for path in _ASSEMBLY_POINTS if os.path.isdir(path))
+    _tmpfs(root, f"mode=0755,size={_ROOT_TMPFS_SIZE}")
+    for path, target in plan.symlinks:
+        _ensure_mountpoint(os.path.dirname(root + path))
+        os.symlink(target, root + path)
+    for path, text in plan.synthetic_files().items():
+        _write_file(root + path, text)
+    os.makedirs(root + "/dev", 0o755)
+    _mount_dev(root + "/dev", devices, _size(plan))
+    os.makedirs(root + "/proc", 0o555)
+    k.mount_proc(root + "/proc")
     for path, mode in PRIVATE_TMPFS_MODES.items():
-        if os.path.isdir(path):
-            _tmpfs(path, f"mode={mode}" + _size(plan))
-    outside, inside = plan.split_masks()
-    _mask(outside)
-    _synthetic_accounts(plan.identity)
-    _make_home(plan.identity, _size(plan))
-    for path, fd, directory in sorted(trees, key=lambda item: item[0].count("/")):
-        _ensure_mountpoint(path, directory)
-        k.move_mount(fd, path)
+        os.makedirs(root + path, 0o755, exist_ok=True)
+        _tmpfs(root + path, f"mode={mode}" + _size(plan))
+    _make_home(root, plan.identity, _size(plan))
+    for path, fd, directory in trees:
+        _ensure_mountpoint(root + path, directory)
+        k.move_mount(fd, root + path)
         os.close(fd)
-    _mask(inside)
-    # /run holds only what the sandbox made (the synthetic accounts, the mask file): as
-    # non-root it belongs to the build's own uid, and a writable /run is unmetered memory.
-    for path in (*plan.masked_dirs, *(["/run"] if os.path.isdir("/run") else [])):
-        k.set_mount_attributes(path, k.READONLY_ATTRIBUTES, recursive=False)
+    _mask([root + path for path in plan.masks()], root)
+    for path in ("", "/run", *plan.masked_dirs):  # the root and /run: only what we made
+        k.set_mount_attributes(root + path, k.READONLY_ATTRIBUTES, recursive=False)
+    os.chdir(root)
+    k.pivot_root_here()
+
+
+def _clone(path: str, writable: bool) -> int:
+    fd = k.open_tree_clone(path)
+    attributes = k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NODEV
+    k.set_mount_attributes(fd, attributes if writable else k.READONLY_ATTRIBUTES)
+    return fd
 
 
 def stage_trees(trees: tuple[tuple[str, str, bool], ...]) -> None:
@@ -127,22 +186,20 @@ def stage_trees(trees: tuple[tuple[str, str, bool], ...]) -> None:
         os.close(fd)
 
 
-def _mask(paths: list[str]) -> None:
+def _mask(paths: list[str], root: str) -> None:
     """Cover directories with an empty tmpfs and files with an empty, unreadable file."""
+    void = None
     for path in paths:
         if os.path.isdir(path):
             _tmpfs(path, f"mode=0755,size={MASK_TMPFS_SIZE}")
-        else:
-            k.mount(_void_file(), path, None, k.MS_BIND | k.MS_RDONLY)
-
-
-def _void_file() -> str:
-    path = os.path.join(_SYNTHETIC_DIR, "masked")
-    if not os.path.exists(path):
-        os.makedirs(_SYNTHETIC_DIR, mode=0o755, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0))
-        os.chmod(path, 0)
-    return path
+            continue
+        if void is None:
+            void = os.path.join(root + STAGE_DIR, "masked")
+            os.makedirs(os.path.dirname(void), mode=0o755, exist_ok=True)
+            os.close(os.open(void, os.O_CREAT | os.O_WRONLY, 0))
+            os.chmod(void, 0)
+        k.mount(void, path, None, k.MS_BIND | k.MS_RDONLY)
+        k.set_mount_attributes(path, k.READONLY_ATTRIBUTES, recursive=False)
 
 
 def within_any(path: str, trees: tuple[str, ...]) -> bool:
@@ -150,65 +207,44 @@ def within_any(path: str, trees: tuple[str, ...]) -> bool:
     return any(path == tree or path.startswith(tree.rstrip("/") + "/") for tree in trees)
 
 
-def _clone_trees(plan: MountPlan) -> list[tuple[str, int, bool]]:
-    """Detached copies of the exposed trees: (path, tree fd, whether it is a directory)."""
-    trees = []
-    for path in plan.readonly:
-        fd = k.open_tree_clone(path)
-        k.set_mount_attributes(fd, k.READONLY_ATTRIBUTES)
-        trees.append((path, fd, os.path.isdir(path)))
-    for path in plan.writable:
-        fd = k.open_tree_clone(path)
-        k.set_mount_attributes(fd, k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NODEV)
-        trees.append((path, fd, os.path.isdir(path)))
-    return trees
-
-
 def _size(plan: MountPlan) -> str:
     """Bound a writable tmpfs by the memory limit: its contents are memory."""
     return f",size={plan.tmpfs_size}" if plan.tmpfs_size else ""
 
 
-def _mount_dev(devices: dict[str, int], size: str) -> None:
-    _tmpfs("/dev", "mode=0755,size=64k", k.MS_NOSUID | k.MS_NOEXEC)
+def _mount_dev(dev: str, devices: dict[str, int], size: str) -> None:
+    _tmpfs(dev, "mode=0755,size=64k", k.MS_NOSUID | k.MS_NOEXEC)
     for name, fd in devices.items():
-        path = "/dev/" + name
+        path = f"{dev}/{name}"
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666))
         k.move_mount(fd, path)
         os.close(fd)
-    os.mkdir("/dev/shm", 0o1777)
-    _tmpfs("/dev/shm", "mode=1777" + size)
-    os.mkdir("/dev/pts", 0o755)
-    k.mount("devpts", "/dev/pts", "devpts", k.MS_NOSUID | k.MS_NOEXEC,
+    os.mkdir(f"{dev}/shm", 0o1777)
+    _tmpfs(f"{dev}/shm", "mode=1777" + size)
+    os.mkdir(f"{dev}/pts", 0o755)
+    k.mount("devpts", f"{dev}/pts", "devpts", k.MS_NOSUID | k.MS_NOEXEC,
             "newinstance,ptmxmode=0666,mode=620")
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
                          ("ptmx", "pts/ptmx")):
-        os.symlink(target, "/dev/" + name)
-    k.set_mount_attributes("/dev", k.READONLY_ATTRIBUTES & ~k.MOUNT_ATTR_NODEV, recursive=False)
+        os.symlink(target, f"{dev}/{name}")
+    k.set_mount_attributes(dev, k.READONLY_ATTRIBUTES & ~k.MOUNT_ATTR_NODEV, recursive=False)
 
 
 def _tmpfs(path: str, options: str, flags: int = k.MS_NOSUID | k.MS_NODEV) -> None:
     k.mount("tmpfs", path, "tmpfs", flags, options)
 
 
-def _synthetic_accounts(identity: Identity) -> None:
-    os.makedirs(_SYNTHETIC_DIR, mode=0o755, exist_ok=True)
-    for name, text in (("passwd", passwd_text(identity)), ("group", group_text(identity))):
-        source = os.path.join(_SYNTHETIC_DIR, name)
-        with open(source, "w") as stream:
-            stream.write(text)
-        os.chmod(source, 0o644)
-        target = "/etc/" + name
-        if os.path.exists(target):
-            k.mount(source, target, None, k.MS_BIND)
-            k.mount(None, target, None, k.MS_BIND | k.MS_REMOUNT | k.MS_RDONLY | k.MS_NOSUID
-                    | k.MS_NODEV)
+def _write_file(path: str, text: str) -> None:
+    _ensure_mountpoint(os.path.dirname(path))
+    with open(path, "w") as stream:
+        stream.write(text)
+    os.chmod(path, 0o644)
 
 
-def _make_home(identity: Identity, size: str) -> None:
-    os.makedirs(identity.home, mode=0o700, exist_ok=True)
-    _tmpfs(identity.home, f"mode=0700,uid={identity.uid},gid={identity.gid}{size}")
+def _make_home(root: str, identity: Identity, size: str) -> None:
+    os.makedirs(root + identity.home, mode=0o700, exist_ok=True)
+    _tmpfs(root + identity.home, f"mode=0700,uid={identity.uid},gid={identity.gid}{size}")
 
 
 def _ensure_mountpoint(path: str, directory: bool = True) -> None:

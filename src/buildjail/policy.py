@@ -34,13 +34,35 @@ ENV_DELETE_DEFAULT = (
 )
 """Environment variables that never pass, even when a keep pattern matches them."""
 
+VIEW_SYSTEM = (
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/nix/store",
+    "/sys/devices/system/cpu", "/sys/devices/system/node",
+)
+"""The operating system's trees a filesystem view shows, read-only, where they are (the
+merged-/usr links /bin, /lib... as links). /opt is not among them: it holds vendors' software
+and their licence keys, and on UBI images the application's home; add toolchains there with
+``--readonly`` (e.g. ``/opt/rh/gcc-toolset-13``)."""
+
+VIEW_ETC = (
+    "alternatives", "ca-certificates", "ca-certificates.conf", "crypto-policies",
+    "debian_version", "*-release", "fonts", "gai.conf", "host.conf", "java-*", "ld.so.cache",
+    "ld.so.conf", "ld.so.conf.d", "ld.so.preload", "locale.alias", "locale.conf", "localtime",
+    "magic", "magic.mime", "mime.types", "nsswitch.conf", "os-release", "perl", "pki",
+    "protocols", "python*", "rpc", "services", "sgml", "ssl", "terminfo", "timezone", "xml",
+)
+"""The entries of /etc a filesystem view shows (fnmatch patterns): what builds read there.
+Never backups (``passwd-``), ``shadow``, ``pip.conf``, ``gitconfig``, ``npmrc``, Maven's
+or apt's settings, keys: the rest of /etc is absent. ``passwd``, ``group`` and ``hosts``
+are the sandbox's own, ``mtab`` a link to ``/proc/self/mounts``."""
+
 MASKED_DEFAULT = (
     "/root", "/home", "/run/secrets", "/var/run/secrets", "/etc/shadow", "/etc/shadow-",
     "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh",
-    "/etc/ssl/private", "/etc/machine-id", "/var/lib/dbus/machine-id", "/var/mail",
-    "/var/spool", "/var/log", "/var/backups", "/var/lib/sss",
+    "/etc/ssl/private", "/etc/pki/tls/private", "/etc/pki/CA/private", "/etc/machine-id",
+    "/var/lib/dbus/machine-id", "/var/mail", "/var/spool", "/var/log", "/var/backups",
+    "/var/lib/sss",
 )
-"""Paths hidden from a ``full`` sandbox (besides every home directory of the host)."""
+"""Paths hidden even inside a tree the view shows (besides every home directory)."""
 
 
 @dataclasses.dataclass(frozen=True)

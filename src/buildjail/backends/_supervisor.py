@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import glob
 import itertools
 import json
 import os
@@ -26,10 +27,10 @@ from .. import cgroups, identity, ownership, seccomp, userns
 from ..diagnosis import explain_error  # not imported after a fork: the import lock
 from ..disk import DiskWatch
 from ..errors import EXIT_TIMEOUT, SandboxSetupError
-from ..filesystem import MountPlan, plan_mounts
+from ..filesystem import MountPlan, plan_mounts, within_any
 from ..hostname import DEGRADED_LAYER, plan_hostname
 from ..limits import Limits
-from ..policy import Policy
+from ..policy import VIEW_SYSTEM, Policy
 from ..result import RunResult
 from . import Request
 from ._sandbox_init import InitPlan, report_error, run_init, stdio_fds
@@ -146,7 +147,6 @@ def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | No
             writable=policy.writable,
             masked=policy.masked,
             identity=who,
-            outsider=lease is not None,
             tmpfs_size=policy.limits.memory,
         )
     env = dict(request.env)
@@ -214,10 +214,9 @@ def _check_paths(policy: Policy, cwd: str) -> None:
 
 
 def _identity(lease: identity.Lease | None) -> identity.Identity:
-    home = "/home/" + identity.USER_NAME if os.path.isdir("/home") else "/tmp/home"
     if lease is not None:
-        return dataclasses.replace(lease.identity, home=home)
-    return identity.Identity(uid=os.getuid(), gid=os.getgid(), home=home)
+        return lease.identity
+    return identity.Identity(uid=os.getuid(), gid=os.getgid())
 
 
 def _limit_cgroup(policy: Policy, limits: Limits, who: identity.Identity,
@@ -253,8 +252,19 @@ def _create_cgroup(limits: Limits, who: identity.Identity) -> cgroups.Cgroup | N
 
 
 def _interpreter_paths() -> tuple[str, ...]:
-    paths = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    return tuple(sorted(path for path in paths if path and path != "/"))
+    """The base interpreter's own files: its lib and include trees and its bin/python*.
+
+    Not a virtual environment (a venv's pip.conf, uv.toml or activate scripts), and nothing
+    when the interpreter lives in the view's system trees (/usr) anyway.
+    """
+    real = os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))
+    paths: list[str] = []
+    for prefix in dict.fromkeys((sys.base_prefix, real)):
+        if not prefix or prefix == "/" or within_any(prefix, VIEW_SYSTEM):
+            continue
+        paths += [os.path.join(prefix, "lib"), os.path.join(prefix, "include")]
+        paths += sorted(glob.glob(os.path.join(glob.escape(prefix), "bin", "python*")))
+    return tuple(path for path in dict.fromkeys(paths) if os.path.lexists(path))
 
 
 def _flags(names: set[str]) -> int:

@@ -27,7 +27,6 @@ from ..filesystem import (
     MountPlan,
     untraversable_ancestors,
 )
-from ..identity import group_text, passwd_text
 from ..policy import Policy
 from ..result import RunResult
 from . import Request
@@ -194,30 +193,30 @@ def _staged(mounts: MountPlan) -> dict[str, str]:
 
 
 def _filesystem_options(mounts: MountPlan, staged: dict[str, str], fds: list[int]) -> list[str]:
-    """The mount options, in the order the native backend builds the same view."""
+    """The mount options, in the order the native backend builds the same view.
+
+    bubblewrap's root is a fresh tmpfs already; what it shows of the host is bound in.
+    """
     size = ["--size", str(mounts.tmpfs_size)] if mounts.tmpfs_size else []
-    options = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-               "--perms", "1777", *size, "--tmpfs", "/dev/shm",
-               # --dev binds the caller's terminal there when stdout is one: hide it.
-               *_mask_options(["/dev/console"], mounts, fds)]
+    options = []
+    for path, target in mounts.symlinks:
+        options += ["--symlink", target, path]
+    options += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", *size,
+                "--tmpfs", "/dev/shm",
+                # --dev binds the caller's terminal there when stdout is one: hide it.
+                *_mask_options(["/dev/console"], mounts, fds)]
     for path, mode in PRIVATE_TMPFS_MODES.items():
-        if os.path.isdir(path):
-            options += ["--perms", mode, *size, "--tmpfs", path]
-    outside, inside = mounts.split_masks()
-    options += _mask_options(outside, mounts, fds)
-    who = mounts.identity
-    for name, text in (("passwd", passwd_text(who)), ("group", group_text(who))):
-        if os.path.exists("/etc/" + name):
-            fd = _data_fd(name, text.encode(), fds)
-            options += ["--perms", "0644", "--ro-bind-data", str(fd), "/etc/" + name]
-    options += ["--perms", "0700", *size, "--tmpfs", who.home]
-    for path in sorted((*mounts.readonly, *mounts.writable), key=lambda item: item.count("/")):
-        option = "--bind" if path in mounts.writable else "--ro-bind"
-        options += [option, staged.get(path, path), path]
-    options += _mask_options(inside, mounts, fds)
-    # bubblewrap leaves its /dev, /proc and our /run writable (and owned by the build's uid):
-    # read-only, as native builds them. Not recursive: /dev/shm and the binds stay as they are.
-    for path in (*mounts.masked_dirs, *_READ_ONLY_AFTER):
+        options += ["--perms", mode, *size, "--tmpfs", path]
+    for path, text in mounts.synthetic_files().items():
+        fd = _data_fd(os.path.basename(path), text.encode(), fds)
+        options += ["--perms", "0644", "--ro-bind-data", str(fd), path]
+    options += ["--perms", "0700", *size, "--tmpfs", mounts.identity.home]
+    for path, writable in mounts.trees():
+        options += ["--bind" if writable else "--ro-bind", staged.get(path, path), path]
+    options += _mask_options(mounts.masks(), mounts, fds)
+    # bubblewrap leaves its root, /dev, /proc and our /run writable (and owned by the build's
+    # uid): read-only, as native builds them. Not recursive: the binds stay as they are.
+    for path in (*mounts.masked_dirs, *_READ_ONLY_AFTER, "/"):
         options += ["--remount-ro", path]
     return options
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,49 @@ def test_bwrap_reports_its_own_setup_failure_as_125(tmp_path: Path) -> None:
     assert proc.returncode == 125, proc.stderr
     assert "bwrap could not set up the sandbox" in proc.stderr
     assert "bwrap: Can't chdir" in proc.stderr  # bubblewrap's own line, shown above ours
+
+
+def test_explain_prints_the_view_and_runs_nothing(shared_dir: Path) -> None:
+    marker = shared_dir / "ran"
+    proc = buildjail("run", "--explain", "--writable", str(shared_dir), "--", "/bin/sh", "-c",
+                     f"touch {marker}")
+    assert proc.returncode == 0, proc.stderr
+    assert not marker.exists(), "--explain ran the command"
+    lines = proc.stdout.splitlines()
+    assert "view (everything not listed is absent):" in lines
+    assert any(line.startswith("  read-only, the system's: /usr") for line in lines), lines
+    assert f"  writable: {shared_dir}" in lines
+    absent = next(line for line in lines if line.startswith("  absent, among others: "))
+    for name in ("/srv", "/opt", "/mnt", "/boot"):
+        if os.path.isdir(name):
+            assert name in absent.split(": ", 1)[1].split(", "), absent
+
+
+def _tool_dir(shared_dir: Path) -> Path:
+    """A directory under /root (hidden in the view) holding a tool the command calls."""
+    tools = Path(tempfile.mkdtemp(prefix="bj-tools-", dir="/root"))
+    tool = tools / "bj-test-tool"
+    tool.write_text("#!/bin/sh\necho tool ran\n")
+    tool.chmod(0o755)
+    tools.chmod(0o755)
+    return tools
+
+
+def test_a_tool_in_a_hidden_path_directory_gets_a_hint_naming_the_flag(shared_dir: Path) -> None:
+    tools = _tool_dir(shared_dir)
+    try:
+        env = {**os.environ, "PATH": f"{tools}:/usr/bin:/bin"}
+        hidden = subprocess.run(
+            [sys.executable, "-m", "buildjail", "run", "--writable", str(shared_dir), "--",
+             "/bin/sh", "-c", "bj-test-tool"], cwd=shared_dir, env=env, capture_output=True,
+            text=True, timeout=120, check=False)
+        assert hidden.returncode == 127, hidden.stderr
+        assert f"--readonly {tools}" in hidden.stderr, hidden.stderr
+        # The control: with the flag the hint names, the tool runs.
+        shown = subprocess.run(
+            [sys.executable, "-m", "buildjail", "run", "--writable", str(shared_dir),
+             "--readonly", str(tools), "--", "/bin/sh", "-c", "bj-test-tool"], cwd=shared_dir,
+            env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert (shown.returncode, shown.stdout) == (0, "tool ran\n"), shown.stderr
+    finally:
+        shutil.rmtree(tools)

@@ -57,6 +57,8 @@ def _add_run(run: argparse.ArgumentParser) -> None:
                      help="wall-time limit (exit code 124 when hit)")
     run.add_argument("--memory", metavar="SIZE", type=parse_size, help="memory limit, e.g. 2G")
     run.add_argument("--json-report", metavar="FILE", help="write the run's result as JSON")
+    run.add_argument("--explain", action="store_true",
+                     help="print what the sandbox would show and give the command; run nothing")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
 
 
@@ -141,13 +143,29 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         policy = policy.with_limits(wall_time=args.timeout)
     if args.memory is not None:
         policy = policy.with_limits(memory=args.memory)
+    if args.explain:
+        from .explain import explain
+
+        backend = choose_backend()[0] if args.backend == "auto" else args.backend
+        print(explain(policy, cmd, os.getcwd(), os.environ, backend))
+        return 0
     result = Sandbox(policy, backend=args.backend).run(cmd)
     if args.json_report:
         with open(args.json_report, "w") as stream:
             json.dump(result.to_dict(), stream, indent=2)
     if result.limit_hit:
         _error(f"stopped: the {result.limit_hit.replace('_', ' ')} limit was hit")
+    elif result.exit_code == 127 and policy.filesystem:  # a shell's "command not found"
+        _hint_hidden_tools(policy)
     return result.exit_code
+
+
+def _hint_hidden_tools(policy: Policy) -> None:
+    from .explain import hidden_tools_hint, plan_view
+
+    hint = hidden_tools_hint(os.environ.get("PATH", ""), plan_view(policy, os.getcwd()))
+    if hint:
+        _error(hint)
 
 
 def _audit(args: argparse.Namespace) -> int:

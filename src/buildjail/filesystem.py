@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import glob
 import os
 import pwd
 import stat
+import sys
 
 from . import _kernel as k
 from .identity import Identity, account_entries, group_text, passwd_text
@@ -124,6 +126,22 @@ def _system_view() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     links.append(("/etc/mtab", "/proc/self/mounts"))
     trees = tuple(path for path in paths if not os.path.islink(path))
     return trees, tuple(links)
+
+
+def interpreter_paths() -> tuple[str, ...]:
+    """The base interpreter's own files, shown read-only: its lib, include and bin/python*.
+
+    Not a virtual environment (a venv's pip.conf, uv.toml or activate scripts), and nothing
+    when the interpreter lives in the view's system trees (/usr) anyway.
+    """
+    real = os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))
+    paths: list[str] = []
+    for prefix in dict.fromkeys((sys.base_prefix, real)):
+        if not prefix or prefix == "/" or within_any(prefix, VIEW_SYSTEM):
+            continue
+        paths += [os.path.join(prefix, "lib"), os.path.join(prefix, "include")]
+        paths += sorted(glob.glob(os.path.join(glob.escape(prefix), "bin", "python*")))
+    return tuple(path for path in dict.fromkeys(paths) if os.path.lexists(path))
 
 
 def apply_mounts(plan: MountPlan) -> None:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import glob
 import itertools
 import json
 import os
 import select
 import signal
 import stat
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -27,10 +25,10 @@ from .. import cgroups, identity, ownership, seccomp, userns
 from ..diagnosis import explain_error  # not imported after a fork: the import lock
 from ..disk import DiskWatch
 from ..errors import EXIT_TIMEOUT, SandboxSetupError
-from ..filesystem import MountPlan, plan_mounts, within_any
+from ..filesystem import MountPlan, interpreter_paths, plan_mounts
 from ..hostname import DEGRADED_LAYER, plan_hostname
 from ..limits import Limits
-from ..policy import VIEW_SYSTEM, Policy
+from ..policy import Policy
 from ..result import RunResult
 from . import Request
 from ._sandbox_init import InitPlan, report_error, run_init, stdio_fds
@@ -143,7 +141,7 @@ def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | No
     mounts = None
     if policy.filesystem:
         mounts = plan_mounts(
-            readonly=(*_interpreter_paths(), *policy.readonly),
+            readonly=(*interpreter_paths(), *policy.readonly),
             writable=policy.writable,
             masked=policy.masked,
             identity=who,
@@ -249,22 +247,6 @@ def _create_cgroup(limits: Limits, who: identity.Identity) -> cgroups.Cgroup | N
     # before pids.max, which alone reports a hit: one less, so pids.max is reached first.
     processes = limits.processes - 1 if limits.processes else None
     return cgroups.create(name, limits.memory, processes)
-
-
-def _interpreter_paths() -> tuple[str, ...]:
-    """The base interpreter's own files: its lib and include trees and its bin/python*.
-
-    Not a virtual environment (a venv's pip.conf, uv.toml or activate scripts), and nothing
-    when the interpreter lives in the view's system trees (/usr) anyway.
-    """
-    real = os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))
-    paths: list[str] = []
-    for prefix in dict.fromkeys((sys.base_prefix, real)):
-        if not prefix or prefix == "/" or within_any(prefix, VIEW_SYSTEM):
-            continue
-        paths += [os.path.join(prefix, "lib"), os.path.join(prefix, "include")]
-        paths += sorted(glob.glob(os.path.join(glob.escape(prefix), "bin", "python*")))
-    return tuple(path for path in dict.fromkeys(paths) if os.path.lexists(path))
 
 
 def _flags(names: set[str]) -> int:

@@ -25,16 +25,17 @@ from conftest import NONROOT_UID, SYSTEM_PYTHON, is_root
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(not is_root(), reason="the audit plants its bait as root")]
 
-OTHER_AUDITS = "bj-audit-"
-
-
 def _names(directory: str, tag: str) -> list[str] | None:
-    """A directory's listing (None if missing), ignoring other audits' concurrent bait."""
+    """The names of this bait in a directory (None if it is missing): only what it planted.
+
+    Everything the bait plants carries its tag; the rest of the directory is the host's and
+    other processes', which a busy host changes at any time.
+    """
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return None
-    return sorted(name for name in names if OTHER_AUDITS not in name or tag in name)
+    return sorted(name for name in names if tag in name)
 
 
 def _tree(directory: str) -> list[str] | None:
@@ -64,12 +65,16 @@ def _abstract_names(tag: str) -> set[str]:
         return {line.split()[-1] for line in stream if f"@bj-audit-{tag}" in line}
 
 
-def _sleepers() -> set[int]:
+def _sleepers(tag: str) -> set[int]:
+    """The bait's victim processes of *tag*: a sleep with the tag's canary in its environment."""
     found = set()
     for name in os.listdir("/proc"):
         try:
             with open(f"/proc/{name}/cmdline", "rb") as stream:
-                if stream.read() == b"/bin/sleep\x003600\x00":
+                if stream.read() != b"/bin/sleep\x003600\x00":
+                    continue
+            with open(f"/proc/{name}/environ", "rb") as stream:
+                if f"bj-audit-{tag}".encode() in stream.read():
                     found.add(int(name))
         except (OSError, ValueError):
             continue
@@ -87,11 +92,14 @@ def snapshot(tag: str) -> dict[str, Any]:
         "tmp": sorted(name for name in os.listdir("/tmp") if f"bj-audit-{tag}" in name),
         "etc": _names("/etc", tag),
         "cron.d": _names("/etc/cron.d", tag),
-        "passwd": Path("/etc/passwd").read_bytes(),
+        "opt": _names("/opt", tag), "srv": _names("/srv", tag),
+        "var_cache": _names("/var/cache", tag),
+        "passwd": [line for line in Path("/etc/passwd").read_text().splitlines()
+                   if tag in line],
         "purelib": sorted(name for name in os.listdir(purelib)
                           if tag in name or tag.replace("-", "_") in name),
         "abstract": _abstract_names(tag),
-        "sleepers": _sleepers(),
+        "sleepers": _sleepers(tag),
         "sigterm": signal.getsignal(signal.SIGTERM),
     }
 
@@ -286,7 +294,8 @@ def test_as_non_root_plants_what_it_can(world_src: str, shared_dir: Path, tag: s
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert set(report["unavailable"]) == {"cred_other_user", "cred_run_secrets",
-                                          "cred_k8s_token", "setuid"}
+                                          "cred_k8s_token", "setuid", "view_etc",
+                                          "view_system"}
     assert report["config"]["setuid_binary"] is None
     assert report["config"]["posix_shm"] and report["config"]["sysv_shm_key"]
     assert report["errors"] == []

@@ -288,7 +288,8 @@ PROBE_NAME, PROBE_VERSION = "buildjail-probe", "1.0"
 PROBE_TOP = f"buildjail_probe-{PROBE_VERSION}"  # fromager's unpack directory: <module>-<version>
 PROBE_FILES = ("pyproject.toml", "probe_backend.py", "probes.py")
 SELECT_PROBES = "buildjail-probes"  # the probe project's config setting naming a hook's probes
-STOPPED_BY = {"fork_bomb": "processes", "memory_hog": "memory"}
+STOPPED_BY = {"fork_bomb": "processes", "memory_hog": "memory", "memory_sysv": "memory",
+              "memory_sockets": "memory", "disk_files": "disk"}
 """Probes a limit may stop with their whole hook, and the limit: each gets a bootstrap of its
 own, which may fail (the audit likewise gives them a build of their own)."""
 IN_ONE_BOOTSTRAP = tuple(vector.id for vector in VECTORS if vector.id not in STOPPED_BY)

@@ -198,20 +198,26 @@ def _terminate(signum: int, frame: types.FrameType | None) -> None:
 class _Listeners:
     """TCP, UDP and abstract-unix listeners served by one daemon thread that counts contacts."""
 
-    def __init__(self, abstract_name: str) -> None:
-        """Bind all three sockets; start nothing yet."""
+    def __init__(self, abstract_name: str, socket_path: Path) -> None:
+        """Bind every socket; start nothing yet."""
         self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.pathname = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.socket_path = socket_path
         self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.tcp.bind(("0.0.0.0", 0))
         self.tcp.listen(64)
         self.udp.bind(("0.0.0.0", 0))
         self.unix.bind("\0" + abstract_name)
         self.unix.listen(64)
+        self.pathname.bind(str(socket_path))
+        os.chmod(socket_path, 0o777)  # any build's uid could connect, but for the view
+        self.pathname.listen(64)
         self.tcp_by_address: dict[str, int] = {}
         self.udp_datagrams = 0
         self.abstract_connections = 0
+        self.pathname_connections = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="bj-audit-bait", daemon=True)
 
@@ -220,7 +226,7 @@ class _Listeners:
         self._thread.start()
 
     def _serve(self) -> None:
-        sockets = [self.tcp, self.udp, self.unix]
+        sockets = [self.tcp, self.udp, self.unix, self.pathname]
         while not self._stop.is_set():
             try:
                 ready, _, _ = select.select(sockets, [], [], _POLL_SECONDS)
@@ -240,6 +246,8 @@ class _Listeners:
             if sock is self.tcp:
                 local = str(conn.getsockname()[0])
                 self.tcp_by_address[local] = self.tcp_by_address.get(local, 0) + 1
+            elif sock is self.pathname:
+                self.pathname_connections += 1
             else:
                 self.abstract_connections += 1
 
@@ -248,8 +256,10 @@ class _Listeners:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        for sock in (self.tcp, self.udp, self.unix):
+        for sock in (self.tcp, self.udp, self.unix, self.pathname):
             sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
 
 
 class Bait:
@@ -284,6 +294,8 @@ class Bait:
         self.posix_shm: Path | None = None
         self.setuid_binary: Path | None = None
         self.host_tmp_marker: Path | None = None
+        self.view: dict[str, str] = {}
+        """Where the view's bait lies: etc, opt, srv, cache -> a secret file outside the view."""
         self._listeners: _Listeners | None = None
         self._undo: list[Undo] = []
         self._traces: list[Path] = []
@@ -326,6 +338,9 @@ class Bait:
         with _signals_deferred():
             for project_dir in self._project_dirs:
                 self._run_undo(functools.partial(kill_inside, project_dir))
+            # A detached daemon keeps neither its cwd nor a file there (under a profile that
+            # does not kill it): it still carries the bait's environment.
+            self._run_undo(functools.partial(kill_carrying, f"bj-audit-{self.tag}-".encode()))
             written = [Path(path) for path in self.writes.values()
                        if os.path.isabs(path) and self._planted]
             for path in [*self._traces, *written]:
@@ -367,6 +382,8 @@ class Bait:
             "tcp_port": self._listeners.tcp.getsockname()[1] if self._listeners else None,
             "udp_port": self._listeners.udp.getsockname()[1] if self._listeners else None,
             "abstract_socket": self.name if self._listeners else None,
+            "unix_socket": str(self._listeners.socket_path) if self._listeners else None,
+            "view": dict(self.view),
             "sysv_shm_key": self.shm_key,
             "posix_shm": str(self.posix_shm) if self.posix_shm else None,
             "writes": dict(self.writes),
@@ -395,6 +412,11 @@ class Bait:
     def udp_datagrams(self) -> int:
         """Datagrams the UDP socket received."""
         return self._listeners.udp_datagrams if self._listeners else 0
+
+    @property
+    def unix_socket_connections(self) -> int:
+        """Connections the pathname unix listener (a host service's socket) accepted."""
+        return self._listeners.pathname_connections if self._listeners else 0
 
     @property
     def abstract_connections(self) -> int:
@@ -441,7 +463,7 @@ class Bait:
                 self._plant_victim, self._plant_listeners, self._plant_other_user,
                 self._plant_run_secret, self._plant_k8s_token, self._plant_sysv_shm,
                 self._plant_posix_shm, self._plant_setuid, self._plant_tmp_marker,
-                self._plant_sibling_dirs]
+                self._plant_sibling_dirs, self._plant_view]
 
     def _optional(self, vector: str, plant: Callable[[], None], needs_root: bool = False) -> None:
         """Plant one optional piece; if the host does not allow it, record why."""
@@ -509,7 +531,7 @@ class Bait:
         self.victim.wait(timeout=10)
 
     def _plant_listeners(self) -> None:
-        listeners = _Listeners(self.name)
+        listeners = _Listeners(self.name, self.workdir / "service.sock")
         self._listeners = listeners
         self._undo.append(listeners.close)
         listeners.start()
@@ -596,6 +618,22 @@ class Bait:
         self._undo.append(path.unlink)
         self.host_tmp_marker = path
 
+    def _plant_view(self) -> None:
+        """Secrets where the old view showed them: /etc, /opt, /srv, a shared cache."""
+        self._optional("view_etc", functools.partial(
+            self._view_secret, "etc", Path(f"/etc/{self.name}.conf")), needs_root=True)
+        for key, top in (("opt", "/opt"), ("srv", "/srv"), ("cache", "/var/cache")):
+            self._optional("view_system", functools.partial(
+                self._view_secret, key, Path(top) / self.name / "credentials"), needs_root=True)
+
+    def _view_secret(self, key: str, path: Path) -> None:
+        self._undo.append(_remove_dirs(_make_dirs(path.parent, 0o755)))
+        secret = self._secret(f"view_{key}")
+        _write(path, f"[global]\nindex-url = https://bj:{secret}@index.example.invalid/\n",
+               0o644)
+        self._undo.append(path.unlink)
+        self.view[key] = str(path)
+
     def _plant_sibling_dirs(self) -> None:
         tree = self.workdir / "other-build"
         for directory in (tree / "src", tree / "dist", self.workdir / "cache" / "pip"):
@@ -658,6 +696,30 @@ def kill_inside(directory: Path) -> list[int]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
+    return killed
+
+
+def kill_carrying(marker: bytes, within: float = 2.0) -> list[int]:
+    """SIGKILL every process (not ours nor our ancestors) whose environment holds *marker*,
+    and wait until they are gone; return their pids."""
+    spared = _ancestors()
+    killed = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in spared:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as stream:
+                if marker not in stream.read():
+                    continue
+            os.kill(int(name), signal.SIGKILL)
+        except OSError:
+            continue
+        killed.append(int(name))
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}/environ")
+                                              and _proc_status(pid).get("State", "")[:1] != "Z"
+                                              for pid in killed):
+        time.sleep(0.02)
     return killed
 
 
@@ -739,6 +801,8 @@ def _network_evidence(bait: Bait, config: dict[str, Any]) -> dict[str, str]:
         "host_loopback": loop,
         "net_udp": f"UDP socket received {bait.udp_datagrams} datagram(s)",
         "abstract_socket": f"abstract socket accepted {bait.abstract_connections} connection(s)",
+        "host_unix_socket": f"the host's unix socket accepted {bait.unix_socket_connections} "
+                            "connection(s)",
     }
 
 

@@ -208,7 +208,8 @@ def audit_policy(profile: str) -> Policy:
     return policy
 
 
-SEPARATE_BUILDS = ("daemon", "disk_filler", "fork_bomb", "memory_hog")
+SEPARATE_BUILDS = ("daemon", "disk_filler", "fork_bomb", "memory_hog", "disk_files",
+                   "memory_sysv", "memory_sockets")
 """Probes that get a build_wheel call of their own: a limit stops the whole sandbox."""
 
 
@@ -344,6 +345,8 @@ def _seen_from_outside(vector: str, outside: str | None) -> bool:
         return outside.startswith("~/.bashrc changed")
     if vector == "net_udp":
         return not outside.startswith("UDP socket received 0 ")
+    if vector == "host_unix_socket":
+        return " accepted 0 connection" not in outside
     return vector in _WRITE_VECTORS and outside.endswith(" exists")
 
 

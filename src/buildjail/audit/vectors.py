@@ -51,6 +51,8 @@ VECTORS: tuple[Vector, ...] = (
     Vector("host_loopback", "network", "connect to a service on the host's 127.0.0.1"),
     Vector("abstract_socket", "network", "connect to an abstract unix socket of the host"),
     Vector("hostname", "network", "learn the host's name"),
+    Vector("host_unix_socket", "network",
+           "connect to a host service's unix socket outside /run, /tmp and the homes"),
     Vector("sysv_shm", "IPC", "attach the host's System V shared memory"),
     Vector("posix_shm", "IPC", "open the host's POSIX shared memory in /dev/shm"),
     Vector("pth_interpreter", "persistence", "drop a .pth into the interpreter's site-packages"),
@@ -65,6 +67,8 @@ VECTORS: tuple[Vector, ...] = (
     Vector("other_output", "other builds", "write into another build's output directory"),
     Vector("shared_cache", "other builds", "poison a shared cache directory"),
     Vector("tmp_shared", "other builds", "see and touch the host's /tmp"),
+    Vector("view_etc", "view", "read a credential file in /etc (a pip.conf-like index token)"),
+    Vector("view_system", "view", "read secrets in /opt, /srv and a shared build cache"),
     Vector("tiocsti", "privileges", "inject keystrokes into a terminal (TIOCSTI)"),
     Vector("setuid", "privileges", "gain root through a setuid binary"),
     Vector("keyring", "privileges", "use the kernel keyring"),
@@ -73,6 +77,12 @@ VECTORS: tuple[Vector, ...] = (
     Vector("fork_bomb", "exhaustion", "start 512 processes (limit for the audit: 128)"),
     Vector("memory_hog", "exhaustion", "allocate 1 GiB (limit for the audit: 256 MiB)"),
     Vector("disk_filler", "exhaustion", "write a 128 MiB file (limit for the audit: 32 MiB)"),
+    Vector("disk_files", "exhaustion",
+           "write 256 files of 1 MiB, each under the file-size limit (disk limit: 64 MiB)"),
+    Vector("memory_sysv", "exhaustion",
+           "hold 512 MiB in detached System V segments (limit for the audit: 256 MiB)"),
+    Vector("memory_sockets", "exhaustion", "hold 512 MiB in unread socket buffers"),
+    Vector("memory_memfd", "exhaustion", "hold 512 MiB in a memfd never mapped"),
 )
 
 CONFIG_KEYS = {
@@ -91,8 +101,11 @@ CONFIG_KEYS = {
     "heartbeat": "file in the project dir the daemon appends to",
     "setuid_binary": "a root-owned setuid copy of /usr/bin/id",
     "host_tmp_marker": "a file in the host's /tmp",
+    "unix_socket": "path of a listening unix socket of the host (outside the view)",
+    "view": "{etc, opt, srv, cache: path} secrets in /etc, /opt, /srv and /var/cache",
     "build_env_site": "filled in by the probe itself (sysconfig of its interpreter)",
 }
 
-LIMITS = {"processes": 128, "memory": 256 << 20, "file_size": 32 << 20, "wall_time": 120.0}
+LIMITS = {"processes": 128, "memory": 256 << 20, "file_size": 32 << 20, "wall_time": 120.0,
+          "disk": 64 << 20}
 """Limits of the audit's builds, low enough for the exhaustion probes to hit them."""

@@ -39,11 +39,13 @@ REQUIRES_VECTORS = (
     "abstract_socket", "hostname", "sysv_shm", "posix_shm", "pth_interpreter",
     "pth_build_env", "sitecustomize", "shell_profile", "cron", "pip_conf", "write_etc",
     "other_build", "other_output", "shared_cache", "tmp_shared", "tiocsti", "setuid",
-    "keyring", "namespaces", "mount",
+    "keyring", "namespaces", "mount", "view_etc", "view_system", "host_unix_socket",
+    "memory_memfd",
 )
 """Run by get_requires_for_build_wheel and build_sdist."""
 
-BUILD_VECTORS = ("daemon", "disk_filler", "fork_bomb", "memory_hog")
+BUILD_VECTORS = ("daemon", "disk_filler", "fork_bomb", "memory_hog", "disk_files",
+                 "memory_sysv", "memory_sockets")
 """Run last by build_wheel: the daemon, then the exhaustion probes.
 
 A sandbox may stop the whole hook when a limit is hit (buildjail's monitor kills every
@@ -59,6 +61,10 @@ MEMORY_CHUNK = 64 << 20
 MEMORY_TOTAL = 1 << 30
 DISK_CHUNK = 1 << 20
 DISK_TOTAL = 128 << 20
+DISK_FILES = 256
+"""Files of DISK_CHUNK each: 256 MiB in many files, each under the file-size limit."""
+HELD_TOTAL = 512 << 20
+"""What the memory-bypass probes try to hold outside any process's memory."""
 CHILD_TIMEOUT = 60.0
 
 CLONE_NEWNS = 0x00020000
@@ -919,6 +925,145 @@ def probe_disk_filler(config):
     if count.isdigit():
         return "failed", f"stopped after {count} MiB: {rest}"
     return "failed", f"disk filler child {describe_status(status)}"
+
+
+def probe_disk_files(config):
+    directory = os.path.abspath(f".buildjail-probe-files-{os.getpid()}")
+
+    def child(report):
+        os.mkdir(directory)
+        block = b"\0" * DISK_CHUNK
+        for index in range(DISK_FILES):
+            try:
+                with open(os.path.join(directory, f"f{index}"), "wb") as stream:
+                    stream.write(block)
+            except OSError as exc:
+                report(f"{index} {errname(exc)}\n")
+                return 0
+            report(f"{index + 1}\n")
+        report(f"{DISK_FILES} ok\n")
+        return 0
+
+    try:
+        text, status = run_in_child(child)
+    finally:
+        remove_tree(directory)
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+    count, _, rest = last.partition(" ")
+    if rest == "ok":
+        return "succeeded", f"wrote {DISK_FILES} files of 1 MiB into the project directory"
+    if count.isdigit():
+        return "failed", f"stopped after {count} files: {rest or describe_status(status)}"
+    return "failed", f"disk files child {describe_status(status)}"
+
+
+def remove_tree(directory):
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)
+
+
+def probe_memory_sysv(config):
+    lib = libc()
+    lib.shmget.restype = ctypes.c_int
+    lib.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_int]
+    lib.shmat.restype = ctypes.c_void_p
+    lib.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+    lib.shmdt.argtypes = [ctypes.c_void_p]
+    lib.shmctl.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+
+    def child(report):
+        segments = []
+        try:
+            while len(segments) * MEMORY_CHUNK < HELD_TOTAL:
+                shmid = lib.shmget(0, MEMORY_CHUNK, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+                if shmid < 0:
+                    report(f"E shmget: {errno_name(ctypes.get_errno())}\n")
+                    return 0
+                segments.append(shmid)
+                address = lib.shmat(shmid, None, 0)
+                ctypes.memset(address, 1, MEMORY_CHUNK)
+                lib.shmdt(address)  # detached: in no process's memory any more
+                report(f"{len(segments) * MEMORY_CHUNK >> 20}\n")
+            time.sleep(0.5)  # held while nobody maps it: the monitor's chance to see it
+            report("ok\n")
+        finally:
+            for shmid in segments:  # never leave them on a host without an IPC namespace
+                lib.shmctl(shmid, 0, None)  # IPC_RMID
+        return 0
+
+    return held_outcome("detached System V segments", *run_in_child(child))
+
+
+def probe_memory_sockets(config):
+    def child(report):
+        held, pairs = 0, []
+        while held < HELD_TOTAL and len(pairs) < 400:
+            try:
+                first, second = socket.socketpair()
+            except OSError as exc:
+                report(f"E socketpair: {errname(exc)}\n")
+                return 0
+            pairs.append((first, second))
+            with contextlib.suppress(OSError):
+                first.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+            first.setblocking(False)
+            with contextlib.suppress(OSError):
+                while True:
+                    held += first.send(b"x" * 65536)  # nobody reads: queued in the kernel
+            report(f"{held >> 20}\n")
+        time.sleep(0.5)
+        report("ok\n" if held >= HELD_TOTAL else f"E only {held >> 20} MiB queued\n")
+        return 0
+
+    return held_outcome("unread socket buffers", *run_in_child(child))
+
+
+def held_outcome(what, text, status):
+    held = max([int(word) for word in text.split() if word.isdigit()] or [0])
+    if "ok" in text.split():
+        return "succeeded", f"held {held} MiB in {what}"
+    error = next((line[2:] for line in text.splitlines() if line.startswith("E ")), "")
+    return "failed", f"{what}: {error or describe_status(status)} after {held} MiB"
+
+
+def probe_memory_memfd(config):
+    try:
+        fd = os.memfd_create("buildjail-probe")
+    except OSError as exc:
+        return "failed", f"memfd_create: {errname(exc)}"
+    try:
+        block = b"x" * MEMORY_CHUNK
+        written = 0
+        while written < HELD_TOTAL:
+            written += os.write(fd, block)  # written, never mapped
+        return "succeeded", f"held {written >> 20} MiB in an unmapped memfd"
+    finally:
+        os.close(fd)
+
+
+def probe_view_etc(config):
+    return secret_probe([need(config, "view", "etc")])
+
+
+def probe_view_system(config):
+    view = need(config, "view")
+    paths = [view[key] for key in ("opt", "srv", "cache", "service_home") if view.get(key)]
+    if not paths:
+        raise NotApplicableError("no /opt, /srv, /var/cache or service-account bait planted")
+    return secret_probe(paths)
+
+
+def probe_host_unix_socket(config):
+    path = need(config, "unix_socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(3)
+        sock.connect(path)
+        with contextlib.suppress(OSError):  # the service may already have hung up
+            sock.sendall(b"BUILDJAIL-PROBE host_unix_socket\n")
+    return "succeeded", f"connected to the host's unix socket {path}"
 
 
 # --------------------------------------------------------------------------- running

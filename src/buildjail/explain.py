@@ -27,7 +27,7 @@ def hidden_path_entries(path: str, plan: MountPlan) -> list[str]:
 
 def _linked_into_view(entry: str, plan: MountPlan) -> bool:
     """Whether *entry* is one of the view's own links (``/bin`` -> ``usr/bin``)."""
-    return any(entry.rstrip("/") == link for link, _ in plan.symlinks)
+    return any(entry.rstrip("/") == link for link, _ in plan.links)
 
 
 def hidden_tools_hint(path: str, plan: MountPlan) -> str:
@@ -74,10 +74,13 @@ def explain(policy: Policy, cmd: Sequence[str], cwd: str, env: Mapping[str, str]
 
 def _view_lines(plan: MountPlan) -> list[str]:
     system = [path for path in plan.system if not path.startswith("/etc/")]
-    etc = [path.removeprefix("/etc/") for path in plan.system if path.startswith("/etc/")]
-    links = [f"{path} -> {target}" for path, target in plan.symlinks]
+    own = ("/etc/passwd", "/etc/group", "/etc/hosts", "/etc/mtab")
+    etc = sorted({path.removeprefix("/etc/") for path in (
+        *plan.system, *(entry.path for entry in plan.entries))
+        if path.count("/") == 2 and path.startswith("/etc/") and path not in own})
+    links = [f"{path} -> {target}" for path, target in plan.links]
     shown = (*plan.exposed, *PRIVATE_TMPFS, "/dev", "/proc", plan.identity.home,
-             *(link for link, _ in plan.symlinks))
+             *(link for link, _ in plan.links))
     absent = sorted(f"/{name}" for name in _top_level() if not any(
         within_any(path, (f"/{name}",)) or within_any(f"/{name}", (path,)) for path in shown))
     return [

@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import functools
 import glob
 import os
 import pwd
+import re
 import stat
 import sys
 
@@ -36,7 +38,12 @@ could not reach on the host (it exists whenever an ephemeral identity is leased)
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 HOSTS_TEXT = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
 """The sandbox's /etc/hosts: only its own loopback names (the host's list is the host's)."""
-_ROOT_TMPFS_SIZE = 4 << 20
+_ROOT_TMPFS_SIZE = 16 << 20
+COPY_ENTRIES = 8
+COPY_FILE_SIZE = 256 << 10
+"""An /etc entry with at most this many entries, none a file bigger than this, is copied into
+the view's root instead of mounted (a mount each costs more than writing a few files)."""
+_ETC_SHOWN = re.compile("|".join(fnmatch.translate(pattern) for pattern in VIEW_ETC))
 _ASSEMBLY_POINTS = ("/tmp", "/dev")
 """Where the new root is put together (in the sandbox's own mount namespace only)."""
 _SYSTEM_DIRS = frozenset({
@@ -46,13 +53,26 @@ _SYSTEM_DIRS = frozenset({
 
 
 @dataclasses.dataclass(frozen=True)
+class Entry:
+    """A directory, file or link the view holds as its own, not a mount of the host's."""
+
+    path: str
+    kind: str
+    """``dir``, ``file`` or ``link``."""
+    mode: int = 0o755
+    data: bytes = b""
+    """A file's content, a link's target."""
+
+
+@dataclasses.dataclass(frozen=True)
 class MountPlan:
     """Everything the sandbox's mount namespace is built from."""
 
     system: tuple[str, ...]
     """Host paths shown read-only where they are: the OS's trees, /etc entries, /sys parts."""
-    symlinks: tuple[tuple[str, str], ...]
-    """(path, target) links made in the view: merged-/usr links, /etc links, /etc/mtab."""
+    entries: tuple[Entry, ...]
+    """What the view's root holds of its own, parents first: the merged-/usr links, small
+    /etc entries copied, the sandbox's passwd, group and hosts, /etc/mtab."""
     readonly: tuple[str, ...]
     writable: tuple[str, ...]
     masked_dirs: tuple[str, ...]
@@ -75,10 +95,11 @@ class MountPlan:
         """The masked paths, all inside shown trees (they are mounted after the trees)."""
         return [*self.masked_dirs, *self.masked_files]
 
-    def synthetic_files(self) -> dict[str, str]:
-        """The files the view holds that are its own: accounts and hosts."""
-        return {"/etc/passwd": passwd_text(self.identity),
-                "/etc/group": group_text(self.identity), "/etc/hosts": HOSTS_TEXT}
+    @property
+    def links(self) -> list[tuple[str, str]]:
+        """(path, target) of the view's own links."""
+        return [(entry.path, entry.data.decode()) for entry in self.entries
+                if entry.kind == "link"]
 
     def scratch_paths(self) -> tuple[str, ...]:
         """The writable tmpfs mounts, whose contents are memory the build uses."""
@@ -94,7 +115,8 @@ def plan_mounts(
     tmpfs_size: int | None = None,
 ) -> MountPlan:
     """Plan the view: the system trees and /etc entries, the declared trees, their masks."""
-    system, symlinks = _system_view()
+    system, entries = _system_view()
+    entries += _own_files(identity)
     declared = _existing((*readonly, *writable))
     system = tuple(path for path in system if path not in declared)
     exposed = (*system, *declared)
@@ -106,7 +128,7 @@ def plan_mounts(
     masked_dirs = tuple(path for path in masks if os.path.isdir(path))
     return MountPlan(
         system=system,
-        symlinks=symlinks,
+        entries=entries,
         readonly=tuple(path for path in _existing(readonly) if path not in writable),
         writable=_existing(writable),
         masked_dirs=masked_dirs,
@@ -116,16 +138,79 @@ def plan_mounts(
     )
 
 
-def _system_view() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """The host's system trees and /etc entries the view shows, and the links among them."""
+def _system_view() -> tuple[tuple[str, ...], tuple[Entry, ...]]:
+    """The host's system trees and /etc entries: those mounted, and those copied or linked.
+
+    Worked out once per process and state of /etc (its entries' and its own change times):
+    every run plans the view, and reading /etc costs more than a run's other planning.
+    """
     paths = [path for path in VIEW_SYSTEM if os.path.lexists(path)]
     with contextlib.suppress(OSError):
         paths += sorted(f"/etc/{name}" for name in os.listdir("/etc")
-                        if any(fnmatch.fnmatchcase(name, pattern) for pattern in VIEW_ETC))
-    links = [(path, os.readlink(path)) for path in paths if os.path.islink(path)]
-    links.append(("/etc/mtab", "/proc/self/mounts"))
-    trees = tuple(path for path in paths if not os.path.islink(path))
-    return trees, tuple(links)
+                        if _ETC_SHOWN.match(name))
+    return _system_view_of(tuple(paths), tuple(_stamp(path) for path in ("/etc", *paths)))
+
+
+def _stamp(path: str) -> tuple[int, int, int]:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return (0, 0, 0)
+    return (info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _system_view_of(paths: tuple[str, ...], _stamps: tuple[tuple[int, int, int], ...]
+                    ) -> tuple[tuple[str, ...], tuple[Entry, ...]]:
+    mounted: list[str] = []
+    entries: list[Entry] = []
+    for path in paths:
+        copied = _copied(path) if path.startswith("/etc/") or os.path.islink(path) else None
+        if copied is None:
+            mounted.append(path)
+        else:
+            entries += copied
+    return tuple(mounted), tuple(entries)
+
+
+def _own_files(identity: Identity) -> tuple[Entry, ...]:
+    """The sandbox's own accounts and hosts, and /etc/mtab."""
+    return (Entry("/etc/passwd", "file", 0o644, passwd_text(identity).encode()),
+            Entry("/etc/group", "file", 0o644, group_text(identity).encode()),
+            Entry("/etc/hosts", "file", 0o644, HOSTS_TEXT.encode()),
+            Entry("/etc/mtab", "link", data=b"/proc/self/mounts"))
+
+
+def _copied(path: str) -> list[Entry] | None:
+    """*path* as entries of the view's own, or None when it is better mounted (too big).
+
+    Only what anyone may read is copied (a file others cannot read, a directory they cannot
+    enter, is left out: absent rather than exposed); links are copied as links.
+    """
+    found: list[Entry] = []
+    pending = [path]
+    while pending:
+        current = pending.pop()
+        try:
+            info = os.lstat(current)
+        except OSError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISLNK(info.st_mode):
+            found.append(Entry(current, "link", data=os.fsencode(os.readlink(current))))
+        elif stat.S_ISREG(info.st_mode) and mode & 0o004:
+            if info.st_size > COPY_FILE_SIZE:
+                return None
+            with open(current, "rb") as stream:
+                found.append(Entry(current, "file", mode, stream.read(COPY_FILE_SIZE + 1)))
+        elif stat.S_ISDIR(info.st_mode) and mode & 0o005 == 0o005:
+            found.append(Entry(current, "dir", mode))
+            with contextlib.suppress(OSError):
+                pending += sorted((os.path.join(current, name) for name in os.listdir(current)),
+                                  reverse=True)
+        if len(found) > COPY_ENTRIES:
+            return None
+    return found
 
 
 def interpreter_paths() -> tuple[str, ...]:
@@ -156,11 +241,8 @@ def apply_mounts(plan: MountPlan) -> None:
     devices = {name: k.open_tree_clone("/dev/" + name, recursive=False) for name in DEVICES}
     root = next(path for path in _ASSEMBLY_POINTS if os.path.isdir(path))
     _tmpfs(root, f"mode=0755,size={_ROOT_TMPFS_SIZE}")
-    for path, target in plan.symlinks:
-        _ensure_mountpoint(os.path.dirname(root + path))
-        os.symlink(target, root + path)
-    for path, text in plan.synthetic_files().items():
-        _write_file(root + path, text)
+    for entry in plan.entries:
+        _make_entry(root, entry)
     os.makedirs(root + "/dev", 0o755)
     _mount_dev(root + "/dev", devices, _size(plan))
     os.makedirs(root + "/proc", 0o555)
@@ -253,11 +335,23 @@ def _tmpfs(path: str, options: str, flags: int = k.MS_NOSUID | k.MS_NODEV) -> No
     k.mount("tmpfs", path, "tmpfs", flags, options)
 
 
-def _write_file(path: str, text: str) -> None:
-    _ensure_mountpoint(os.path.dirname(path))
-    with open(path, "w") as stream:
-        stream.write(text)
-    os.chmod(path, 0o644)
+def _make_entry(root: str, entry: Entry) -> None:
+    path = root + entry.path
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):  # entries come parents first: only a top needs this
+        _ensure_mountpoint(parent)
+    if entry.kind == "dir":
+        os.mkdir(path, entry.mode)
+        os.chmod(path, entry.mode)
+    elif entry.kind == "link":
+        os.symlink(entry.data, path)
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, entry.mode)
+        try:
+            os.write(fd, entry.data)
+            os.fchmod(fd, entry.mode)
+        finally:
+            os.close(fd)
 
 
 def _make_home(root: str, identity: Identity, size: str) -> None:

@@ -199,17 +199,20 @@ def _filesystem_options(mounts: MountPlan, staged: dict[str, str], fds: list[int
     """
     size = ["--size", str(mounts.tmpfs_size)] if mounts.tmpfs_size else []
     options = []
-    for path, target in mounts.symlinks:
-        options += ["--symlink", target, path]
+    for entry in mounts.entries:
+        if entry.kind == "dir":
+            options += ["--perms", f"{entry.mode:04o}", "--dir", entry.path]
+        elif entry.kind == "link":
+            options += ["--symlink", os.fsdecode(entry.data), entry.path]
+        else:
+            fd = _data_fd(os.path.basename(entry.path), entry.data, fds)
+            options += ["--perms", f"{entry.mode:04o}", "--file", str(fd), entry.path]
     options += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", *size,
                 "--tmpfs", "/dev/shm",
                 # --dev binds the caller's terminal there when stdout is one: hide it.
                 *_mask_options(["/dev/console"], mounts, fds)]
     for path, mode in PRIVATE_TMPFS_MODES.items():
         options += ["--perms", mode, *size, "--tmpfs", path]
-    for path, text in mounts.synthetic_files().items():
-        fd = _data_fd(os.path.basename(path), text.encode(), fds)
-        options += ["--perms", "0644", "--ro-bind-data", str(fd), path]
     options += ["--perms", "0700", *size, "--tmpfs", mounts.identity.home]
     for path, writable in mounts.trees():
         options += ["--bind" if writable else "--ro-bind", staged.get(path, path), path]

@@ -215,3 +215,59 @@ def test_a_masked_proc_in_podman_fails_closed_with_podmans_fix(storage: str) -> 
     assert "Podman masks parts of /proc" in outcome["reason"], outcome
     assert "/proc/keys" in outcome["reason"]
     assert outcome["fix"].startswith("run the container with --security-opt unmask=/proc/*")
+
+
+def _refuse_sethostname() -> None:
+    """A seccomp filter refusing sethostname alone (as Podman's default profile does)."""
+    import errno
+    import struct
+
+    from buildjail import seccomp
+
+    number = {"x86_64": 170, "aarch64": 161}[os.uname().machine]
+    program = b"".join(struct.pack("<HBBI", *insn) for insn in (
+        (0x20, 0, 0, 0),  # A = seccomp_data.nr
+        (0x15, 0, 1, number),  # sethostname?
+        (0x06, 0, 0, 0x00050000 | errno.EPERM),  # refuse it
+        (0x06, 0, 0, 0x7FFF0000),  # allow everything else
+    ))
+    k.set_no_new_privs()
+    seccomp.install_filter(program)
+
+
+def test_a_container_sharing_the_hosts_uts_keeps_no_hostname(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--uts=host or hostNetwork: the container's name is the host's, so a refused
+    sethostname fails closed instead of being reported as a degraded layer."""
+    from buildjail import hostname
+
+    assert hostname.in_the_hosts_uts_namespace(), "this test runs in the host's UTS namespace"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")  # a pod's mark
+
+    def probe() -> dict[str, str]:
+        hostname.sethostname_refused.cache_clear()
+        return _run_full()
+
+    outcome = _in_child(_refuse_sethostname, probe)
+    assert "shares the host's" in outcome.get("reason", ""), outcome
+    assert "hostNetwork" in outcome["fix"], outcome
+
+
+def test_a_container_with_its_own_uts_keeps_its_hostname_degraded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control: in a UTS namespace of its own the same refusal is a degraded layer."""
+    from buildjail import hostname
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+
+    def setup() -> None:
+        k.unshare(k.CLONE_NEWUTS)
+        _refuse_sethostname()
+
+    def probe() -> dict[str, str]:
+        hostname.sethostname_refused.cache_clear()
+        return _run_full()
+
+    outcome = _in_child(setup, probe)
+    assert outcome.get("exit") == "0", outcome
+    assert "hostname:degraded" in outcome["layers"].split(), outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -432,3 +433,166 @@ def test_descriptors_per_process_are_limited(run_sandbox: Runner) -> None:
     hard, code, opened = (int(value) for value in result["stdout"].split())
     assert (hard, code) == (1024, 24), result  # EMFILE
     assert opened < 1024
+
+
+# --- found by an attack pass: memory the first monitor did not see ----------------------
+
+NETLINK_QUEUES = """
+import socket, struct, sys, time
+socks = []
+request = struct.pack("=IHHII", 20, 18, 0x301, 1, 0) + bytes(4)  # RTM_GETLINK dump
+while len(socks) < 900:
+    link = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
+    link.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    for _ in range(200):
+        try:
+            link.send(request)  # the replies queue up unread
+        except OSError:
+            break
+    socks.append(link)
+time.sleep(0.5)
+print("held", len(socks))
+"""
+
+PAGE_TABLES = """
+import mmap, time
+size = 64 << 30
+MAP_NORESERVE = 0x4000  # not in Python 3.11's mmap module
+area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+for offset in range(0, size, 2 << 20):  # one byte per 2 MiB: page tables, hardly any data
+    area[offset]
+time.sleep(0.5)
+print("held")
+"""
+
+TMPFS_INODES = """
+import os, time
+for index in range(400000):  # empty files: no blocks, but an inode each
+    os.close(os.open(f"/tmp/e{index}", os.O_CREAT | os.O_WRONLY, 0o600))
+time.sleep(0.5)
+print("held")
+"""
+
+HIDDEN = {"netlink-queues": NETLINK_QUEUES, "page-tables": PAGE_TABLES,
+          "tmpfs-inodes": TMPFS_INODES}
+
+
+@pytest.mark.parametrize("attack", HIDDEN)
+def test_memory_the_first_monitor_missed_counts(run_sandbox: Runner, attack: str) -> None:
+    """Netlink queues, page tables, tmpfs inodes: stopped at 128 MiB by the monitor."""
+    result = run_sandbox(python(HIDDEN[attack]), cwd="/", capture=True, policy=MONITOR_ONLY,
+                         limits={"memory": 128 * MIB, "wall_time": SAFETY_NET})
+    check_ran(result)
+    assert result["limit_hit"] == "memory", result
+    assert "held" not in result["stdout"]
+
+
+def test_netlink_queues_count_beside_a_cgroup_too() -> None:
+    """A v1 cgroup does not charge them: the monitor adds them to the cgroup's usage."""
+    result = run_spec({"cmd": python(NETLINK_QUEUES), "cwd": "/", "capture": True,
+                       "limits": {"memory": 128 * MIB, "wall_time": SAFETY_NET}})
+    check_ran(result)
+    assert any(layer.startswith("limits:cgroup") for layer in result["layers"]), result
+    assert result["limit_hit"] == "memory", result
+
+
+@pytest.mark.parametrize("attack", HIDDEN)
+def test_the_hidden_memory_attacks_hold_it_without_a_limit(run_sandbox: Runner,
+                                                          attack: str) -> None:
+    """The control: without a low limit each attack holds what it took to the end."""
+    result = run_sandbox(python(HIDDEN[attack]), cwd="/", capture=True, policy=MONITOR_ONLY,
+                         limits={"wall_time": SAFETY_NET})
+    check_ran(result)
+    assert result["limit_hit"] is None and "held" in result["stdout"], result
+
+
+AUTOREAPED_BURNERS = """
+import os, signal, time
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reaped by the kernel, never waited
+for _ in range(6):
+    if os.fork() == 0:
+        start = time.process_time()
+        while time.process_time() - start < 1.25:
+            pass
+        os._exit(0)
+    time.sleep(1.3)
+print("done")
+"""
+
+
+def test_cpu_of_children_nobody_waits_for_counts_in_the_cgroup() -> None:
+    """Root: the cgroup adds up CPU time that no parent's cutime ever receives."""
+    result = run_spec({"cmd": python(AUTOREAPED_BURNERS), "cwd": "/", "capture": True,
+                       "limits": {"cpu_time": 3, "wall_time": SAFETY_NET}})
+    check_ran(result)
+    assert result["limit_hit"] == "cpu_time", result
+    assert "done" not in result["stdout"]
+
+
+DEEP_TREE = """
+import os, sys, time
+top = path = sys.argv[1]
+for _ in range(1100):  # deeper than a recursive walk can go
+    path = os.path.join(path, "d")
+    os.mkdir(path)
+if os.fork() == 0:  # goes on making set-uid files at the top until killed
+    count = 0
+    while True:
+        os.close(os.open(f"{top}/late-{count}", os.O_CREAT | os.O_WRONLY, 0o4755))
+        count += 1
+        time.sleep(0.001)
+os.chdir(path)
+with open("big", "wb") as stream:
+    for _ in range(60):
+        stream.write(b"x" * (1 << 20))
+        stream.flush()
+        os.fsync(stream.fileno())
+time.sleep(5)
+print("not stopped")
+"""
+
+
+def test_a_deep_tree_is_counted_and_nothing_outlives_the_stop(shared_dir: Path) -> None:
+    """Root: the disk limit stops it, and the hand-back finds no live build: nothing of the
+    pool's uid, nothing set-uid is left in the tree."""
+    try:
+        result = run_spec({"cmd": python(DEEP_TREE, str(shared_dir)), "cwd": "/",
+                           "capture": True, "writable": [str(shared_dir)],
+                           "limits": {"disk": 20 * MIB, "wall_time": SAFETY_NET}})
+        check_ran(result)
+        assert result["limit_hit"] == "disk", result
+        left = [entry.lstat() for entry in shared_dir.iterdir()]
+        assert all(info.st_uid == 0 for info in left), {info.st_uid for info in left}
+        assert not any(info.st_mode & 0o6000 for info in left)
+    finally:  # shutil.rmtree recurses, and this tree is deeper than Python may
+        subprocess.run(["/bin/rm", "-rf", str(shared_dir / "d")], check=False)
+
+
+MAPPED_DELETED = """
+import ctypes, mmap, os, sys, time
+libc = ctypes.CDLL(None)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long)
+for index in range(10):
+    path = f"{sys.argv[1]}/m{index}"
+    with open(path, "w+b") as stream:
+        for _ in range(20):
+            stream.write(b"x" * (1 << 20))
+        stream.flush()
+        os.fsync(stream.fileno())
+        address = libc.mmap(None, 4096, mmap.PROT_READ, mmap.MAP_SHARED, stream.fileno(), 0)
+        assert address not in (None, ctypes.c_void_p(-1).value)
+    os.unlink(path)  # mapped, closed and nameless: only the mapping keeps its blocks
+time.sleep(2)
+print("not stopped")
+"""
+
+
+def test_deleted_files_kept_by_a_mapping_count(shared_dir: Path) -> None:
+    result = run_spec({"cmd": python(MAPPED_DELETED, str(shared_dir)), "cwd": "/",
+                       "capture": True, "writable": [str(shared_dir)],
+                       "limits": {"disk": 64 * MIB, "wall_time": SAFETY_NET}})
+    check_ran(result)
+    assert result["limit_hit"] == "disk", result
+    assert "not stopped" not in result["stdout"]

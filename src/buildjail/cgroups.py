@@ -1,4 +1,4 @@
-"""Memory and process-count limits through a cgroup per sandbox (v2, or v1 controllers)."""
+"""Memory, process and CPU-time limits through a cgroup per sandbox (v2, or v1 controllers)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,31 @@ ROOT = "/sys/fs/cgroup"
 class Cgroup:
     """A cgroup (one per controller on v1) holding one sandbox, with its limits."""
 
-    def __init__(self, paths: dict[str, str], version: int) -> None:
+    def __init__(self, paths: dict[str, str], version: int,
+                 cpu_limit: float | None = None) -> None:
         self.paths = paths
         self.version = version
+        self.cpu_limit = cpu_limit
+
+    @property
+    def counts_cpu(self) -> bool:
+        """Whether this cgroup adds up its processes' CPU time (v2 always; v1 with cpuacct)."""
+        return "cpu" in self.paths
+
+    def cpu_seconds(self) -> float:
+        """CPU time of every process that was in the cgroup, the ones gone included."""
+        if self.version == 2:
+            return _counter(self.paths["cpu"], "cpu.stat", "usage_usec") / 1e6
+        try:
+            with open(os.path.join(self.paths["cpu"], "cpuacct.usage")) as stream:
+                return int(stream.read()) / 1e9
+        except (OSError, ValueError):
+            return 0.0
+
+    def open_usage(self) -> int:
+        """A descriptor on the cgroup's memory usage (bytes), for a monitor to read."""
+        name = "memory.current" if self.version == 2 else "memory.usage_in_bytes"
+        return os.open(os.path.join(self.paths["memory"], name), os.O_RDONLY | os.O_CLOEXEC)
 
     def add(self, pid: int) -> None:
         """Move process *pid* into the cgroup."""
@@ -36,6 +58,8 @@ class Cgroup:
             return "memory"
         if _counter(self.paths["pids"], "pids.events", "max") > 0:
             return "processes"
+        if self.cpu_limit and self.counts_cpu and self.cpu_seconds() > self.cpu_limit:
+            return "cpu_time"
         return None
 
     def remove(self) -> None:
@@ -55,11 +79,16 @@ class Cgroup:
                     break
 
 
-def create(name: str, memory: int | None, processes: int | None) -> Cgroup | None:
+def create(name: str, memory: int | None, processes: int | None,
+           cpu_time: float | None = None) -> Cgroup | None:
     """Create a cgroup enforcing the limits, or return None when this host has none to give."""
     if os.path.exists(os.path.join(ROOT, "cgroup.controllers")):
-        return _create_v2(name, memory, processes)
-    return _create_v1(name, memory, processes)
+        cgroup = _create_v2(name, memory, processes)
+    else:
+        cgroup = _create_v1(name, memory, processes)
+    if cgroup is not None:
+        cgroup.cpu_limit = cpu_time
+    return cgroup
 
 
 def _create_v2(name: str, memory: int | None, processes: int | None) -> Cgroup | None:
@@ -80,7 +109,7 @@ def _create_v2(name: str, memory: int | None, processes: int | None) -> Cgroup |
         with contextlib.suppress(OSError):
             os.rmdir(path)
         return None
-    return Cgroup({"memory": path, "pids": path}, 2)
+    return Cgroup({"memory": path, "pids": path, "cpu": path}, 2)
 
 
 def _create_v1(name: str, memory: int | None, processes: int | None) -> Cgroup | None:
@@ -90,6 +119,11 @@ def _create_v1(name: str, memory: int | None, processes: int | None) -> Cgroup |
         if not os.path.isdir(mount):
             return None
         paths[controller] = os.path.join(mount, _own_path(controller, mount).lstrip("/"), name)
+    accounting = os.path.join(ROOT, "cpuacct")
+    if os.path.isfile(os.path.join(accounting, "cpuacct.usage")):
+        with contextlib.suppress(OSError):
+            paths["cpu"] = os.path.join(accounting, _own_path("cpuacct", accounting).lstrip("/"),
+                                        name)
     cgroup = Cgroup(paths, 1)
     try:
         for path in paths.values():

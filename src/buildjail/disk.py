@@ -45,10 +45,17 @@ class DiskWatch:
         self.limit = Usage(
             max_bytes if max_bytes is not None else _share(f.bytes for f in free),
             max_inodes if max_inodes is not None else _share(f.inodes for f in free))
+        self.floor = {path: Usage(int(f.bytes * (1 - DEFAULT_SHARE)),
+                                  int(f.inodes * (1 - DEFAULT_SHARE)))
+                      for path, f in zip(self.filesystems.values(), free, strict=True)}
+        """Free space (and inodes) below which the host would fill: the run stops there,
+        whatever the count says (files held by descriptors in flight are out of its sight)."""
         self._next_look = self.limit
 
     def over(self, init_pid: int) -> bool:
         """Whether the build has added more than its budget; cheap unless the disk grew."""
+        if self._host_filling():
+            return True
         grown = self._grown()
         if grown.bytes < self._next_look.bytes and grown.inodes < self._next_look.inodes:
             return False
@@ -60,19 +67,22 @@ class DiskWatch:
         return False
 
     def added(self, init_pid: int) -> Usage:
-        """What the build added: entries changed since the start, and its deleted open files."""
-        seen: set[tuple[int, int]] = set()
-        total_bytes = total_inodes = 0
+        """What the build added: entries changed since the start, and the deleted files its
+        processes keep open or mapped."""
+        sizes: dict[tuple[int, int], int] = {}
         devices = set(self.filesystems)
-        for info in (*_changed_entries(self.trees, self.start_ns),
-                     *_deleted_open_files(init_pid, devices)):
-            key = (info.st_dev, info.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-            total_bytes += info.st_blocks * 512
-            total_inodes += 1
-        return Usage(total_bytes, total_inodes)
+        for info in _changed_entries(self.trees, self.start_ns):
+            sizes.setdefault((info.st_dev, info.st_ino), info.st_blocks * 512)
+        for key, size in _held_deleted_files(init_pid, devices):
+            sizes[key] = max(size, sizes.get(key, 0))
+        return Usage(sum(sizes.values()), len(sizes))
+
+    def _host_filling(self) -> bool:
+        for path, floor in self.floor.items():
+            free = _free(path)
+            if free.bytes < floor.bytes or free.inodes < floor.inodes:
+                return True
+        return False
 
     def _grown(self) -> Usage:
         total_bytes = total_inodes = 0
@@ -113,7 +123,9 @@ def _free(path: str) -> Usage:
 
 
 def _changed_entries(trees: tuple[str, ...], since_ns: int) -> Iterator[os.stat_result]:
-    """Entries of *trees* (not following links, not crossing devices) changed since then."""
+    """Entries of *trees* changed since then: iteratively (a build can nest directories
+    thousands deep), by descriptor (any path length), not following links nor crossing
+    into other file systems mounted inside."""
     for tree in trees:
         try:
             root = os.lstat(tree)
@@ -121,37 +133,86 @@ def _changed_entries(trees: tuple[str, ...], since_ns: int) -> Iterator[os.stat_
             continue
         if root.st_ctime_ns >= since_ns:
             yield root
-        if not stat.S_ISDIR(root.st_mode):
-            continue
-        with contextlib.suppress(OSError):
-            for _top, dirs, files, dirfd in os.fwalk(tree, follow_symlinks=False):
-                same_device = []
-                for name in (*dirs, *files):
-                    try:
-                        info = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if info.st_dev != root.st_dev:
-                        continue  # another file system mounted inside: not this tree's
-                    if stat.S_ISDIR(info.st_mode):
-                        same_device.append(name)
-                    if info.st_ctime_ns >= since_ns:
-                        yield info
-                dirs[:] = same_device
+        if stat.S_ISDIR(root.st_mode):
+            yield from _changed_below(tree, root.st_dev, since_ns)
 
 
-def _deleted_open_files(init_pid: int, devices: set[int]) -> Iterator[os.stat_result]:
-    """Files on *devices* that the sandbox's processes hold open with no name left."""
+def _changed_below(tree: str, device: int, since_ns: int) -> Iterator[os.stat_result]:
+    """Depth first, one open directory per level. What cannot be examined (a tree deeper than
+    this process may open descriptors, say) raises: the watch then stops the build."""
+    stack: list[tuple[int, Iterator[str]]] = []
+    try:
+        fd = _open_directory(tree)
+        stack.append((fd, iter(_names(fd))))
+        while stack:
+            fd, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                os.close(stack.pop()[0])
+                continue
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            if info.st_dev != device:
+                continue  # another file system mounted inside: not this tree's
+            if info.st_ctime_ns >= since_ns:
+                yield info
+            if stat.S_ISDIR(info.st_mode):
+                child = _open_directory(name, fd)
+                stack.append((child, iter(_names(child))))
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+
+
+def _open_directory(name: str, dir_fd: int | None = None) -> int:
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   dir_fd=dir_fd)
+
+
+def _names(fd: int) -> list[str]:
+    with os.scandir(fd) as entries:
+        return [entry.name for entry in entries]
+
+
+def _held_deleted_files(init_pid: int, devices: set[int]) -> Iterator[tuple[tuple[int, int],
+                                                                          int]]:
+    """(device, inode) and size of files on *devices* that the sandbox's processes hold with
+    no name left: through a descriptor, or mapped (which needs no descriptor)."""
     for pid in _descendants(init_pid):
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    info = os.stat(f"/proc/{pid}/fd/{fd}")
+                    if info.st_dev in devices and info.st_nlink == 0 and stat.S_ISREG(
+                            info.st_mode):
+                        yield (info.st_dev, info.st_ino), info.st_blocks * 512
+        yield from _mapped_deleted_files(pid, devices)
+
+
+def _mapped_deleted_files(pid: int, devices: set[int]) -> Iterator[tuple[tuple[int, int], int]]:
+    try:
+        with open(f"/proc/{pid}/maps") as stream:
+            lines = stream.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[5].endswith("(deleted)"):
             continue
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                info = os.stat(f"/proc/{pid}/fd/{fd}")
-                if info.st_dev in devices and info.st_nlink == 0 and stat.S_ISREG(info.st_mode):
-                    yield info
+        major, _, minor = fields[3].partition(":")
+        try:
+            device, inode = os.makedev(int(major, 16), int(minor, 16)), int(fields[4])
+        except ValueError:
+            continue
+        if device not in devices:
+            continue
+        start, _, end = fields[0].partition("-")
+        size = int(end, 16) - int(start, 16)  # at least what is mapped
+        with contextlib.suppress(OSError):  # the whole file, where this process may look
+            size = max(size, os.stat(f"/proc/{pid}/map_files/{fields[0]}").st_blocks * 512)
+        yield (device, inode), size
 
 
 def _descendants(pid: int) -> Iterator[int]:

@@ -22,6 +22,7 @@ from typing import Any, Literal, NoReturn
 
 from . import _kernel as k
 from . import cgroups, container, identity, seccomp, userns
+from . import hostname as hostname_layer
 from .backends import BACKENDS, choose_backend
 from .backends import bwrap as _bwrap
 from .backends import native as _native  # noqa: F401 - loaded before a probe drops privileges
@@ -521,13 +522,14 @@ def _probe_sandbox(stages: _Stages, who: IdentityKind, backend: str = "native") 
 
 
 def _probe_hostname(stages: _Stages, who: IdentityKind) -> str:
+    hosts_own = hostname_layer.in_the_hosts_uts_namespace()
     _unshare(stages, "uts")
     stages("set the hostname in the new UTS namespace")
     try:
         socket.sethostname("localhost")
     except PermissionError:
         found = container.detect()
-        if found is None:
+        if found is None or hosts_own:
             raise
         raise _Degraded(
             f"kept the container's hostname ({socket.gethostname()})",

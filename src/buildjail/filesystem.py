@@ -308,8 +308,10 @@ def within_any(path: str, trees: tuple[str, ...]) -> bool:
 
 
 def _size(plan: MountPlan) -> str:
-    """Bound a writable tmpfs by the memory limit: its contents are memory."""
-    return f",size={plan.tmpfs_size}" if plan.tmpfs_size else ""
+    """Bound a writable tmpfs by the memory limit: its contents, inodes and xattrs are memory."""
+    if not plan.tmpfs_size:
+        return ""
+    return f",size={plan.tmpfs_size},nr_inodes={max(plan.tmpfs_size // 1024, 4096)}"
 
 
 def _mount_dev(dev: str, devices: dict[str, int], size: str) -> None:

@@ -52,6 +52,18 @@ def _try_sethostname() -> int:
     return 0
 
 
+INITIAL_UTS_NAMESPACE = "uts:[4026531838]"
+"""The host's own UTS namespace: the kernel gives each initial namespace a fixed inode."""
+
+
+def in_the_hosts_uts_namespace() -> bool:
+    """Whether this process shares the host's own UTS namespace (its hostname)."""
+    try:
+        return os.readlink("/proc/self/ns/uts") == INITIAL_UTS_NAMESPACE
+    except OSError:
+        return True  # cannot tell: assume the worst
+
+
 def plan_hostname(name: str) -> tuple[str | None, str | None]:
     """The hostname to set in the sandbox, or None and why the container's is kept.
 
@@ -66,6 +78,12 @@ def plan_hostname(name: str) -> tuple[str | None, str | None]:
             "this is not a container: the build would see this host's name",
             "allow sethostname in this process's seccomp profile, or leave the uts "
             "namespace out of the policy (isolation.namespaces)")
+    if in_the_hosts_uts_namespace():
+        raise SandboxSetupError(
+            f"sethostname is refused in the sandbox's UTS namespace, and this {found.title} "
+            "container shares the host's (--uts=host, hostNetwork): its name is the host's",
+            "give the container a UTS namespace of its own (podman/docker: drop --uts=host; "
+            "Kubernetes: hostNetwork: false), or allow sethostname in its seccomp profile")
     return None, (f"{found.title}'s seccomp profile refuses sethostname to a container "
                   f"without CAP_SYS_ADMIN: the build sees the container's own hostname "
                   f"({socket.gethostname()}), not the host's")

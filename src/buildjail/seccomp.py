@@ -14,7 +14,7 @@ Policy, in evaluation order:
    fails with ``EPERM`` (``iopl`` and ``ioperm`` exist only on x86_64).
 4. ``clone3`` fails with ``ENOSYS``: its flags live in user memory, which BPF
    cannot read, and libc then falls back to ``clone``; so do ``io_uring_*``,
-   ``memfd_create`` and ``memfd_secret``.
+   ``memfd_create``, ``memfd_secret`` and ``vmsplice``.
 5. ``clone`` fails with ``EPERM`` when the low 32 bits of its flags (args[0] on
    both machines) request any new namespace. ``CLONE_NEWTIME`` (0x80) shares
    the exit-signal byte of ``clone``, so that bit only ever rejects invalid
@@ -42,6 +42,7 @@ x86_64 (``arch/x86/entry/syscalls/syscall_64.tbl``)::
     move_mount        429   fsopen            430   fsconfig          431
     fsmount           432   fspick            433   clone3            435
     mount_setattr     442   memfd_create      319   memfd_secret      447
+    vmsplice          278
     io_uring_setup    425   io_uring_enter    426   io_uring_register 427
 
 aarch64 (``include/uapi/asm-generic/unistd.h``; no ``iopl``/``ioperm``)::
@@ -61,7 +62,7 @@ aarch64 (``include/uapi/asm-generic/unistd.h``; no ``iopl``/``ioperm``)::
     fsconfig          431   fsmount           432   fspick            433
     clone3            435   mount_setattr     442   memfd_create      279
     memfd_secret      447   io_uring_setup    425   io_uring_enter    426
-    io_uring_register 427
+    io_uring_register 427   vmsplice           75
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ _X86_64_SYSCALLS: Final[Mapping[str, int]] = {
     "bpf": 321, "userfaultfd": 323, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "mount_setattr": 442,
     "socket": 41, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-    "memfd_create": 319, "memfd_secret": 447,
+    "memfd_create": 319, "memfd_secret": 447, "vmsplice": 278,
 }  # fmt: skip
 
 _AARCH64_SYSCALLS: Final[Mapping[str, int]] = {
@@ -151,10 +152,11 @@ _AARCH64_SYSCALLS: Final[Mapping[str, int]] = {
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
     "clone3": 435, "mount_setattr": 442, "socket": 198, "io_uring_setup": 425,
     "io_uring_enter": 426, "io_uring_register": 427, "memfd_create": 279, "memfd_secret": 447,
+    "vmsplice": 75,
 }  # fmt: skip
 
 _ENOSYS_SYSCALLS: Final = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register",
-                           "memfd_create", "memfd_secret")
+                           "memfd_create", "memfd_secret", "vmsplice")
 """Refused as if the kernel lacked them: clone3 (libc falls back to clone, whose flags BPF
 can read), io_uring (a large kernel attack surface that also bypasses seccomp's view of
 the operations it performs) and memfds (memory no process maps and no file system of the

@@ -32,13 +32,18 @@ _INET_TABLES = ("/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/u
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+_PROCESS_FIELDS = ("RssAnon:", "RssShmem:", "VmPTE:", "VmSwap:")
+"""Resident anonymous and shared memory, the page tables that map memory, and what of it
+was swapped out: a process can make the page tables alone take a gigabyte."""
+
+
 def process_memory(pid: str) -> int:
-    """Anonymous plus shared resident bytes of a process (its heap, mapped shm and tmpfs)."""
+    """The memory a process holds: resident, swapped out, and its page tables."""
     total = 0
     try:
         with open(f"/proc/{pid}/status") as stream:
             for line in stream:
-                if line.startswith(("RssAnon:", "RssShmem:")):
+                if line.startswith(_PROCESS_FIELDS):
                     total += int(line.split()[1]) * 1024
     except (OSError, ValueError):
         return 0
@@ -63,8 +68,21 @@ def _column_sum(path: str, columns: tuple[str, ...]) -> int:
 
 
 def socket_memory() -> int:
-    """Bytes queued in this network namespace's sockets: unix (sock_diag) and inet."""
-    return unix_socket_memory() + inet_socket_memory()
+    """Bytes queued in this network namespace's sockets: unix (sock_diag), inet, netlink."""
+    return unix_socket_memory() + inet_socket_memory() + netlink_socket_memory()
+
+
+def netlink_socket_memory() -> int:
+    """Bytes in netlink sockets' receive and send queues (/proc/net/netlink Rmem, Wmem)."""
+    total = 0
+    with contextlib.suppress(OSError), open("/proc/net/netlink") as stream:
+        header = next(stream, "").split()
+        columns = [header.index(name) for name in ("Rmem", "Wmem") if name in header]
+        for line in stream:
+            fields = line.split()
+            with contextlib.suppress(ValueError, IndexError):
+                total += sum(int(fields[index]) for index in columns)
+    return total
 
 
 def inet_socket_memory() -> int:
@@ -155,10 +173,16 @@ def _stat_fields(pid: str) -> list[str]:
     return [head.split(" ", 1)[0], head, *tail.split()]
 
 
+TMPFS_INODE_SIZE = 1024
+"""What tmpfs counts per inode (BOGO_INODE_SIZE); xattrs take from the same inode space."""
+
+
 def tmpfs_used(path: str) -> int:
-    """Bytes used on the file system at *path* (a sandbox's own tmpfs)."""
+    """Bytes used on the tmpfs at *path*: its blocks, and its inodes and their xattrs,
+    which take no blocks (300,000 empty files, or xattrs, would otherwise be free)."""
     try:
         info = os.statvfs(path)
     except OSError:
         return 0
-    return (info.f_blocks - info.f_bfree) * info.f_frsize
+    blocks = (info.f_blocks - info.f_bfree) * info.f_frsize
+    return blocks + (info.f_files - info.f_ffree) * TMPFS_INODE_SIZE

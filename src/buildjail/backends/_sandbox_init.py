@@ -60,7 +60,9 @@ class InitPlan:
     wrapper_status_fd: int | None = None
     """bubblewrap's ``--json-status-fd`` stream: its child's pid, then whether it exec'd."""
     cgroup_enforced: bool = False
-    """A cgroup enforces memory and processes: the monitor adds up only the CPU time."""
+    """A cgroup enforces memory and processes: the monitor adds only what it may not count."""
+    cgroup_usage_fd: int | None = None
+    """The cgroup's memory usage file, to which the monitor adds socket buffers."""
 
 
 def report_error(fd: int, reason: str, fix: str = "") -> None:
@@ -122,6 +124,8 @@ def _confine(plan: InitPlan) -> None:
 
 def _lent_fds(plan: InitPlan) -> tuple[int, ...]:
     fds = plan.spawn_fds
+    if plan.cgroup_usage_fd is not None:
+        fds = (*fds, plan.cgroup_usage_fd)
     return fds if plan.wrapper_status_fd is None else (*fds, plan.wrapper_status_fd)
 
 
@@ -267,7 +271,8 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
         if wrapped:
             scratch = _wrapped_scratch(wrapper, plan.identity.home, host_devices)
         if plan.monitor:
-            limit = _over_limits(plan.limits, scratch, counted_by_cgroup=plan.cgroup_enforced)
+            limit = _over_limits(plan.limits, scratch, plan.cgroup_usage_fd,
+                                 counted_by_cgroup=plan.cgroup_enforced)
             if limit:
                 os.kill(-1, signal.SIGKILL)
                 _, status = os.waitpid(child, 0)
@@ -306,7 +311,7 @@ def _limit_from_status(status: int, limits: Limits) -> str | None:
     return None
 
 
-def _over_limits(limits: Limits, scratch: tuple[str, ...], *,
+def _over_limits(limits: Limits, scratch: tuple[str, ...], usage_fd: int | None = None, *,
                  counted_by_cgroup: bool = False) -> str | None:
     """Count the sandbox's processes, its memory of every kind and its CPU time."""
     pids = [name for name in os.listdir("/proc") if name.isdigit() and name != "1"]
@@ -317,9 +322,19 @@ def _over_limits(limits: Limits, scratch: tuple[str, ...], *,
             return "processes"
         if limits.memory and _memory_held(pids, scratch) > limits.memory:
             return "memory"
+    elif limits.memory and usage_fd is not None and (
+            _read_number(usage_fd) + usage.socket_memory() > limits.memory):
+        return "memory"
     if limits.cpu_time and usage.cpu_seconds(pids) > limits.cpu_time:
         return "cpu_time"
     return None
+
+
+def _read_number(fd: int) -> int:
+    try:
+        return int(os.pread(fd, 64, 0))
+    except (OSError, ValueError):
+        return 0
 
 
 def _memory_held(pids: list[str], scratch: tuple[str, ...]) -> int:

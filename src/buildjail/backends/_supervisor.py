@@ -179,9 +179,16 @@ def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | No
             os.close(fd)
         raise
     plan = launch.plan
-    if cgroup is not None:  # the monitor still adds up the CPU time, the cgroup the rest
-        plan = dataclasses.replace(plan, monitor=plan.monitor and bool(policy.limits.cpu_time),
-                                   cgroup_enforced=True)
+    fds = launch.fds
+    if cgroup is not None:
+        # The cgroup counts processes, memory and (mostly) CPU time; the monitor still adds
+        # the memory of socket buffers, which a v1 cgroup does not all charge, to its usage.
+        usage = cgroup.open_usage() if policy.limits.memory else None
+        cpu_left = bool(policy.limits.cpu_time) and not cgroup.counts_cpu
+        plan = dataclasses.replace(plan, monitor=plan.monitor and (usage is not None
+                                                                   or cpu_left),
+                                   cgroup_enforced=True, cgroup_usage_fd=usage)
+        fds = (*fds, usage) if usage is not None else fds
     return _Run(
         request=request,
         plan=plan,
@@ -193,7 +200,7 @@ def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | No
         degraded=degraded,
         lease=lease,
         cgroup=cgroup,
-        fds=launch.fds,
+        fds=fds,
     )
 
 
@@ -246,7 +253,7 @@ def _create_cgroup(limits: Limits, who: identity.Identity) -> cgroups.Cgroup | N
     # RLIMIT_NPROC counts the same processes (the init and the build, one uid) and is checked
     # before pids.max, which alone reports a hit: one less, so pids.max is reached first.
     processes = limits.processes - 1 if limits.processes else None
-    return cgroups.create(name, limits.memory, processes)
+    return cgroups.create(name, limits.memory, processes, limits.cpu_time)
 
 
 def _flags(names: set[str]) -> int:
@@ -426,10 +433,17 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
         finally:
             os._exit(125)
     os.close(status_w)
-    if run.cgroup is not None:  # the init is in it now: never make the supervisor a victim
-        with contextlib.suppress(OSError):
-            run.cgroup.leave(os.getpid())
-    stopped = _watch(init, lifeline, run, disk)
+    try:
+        if run.cgroup is not None:  # the init is in it now: never make the supervisor a victim
+            with contextlib.suppress(OSError):
+                run.cgroup.leave(os.getpid())
+        stopped = _watch(init, lifeline, run, disk)
+    except BaseException:
+        # Whatever went wrong here, nothing of the sandbox may outlive this: the hand-back
+        # that follows must never race a live build.
+        os.kill(init, signal.SIGKILL)
+        os.waitpid(init, 0)
+        raise
     _, wait_status = os.waitpid(init, 0)
     with os.fdopen(status_r, "rb") as stream:
         status = stream.read()
@@ -509,13 +523,22 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str |
                 reason = "wall_time"
             else:
                 reason = run.cgroup.limit_hit() if run.cgroup is not None else None
-                if reason is None and disk is not None and disk.over(init):
+                if reason is None and disk is not None and _disk_over(disk, init):
                     reason = "disk"
             if reason is not None:
                 os.kill(init, signal.SIGKILL)
                 return None if reason == "interrupted" else reason
     finally:
         os.close(pidfd)
+
+
+def _disk_over(disk: DiskWatch, init: int) -> bool:
+    """The disk watch's verdict; a watch that fails (the build made its trees unreadable to
+    it, say) stops the build rather than letting it write unwatched."""
+    try:
+        return disk.over(init)
+    except Exception:
+        return True
 
 
 def _next_timeout(deadline: float | None, ticking: bool) -> int | None:

@@ -284,8 +284,12 @@ def test_build_environment_installer(tmp_path: Path, wheelhouse: Path, installer
     assert proc.returncode == 0, proc.stderr
     first_install = next(line for line in (logs / "simple.log").read_text().splitlines()
                          if line.startswith("$ "))
-    expected = "/uv pip install" if installer == "uv" else " -m pip --python "
+    expected = "/uv pip install --no-config --python " if installer == "uv" else (
+        " -m pip install ")
     assert expected in first_install, first_install
+    # Never the build environment's own interpreter: a trusted one installs into its prefix.
+    assert "/bin/python " not in first_install.split(" -- ")[0].replace(sys.executable, "")
+    assert ("--prefix " if installer == "uv" else "--target ") in first_install
 
 
 @pytest.fixture(scope="session")

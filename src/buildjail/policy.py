@@ -62,6 +62,8 @@ class Policy:
     masked: tuple[str, ...] = ()
     env_keep: tuple[str, ...] = ("*",)
     env_delete: tuple[str, ...] = ()
+    env_redact: bool = False
+    """Whether credentials in URLs inside kept environment values are redacted."""
     limits: Limits = dataclasses.field(default_factory=Limits)
     hostname: str = "localhost"
 
@@ -159,6 +161,7 @@ def _full() -> Policy:
         masked=MASKED_DEFAULT,
         env_keep=ENV_KEEP_DEFAULT,
         env_delete=ENV_DELETE_DEFAULT,
+        env_redact=True,
         limits=Limits(wall_time=6 * 3600, processes=4096, file_size=64 << 30,
                       memory=_default_memory()),
     )
@@ -174,7 +177,7 @@ def _default_memory() -> int | None:
 
 _SECTIONS: dict[str, set[str]] = {
     "filesystem": {"readonly", "writable", "masked"},
-    "environment": {"keep", "delete"},
+    "environment": {"keep", "delete", "redact"},
     "limits": {"wall_time", "memory", "processes", "file_size"},
     "isolation": {
         "namespaces", "filesystem", "ephemeral_identity", "no_new_privs",
@@ -197,6 +200,10 @@ def _policy_from_mapping(data: Mapping[str, Any], source: str) -> Policy:
     isolation = dict(data.get("isolation", {}))
     if "namespaces" in isolation:
         isolation["namespaces"] = frozenset(_strings(isolation["namespaces"], source))
+    if "redact" in env:
+        if not isinstance(env["redact"], bool):
+            raise PolicyError(f"{source}: [environment] redact must be true or false")
+        isolation["env_redact"] = env["redact"]
     policy = dataclasses.replace(base, name=str(data.get("name", source)), **isolation)
     policy = policy.with_paths(
         readonly=_strings(files.get("readonly", []), source),

@@ -277,6 +277,19 @@ def remove_tree(root: str) -> list[str]:
         os.close(parent_fd)
 
 
+def remove_entry(entry: Entry) -> list[str]:
+    """Remove an entry met during a walk (a whole tree if a directory); return failures."""
+    errors: list[str] = []
+    walker = _Walk(errors)
+    try:
+        if walker.enter(entry):
+            _empty(walker)
+        _unlink(entry, errors)
+    finally:
+        walker.close()
+    return errors
+
+
 def _empty(walker: _Walk) -> None:
     """Remove everything below the walk's root, deepest first (the root itself stays)."""
     while walker.levels:

@@ -292,18 +292,6 @@ def test_build_environment_installer(tmp_path: Path, wheelhouse: Path, installer
     assert ("--prefix " if installer == "uv" else "--target ") in first_install
 
 
-@pytest.fixture(scope="session")
-def nonroot_site() -> Path:
-    """pyproject_hooks and packaging, importable by a non-root user's /usr/bin/python3.11."""
-    site = Path("/var/lib/buildjail-tests/nonroot-site")
-    if not (site / "pyproject_hooks").exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target",
-                        str(site), "pyproject_hooks", "packaging"], check=True)
-    for path in [site.parent, site, *site.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return site
-
-
 def test_a_non_root_user_builds_in_a_user_namespace(shared_dir: Path, nonroot_site: Path,
                                                     world_src: str, build: Builder) -> None:
     project = shared_dir / "intree"

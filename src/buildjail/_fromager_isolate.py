@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from buildjail.policy import Policy
 
 EXIT_SETUP_FAILED = 125
+EXIT_REFUSED = 1
+"""A step that left a link out of its directories, or a special file: it fails."""
 
 
 class Options:
@@ -168,6 +170,7 @@ class StepRunner:
         """
         from buildjail.pep517 import HookFailed, SandboxedHookRunner
         from buildjail.sandbox import Sandbox
+        from buildjail.trees import refuse_escaping
 
         # Keep what fromager added (its per-package variables), besides what the policy
         # allows; the variables buildjail was started with follow the allow-list, and the
@@ -179,7 +182,7 @@ class StepRunner:
             common.append(env["VIRTUAL_ENV"])
         if is_hook(cmd):
             runner = SandboxedHookRunner(policy, backend=self.backend, readonly=common, env=env,
-                                         output=output)
+                                         output=output, refuse_escaping=True)
             try:
                 runner(cmd, cwd=cwd)
             except HookFailed as failure:
@@ -207,6 +210,11 @@ class StepRunner:
         finally:
             if null is not None:
                 os.close(null)
+        refused = refuse_escaping(writable, allowed=readonly)
+        if refused:
+            _say(output, f"buildjail: {os.path.basename(cmd[0])} left what fromager must not "
+                         f"follow outside the sandbox (removed): {'; '.join(refused[:3])}")
+            return EXIT_REFUSED
         if result.limit_hit:
             _say(output, f"buildjail: {os.path.basename(cmd[0])} was stopped by the "
                          f"{result.limit_hit.replace('_', ' ')} limit in the sandbox")

@@ -263,6 +263,7 @@ def read_build_system(project: str, label: str) -> BuildSystem:
         raise BuildError(label, "finding the project",
                          "it has neither a pyproject.toml nor a setup.py")
     name = _project_name(table)
+    label = name or label
     system = table.get("build-system")
     if system is None:
         return _default_system(name)
@@ -372,8 +373,9 @@ class _PackageBuild:
         from .pep517 import hook_runner
 
         report, options = self.report, self.options
-        label = report.name or self.label
-        system = read_build_system(project, label)
+        system = read_build_system(project, report.name or self.label)
+        self.label = report.name or system.project_name or self.label
+        label = self.label
         self.expected = self.expected or system.project_name
         if not self.chain and self.expected:
             self.chain = (self.expected,)

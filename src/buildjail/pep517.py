@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from . import checkout
+from . import checkout, trees
 from .errors import BuildjailError
 from .logs import HookOutput
 from .policy import Policy
@@ -62,14 +62,21 @@ class SandboxedHookRunner:
         readonly: Iterable[str | os.PathLike[str]] = (),
         env: Mapping[str, str] | None = None,
         output: int | None = None,
+        refuse_escaping: bool = False,
     ) -> None:
-        """*output*: a file descriptor for the hooks' output, instead of *log_path*."""
+        """*output*: a file descriptor for the hooks' output, instead of *log_path*.
+
+        With *refuse_escaping*, symbolic links leading out of the hook's writable
+        directories and special files are removed after each hook, which then fails: for
+        callers whose own code goes on to use those directories (fromager).
+        """
         self.sandbox = Sandbox(policy, backend=backend)
         self.log_path = os.fspath(log_path) if log_path is not None else None
         self.output = output
         self.writable = tuple(os.fspath(path) for path in writable)
         self.readonly = tuple(os.fspath(path) for path in readonly)
         self.env = env
+        self.refuse_escaping = refuse_escaping
         self.results: list[tuple[str, RunResult]] = []
 
     def __call__(self, cmd: Sequence[str], cwd: str | None = None,
@@ -89,6 +96,12 @@ class SandboxedHookRunner:
                     *self.readonly, *metadata]
         result, tail = self._run(cmd, cwd, env, writable, readonly)
         self.results.append((hook_name(cmd), result))
+        if self.refuse_escaping:
+            refused = trees.refuse_escaping(writable)
+            if refused:
+                raise HookOutputRefusedError(
+                    f"the build hook {hook_name(cmd)} left what code outside the sandbox "
+                    f"must not follow (removed): {'; '.join(refused[:3])}")
         created = checkout.refuse_new_vcs_metadata(cwd, metadata)
         if created:
             raise HookOutputRefusedError(

@@ -339,15 +339,16 @@ def within(path: str, roots: Iterable[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
-def refuse_escaping(roots: Iterable[str]) -> list[str]:
+def refuse_escaping(roots: Iterable[str], allowed: Iterable[str] = ()) -> list[str]:
     """Remove symbolic links that lead outside every root, and special files, under *roots*.
 
-    Returns a line per entry removed, saying why. A link is judged by where the caller's
-    own view of the file system takes it (``realpath``, as code outside the sandbox would
-    follow it), so chains of links and dangling links are judged by where they end.
+    Links into *allowed* trees are kept too (a venv's link to its interpreter). Returns a
+    line per entry removed, saying why. A link is judged by where the caller's own view of
+    the file system takes it (``realpath``, as code outside the sandbox would follow it),
+    so chains of links and dangling links are judged by where they end.
     """
     roots = list(roots)
-    resolved = [os.path.realpath(root) for root in roots]
+    resolved = [os.path.realpath(root) for root in (*roots, *allowed)]
     refused: list[str] = []
     for entry in walk_all(roots):
         kind = stat.S_IFMT(entry.info.st_mode)

@@ -113,7 +113,7 @@ def test_a_url_in_pyproject_requires_is_refused_naming_the_file(
         identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
     markers = _markers(shared_dir)
     payload = _payload(shared_dir / "payload", markers)
-    project = make_project(shared_dir / "project", requires=[f"payload @ file://{payload}"])
+    project = make_project(shared_dir / "perimeter", requires=[f"payload @ file://{payload}"])
     identity.own(project, payload)
     proc = identity.buildjail(str(project), "--wheel", "-o", str(shared_dir / "out"),
                               "--no-index", backend=sandbox_backend)

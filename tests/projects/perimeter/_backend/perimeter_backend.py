@@ -101,6 +101,16 @@ def attack_fetch(url):
         say("fetch refused", f"{url}: {type(error).__name__}: {error}")
 
 
+def attack_import(names):
+    """Show which build requirements the build environment really holds."""
+    for name in names:
+        try:
+            module = __import__(name)
+            say("imported", f"{name} from {module.__file__}")
+        except ImportError as error:
+            say("import failed", f"{name}: {error}")
+
+
 def attack_git(script):
     """Make the checkout's next `git status` run *script* (core.fsmonitor), and more."""
     for cmd in (["/usr/bin/git", "config", "core.fsmonitor", script],

@@ -120,13 +120,17 @@ def changed_since() -> int:
 def normalize_changed(paths: Iterable[str], since_ns: int) -> None:
     """Normalise every entry under *paths* changed after *since_ns* (the non-root hand-back).
 
-    Strips set-id, sticky, group- and other-write bits, ACLs and file capabilities; raises
+    Strips set-id, sticky, group- and other-write bits, ACLs and file capabilities from the
+    caller's entries (only their owner, the caller, can have changed their modes); raises
     HandBackIncomplete when some entries could not be changed.
     """
     errors: list[str] = []
-    for entry in trees.walk_all(paths, errors):
+    uid = os.geteuid()
+    # Directories the caller cannot read are skipped: the build (as the caller) could not
+    # have made anything there either.
+    for entry in trees.walk_all(paths, []):
         info = entry.info
-        if stat.S_ISLNK(info.st_mode) or info.st_ctime_ns < since_ns:
+        if stat.S_ISLNK(info.st_mode) or info.st_ctime_ns < since_ns or info.st_uid != uid:
             continue
         try:
             _restore(entry, Original(info.st_uid, info.st_gid,

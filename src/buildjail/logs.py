@@ -66,7 +66,7 @@ def escape_controls(text: str) -> str:
 def tail_lines(data: bytes, lines: int = TAIL_LINES, *, complete: bool = True) -> str:
     """The last *lines* lines of *data*; the first is dropped unless *complete* (a cut one)."""
     text = data.decode("utf-8", errors="replace")
-    found = text.splitlines()
+    found = text.rstrip("\n").split("\n")  # only newlines: a CR stays, to be escaped
     if not complete and found:
         found = found[1:]
     return "\n".join(found[-lines:])

@@ -14,6 +14,9 @@ import os
 import shutil
 import stat
 import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -128,3 +131,76 @@ def test_control_the_old_publication_would_have_replaced_the_victim(shared_dir: 
     shutil.move(str(impostor), str(out / impostor.name))  # what the old _publish did
     assert b"EVIL" in (out / impostor.name).read_bytes()
     assert sys.executable  # (the old code path is only this move)
+
+
+# --- bounded reads of what a build made --------------------------------------------------
+
+BOMB_SIZE = 1 << 30
+MAX_CALLER_RSS_KB = 160 << 10
+MEASURE = ("import resource, subprocess, sys\n"
+           "done = subprocess.run(sys.argv[1:], capture_output=True, text=True, "
+           "errors='replace')\n"
+           "sys.stderr.write(done.stderr)\n"
+           "print('EXIT', done.returncode, 'MAXRSS_KB', "
+           "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+
+
+@pytest.fixture(scope="module")
+def metadata_bomb() -> Iterator[Path]:
+    """A valid-looking 1 MiB wheel whose METADATA inflates to 1 GiB (readable by all)."""
+    base = Path("/var/lib/buildjail-tests")
+    base.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="bomb-", dir=base))
+    directory.chmod(0o755)
+    try:
+        yield _write_bomb(directory)
+    finally:
+        shutil.rmtree(directory)
+
+
+def _write_bomb(directory: Path) -> Path:
+    path = directory / "perimeter-1.0-py3-none-any.whl"
+    header = b"Metadata-Version: 2.1\nName: perimeter\nVersion: 1.0\nSummary: "
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("perimeter-1.0.dist-info/WHEEL",
+                         "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        with archive.open("perimeter-1.0.dist-info/METADATA", "w", force_zip64=True) as member:
+            member.write(header)
+            block = b"A" * (1 << 20)
+            for _ in range(BOMB_SIZE >> 20):
+                member.write(block)
+        archive.writestr("perimeter-1.0.dist-info/RECORD", "")
+    path.chmod(0o644)
+    assert path.stat().st_size < 2 << 20
+    return path
+
+
+def test_a_wheel_whose_metadata_inflates_to_1_gib_is_refused_in_bounded_memory(
+        identity: Identity, sandbox_backend: str, shared_dir: Path,
+        metadata_bomb: Path) -> None:
+    project = make_project(shared_dir / "perimeter", attack={"wheel_file": str(metadata_bomb)})
+    out = shared_dir / "out"
+    identity.own(shared_dir)
+    done = identity.run([identity.python, "-c", MEASURE, identity.python, "-m", "buildjail",
+                         "build", "--backend", sandbox_backend, str(project), "--wheel", "-o",
+                         str(out)])
+    words = done.stdout.split()
+    code, peak = int(words[1]), int(words[3])
+    assert code == 1, done.stderr
+    assert "perimeter: checking the wheel failed: member 'perimeter-1.0.dist-info/METADATA': " \
+           "inflates to more than" in done.stderr, done.stderr
+    assert list(out.iterdir()) == []
+    print(f"peak RSS of buildjail build refusing the METADATA bomb: {peak // 1024} MiB",
+          file=sys.stderr)
+    assert peak < MAX_CALLER_RSS_KB, f"{peak // 1024} MiB"
+
+
+def test_control_reading_the_bombs_metadata_whole_takes_a_gigabyte(
+        identity: Identity, metadata_bomb: Path) -> None:
+    old = ("import sys, zipfile\n"  # what archives._headers did before
+           "print(len(zipfile.ZipFile(sys.argv[1]).read('perimeter-1.0.dist-info/METADATA')))\n")
+    done = identity.run([identity.python, "-c", MEASURE, identity.python, "-c", old,
+                         str(metadata_bomb)])
+    words = done.stdout.split()
+    assert int(words[1]) == 0, done.stderr
+    assert int(words[3]) > BOMB_SIZE >> 10, f"{int(words[3]) // 1024} MiB"

@@ -60,7 +60,8 @@ def make_project(directory: Path, name: str = "perimeter", *, attack: dict[str, 
 
 
 def make_sdist(directory: Path, name: str, *, attack: dict[str, Any] | None = None,
-               requires: list[str] | None = None, version: str = "1.0") -> Path:
+               requires: list[str] | None = None, version: str = "1.0",
+               extra: dict[str, bytes] | None = None) -> Path:
     """An sdist of the perimeter project named *name* (as a package index would serve it)."""
     work = directory / f".{name}-tree"
     project = make_project(work, name, attack=attack, requires=requires, version=version)
@@ -70,9 +71,10 @@ def make_sdist(directory: Path, name: str, *, attack: dict[str, Any] | None = No
         for member in ("pyproject.toml", "attack.json", "_backend/perimeter_backend.py"):
             archive.add(project / member, arcname=f"{top}/{member}")
         pkg_info = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-        info = tarfile.TarInfo(f"{top}/PKG-INFO")
-        info.size = len(pkg_info)
-        archive.addfile(info, io.BytesIO(pkg_info))
+        for member, data in {"PKG-INFO": pkg_info, **(extra or {})}.items():
+            info = tarfile.TarInfo(f"{top}/{member}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
     shutil.rmtree(work)
     return path
 

@@ -168,7 +168,7 @@ class StepRunner:
 
         *output* receives the step's stdout and stderr (default: this process's).
         """
-        from buildjail.pep517 import HookFailed, SandboxedHookRunner
+        from buildjail.pep517 import HookFailed, HookOutputRefusedError, SandboxedHookRunner
         from buildjail.sandbox import Sandbox
         from buildjail.trees import refuse_escaping
 
@@ -189,6 +189,9 @@ class StepRunner:
                 if failure.result.limit_hit:  # the hook's own output cannot say why
                     _say(output, f"buildjail: {failure}")
                 return failure.returncode
+            except HookOutputRefusedError as refused:
+                _say(output, f"buildjail: {refused}")
+                return EXIT_REFUSED
             return 0
         writable, readonly = step_paths(cmd, cwd, env)
         shared = self.share_uv_cache and os.path.basename(cmd[0]) == "uv" and (
@@ -210,7 +213,7 @@ class StepRunner:
         finally:
             if null is not None:
                 os.close(null)
-        refused = refuse_escaping(writable, allowed=readonly)
+        refused = refuse_escaping(writable, allowed=[*readonly, *common])
         if refused:
             _say(output, f"buildjail: {os.path.basename(cmd[0])} left what fromager must not "
                          f"follow outside the sandbox (removed): {'; '.join(refused[:3])}")

@@ -161,6 +161,12 @@ def attack_symlink_out(pairs):
         say("linked", f"{name} -> {target}")
 
 
+def attack_fifo(name):
+    """Leave a FIFO: code outside opening it would hang."""
+    os.mkfifo(name)
+    say("fifo", name)
+
+
 def get_requires_for_build_wheel(config_settings=None):
     _attacks("get_requires_for_build_wheel")
     return ATTACK.get("requires_wheel", [])

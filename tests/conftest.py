@@ -282,3 +282,32 @@ def http_server(tmp_path: Path) -> Iterator[Server]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def markers(shared_dir: Path) -> Path:
+    """A directory anyone may write to outside the sandbox, and nobody from inside it.
+
+    An attack that escaped writes a marker here; the sandbox sees the host read-only.
+    """
+    path = shared_dir / "markers"
+    path.mkdir()
+    path.chmod(0o777)
+    return path
+
+
+_MEASURE = ("import resource, subprocess, sys\n"
+            "done = subprocess.run(sys.argv[1:], capture_output=True, text=True, "
+            "errors='replace')\n"
+            "sys.stderr.write(done.stderr)\n"
+            "print('EXIT', done.returncode, 'MAXRSS_KB', "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+
+
+def peak_rss(identity: Identity, cmd: list[str]) -> tuple[int, int, str]:
+    """Run *cmd* as *identity*: its exit code, the peak RSS (KiB) of it and everything it
+    started (``getrusage(RUSAGE_CHILDREN)`` of a wrapper process), and its stderr."""
+    done = identity.run([identity.python, "-c", _MEASURE, *cmd])
+    words = done.stdout.split()
+    assert len(words) == 4, done.stdout + done.stderr
+    return int(words[1]), int(words[3]), done.stderr

@@ -31,12 +31,6 @@ PTH = ("import os, sys; M = {markers!r}; sys.stderr.write('PTHDROP ran as uid %d
        "os.getuid()), 'w').close()\n")
 
 
-def _markers(shared_dir: Path) -> Path:
-    markers = shared_dir / "markers"
-    markers.mkdir(exist_ok=True)
-    markers.chmod(0o777)
-    return markers
-
 
 def _links(shared_dir: Path, identity: Identity) -> Path:
     links = shared_dir / "links"
@@ -57,10 +51,10 @@ def _installer_env(identity: Identity, installer: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("installer", ["uv", "pip"])
 def test_a_pth_file_from_a_requirement_never_runs_outside(
-        installer: str, identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
+        installer: str, identity: Identity, sandbox_backend: str, shared_dir: Path, *,
+        markers: Path) -> None:
     """Installed first, its .pth would run when an installer started the environment's
     interpreter for the hook's extra requirement; it runs only in the sandbox's hooks."""
-    markers = _markers(shared_dir)
     links = _links(shared_dir, identity)
     write_wheel(links, "pthdrop", files={"pthdrop.pth": PTH.format(markers=str(markers)).encode(),
                                          "pthdrop_mod.py": b""})
@@ -83,9 +77,8 @@ def test_a_pth_file_from_a_requirement_never_runs_outside(
 
 
 def test_a_build_requirement_with_only_an_sdist_is_built_in_the_sandbox(
-        identity: Identity, sandbox_backend: str, shared_dir: Path,
-        http_server: Server) -> None:
-    markers = _markers(shared_dir)
+        identity: Identity, sandbox_backend: str, shared_dir: Path, *,
+        http_server: Server, markers: Path) -> None:
     links = _links(shared_dir, identity)
     outside = {"write": [str(markers / "sdonly-ran")], "fetch": f"{http_server.url}/sdonly"}
     make_sdist(links, "sdonly", attack={"hooks": {
@@ -175,10 +168,9 @@ def _old_environment(identity: Identity, shared_dir: Path) -> Path:
 
 @needs_uv
 def test_control_the_old_uv_install_runs_a_pth_of_the_environment_outside(
-        identity: Identity, shared_dir: Path) -> None:
+        identity: Identity, shared_dir: Path, markers: Path) -> None:
     """uv runs the interpreter it installs into (``-I -B -c ...``) to query it: the .pth runs."""
     assert UV is not None
-    markers = _markers(shared_dir)
     links = _links(shared_dir, identity)
     write_wheel(links, "pthdrop", files={"pthdrop.pth": PTH.format(markers=str(markers)).encode()})
     write_wheel(links, "helper")
@@ -193,9 +185,8 @@ def test_control_the_old_uv_install_runs_a_pth_of_the_environment_outside(
 
 
 def test_control_the_old_pip_install_runs_a_pth_of_the_environment_outside(
-        identity: Identity, shared_dir: Path) -> None:
+        identity: Identity, shared_dir: Path, markers: Path) -> None:
     """``pip --python ENV/bin/python`` re-executes pip under that interpreter."""
-    markers = _markers(shared_dir)
     links = _links(shared_dir, identity)
     write_wheel(links, "pthdrop", files={"pthdrop.pth": PTH.format(markers=str(markers)).encode()})
     write_wheel(links, "helper")
@@ -209,9 +200,8 @@ def test_control_the_old_pip_install_runs_a_pth_of_the_environment_outside(
 
 @needs_uv
 def test_control_the_old_install_builds_an_sdist_only_requirement_outside(
-        identity: Identity, shared_dir: Path, http_server: Server) -> None:
+        identity: Identity, shared_dir: Path, http_server: Server, markers: Path) -> None:
     assert UV is not None
-    markers = _markers(shared_dir)
     links = _links(shared_dir, identity)
     outside = {"write": [str(markers / "sdonly-ran")], "fetch": f"{http_server.url}/sdonly"}
     make_sdist(links, "sdonly", attack={"hooks": {"build_wheel": outside}})

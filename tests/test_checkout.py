@@ -22,12 +22,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs a
 GIT = "/usr/bin/git"
 
 
-def _markers(shared_dir: Path) -> Path:
-    markers = shared_dir / "markers"
-    markers.mkdir(exist_ok=True)
-    markers.chmod(0o777)
-    return markers
-
 
 def _git(identity: Identity, checkout: Path, *args: str) -> str:
     done = identity.run([GIT, "-c", "user.name=test", "-c", "user.email=test@example.org",
@@ -54,8 +48,7 @@ def _config_digest(checkout: Path) -> str:
 
 
 def test_a_hook_cannot_make_the_users_next_git_status_run_its_code(
-        identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
-    markers = _markers(shared_dir)
+        identity: Identity, sandbox_backend: str, shared_dir: Path, markers: Path) -> None:
     checkout = _checkout(identity, shared_dir / "work" / "perimeter", {"hooks": {
         "build_sdist": {"git": _fsmonitor(markers)},
         "get_requires_for_build_sdist": {"git": _fsmonitor(markers)}}})
@@ -90,8 +83,7 @@ def test_vcs_metadata_a_hook_creates_is_removed_and_refused(
 
 
 def test_control_with_the_checkout_writable_the_same_change_runs_on_git_status(
-        identity: Identity, run_sandbox: Runner, shared_dir: Path) -> None:
-    markers = _markers(shared_dir)
+        identity: Identity, run_sandbox: Runner, shared_dir: Path, markers: Path) -> None:
     checkout = _checkout(identity, shared_dir / "work" / "perimeter", {})
     result = run_sandbox([GIT, "config", "core.fsmonitor", _fsmonitor(markers)],
                          cwd=str(checkout), writable=[str(checkout)])

@@ -17,25 +17,10 @@ from pathlib import Path
 import pytest
 
 from buildjail.logs import escape_controls, read_tail, redact
-from conftest import NONROOT_UID, Identity, Server
+from conftest import NONROOT_UID, Identity, Server, peak_rss
 from wheels import make_project, simple_index, write_wheel
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
-
-MEASURE = ("import resource, subprocess, sys\n"
-           "done = subprocess.run(sys.argv[1:], capture_output=True, text=True, "
-           "errors='replace')\n"
-           "sys.stderr.write(done.stderr)\n"
-           "print('EXIT', done.returncode, 'MAXRSS_KB', "
-           "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
-"""Runs a command and prints the largest resident size of it and its descendants."""
-
-
-def _measured(identity: Identity, cmd: list[str]) -> tuple[int, int, str]:
-    """Exit code, peak RSS (KiB) of *cmd* and everything it started, and its stderr."""
-    done = identity.run([identity.python, "-c", MEASURE, *cmd])
-    words = done.stdout.split()
-    return int(words[1]), int(words[3]), done.stderr
 
 
 def test_redaction_and_escaping() -> None:
@@ -188,7 +173,7 @@ def test_a_200_mib_failure_log_does_not_take_the_callers_memory(
                                          "fail": "after the flood"}}})
     logs = shared_dir / "logs"
     identity.own(shared_dir)
-    code, peak, stderr = _measured(identity, [
+    code, peak, stderr = peak_rss(identity, [
         identity.python, "-m", "buildjail", "build", "--backend", sandbox_backend,
         str(project), "--wheel", "-o", str(shared_dir / "out"), "--logs", str(logs)])
     assert code == 1, stderr
@@ -209,6 +194,6 @@ def test_control_the_old_tail_reading_takes_hundreds_of_megabytes(
     identity.own(log)
     old = ("import sys\nlines = open(sys.argv[1], 'rb').read().decode(errors='replace')"
            ".splitlines()\nprint(len(lines[-40:]))\n")  # pep517._log_tail before
-    code, peak, stderr = _measured(identity, [identity.python, "-c", old, str(log)])
+    code, peak, stderr = peak_rss(identity, [identity.python, "-c", old, str(log)])
     assert code == 0, stderr
     assert peak > 2 * MAX_CALLER_RSS_KB, f"{peak // 1024} MiB"

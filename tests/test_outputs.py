@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from buildjail.archives import validate_wheel
-from conftest import Identity, Runner
+from conftest import Identity, Runner, peak_rss
 from wheels import make_project, write_wheel
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
@@ -137,13 +137,6 @@ def test_control_the_old_publication_would_have_replaced_the_victim(shared_dir: 
 
 BOMB_SIZE = 1 << 30
 MAX_CALLER_RSS_KB = 160 << 10
-MEASURE = ("import resource, subprocess, sys\n"
-           "done = subprocess.run(sys.argv[1:], capture_output=True, text=True, "
-           "errors='replace')\n"
-           "sys.stderr.write(done.stderr)\n"
-           "print('EXIT', done.returncode, 'MAXRSS_KB', "
-           "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
-
 
 @pytest.fixture(scope="module")
 def metadata_bomb() -> Iterator[Path]:
@@ -181,14 +174,12 @@ def test_a_wheel_whose_metadata_inflates_to_1_gib_is_refused_in_bounded_memory(
     project = make_project(shared_dir / "perimeter", attack={"wheel_file": str(metadata_bomb)})
     out = shared_dir / "out"
     identity.own(shared_dir)
-    done = identity.run([identity.python, "-c", MEASURE, identity.python, "-m", "buildjail",
-                         "build", "--backend", sandbox_backend, str(project), "--wheel", "-o",
-                         str(out)])
-    words = done.stdout.split()
-    code, peak = int(words[1]), int(words[3])
-    assert code == 1, done.stderr
-    assert "perimeter: checking the wheel failed: member 'perimeter-1.0.dist-info/METADATA': " \
-           "inflates to more than" in done.stderr, done.stderr
+    code, peak, stderr = peak_rss(identity, [
+        identity.python, "-m", "buildjail", "build", "--backend", sandbox_backend, str(project),
+        "--wheel", "-o", str(out)])
+    assert code == 1, stderr
+    assert ("perimeter: checking the wheel failed: member 'perimeter-1.0.dist-info/METADATA': "
+            "inflates to more than") in stderr, stderr
     assert list(out.iterdir()) == []
     print(f"peak RSS of buildjail build refusing the METADATA bomb: {peak // 1024} MiB",
           file=sys.stderr)
@@ -199,8 +190,6 @@ def test_control_reading_the_bombs_metadata_whole_takes_a_gigabyte(
         identity: Identity, metadata_bomb: Path) -> None:
     old = ("import sys, zipfile\n"  # what archives._headers did before
            "print(len(zipfile.ZipFile(sys.argv[1]).read('perimeter-1.0.dist-info/METADATA')))\n")
-    done = identity.run([identity.python, "-c", MEASURE, identity.python, "-c", old,
-                         str(metadata_bomb)])
-    words = done.stdout.split()
-    assert int(words[1]) == 0, done.stderr
-    assert int(words[3]) > BOMB_SIZE >> 10, f"{int(words[3]) // 1024} MiB"
+    code, peak, stderr = peak_rss(identity, [identity.python, "-c", old, str(metadata_bomb)])
+    assert code == 0, stderr
+    assert peak > BOMB_SIZE >> 10, f"{peak // 1024} MiB"

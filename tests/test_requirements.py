@@ -53,12 +53,6 @@ def test_plain_requirements_pass_normalised_and_markers_are_evaluated() -> None:
         parse_requirements("setuptools", "the hook")
 
 
-def _markers(shared_dir: Path) -> Path:
-    markers = shared_dir / "markers"
-    markers.mkdir(exist_ok=True)
-    markers.chmod(0o777)
-    return markers
-
 
 def _payload(directory: Path, markers: Path) -> Path:
     """A project that, whenever any of its hooks runs, writes a marker naming the uid."""
@@ -86,9 +80,8 @@ REFUSED = {
 
 @pytest.mark.parametrize("kind", sorted(REFUSED))
 def test_a_hook_cannot_hand_the_installer_a_url_a_path_or_an_option(
-        kind: str, identity: Identity, sandbox_backend: str, shared_dir: Path,
-        http_server: Server) -> None:
-    markers = _markers(shared_dir)
+        kind: str, identity: Identity, sandbox_backend: str, shared_dir: Path, *,
+        http_server: Server, markers: Path) -> None:
     payload = _payload(shared_dir / "payload", markers)
     identity.own(payload)
     template, why = REFUSED[kind]
@@ -110,8 +103,7 @@ def test_a_hook_cannot_hand_the_installer_a_url_a_path_or_an_option(
 
 
 def test_a_url_in_pyproject_requires_is_refused_naming_the_file(
-        identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
-    markers = _markers(shared_dir)
+        identity: Identity, sandbox_backend: str, shared_dir: Path, markers: Path) -> None:
     payload = _payload(shared_dir / "payload", markers)
     project = make_project(shared_dir / "perimeter", requires=[f"payload @ file://{payload}"])
     identity.own(project, payload)
@@ -144,8 +136,7 @@ def _old_uv_install(identity: Identity, env: Path, *arguments: str,
 
 @needs_uv
 def test_control_the_old_installer_builds_a_url_requirement_outside(
-        identity: Identity, shared_dir: Path) -> None:
-    markers = _markers(shared_dir)
+        identity: Identity, shared_dir: Path, markers: Path) -> None:
     payload = _payload(shared_dir / "payload", markers)
     identity.own(payload)
     env = _old_environment(identity, shared_dir)
@@ -163,8 +154,7 @@ def test_control_the_old_installer_obeys_an_index_option_from_a_hook(
 
 
 def test_control_the_old_pip_writes_a_log_where_a_hook_says(
-        identity: Identity, shared_dir: Path) -> None:
-    markers = _markers(shared_dir)
+        identity: Identity, shared_dir: Path, markers: Path) -> None:
     env = shared_dir / "old-env"
     assert identity.run([identity.python, "-m", "venv", "--without-pip", str(env)]
                         ).returncode == 0

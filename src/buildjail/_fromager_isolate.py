@@ -19,6 +19,10 @@ What a step may write:
   ``WHEEL``) and ``D``;
 - anything else (queries of the build environment): nothing.
 
+After each step, what it left in its writable trees is checked before fromager's own code
+(root, outside) touches it: symbolic links leading out of them (but for a ``uv venv``'s
+links to its interpreter) and special files are removed, and the step fails (exit 1).
+
 The environment follows the policy's allow-list, plus the variables fromager added
 itself (per-package settings); the delete patterns (tokens, passwords, ...) apply to all.
 A step reads ``/dev/null`` unless fromager gives it an input. Exit code: the step's own,

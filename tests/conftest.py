@@ -248,18 +248,22 @@ def identity(identity_kind: str, world_src: str, nonroot_site: Path,
 
 @dataclasses.dataclass
 class Server:
-    """A loopback HTTP server: what it serves, and every request path it received."""
+    """A loopback HTTP server: what it serves, every request path it received, and the
+    Authorization header of each (None when there was none)."""
 
     url: str
     root: Path
     requests: list[str]
+    authorizations: list[str | None] = dataclasses.field(default_factory=list)
 
 
 class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
     requests: list[str]
+    authorizations: list[str | None]
 
     def do_GET(self) -> None:
         type(self).requests.append(self.path)
+        type(self).authorizations.append(self.headers.get("Authorization"))
         super().do_GET()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -272,13 +276,16 @@ def http_server(tmp_path: Path) -> Iterator[Server]:
     root = tmp_path / "served"
     root.mkdir()
     requests: list[str] = []
-    handler = type("Handler", (_RecordingHandler,), {"requests": requests})
+    authorizations: list[str | None] = []
+    handler = type("Handler", (_RecordingHandler,), {"requests": requests,
+                                                     "authorizations": authorizations})
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Server(f"http://127.0.0.1:{server.server_address[1]}", root, requests)
+        yield Server(f"http://127.0.0.1:{server.server_address[1]}", root, requests,
+                     authorizations)
     finally:
         server.shutdown()
         server.server_close()

@@ -66,6 +66,25 @@ def test_a_hook_cannot_make_the_users_next_git_status_run_its_code(
     assert not (checkout / ".git" / "hooks" / "post-checkout").exists()
 
 
+def test_nested_vcs_metadata_that_was_there_is_read_only_not_refused(
+        identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
+    """A submodule's ``.git`` file, a vendored repository: kept, and read-only to hooks."""
+    project = make_project(shared_dir / "perimeter", attack={"hooks": {
+        "get_requires_for_build_sdist": {"write": ["vendor/lib/.git/config", "sub/.git"]}}})
+    (project / "vendor" / "lib" / ".git").mkdir(parents=True)
+    (project / "vendor" / "lib" / ".git" / "config").write_text("[core]\n")
+    (project / "sub").mkdir()
+    (project / "sub" / ".git").write_text("gitdir: ../.git/modules/sub\n")
+    logs = shared_dir / "logs"
+    identity.own(shared_dir)
+    proc = identity.buildjail(str(project), "--sdist", "-o", str(shared_dir / "out"),
+                              "--logs", str(logs), backend=sandbox_backend)
+    assert proc.returncode == 0, proc.stderr
+    assert (logs / "perimeter.log").read_text().count("Read-only file system") == 2
+    assert (project / "vendor" / "lib" / ".git" / "config").read_text() == "[core]\n"
+    assert (project / "sub" / ".git").read_text() == "gitdir: ../.git/modules/sub\n"
+
+
 @pytest.mark.parametrize("where", ["sub", "."])
 def test_vcs_metadata_a_hook_creates_is_removed_and_refused(
         where: str, identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:

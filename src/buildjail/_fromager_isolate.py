@@ -193,8 +193,8 @@ class StepRunner:
                 if failure.result.limit_hit:  # the hook's own output cannot say why
                     _say(output, f"buildjail: {failure}")
                 return failure.returncode
-            except HookOutputRefusedError as refused:
-                _say(output, f"buildjail: {refused}")
+            except HookOutputRefusedError as error:
+                _say(output, f"buildjail: {error}")
                 return EXIT_REFUSED
             return 0
         writable, readonly = step_paths(cmd, cwd, env)

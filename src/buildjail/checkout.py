@@ -2,14 +2,13 @@
 
 A hook that could write a checkout's ``.git`` could set ``core.fsmonitor`` (or a hook, an
 alias, a filter) that the user's next ``git status`` runs outside the sandbox, as the user.
-The top-level metadata of every version control system is bound read-only inside the
-writable source tree; metadata a hook creates anywhere in the tree (a ``.git`` that would
-make git treat a subdirectory as a repository of its own) is removed and refused.
+The metadata of every version control system found in the source tree before a hook (the
+checkout's own, a submodule's ``.git`` file, a vendored repository) is bound read-only
+inside the writable tree; metadata a hook creates anywhere in the tree (a ``.git`` that
+would make git treat a directory as a repository of its own) is removed and refused.
 """
 
 from __future__ import annotations
-
-import os
 
 from . import trees
 
@@ -17,24 +16,28 @@ VCS_NAMES = (".git", ".hg", ".svn", ".bzr", "_darcs", ".jj")
 """The names under which version control systems keep a checkout's metadata."""
 
 
+MAX_BOUND_PATH = 4000
+"""Metadata deeper than this many characters cannot be bound (it is refused instead)."""
+
+
 def vcs_metadata(tree: str) -> list[str]:
-    """The VCS metadata at the top of *tree*: the paths to bind read-only for hooks."""
-    return [os.path.join(tree, name) for name in VCS_NAMES
-            if os.path.lexists(os.path.join(tree, name))]
+    """The VCS metadata anywhere in *tree*: the paths to bind read-only for hooks.
+
+    The walk enters neither the metadata itself nor other file systems.
+    """
+    return [entry.full_path for entry in trees.walk(tree, skip=VCS_NAMES)
+            if entry.name in VCS_NAMES and entry.parent is not None]
 
 
 def refuse_new_vcs_metadata(tree: str, existing: list[str]) -> list[str]:
-    """Remove VCS metadata under *tree* that is not in *existing*; return what was removed.
-
-    The walk does not enter existing metadata (it was read-only) nor other file systems.
-    """
-    known = frozenset(os.path.basename(path) for path in existing)
+    """Remove VCS metadata under *tree* that is not in *existing*; return what was removed."""
+    known = frozenset(path for path in existing if len(path) < MAX_BOUND_PATH)
     removed = []
     for entry in trees.walk(tree, skip=VCS_NAMES):
         if entry.name not in VCS_NAMES or entry.parent is None:
             continue
-        if entry.parent.parent is None and entry.name in known:
-            continue  # the checkout's own (read-only) metadata
+        if entry.full_path in known:
+            continue  # there before the hook, and read-only to it
         failures = trees.remove_entry(entry)
         removed.append(entry.path + (f" (could not be removed: {failures[0]})"
                                      if failures else ""))

@@ -93,7 +93,8 @@ class SandboxedHookRunner:
         writable = [cwd, control, *_output_directories(control), *self.writable]
         metadata = checkout.vcs_metadata(cwd)
         readonly = [*interpreter_prefixes(cmd[0]), os.path.dirname(os.path.abspath(cmd[1])),
-                    *self.readonly, *metadata]
+                    *self.readonly, *(path for path in metadata
+                                      if len(path) < checkout.MAX_BOUND_PATH)]
         result, tail = self._run(cmd, cwd, env, writable, readonly)
         self.results.append((hook_name(cmd), result))
         if self.refuse_escaping:

@@ -46,7 +46,16 @@ class _Level:
             size += len(level.name) + 1
             level = level.parent
         path = "/".join(reversed(parts))
-        return path if level is None else f".../{path}"[-SHOWN_PATH - 4:]
+        return path if level is None else ".../" + path[-SHOWN_PATH:]
+
+    def full(self) -> str:
+        """This directory's whole path (it may exceed PATH_MAX: check before using it)."""
+        parts: list[str] = []
+        level: _Level | None = self
+        while level is not None:
+            parts.append(level.name)
+            level = level.parent
+        return "/".join(reversed(parts))
 
 
 @dataclasses.dataclass
@@ -65,6 +74,11 @@ class Entry:
     def path(self) -> str:
         """The entry's path for messages: shortened, so never pass it to a system call."""
         return self.name if self.parent is None else f"{self.parent.shown()}/{self.name}"
+
+    @property
+    def full_path(self) -> str:
+        """The entry's whole path (it may exceed PATH_MAX: check before using it)."""
+        return self.path if self.parent is None else f"{self.parent.full()}/{self.name}"
 
     @property
     def proc_path(self) -> str:
@@ -345,21 +359,22 @@ def refuse_escaping(roots: Iterable[str], allowed: Iterable[str] = ()) -> list[s
     Links into *allowed* trees are kept too (a venv's link to its interpreter). Returns a
     line per entry removed, saying why. A link is judged by where the caller's own view of
     the file system takes it (``realpath``, as code outside the sandbox would follow it),
-    so chains of links and dangling links are judged by where they end.
+    so chains of links and dangling links are judged by where they end; every link is
+    judged before any is removed.
     """
     roots = list(roots)
     resolved = [os.path.realpath(root) for root in (*roots, *allowed)]
-    refused: list[str] = []
+    reasons: dict[tuple[int, int], str] = {}
     for entry in walk_all(roots):
-        kind = stat.S_IFMT(entry.info.st_mode)
-        if kind in SPECIAL_KINDS:
-            why = f"is {SPECIAL_KINDS[kind]}"
-        elif kind == stat.S_IFLNK:
-            link, target = _link_target(entry)
-            if target is not None and within(target, resolved):
-                continue
-            why = f"is a symbolic link to {link!r}, outside the writable directories"
-        else:
+        why = _refusal(entry, resolved)
+        if why:
+            reasons[entry.key] = why
+    refused: list[str] = []
+    if not reasons:
+        return refused
+    for entry in walk_all(roots):
+        why = reasons.get(entry.key)
+        if why is None or stat.S_ISDIR(entry.info.st_mode):
             continue
         try:
             os.unlink(entry.name, dir_fd=entry.dir_fd)
@@ -367,6 +382,19 @@ def refuse_escaping(roots: Iterable[str], allowed: Iterable[str] = ()) -> list[s
             why += f" (and could not be removed: {error.strerror})"
         refused.append(f"{entry.path} {why}")
     return refused
+
+
+def _refusal(entry: Entry, resolved: list[str]) -> str | None:
+    """Why code outside must not use *entry* (None when it may)."""
+    kind = stat.S_IFMT(entry.info.st_mode)
+    if kind in SPECIAL_KINDS:
+        return f"is {SPECIAL_KINDS[kind]}"
+    if kind != stat.S_IFLNK:
+        return None
+    link, target = _link_target(entry)
+    if target is not None and within(target, resolved):
+        return None
+    return f"is a symbolic link to {link!r}, outside the writable directories"
 
 
 def _link_target(entry: Entry) -> tuple[str, str | None]:

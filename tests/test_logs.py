@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from buildjail.logs import escape_controls, read_tail, redact
+from buildjail.credentials import redact
+from buildjail.logs import escape_controls, read_tail
 from conftest import NONROOT_UID, Identity, Server, peak_rss
 from wheels import make_project, simple_index, write_wheel
 

@@ -36,8 +36,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from . import trees
+from .credentials import redact
 from .errors import BuildjailError
-from .logs import BuildLog, redact
+from .logs import BuildLog
 from .requirements import as_arguments
 
 MAX_SCRIPT = 1 << 20

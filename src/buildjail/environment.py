@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from fnmatch import translate
 
+from .credentials import redact as redact_urls
+
 
 def filter_environment(
     env: Mapping[str, str], keep: Iterable[str], delete: Iterable[str], *,
@@ -22,8 +24,6 @@ def filter_environment(
     chosen = {name: value for name, value in env.items() if kept(name) and not deleted(name)}
     if not redact:
         return chosen
-    from .logs import redact as redact_urls
-
     return {name: redact_urls(value) for name, value in chosen.items()}
 
 

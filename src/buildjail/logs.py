@@ -20,6 +20,7 @@ import threading
 import time
 from types import TracebackType
 
+from .credentials import redact
 from .errors import BuildjailError
 
 MAX_LOG_SIZE = 1 << 30
@@ -33,23 +34,12 @@ DRAIN_SECONDS = 1.0
 not kill, under a profile without ``kill_all``, can still be writing then)."""
 _NAMES_TRIED = 100
 
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/@]+)@")
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e"
                        "\u2066-\u2069]")
 
 
 class LogDirectoryError(BuildjailError):
     """A log directory that is not the caller's own, or not private to it."""
-
-
-def redact(text: str) -> str:
-    """*text* with the secret part of every URL's user information replaced by ``***``."""
-
-    def hide(match: re.Match[str]) -> str:
-        user, colon, _ = match["userinfo"].partition(":")
-        return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
-
-    return _URL_USERINFO.sub(hide, text)
 
 
 def escape_controls(text: str) -> str:

@@ -27,8 +27,8 @@ from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist
 from packaging.version import Version
 
 from .buildenv import IndexOptions
+from .credentials import redact
 from .errors import BuildjailError
-from .logs import redact
 
 DEFAULT_INDEX = "https://pypi.org/simple/"
 """The index used when neither ``--index-url`` nor ``--no-index`` is given."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from buildjail.credentials import redact
-from buildjail.logs import escape_controls, read_tail
+from buildjail.logs import TAIL_BYTES, HookOutput, escape_controls
 from conftest import NONROOT_UID, Identity, Server, peak_rss
 from wheels import make_project, simple_index, write_wheel
 
@@ -32,15 +32,16 @@ def test_redaction_and_escaping() -> None:
         "ok\n\\x1b]52;c;ZXZpbA==\\x07\\x0dFAKE\ttab\\u202e")
 
 
-def test_a_tail_is_read_from_the_end_within_a_bound(tmp_path: Path) -> None:
-    log = tmp_path / "big.log"
-    with open(log, "wb") as stream:
-        stream.write(b"x" * (8 << 20) + b"\n" + b"".join(b"line %d\n" % n for n in range(100)))
-    fd = os.open(log, os.O_RDONLY)
-    try:
-        assert read_tail(fd, lines=3) == "line 97\nline 98\nline 99"
-    finally:
-        os.close(fd)
+def test_the_tail_of_a_hooks_output_is_kept_within_a_bound(tmp_path: Path) -> None:
+    """The failure message's lines come from the end of the output, never a whole read."""
+    data = b"x" * (8 << 20) + b"\n" + b"".join(b"line %d\n" % n for n in range(100))
+    with open(tmp_path / "log", "wb") as log, HookOutput(log.fileno()) as output:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(output.write_fd, view[:65536]):]
+    assert output.tail(3) == "line 97\nline 98\nline 99"
+    assert len(output._tail) <= TAIL_BYTES
+    assert (tmp_path / "log").read_bytes() == data
 
 
 def test_the_index_credentials_never_reach_the_hook_or_the_log(
@@ -197,4 +198,6 @@ def test_control_the_old_tail_reading_takes_hundreds_of_megabytes(
            ".splitlines()\nprint(len(lines[-40:]))\n")  # pep517._log_tail before
     code, peak, stderr = peak_rss(identity, [identity.python, "-c", old, str(log)])
     assert code == 0, stderr
+    print(f"peak RSS of the old tail reading of a {FLOOD_MB} MiB log: {peak // 1024} MiB",
+          file=sys.stderr)
     assert peak > 2 * MAX_CALLER_RSS_KB, f"{peak // 1024} MiB"

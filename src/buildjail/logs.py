@@ -5,7 +5,8 @@ copies into the log, so it cannot read back (through ``/proc/self/fd/1``) what b
 wrote there. Everything buildjail writes itself has credentials in URLs redacted
 (``https://user:***@host``). Logs are created with ``O_EXCL | O_NOFOLLOW`` in a directory
 the caller owns and nobody else can write to. What is shown of a log comes from a bounded
-tail, with control characters escaped before it reaches a terminal.
+tail (the last bytes of the hook's output, kept as they pass), with control characters
+escaped before it reaches a terminal.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .errors import BuildjailError
 MAX_LOG_SIZE = 1 << 30
 """Bytes of a hook's output copied into its log; the rest is counted and dropped."""
 TAIL_BYTES = 64 << 10
-"""Bytes kept (and read) from the end of a hook's output for its failure message."""
+"""Bytes kept from the end of a hook's output for its failure message."""
 TAIL_LINES = 40
 """Lines of a log shown when a hook fails."""
 DRAIN_SECONDS = 1.0
@@ -60,13 +61,6 @@ def tail_lines(data: bytes, lines: int = TAIL_LINES, *, complete: bool = True) -
     if not complete and found:
         found = found[1:]
     return "\n".join(found[-lines:])
-
-
-def read_tail(fd: int, lines: int = TAIL_LINES, limit: int = TAIL_BYTES) -> str:
-    """The last *lines* lines of the file *fd*, reading at most *limit* bytes from its end."""
-    size = os.fstat(fd).st_size
-    start = max(0, size - limit)
-    return tail_lines(os.pread(fd, limit, start), lines, complete=start == 0)
 
 
 def private_directory(path: str, option: str = "--logs") -> int:
@@ -128,10 +122,6 @@ class BuildLog:
     def write(self, text: str) -> None:
         """Append *text*, credentials in URLs redacted."""
         _write_all(self.fd, redact(text).encode("utf-8", errors="replace"))
-
-    def tail(self, lines: int = TAIL_LINES) -> str:
-        """The end of the log (bounded)."""
-        return read_tail(self.fd, lines)
 
     def close(self) -> None:
         """Close the log file."""

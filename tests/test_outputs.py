@@ -109,6 +109,17 @@ def test_the_default_dist_in_the_source_tree_is_read_only_to_hooks(
         validate_wheel(output) if output.suffix == ".whl" else None
 
 
+def test_an_output_directory_that_is_the_source_tree_is_refused(
+        identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
+    project = make_project(shared_dir / "perimeter")
+    identity.own(shared_dir)
+    proc = identity.buildjail(".", "-o", ".", backend=sandbox_backend, cwd=str(project))
+    assert proc.returncode == 1
+    assert (f"perimeter: checking the output directory failed: {project} is a directory the "
+            "hooks may write to") in proc.stderr, proc.stderr
+    assert not list(project.glob("*.tar.gz"))
+
+
 def test_control_without_the_read_only_dist_a_hook_plants_files_there(
         run_sandbox: Runner, shared_dir: Path) -> None:
     project = shared_dir / "project"

@@ -416,8 +416,15 @@ class _PackageBuild:
         return self._publish(output, kind, label)
 
     def _read_only_outputs(self, project: str) -> list[str]:
-        """The output directory, when it lies in a tree hooks may write: read-only there."""
+        """The output directory, when it lies in a tree hooks may write: read-only there.
+
+        An output directory that is itself such a tree cannot be protected: refused.
+        """
         writable = (project, *self.options.policy.writable)
+        if self.output.path in writable:
+            raise BuildError(self.label, "checking the output directory",
+                             f"{self.output.path} is a directory the hooks may write to (the "
+                             "source tree): they could leave files there; choose another -o")
         return [self.output.path] if within_any(self.output.path, writable) else []
 
     def _install(self, env: BuildEnvironment, requirements: Sequence[Requirement],

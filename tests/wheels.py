@@ -2,45 +2,33 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import importlib.util
 import io
 import json
 import shutil
 import tarfile
-import zipfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 PROJECTS = Path(__file__).parent / "projects"
 PERIMETER = PROJECTS / "perimeter"
 
 
-def _record_line(name: str, data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"{name},sha256={digest},{len(data)}"
+def _backend() -> ModuleType:
+    """The hostile backend itself: it writes the valid wheels these tests need too."""
+    spec = importlib.util.spec_from_file_location(
+        "perimeter_backend_for_tests", PERIMETER / "_backend" / "perimeter_backend.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # no attack.json in the tests' directory: no attack
+    return module
 
 
 def write_wheel(directory: Path, name: str, version: str = "1.0",
                 files: dict[str, bytes] | None = None) -> Path:
     """A valid pure-Python wheel of *name* holding *files* (default: one module)."""
-    stem = name.replace("-", "_")
-    dist_info = f"{stem}-{version}.dist-info"
-    members = dict(files or {f"{stem}.py": b"VALUE = 1\n"})
-    members[f"{dist_info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\n"
-                                        f"Version: {version}\n").encode()
-    members[f"{dist_info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: tests\n"
-                                     b"Root-Is-Purelib: true\nTag: py3-none-any\n")
-    record = [_record_line(member, data) for member, data in members.items()]
-    record.append(f"{dist_info}/RECORD,,")
-    members[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    path = directory / f"{stem}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as archive:
-        for member, data in members.items():
-            info = zipfile.ZipInfo(member, (2020, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, data)
-    return path
+    return directory / _backend().write_wheel(str(directory), name, version, files)
 
 
 def make_project(directory: Path, name: str = "perimeter", *, attack: dict[str, Any] | None = None,

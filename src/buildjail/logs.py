@@ -18,7 +18,6 @@ import select
 import stat
 import tempfile
 import threading
-import time
 from types import TracebackType
 
 from .credentials import redact
@@ -30,9 +29,11 @@ TAIL_BYTES = 64 << 10
 """Bytes kept from the end of a hook's output for its failure message."""
 TAIL_LINES = 40
 """Lines of a log shown when a hook fails."""
-DRAIN_SECONDS = 1.0
-"""How long output is still copied after the sandbox ended (only a process the sandbox did
-not kill, under a profile without ``kill_all``, can still be writing then)."""
+DRAIN_BYTES = 1 << 20
+"""How much output is still copied after the sandbox ended. What the hook wrote is at most a
+pipe's worth; more comes only from a process the sandbox did not kill (under a profile
+without ``kill_all``), which is then cut off. No time limit: a copy slowed down by a busy
+disk must not lose the end of the log."""
 _NAMES_TRIED = 100
 
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e"
@@ -191,18 +192,19 @@ class HookOutput:
     def _copy(self) -> None:
         poller = select.poll()
         poller.register(self._read_fd, select.POLLIN)
-        deadline: float | None = None
+        after_stop = 0
         while True:
             ready = poller.poll(100)
-            if self._stop.is_set():
-                deadline = deadline or time.monotonic() + DRAIN_SECONDS
-                if not ready or time.monotonic() > deadline:
-                    return  # what a process the sandbox did not kill keeps writing is lost
+            stopping = self._stop.is_set()
+            if stopping and (not ready or after_stop > DRAIN_BYTES):
+                return  # what a process the sandbox did not kill keeps writing is lost
             if not ready:
                 continue
             chunk = os.read(self._read_fd, 1 << 16)
             if not chunk:
                 return
+            if stopping:
+                after_stop += len(chunk)
             self._keep(chunk)
 
     def _keep(self, chunk: bytes) -> None:

@@ -64,11 +64,12 @@ def index_environment(wheelhouse: Path) -> Iterator[None]:
 def build_once(sdist: Path, profile: str, wheelhouse: Path, work: Path) -> dict[str, Any]:
     """Build *sdist* with *profile* into a fresh directory; return its wall time and report."""
     from buildjail.build import BuildOptions, build_all
+    from buildjail.buildenv import IndexOptions
     from buildjail.policy import Policy
 
     outdir = Path(tempfile.mkdtemp(prefix=f"{profile}-", dir=work))
     options = BuildOptions(policy=Policy.profile(profile),
-                           index_args=("--no-index", "--find-links", str(wheelhouse)))
+                           index=IndexOptions(find_links=(str(wheelhouse),), no_index=True))
     started = time.perf_counter()
     (report,) = build_all([str(sdist)], str(outdir), options, jobs=1)
     wall = time.perf_counter() - started

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +170,151 @@ def nonroot_site() -> Path:
     for path in [site.parent, site, *site.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return site
+
+
+UV = shutil.which("uv", path=str(Path(sys.executable).parent))
+"""The uv installed with the test dependencies (None without it)."""
+
+
+def give_to(uid: int, *paths: Path) -> None:
+    """Make *paths* and everything below them belong to *uid* (for a non-root run)."""
+    for top in paths:
+        for path in [top, *top.rglob("*")]:
+            os.chown(path, uid, uid, follow_symlinks=False)
+
+
+@dataclasses.dataclass
+class Identity:
+    """Who runs a command: root, or the non-root test user through setpriv."""
+
+    kind: str
+    world_src: str
+    nonroot_site: Path
+    scratch: Path
+
+    @property
+    def uid(self) -> int:
+        """The uid commands run as."""
+        return 0 if self.kind == "root" else NONROOT_UID
+
+    def own(self, *paths: Path) -> None:
+        """Give *paths* to this identity."""
+        give_to(self.uid, *paths)
+
+    def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment commands get: uv on PATH; as non-root a minimal one."""
+        uv_dir = str(Path(UV).parent) if UV else ""
+        if self.kind == "root":
+            env = {**os.environ, "PATH": f"{uv_dir}:{os.environ.get('PATH', '')}"}
+        else:
+            env = {"PATH": f"{uv_dir}:/usr/bin:/bin", "HOME": "/nonexistent",
+                   "PYTHONPATH": f"{self.world_src}:{self.nonroot_site}",
+                   "UV_CACHE_DIR": str(self.scratch / "uv-cache"), "LANG": "C.UTF-8"}
+        env["PIP_CONFIG_FILE"] = os.devnull  # the host's pip.conf adds local indexes
+        return {**env, **(extra or {})}
+
+    def run(self, cmd: list[str], *, env: dict[str, str] | None = None, cwd: str = "/",
+            timeout: int = 600) -> subprocess.CompletedProcess[str]:
+        """Run *cmd* as this identity."""
+        prefix = [] if self.kind == "root" else [
+            "/usr/bin/setpriv", f"--reuid={NONROOT_UID}", f"--regid={NONROOT_UID}",
+            "--clear-groups"]
+        return subprocess.run([*prefix, *cmd], env=self.environment(env), cwd=cwd,
+                              capture_output=True, text=True, errors="replace",
+                              timeout=timeout, check=False)
+
+    @property
+    def python(self) -> str:
+        """The interpreter buildjail runs under as this identity."""
+        return sys.executable if self.kind == "root" else SYSTEM_PYTHON
+
+    def buildjail(self, *args: str, backend: str, env: dict[str, str] | None = None,
+                  cwd: str = "/") -> subprocess.CompletedProcess[str]:
+        """``buildjail build --backend BACKEND ARGS`` as this identity."""
+        return self.run([self.python, "-m", "buildjail", "build", "--backend", backend, *args],
+                        env=env, cwd=cwd)
+
+
+@pytest.fixture
+def identity(identity_kind: str, world_src: str, nonroot_site: Path,
+             shared_dir: Path) -> Identity:
+    """Root or the non-root test user, with a scratch directory it owns."""
+    scratch = shared_dir / "scratch"
+    scratch.mkdir()
+    who = Identity(identity_kind, world_src, nonroot_site, scratch)
+    who.own(scratch)
+    return who
+
+
+@dataclasses.dataclass
+class Server:
+    """A loopback HTTP server: what it serves, every request path it received, and the
+    Authorization header of each (None when there was none)."""
+
+    url: str
+    root: Path
+    requests: list[str]
+    authorizations: list[str | None] = dataclasses.field(default_factory=list)
+
+
+class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str]
+    authorizations: list[str | None]
+
+    def do_GET(self) -> None:
+        type(self).requests.append(self.path)
+        type(self).authorizations.append(self.headers.get("Authorization"))
+        super().do_GET()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[Server]:
+    """A loopback HTTP server serving a fresh directory and recording the requests."""
+    root = tmp_path / "served"
+    root.mkdir()
+    requests: list[str] = []
+    authorizations: list[str | None] = []
+    handler = type("Handler", (_RecordingHandler,), {"requests": requests,
+                                                     "authorizations": authorizations})
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Server(f"http://127.0.0.1:{server.server_address[1]}", root, requests,
+                     authorizations)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def markers(shared_dir: Path) -> Path:
+    """A directory anyone may write to outside the sandbox, and nobody from inside it.
+
+    An attack that escaped writes a marker here; the sandbox sees the host read-only.
+    """
+    path = shared_dir / "markers"
+    path.mkdir()
+    path.chmod(0o777)
+    return path
+
+
+_MEASURE = ("import resource, subprocess, sys\n"
+            "done = subprocess.run(sys.argv[1:], capture_output=True, text=True, "
+            "errors='replace')\n"
+            "sys.stderr.write(done.stderr)\n"
+            "print('EXIT', done.returncode, 'MAXRSS_KB', "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+
+
+def peak_rss(identity: Identity, cmd: list[str]) -> tuple[int, int, str]:
+    """Run *cmd* as *identity*: its exit code, the peak RSS (KiB) of it and everything it
+    started (``getrusage(RUSAGE_CHILDREN)`` of a wrapper process), and its stderr."""
+    done = identity.run([identity.python, "-c", _MEASURE, *cmd])
+    words = done.stdout.split()
+    assert len(words) == 4, done.stdout + done.stderr
+    return int(words[1]), int(words[3]), done.stderr

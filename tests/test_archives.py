@@ -697,3 +697,37 @@ def test_sdist_with_the_wrong_top_directory_is_refused(tmp_path: Path) -> None:
 def test_sdist_without_pkg_info_is_refused(tmp_path: Path) -> None:
     members = [member for member in normal_members() if not member[0].endswith("PKG-INFO")]
     sdist_refused(make_sdist(tmp_path / "demo-1.0.tar.gz", *members), "no demo-1.0/PKG-INFO")
+
+
+# --- every read of a build's archive is bounded ----------------------------------------------
+
+def test_metadata_larger_than_the_bound_is_refused_without_reading_it(
+        tmp_path: Path) -> None:
+    big = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nSummary: " + b"A" * (
+        archives.MAX_METADATA + 1)
+    path = make_wheel(tmp_path / "demo-1.0-py3-none-any.whl",
+                      extra={"demo-1.0.dist-info/METADATA": big})
+    wheel_refused(path, "member 'demo-1.0.dist-info/METADATA'",
+                  f"inflates to more than {archives.MAX_METADATA} bytes")
+
+
+def test_a_record_that_inflates_past_the_bound_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    make_wheel(path, record=False)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as wheel:
+        wheel.writestr("demo-1.0.dist-info/RECORD", b"\n" * (archives.MAX_RECORD + 1))
+    wheel_refused(path, "RECORD", "inflates to more than")
+
+
+def test_a_pax_header_that_inflates_past_the_bound_is_refused(tmp_path: Path,
+                                                             dest: Path) -> None:
+    """tarfile reads a pax header whole: 32 MiB of it would be read in one piece."""
+    archive = tmp_path / "demo-1.0.tar.gz"
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(f"{TOP}/PKG-INFO")
+        info.pax_headers = {"comment": "A" * (2 * archives.MAX_HEADER_READ)}
+        tar.addfile(info, io.BytesIO(b""))
+    assert archive.stat().st_size < 1 << 20
+    refused(archive, dest, "a tar header larger than", "an archive bomb?")
+    with tarfile.open(archive) as tar:  # control: tarfile alone reads all of it
+        assert len(tar.getmembers()[0].pax_headers["comment"]) == 2 * archives.MAX_HEADER_READ

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from conftest import host_processes
+from conftest import NONROOT_UID, Identity, Runner, give_to, host_processes
+from wheels import make_project, make_sdist
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 PROJECTS = Path(__file__).parent / "projects"
@@ -284,8 +285,12 @@ def test_build_environment_installer(tmp_path: Path, wheelhouse: Path, installer
     assert proc.returncode == 0, proc.stderr
     first_install = next(line for line in (logs / "simple.log").read_text().splitlines()
                          if line.startswith("$ "))
-    expected = "/uv pip install" if installer == "uv" else " -m pip --python "
+    expected = "/uv pip install --no-config --python " if installer == "uv" else (
+        " -m pip install ")
     assert expected in first_install, first_install
+    # Never the build environment's own interpreter: a trusted one installs into its prefix.
+    assert "/bin/python " not in first_install.split(" -- ")[0].replace(sys.executable, "")
+    assert ("--prefix " if installer == "uv" else "--target ") in first_install
 
 
 def test_a_non_root_user_builds_in_a_user_namespace(shared_dir: Path, nonroot_site: Path,
@@ -310,3 +315,70 @@ def test_a_non_root_user_builds_in_a_user_namespace(shared_dir: Path, nonroot_si
     assert sorted(p.name for p in out.iterdir() if p.suffix != ".json") == [
         "intree-2.0-py3-none-any.whl", "intree-2.0.tar.gz"]
     assert {p.stat().st_uid for p in out.iterdir()} == {4242}
+
+
+# --- batches: one bad package fails alone; siblings cannot see each other -------------------
+
+def test_one_bad_package_fails_alone_and_the_batch_completes(
+        identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
+    good = make_project(shared_dir / "good", "good")
+    bad_utf8 = make_project(shared_dir / "badutf8", "badutf8")
+    (bad_utf8 / "pyproject.toml").write_bytes(b'[project]\nname = "\xff\xfe"\n')
+    int_requirement = make_project(shared_dir / "intreq", "intreq",
+                                   attack={"requires_wheel": [1]})
+    bad_path = make_project(shared_dir / "badpath", "badpath")
+    (bad_path / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "perimeter_backend"\n'
+        'backend-path = ["../../etc"]\n')
+    out, report = shared_dir / "out", shared_dir / "report.json"
+    identity.own(shared_dir)
+    proc = identity.buildjail(str(bad_utf8), str(int_requirement), str(good), str(bad_path),
+                              "--wheel", "-o", str(out), "-j", "2", "--report", str(report),
+                              backend=sandbox_backend)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr, proc.stderr
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 3, proc.stderr
+    assert "badutf8: reading pyproject.toml failed: not valid UTF-8" in failed[0]
+    assert ("intreq: checking the build requirements failed: the "
+            "get_requires_for_build_wheel hook asked for 1, which is not a string") in failed[1]
+    assert failed[2].startswith("FAILED badpath: ")
+    entries = json.loads(report.read_text())
+    assert [entry["result"] for entry in entries] == ["error", "error", "ok", "error"]
+    assert [path.name for path in out.iterdir()] == ["good-1.0-py3-none-any.whl"]
+
+
+def test_parallel_builds_cannot_read_each_others_trees(
+        identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
+    """``-j 2`` with TMPDIR outside /tmp: as non-root both builds run as the same uid."""
+    temporary = shared_dir / "tmp"
+    temporary.mkdir()
+    secret = f"SIBLING-SECRET-{os.getpid()}"
+    alpha = make_sdist(shared_dir, "alpha", attack={"hooks": {"get_requires_for_build_wheel": {
+        "search": f"{temporary}/buildjail-*/**/SECRET.txt"}}})
+    beta = make_sdist(shared_dir, "beta", extra={"SECRET.txt": secret.encode()},
+                      attack={"hooks": {"get_requires_for_build_wheel": {"sleep": 6}}})
+    logs = shared_dir / "logs"
+    identity.own(shared_dir)
+    proc = identity.buildjail(str(alpha), str(beta), "-j", "2", "-o", str(shared_dir / "out"),
+                              "--logs", str(logs), backend=sandbox_backend,
+                              env={"TMPDIR": str(temporary)})
+    assert proc.returncode == 0, proc.stderr
+    log = (logs / "alpha-1.0.tar.gz.log").read_text()
+    assert "PERIMETER found: nothing" in log, log
+    assert secret not in log
+
+
+def test_control_without_the_mask_a_sandbox_of_the_same_user_reads_the_sibling(
+        run_sandbox: Runner, identity_kind: str, shared_dir: Path) -> None:
+    if identity_kind == "root":
+        pytest.skip("as root each build has its own uid: root's 0700 work directories were "
+                    "never readable by a sibling")
+    sibling = shared_dir / "tmp" / "buildjail-sibling" / "src"
+    sibling.mkdir(parents=True)
+    (sibling / "SECRET.txt").write_text("the sibling's source\n")
+    give_to(NONROOT_UID, shared_dir / "tmp")
+    (shared_dir / "tmp" / "buildjail-sibling").chmod(0o700)  # as mkdtemp makes it
+    result = run_sandbox(["/bin/cat", str(sibling / "SECRET.txt")], cwd="/", capture=True)
+    assert result["exit_code"] == 0, result
+    assert result["stdout"] == "the sibling's source\n"

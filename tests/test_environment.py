@@ -1,7 +1,14 @@
-"""The environment allow-list."""
+"""The environment allow-list, and credentials inside the values it keeps."""
+
+import os
+from pathlib import Path
+
+import pytest
 
 from buildjail.environment import filter_environment
 from buildjail.policy import Policy
+from conftest import Identity
+from wheels import make_project
 
 
 def test_full_profile_keeps_build_variables_and_drops_credentials() -> None:
@@ -32,3 +39,44 @@ def test_network_profile_passes_everything() -> None:
     policy = Policy.profile("network")
     env = {"GITHUB_TOKEN": "t", "PATH": "/bin"}
     assert filter_environment(env, policy.env_keep, policy.env_delete) == env
+
+
+# --- credentials inside kept values ------------------------------------------------------
+
+TOKENS = {"PIP_FIND_LINKS": "https://user:TOKEN-A@files.example.org/wheels",
+          "CFLAGS": "-O2 -DMIRROR=https://ci:TOKEN-B@mirror.example.org/x",
+          "MAKEFLAGS": "-j2 URL=git+https://TOKEN-C@example.org/repo.git"}
+
+
+def test_credentials_in_kept_values_are_redacted() -> None:
+    policy = Policy.profile("full")
+    kept = filter_environment(TOKENS, policy.env_keep, policy.env_delete,
+                              redact=policy.env_redact)
+    assert kept == {"PIP_FIND_LINKS": "https://user:***@files.example.org/wheels",
+                    "CFLAGS": "-O2 -DMIRROR=https://ci:***@mirror.example.org/x",
+                    "MAKEFLAGS": "-j2 URL=git+https://***@example.org/repo.git"}
+    assert Policy.profile("network").env_redact is False  # fromager's isolation: unchanged
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+@pytest.mark.parametrize("redact", [True, False], ids=["full", "control-redact-false"])
+def test_a_hook_sees_no_token_in_the_variables_it_is_given(
+        redact: bool, identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
+    project = make_project(shared_dir / "perimeter", attack={"hooks": {
+        "get_requires_for_build_wheel": {"env": sorted(TOKENS)}}})
+    policy = shared_dir / "policy.toml"
+    policy.write_text(f'extends = "full"\n[environment]\nredact = {str(redact).lower()}\n')
+    logs = shared_dir / "logs"
+    identity.own(shared_dir)
+    proc = identity.buildjail(str(project), "--wheel", "-o", str(shared_dir / "out"),
+                              "--logs", str(logs), "--policy", str(policy),
+                              backend=sandbox_backend, env=TOKENS)
+    assert proc.returncode == 0, proc.stderr
+    log = (logs / "perimeter.log").read_text()
+    seen = [line for line in log.splitlines() if line.startswith("PERIMETER env ")]
+    assert len(seen) == 3, log
+    if redact:
+        assert "PERIMETER env CFLAGS: -O2 -DMIRROR=https://ci:***@mirror.example.org/x" in seen
+        assert not [line for line in seen if "TOKEN-" in line]
+    else:  # the control: with redaction off, the same hook reads the tokens
+        assert sum("TOKEN-" in line for line in seen) == 3

@@ -35,7 +35,9 @@ from conftest import require_backend
 REPO = Path(__file__).resolve().parent.parent
 PYTHON312 = Path("/root/.pyenv/versions/3.12.1/bin/python")
 FROMAGER_VERSION = "0.101.0"  # the version these tests ran against
-VENV = Path.home() / ".cache" / "buildjail-tests" / "fromager-venv"
+VENV = Path(os.environ.get("BUILDJAIL_TEST_FROMAGER_VENV",
+                           Path.home() / ".cache" / "buildjail-tests" / "fromager-venv"))
+"""Where the fromager venv is kept (set BUILDJAIL_TEST_FROMAGER_VENV for a checkout's own)."""
 
 needs_python312 = pytest.mark.skipif(
     not PYTHON312.exists(), reason=f"fromager needs Python >= 3.12; {PYTHON312} is missing")
@@ -539,3 +541,153 @@ def test_the_launcher_passes_what_fromager_added_but_not_the_launch_environment(
     assert "PER_PACKAGE_FLAG" in names  # added by fromager after the launch
     assert "FROM_THE_LAUNCH" not in names  # not on the allow-list
     assert "GITHUB_TOKEN" not in names  # a delete pattern, whoever added it
+
+
+# --- what a step leaves behind is refused before fromager's own code touches it --------------
+
+STEP_SCRIPT = """
+import os, sys
+from pyproject_hooks import BuildBackendHookCaller
+from buildjail._fromager_isolate import StepRunner
+from buildjail.pep517 import SandboxedHookRunner
+from buildjail.policy import Policy
+
+project, backend, mode = sys.argv[1:4]
+steps = StepRunner(Policy.profile("full"), backend, launched_with=os.environ)
+
+def step(cmd, cwd=None, extra_environ=None):
+    env = {**os.environ, **(extra_environ or {})}
+    if mode == "unchecked":  # the control: the hook runner without the check
+        SandboxedHookRunner("full", backend=backend, env=env, output=1)(cmd, cwd=cwd)
+        return
+    code = steps.run(list(cmd), cwd=cwd, env=env, output=1)
+    if code:
+        raise RuntimeError(f"step exited with {code}")
+
+caller = BuildBackendHookCaller(project, "perimeter_backend", ["_backend"], runner=step,
+                                python_executable=sys.executable)
+try:
+    caller.get_requires_for_build_wheel()
+    print("STEP OK")
+except RuntimeError as error:
+    print("STEP FAILED", error)
+"""
+
+
+def _pkg_info_attack(directory: Path, victim: Path) -> Path:
+    from wheels import make_project
+
+    project = make_project(directory / "perimeter", attack={"hooks": {
+        "get_requires_for_build_wheel": {"symlink_out": {"PKG-INFO": str(victim)},
+                                         "fifo": "fifo"}}})
+    (project / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: perimeter\nVersion: 1.0\n")
+    return project
+
+
+FROMAGER_WRITES_PKG_INFO = """
+import pathlib, sys
+pkg_info = pathlib.Path(sys.argv[1]) / "PKG-INFO"
+if not pkg_info.is_file():
+    pkg_info.write_text("Metadata-Version: 1.0\\nName: perimeter\\nVersion: 1.0\\n")
+"""
+"""What fromager's ``sources.ensure_pkg_info`` does after the hooks: ``is_file()``, else write."""
+
+
+@needs_root
+@pytest.mark.parametrize("mode", ["checked", "unchecked"], ids=["refused", "control"])
+def test_a_step_cannot_leave_a_link_out_of_its_tree_for_fromager(
+        mode: str, identity: Any, sandbox_backend: str, shared_dir: Path) -> None:
+    victims = shared_dir / "victims"
+    victims.mkdir()
+    victim = victims / "created-through-the-link"
+    project = _pkg_info_attack(shared_dir, victim)
+    identity.own(shared_dir)
+    done = identity.run([identity.python, "-c", STEP_SCRIPT, str(project), sandbox_backend,
+                         mode], cwd=str(project))
+    assert done.returncode == 0, done.stderr
+    assert "PERIMETER linked: PKG-INFO -> " in done.stdout, done.stdout
+    wrote = identity.run([identity.python, "-c", FROMAGER_WRITES_PKG_INFO, str(project)])
+    if mode == "unchecked":
+        assert wrote.returncode == 0, wrote.stderr
+        assert victim.exists()  # fromager's write went through the hook's link
+        assert victim.stat().st_uid == identity.uid
+        return
+    assert "STEP FAILED step exited with 1" in done.stdout, done.stdout
+    assert ("left what code outside the sandbox must not follow (removed): "
+            f"{project}/PKG-INFO is a symbolic link to {str(victim)!r}") in done.stdout
+    assert f"{project}/fifo is a FIFO" in done.stdout
+    assert not victim.exists()
+    assert not (project / "fifo").exists()
+
+
+def _publish_sdist(index: Path, sdist: Path) -> None:
+    files = index / "files"
+    files.mkdir(exist_ok=True)
+    sdist.rename(files / sdist.name)
+    project = sdist.name.split("-")[0].replace("_", "-")
+    page = index / "simple" / project
+    page.mkdir(parents=True)
+    (page / "index.html").write_text(f'<html><body><a href="../../files/{sdist.name}">'
+                                     f"{sdist.name}</a></body></html>\n")
+
+
+@pytest.mark.slow
+@needs_python312
+@needs_root
+@pytest.mark.parametrize("backend", ["native", "bwrap"])
+def test_fromager_never_follows_a_hooks_link_out_of_the_source_tree(
+        fromager_venv: Path, local_index: tuple[str, Path], tmp_path: Path,
+        backend: str) -> None:
+    """A hook swaps PKG-INFO for a link into /etc; fromager (root, outside) would write it."""
+    from wheels import make_sdist
+
+    require_backend(backend)
+    index_url, index = local_index
+    victim = Path("/etc") / f"buildjail-fromager-{os.getpid()}-{backend}"
+    sdist = make_sdist(tmp_path, "pkginfo-attack", attack={"hooks": {
+        "get_requires_for_build_wheel": {"symlink_out": {"PKG-INFO": str(victim)}},
+        "get_requires_for_build_sdist": {"symlink_out": {"PKG-INFO": str(victim)}}}})
+    _publish_sdist(index, sdist)
+    workdir = tmp_path / "work"
+    settings = workdir / "overrides" / "settings"
+    settings.mkdir(parents=True)
+    workdir.chmod(0o755)
+    (settings / "pkginfo_attack.yaml").write_text(
+        f"resolver_dist:\n  sdist_server_url: {index_url}\n")
+    try:
+        done = _bootstrap(fromager_venv, workdir, ["pkginfo-attack"], profile="full",
+                          backend=backend)
+        output = done.stdout + done.stderr + _log(workdir)
+        assert done.returncode != 0, output[-3000:]
+        assert "PERIMETER linked: PKG-INFO -> " in output  # the hook did swap it
+        assert "left what code outside the sandbox must not follow (removed)" in output, (
+            output[-4000:])
+        assert f"PKG-INFO is a symbolic link to {str(victim)!r}" in output
+        assert not os.path.lexists(victim)
+        tree = workdir / "work-dir" / "pkginfo_attack-1.0" / "pkginfo_attack-1.0"
+        assert not (tree / "PKG-INFO").is_symlink()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            victim.unlink()
+
+
+@needs_python312
+@needs_root
+def test_control_fromagers_own_code_writes_through_a_pkg_info_link(
+        fromager_venv: Path, tmp_path: Path) -> None:
+    victim = Path("/etc") / f"buildjail-fromager-control-{os.getpid()}"
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "PKG-INFO").symlink_to(victim)
+    script = ("import pathlib, sys\nfrom packaging.requirements import Requirement\n"
+              "from packaging.version import Version\nfrom fromager import sources\n"
+              "sources.ensure_pkg_info(ctx=None, req=Requirement('x'), version=Version('1.0'),"
+              " sdist_root_dir=pathlib.Path(sys.argv[1]))\n")
+    try:
+        done = subprocess.run([str(fromager_venv / "bin" / "python"), "-c", script, str(tree)],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "Fromage stub PKG-INFO" in victim.read_text()  # created in /etc, as root
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            victim.unlink()

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+import stat
+import struct
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from buildjail import Sandbox
+from conftest import Runner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 SH = "/bin/sh"
@@ -90,3 +97,201 @@ def test_a_mask_inside_an_exposed_directory_under_var_tmp(tmp_path: Path) -> Non
         assert "public" in seen and "TOPSECRET" not in seen
     finally:
         shutil.rmtree(base)
+
+
+# --- the hand-back against builds that attack it ---------------------------------------------
+
+ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+UNDEFINED = 0xFFFFFFFF
+ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
+CAPABILITY = "security.capability"
+CAP_NET_RAW = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)
+"""A file capability (VFS_CAP_REVISION_2, effective) granting CAP_NET_RAW."""
+
+
+def _acl(other_uid: int) -> bytes:
+    """A POSIX ACL (the kernel's xattr format) granting *other_uid* read, write and execute."""
+    entries = [(ACL_USER_OBJ, 7, UNDEFINED), (ACL_USER, 7, other_uid),
+               (ACL_GROUP_OBJ, 5, UNDEFINED), (ACL_MASK, 7, UNDEFINED), (ACL_OTHER, 5, UNDEFINED)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+def _find(*args: str) -> str:
+    """find(1): it walks any depth (fts), unlike Python's os.walk in 3.11."""
+    return subprocess.run(["/usr/bin/find", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_a_tree_deeper_than_path_max_is_handed_back_whole(shared_dir: Path,
+                                                         sandbox_backend: str) -> None:
+    """60 levels of 100-character names (6,000+ characters) under 2,000 levels of ``d``."""
+    script = ("import os\n"
+              "for _ in range(2000):\n    os.mkdir('d'); os.chdir('d')\n"
+              "for level in range(60):\n"
+              "    name = f'{level:03d}' + 'n' * 97\n    os.mkdir(name); os.chdir(name)\n"
+              "    open('file', 'w').write('x')\n"
+              "open('suid', 'w').close(); os.chmod('suid', 0o6777)\n")
+    result = Sandbox("full", backend=sandbox_backend).run(
+        ["/usr/bin/python3.11", "-c", script], cwd=str(shared_dir), writable=[shared_dir])
+    try:
+        assert result.exit_code == 0  # not 125: the hand-back went through
+        assert int(_find(str(shared_dir), "-name", "file", "-printf", "x\\n").count("x")) == 60
+        assert _find(str(shared_dir), "-mindepth", "1", "(", "!", "-uid", "0", "-o", "!",
+                     "-gid", "0", "-o",
+                     "-perm", "/7022", ")", "-print") == ""
+        assert _find(str(shared_dir), "-name", "suid")  # it is there, normalised
+    finally:
+        subprocess.run(["/bin/rm", "-rf", str(shared_dir / "d")], check=True)
+
+
+def test_control_such_a_tree_is_beyond_path_based_calls(shared_dir: Path) -> None:
+    """The old hand-back called lchown(path): for this tree the kernel refuses the path."""
+    fd = os.open(shared_dir, os.O_RDONLY)
+    path = str(shared_dir)
+    try:
+        for level in range(60):
+            name = f"{level:03d}" + "n" * 97
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd, path = child, f"{path}/{name}"
+        with pytest.raises(OSError) as caught:
+            os.lchown(path, 0, 0)
+        assert caught.value.errno == errno.ENAMETOOLONG
+    finally:
+        os.close(fd)
+        subprocess.run(["/bin/rm", "-rf", str(shared_dir / ("000" + "n" * 97))], check=True)
+
+
+HOSTILE_MODES = """
+import os, shutil, struct, sys, time
+acl = bytes.fromhex(sys.argv[1])
+def made(name, kind, mode):
+    (os.mkdir(name) if kind == 'd' else open(name, 'w').close())
+    os.chmod(name, mode)
+made('open.d', 'd', 0o777); made('sgid.d', 'd', 0o2775); made('sticky.d', 'd', 0o1777)
+made('shared.f', 'f', 0o666)
+shutil.copy('/bin/true', 'suid.f'); os.chmod('suid.f', 0o6755)
+os.chmod('pre.f', 0o4777)
+made('acl.f', 'f', 0o644)
+for name, attr in (('acl.f', 'system.posix_acl_access'), ('open.d', 'system.posix_acl_default'),
+                   ('pre.f', 'system.posix_acl_access')):
+    try:
+        os.setxattr(name, attr, acl); print('ACL SET', name, flush=True)
+    except OSError as error:
+        print('ACL REFUSED', name, error.strerror, flush=True)
+made('cap.f', 'f', 0o755)
+deadline = time.time() + 20
+while time.time() < deadline and 'security.capability' not in os.listxattr('cap.f'):
+    time.sleep(0.05)
+print('CAP SEEN' if 'security.capability' in os.listxattr('cap.f') else 'CAP NOT SEEN')
+for name in sorted(os.listdir('.')):
+    print('MODE', name, oct(os.lstat(name).st_mode), flush=True)
+"""
+
+
+def test_modes_acls_and_capabilities_the_build_chose_are_not_handed_back(
+        shared_dir: Path, sandbox_backend: str, tmp_path: Path) -> None:
+    tree = shared_dir / "tree"
+    tree.mkdir()
+    tree.chmod(0o755)
+    (tree / "pre.f").write_text("the user's file\n")
+    (tree / "pre.f").chmod(0o644)
+
+    def grant_capability() -> None:  # as root, outside: a build cannot set one itself
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (tree / "cap.f").exists():
+            time.sleep(0.02)
+        with contextlib.suppress(OSError):
+            os.setxattr(tree / "cap.f", CAPABILITY, CAP_NET_RAW)
+
+    granter = threading.Thread(target=grant_capability)
+    granter.start()
+    out = tmp_path / "out"
+    with open(out, "wb") as stream:
+        result = Sandbox("full", backend=sandbox_backend).run(
+            ["/usr/bin/python3.11", "-c", HOSTILE_MODES, _acl(4343).hex()], cwd=str(tree),
+            writable=[tree], stdout=stream.fileno())
+    granter.join()
+    seen = out.read_text()
+    assert result.exit_code == 0, seen
+    assert "CAP SEEN" in seen  # the capability was really on the file during the build
+    assert "MODE suid.f 0o106755" in seen and "MODE sgid.d 0o42775" in seen
+    if sandbox_backend == "native":
+        assert "ACL SET acl.f" in seen and "ACL SET open.d" in seen  # an ACL for uid 4343
+    for path in [tree, *tree.iterdir()]:
+        info = path.lstat()
+        assert (info.st_uid, info.st_gid) == (0, 0), path
+        assert stat.S_IMODE(info.st_mode) & 0o7022 == 0, (path, oct(info.st_mode))
+        assert not set(os.listxattr(path)) & {*ACL_XATTRS, CAPABILITY}, path
+    assert stat.S_IMODE((tree / "pre.f").stat().st_mode) == 0o644  # the user's mode, restored
+    assert (tree / "pre.f").read_text() == "the user's file\n"
+
+
+def test_a_non_root_build_leaves_no_set_id_or_writable_files(
+        run_sandbox: Runner, identity_kind: str, shared_dir: Path) -> None:
+    """As non-root no uid is lent: the run normalises what it changed, as the caller."""
+    tree = shared_dir / "tree"
+    tree.mkdir()
+    os.chown(tree, 4242 if identity_kind == "nonroot" else 0, 4242 if identity_kind ==
+             "nonroot" else 0)
+    script = ("import os, shutil\n"
+              "shutil.copy('/bin/true', 'suid'); os.chmod('suid', 0o6755)\n"
+              "os.mkdir('open'); os.chmod('open', 0o2777)\n"
+              "open('shared', 'w').close(); os.chmod('shared', 0o666)\n"
+              "print(oct(os.stat('suid').st_mode), oct(os.stat('open').st_mode))\n")
+    result = run_sandbox(["/usr/bin/python3.11", "-c", script], cwd=str(tree),
+                         writable=[str(tree)], capture=True)
+    assert result["exit_code"] == 0, result
+    assert result["stdout"].split() == ["0o106755", "0o42777"]  # what the build did
+    for name, mode in (("suid", 0o755), ("open", 0o755), ("shared", 0o644)):
+        assert stat.S_IMODE((tree / name).stat().st_mode) == mode, name
+
+
+def _quarantined() -> set[int]:
+    from buildjail import identity
+
+    return identity.quarantined_ids()
+
+
+def test_a_failing_hand_back_frees_the_uid_and_makes_the_tree_unreachable(
+        shared_dir: Path, sandbox_backend: str) -> None:
+    """Files that cannot be handed back (here: on a read-only mount made during the build)."""
+    from buildjail import SandboxSetupError
+
+    for attempt in range(3):
+        tree = shared_dir / f"tree{attempt}"
+        (tree / "sub").mkdir(parents=True)
+        tree.chmod(0o755)
+        before = _quarantined()
+
+        def mount_read_only(tree: Path = tree) -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not (tree / "sub" / "file").exists():
+                time.sleep(0.02)
+            subprocess.run(["/usr/bin/mount", "--bind", str(tree / "sub"), str(tree / "sub")],
+                           check=True)
+            subprocess.run(["/usr/bin/mount", "-o", "remount,bind,ro", str(tree / "sub")],
+                           check=True)
+            (tree / "go").touch()
+
+        mounter = threading.Thread(target=mount_read_only)
+        mounter.start()
+        script = ("import os, time\nopen('sub/file', 'w').close()\n"
+                  "while not os.path.exists('go'): time.sleep(0.02)\n")
+        try:
+            with pytest.raises(SandboxSetupError) as caught:
+                Sandbox("full", backend=sandbox_backend).run(
+                    ["/usr/bin/python3.11", "-c", script], cwd=str(tree), writable=[tree])
+            mounter.join()
+            message = caught.value.reason
+            assert f"{tree} made unreachable (mode 000), so uid " in message, message
+            uid = int(message.split(" so uid ")[1].split()[0])
+            assert uid not in _quarantined() - before  # the uid is free again
+            assert _quarantined() - before == set()
+            assert stat.S_IMODE(tree.stat().st_mode) == 0
+            assert (tree / "sub" / "file").stat().st_uid == uid  # the failure was real
+        finally:
+            mounter.join()
+            subprocess.run(["/usr/bin/umount", str(tree / "sub")], check=False)
+            subprocess.run(["/bin/rm", "-rf", str(tree)], check=True)

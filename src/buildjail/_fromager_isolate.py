@@ -19,6 +19,10 @@ What a step may write:
   ``WHEEL``) and ``D``;
 - anything else (queries of the build environment): nothing.
 
+After each step, what it left in its writable trees is checked before fromager's own code
+(root, outside) touches it: symbolic links leading out of them (but for a ``uv venv``'s
+links to its interpreter) and special files are removed, and the step fails (exit 1).
+
 The environment follows the policy's allow-list, plus the variables fromager added
 itself (per-package settings); the delete patterns (tokens, passwords, ...) apply to all.
 A step reads ``/dev/null`` unless fromager gives it an input. Exit code: the step's own,
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
     from buildjail.policy import Policy
 
 EXIT_SETUP_FAILED = 125
+EXIT_REFUSED = 1
+"""A step that left a link out of its directories, or a special file: it fails."""
 
 
 class Options:
@@ -166,8 +172,9 @@ class StepRunner:
 
         *output* receives the step's stdout and stderr (default: this process's).
         """
-        from buildjail.pep517 import HookFailed, SandboxedHookRunner
+        from buildjail.pep517 import HookFailed, HookOutputRefusedError, SandboxedHookRunner
         from buildjail.sandbox import Sandbox
+        from buildjail.trees import refuse_escaping
 
         # Keep what fromager added (its per-package variables), besides what the policy
         # allows; the variables buildjail was started with follow the allow-list, and the
@@ -179,13 +186,16 @@ class StepRunner:
             common.append(env["VIRTUAL_ENV"])
         if is_hook(cmd):
             runner = SandboxedHookRunner(policy, backend=self.backend, readonly=common, env=env,
-                                         output=output)
+                                         output=output, refuse_escaping=True)
             try:
                 runner(cmd, cwd=cwd)
             except HookFailed as failure:
                 if failure.result.limit_hit:  # the hook's own output cannot say why
                     _say(output, f"buildjail: {failure}")
                 return failure.returncode
+            except HookOutputRefusedError as error:
+                _say(output, f"buildjail: {error}")
+                return EXIT_REFUSED
             return 0
         writable, readonly = step_paths(cmd, cwd, env)
         shared = self.share_uv_cache and os.path.basename(cmd[0]) == "uv" and (
@@ -207,6 +217,11 @@ class StepRunner:
         finally:
             if null is not None:
                 os.close(null)
+        refused = refuse_escaping(writable, allowed=[*readonly, *common])
+        if refused:
+            _say(output, f"buildjail: {os.path.basename(cmd[0])} left what fromager must not "
+                         f"follow outside the sandbox (removed): {'; '.join(refused[:3])}")
+            return EXIT_REFUSED
         if result.limit_hit:
             _say(output, f"buildjail: {os.path.basename(cmd[0])} was stopped by the "
                          f"{result.limit_hit.replace('_', ' ')} limit in the sandbox")

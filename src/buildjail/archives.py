@@ -44,6 +44,12 @@ MAX_LINK_HOPS = 40
 """Most symbolic links followed while resolving one path (the kernel's own limit)."""
 MAX_LINK_TARGET = 4096
 """Longest symbolic link target read from a zip member."""
+MAX_METADATA = 4 << 20
+"""Most bytes read of a wheel's METADATA or WHEEL file (a 1 MiB zip can inflate to 1 GiB)."""
+MAX_RECORD = 64 << 20
+"""Most bytes read of a wheel's RECORD."""
+MAX_HEADER_READ = 16 << 20
+"""Largest single read of a tar header (a pax or GNU long-name header is read whole)."""
 
 SDIST_SUFFIXES = {
     ".tar.gz": "r:gz",
@@ -178,42 +184,52 @@ def extract_sdist(archive: StrPath, destination: StrPath) -> Path:
 
 
 def validate_sdist(
-    path: StrPath, expected_name: str | None = None, expected_version: str | None = None
+    path: StrPath, expected_name: str | None = None, expected_version: str | None = None,
+    *, filename: str | None = None,
 ) -> SdistInfo:
-    """Check an sdist a build wrote: its name, a real gzip tar, one top directory, PKG-INFO."""
+    """Check an sdist a build wrote: its name, a real gzip tar, one top directory, PKG-INFO.
+
+    *filename*: the name to check, when *path* is not named so (a descriptor's path).
+    """
     archive = Path(path)
-    name, version = _parse_sdist_name(archive)
+    shown = Path(filename) if filename else archive
+    name, version = _parse_sdist_name(shown)
     if expected_name is not None and normalize_name(expected_name) != normalize_name(name):
         raise ArchiveError(archive, f"is an sdist of {name!r}, expected {expected_name!r}")
     if expected_version is not None and _normalize_version(
         expected_version
     ) != _normalize_version(version):
         raise ArchiveError(archive, f"is version {version!r}, expected {expected_version!r}")
-    stem = archive.name.removesuffix(".tar.gz")
-    with _opened(archive, "r:gz") as members:
-        tree = _Tree(archive, single_top=True, max_total=MAX_TOTAL_SIZE)
+    stem = shown.name.removesuffix(".tar.gz")
+    with _opened(archive, "r:gz", shown) as members:
+        tree = _Tree(shown, single_top=True, max_total=MAX_TOTAL_SIZE)
         tree.scan(members)
     if tree.top != stem:
-        raise ArchiveError(archive, f"has top-level directory {tree.top!r}, expected {stem!r}")
+        raise ArchiveError(shown, f"has top-level directory {tree.top!r}, expected {stem!r}")
     if tree.kinds.get((stem, "PKG-INFO")) != "file":
-        raise ArchiveError(archive, f"has no {stem}/PKG-INFO file")
+        raise ArchiveError(shown, f"has no {stem}/PKG-INFO file")
     return SdistInfo(name, version, sha256_file(archive), archive.stat().st_size)
 
 
-def validate_wheel(path: StrPath) -> WheelInfo:
-    """Check a wheel a build wrote: its name and tags, a real zip, a RECORD that matches."""
+def validate_wheel(path: StrPath, *, filename: str | None = None) -> WheelInfo:
+    """Check a wheel a build wrote: its name and tags, a real zip, a RECORD that matches.
+
+    *filename*: the name to check, when *path* is not named so (a descriptor's path).
+    Every member read is bounded: a small wheel cannot make the caller inflate a huge one.
+    """
     archive = Path(path)
-    match = _WHEEL_NAME.match(archive.name)
+    shown = Path(filename) if filename else archive
+    match = _WHEEL_NAME.match(shown.name)
     if match is None:
-        raise ArchiveError(archive, "is not named "
+        raise ArchiveError(shown, "is not named "
                            "{distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl")
     if not archive.is_file() or not zipfile.is_zipfile(archive):
-        raise ArchiveError(archive, "is not a zip file")
+        raise ArchiveError(shown, "is not a zip file")
     try:
         with zipfile.ZipFile(archive) as wheel:
-            files = _check_wheel(archive, wheel, match)
+            files = _check_wheel(shown, wheel, match)
     except _READ_ERRORS as exc:
-        raise ArchiveError(archive, f"is not a valid zip file: {exc}") from exc
+        raise ArchiveError(shown, f"is not a valid zip file: {exc}") from exc
     return WheelInfo(
         name=match["name"],
         version=match["version"],
@@ -408,23 +424,86 @@ def _sdist_mode(archive: Path) -> str:
 
 
 @contextlib.contextmanager
-def _opened(archive: Path, mode: str) -> Iterator[Iterator[_Member]]:
-    """Open *archive* as a tar (``mode``) or a zip and yield its members, errors made clear."""
+def _opened(archive: Path, mode: str,
+            shown: Path | None = None) -> Iterator[Iterator[_Member]]:
+    """Open *archive* as a tar (``mode``) or a zip and yield its members, errors made clear.
+
+    *shown* names the archive in messages (default: *archive*).
+    """
     label = _LABELS[mode]
+    shown = shown or archive
     if not archive.is_file():
-        raise ArchiveError(archive, "does not exist or is not a regular file")
+        raise ArchiveError(shown, "does not exist or is not a regular file")
     try:
         if mode == "zip":
             if not zipfile.is_zipfile(archive):
-                raise ArchiveError(archive, "is not a zip file")
+                raise ArchiveError(shown, "is not a zip file")
             with zipfile.ZipFile(archive) as zipped:
-                yield _zip_members(archive, zipped)
+                yield _zip_members(shown, zipped)
         else:
-            with tarfile.open(archive, mode) as tar:  # type: ignore[call-overload]
-                yield _tar_members(archive, tar)
+            with _decompressed(archive, mode) as stream, tarfile.open(
+                    fileobj=stream, mode="r:") as tar:
+                yield _tar_members(shown, tar)
     except _READ_ERRORS as exc:
-        raise ArchiveError(archive, f"is not a valid {label} file (truncated or corrupt?): "
+        raise ArchiveError(shown, f"is not a valid {label} file (truncated or corrupt?): "
                            f"{exc}") from exc
+
+
+_MAGIC = {"r:gz": (b"\x1f\x8b", "a gzip"), "r:bz2": (b"BZh", "a bzip2"),
+          "r:xz": (b"\xfd7zXZ\x00", "an lzma")}
+
+
+class _BoundedReads(io.RawIOBase):
+    """A decompressed tar stream that refuses any single read larger than MAX_HEADER_READ.
+
+    tarfile reads a pax or GNU long-name header whole: a small archive could otherwise make
+    the caller hold gigabytes. Member data is read in chunks far below the bound.
+    """
+
+    def __init__(self, stream: IO[bytes] | io.BufferedIOBase) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or size > MAX_HEADER_READ:
+            raise ValueError(f"a tar header larger than {MAX_HEADER_READ} bytes "
+                             "(an archive bomb?)")
+        return self.stream.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+
+@contextlib.contextmanager
+def _decompressed(archive: Path, mode: str) -> Iterator[_BoundedReads]:
+    import bz2
+    import gzip
+
+    openers: dict[str, Callable[[IO[bytes]], io.BufferedIOBase]] = {
+        "r:gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+        "r:bz2": lambda raw: bz2.BZ2File(raw, "rb"),
+        "r:xz": lambda raw: lzma.LZMAFile(raw, "rb"),  # noqa: SIM115 - closed below
+    }
+    magic, kind = _MAGIC.get(mode, (b"", ""))
+    with open(archive, "rb") as raw:
+        if raw.read(len(magic)) != magic:
+            raise tarfile.ReadError(f"not {kind} file")
+        raw.seek(0)
+        opener = openers.get(mode)
+        stream: IO[bytes] | io.BufferedIOBase = opener(raw) if opener else raw
+        try:
+            yield _BoundedReads(stream)
+        finally:
+            stream.close()
 
 
 def _tar_members(archive: Path, tar: tarfile.TarFile) -> Iterator[_Member]:
@@ -645,8 +724,18 @@ def _dist_info(archive: Path, tree: _Tree, match: re.Match[str]) -> str:
     return found[0]
 
 
-def _headers(wheel: zipfile.ZipFile, name: str) -> dict[str, list[str]]:
-    text = wheel.read(name).decode("utf-8", errors="replace")
+def _read_member(archive: Path, wheel: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """A member's data, refusing it when it inflates past *limit* bytes."""
+    with wheel.open(name) as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ArchiveError(archive, f"inflates to more than {limit} bytes (an archive bomb?)",
+                           name)
+    return data
+
+
+def _headers(archive: Path, wheel: zipfile.ZipFile, name: str) -> dict[str, list[str]]:
+    text = _read_member(archive, wheel, name, MAX_METADATA).decode("utf-8", errors="replace")
     message = HeaderParser().parsestr(text)
     headers: dict[str, list[str]] = {}
     for key, value in message.items():
@@ -658,7 +747,7 @@ def _check_wheel_file(
     archive: Path, wheel: zipfile.ZipFile, dist_info: str, match: re.Match[str]
 ) -> None:
     name = f"{dist_info}/WHEEL"
-    headers = _headers(wheel, name)
+    headers = _headers(archive, wheel, name)
     if not headers.get("wheel-version", [""])[0].startswith("1."):
         raise ArchiveError(archive, "has no Wheel-Version 1.x", name)
     tags = {f"{python}-{abi}-{platform}" for python in match["python"].split(".")
@@ -673,7 +762,7 @@ def _check_metadata(
     archive: Path, wheel: zipfile.ZipFile, dist_info: str, match: re.Match[str]
 ) -> None:
     name = f"{dist_info}/METADATA"
-    headers = _headers(wheel, name)
+    headers = _headers(archive, wheel, name)
     project = headers.get("name", [""])[0]
     version = headers.get("version", [""])[0]
     if normalize_name(project) != normalize_name(match["name"]):
@@ -708,7 +797,8 @@ def _check_record(
 def _read_record(
     archive: Path, wheel: zipfile.ZipFile, record_name: str
 ) -> dict[str, tuple[str, str, str]]:
-    text = wheel.read(record_name).decode("utf-8", errors="replace")
+    text = _read_member(archive, wheel, record_name, MAX_RECORD).decode("utf-8",
+                                                                      errors="replace")
     record: dict[str, tuple[str, str, str]] = {}
     for row in csv.reader(io.StringIO(text)):
         if not row:

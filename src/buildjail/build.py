@@ -1,24 +1,62 @@
-"""Sandboxed PEP 517 builds: sdists and wheels, with every hook inside the sandbox."""
+"""Sandboxed PEP 517 builds: sdists and wheels, with every hook inside the sandbox.
+
+The rule: everything a hook returns or leaves behind is hostile input, and no code the
+build could have influenced runs outside the sandbox.
+
+- Build requirements, from ``pyproject.toml`` or a ``get_requires_for_build_*`` hook, are
+  parsed as PEP 508 requirements (:mod:`.requirements`): URLs, paths, installer options and
+  anything unparsable are refused. They are installed from wheels only, by a trusted
+  interpreter, never by the environment's own (:mod:`.buildenv`). A requirement with only
+  an sdist has its wheel built first, here, in the sandbox, under the same policy — all
+  the way down, with cycle detection and a depth limit — or, with
+  ``only_binary_build_deps``, is refused.
+- Outputs must be named for the project being built, are checked and published as fresh
+  0644 copies, and never replace a file in the output directory (:mod:`.outputs`). An
+  output directory inside the source tree is read-only to every hook.
+- Hooks write to a pipe copied into the log; logs are private files with credentials
+  redacted; what is printed of them is bounded and escaped (:mod:`.logs`).
+- The checkout's VCS metadata is read-only to every hook (:mod:`.checkout`).
+- The batch's work directory, and the temporary directory it lies in, are hidden from
+  hooks (only each build's own directories are exposed), so parallel builds of the same
+  user cannot read each other's trees.
+- One bad package fails alone, with a one-line reason; the others still build.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
-import shutil
 import stat
 import tempfile
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
+from packaging.requirements import Requirement
+from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
+
+from . import trees
+from .buildenv import BuildEnvironment, BuildEnvironmentError, IndexOptions, MissingWheels
 from .errors import BuildjailError, SandboxSetupError
+from .filesystem import PRIVATE_TMPFS, within_any
+from .logs import BuildLog, default_directory, private_directory
+from .outputs import OutputDirectory, OutputRefused
 from .policy import Policy
+from .requirements import RequirementRefused, parse_requirements
 
 DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
 DEFAULT_REQUIRES = ("setuptools>=40.8.0",)
+MAX_BUILD_DEPTH = 8
+"""How deep builds of sdist-only build requirements may nest (a requirement of a requirement
+of ... of the package)."""
+MAX_INSTALL_ROUNDS = 32
+"""How often one installation is retried after building wheels it was missing."""
+MAX_PYPROJECT = 4 << 20
+"""The largest ``pyproject.toml`` read."""
 
 
 class BuildError(BuildjailError):
@@ -50,6 +88,8 @@ class PackageReport:
     hooks: list[HookRecord] = dataclasses.field(default_factory=list)
     layers: list[str] = dataclasses.field(default_factory=list)
     outputs: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    build_requirements: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Build requirements that had only an sdist, with the report of their wheel's build."""
     result: str = "pending"
     error: str | None = None
     step: str | None = None
@@ -63,133 +103,257 @@ class PackageReport:
 
 @dataclasses.dataclass(frozen=True)
 class BuildOptions:
-    """How to build: the policy, which distributions, config settings and the index."""
+    """How to build: the policy, which distributions, settings, the index and the limits."""
 
     policy: Policy
     sdist: bool = True
     wheel: bool = True
     config_settings: Mapping[str, str | list[str]] = dataclasses.field(default_factory=dict)
-    index_args: tuple[str, ...] = ()
+    index: IndexOptions = dataclasses.field(default_factory=IndexOptions)
     backend: str = "auto"
     keep_logs: str | None = None
     wheel_from_sdist: bool = True
+    only_binary_build_deps: bool = False
+    """Refuse build requirements that have no wheel, instead of building their wheels."""
+    overwrite: bool = False
+    """Replace files already in the output directory (never one this run published)."""
+    max_build_depth: int = MAX_BUILD_DEPTH
 
 
 Progress = Callable[[str, str], None]
 
 
+class _Batch:
+    """What the builds of one run share: the output and log directories, the work
+    directory, the wheels built for sdist-only build requirements."""
+
+    def __init__(self, outdir: str, options: BuildOptions) -> None:
+        self.options = options
+        self.output = OutputDirectory(outdir, overwrite=options.overwrite)
+        self.work = ""
+        self.log_fd = -1
+        try:
+            if options.keep_logs:
+                self.log_dir = os.path.abspath(options.keep_logs)
+                self.log_fd = private_directory(self.log_dir)
+            else:
+                self.log_fd, self.log_dir = default_directory()
+            self.work = tempfile.mkdtemp(prefix="buildjail-")
+            self.wheelhouse_dir = os.path.join(self.work, "build-requirements")
+            os.mkdir(self.wheelhouse_dir, 0o755)
+            self.wheelhouse = OutputDirectory(self.wheelhouse_dir)
+        except BaseException:
+            self.close()
+            raise
+        self.requirements_lock = threading.RLock()
+        """Held while building a build requirement's wheel: one at a time, reentrant for
+        nested ones (per-name locks could deadlock two builds needing each other's)."""
+        self.built: dict[str, dict[str, Any]] = {}
+        self.hidden = _hidden_directories(self.work)
+
+    def close(self) -> None:
+        """Close the directories and remove the work directory."""
+        self.output.close()
+        if hasattr(self, "wheelhouse"):
+            self.wheelhouse.close()
+        if self.log_fd >= 0:
+            os.close(self.log_fd)
+            self.log_fd = -1
+        if self.work:
+            trees.remove_tree(self.work)
+            self.work = ""
+
+
+def _hidden_directories(work: str) -> list[str]:
+    """What hooks must not see: the batch's work directory and the temporary directory.
+
+    Other builds of the same user (``-j``, or other runs) keep their extracted sources and
+    control directories there; as non-root a hook would read them. Each build's own
+    directories are exposed on top. The sandbox's ``/tmp`` and ``/var/tmp`` are private.
+    """
+    hidden = [work]
+    temporary = os.path.realpath(tempfile.gettempdir())
+    if temporary != "/" and not within_any(temporary, (*PRIVATE_TMPFS, "/dev/shm")):
+        hidden.append(temporary)
+    return hidden
+
+
 def build_source(source: str, outdir: str, options: BuildOptions,
                  progress: Progress | None = None) -> PackageReport:
     """Build one source (a directory or an sdist) into *outdir*; never raises BuildError."""
+    try:
+        batch = _Batch(outdir, options)
+    except (OSError, BuildjailError) as error:
+        return PackageReport(source=source, result="error", error=f"{_label(source)}: {error}")
+    try:
+        return _build_in_batch(source, batch, progress)
+    finally:
+        batch.close()
+
+
+def _build_in_batch(source: str, batch: _Batch, progress: Progress | None, *,
+                    chain: tuple[str, ...] = (), expected: str | None = None,
+                    output: OutputDirectory | None = None,
+                    options: BuildOptions | None = None) -> PackageReport:
+    """Build *source* with what the batch shares; every failure goes into the report."""
+    options = options or batch.options
     report = PackageReport(source=source)
     started = time.monotonic()
     note = progress or (lambda _source, _step: None)
-    with tempfile.TemporaryDirectory(prefix="buildjail-") as work:
-        report.log = _log_path(source, options)
-        try:
-            _PackageBuild(source, outdir=outdir, options=options, report=report, work=work,
-                          note=note).run()
-            report.result = "ok"
-        except BuildError as error:
-            report.result, report.error, report.step = "error", str(error), error.step
-        except SandboxSetupError as error:
-            report.result, report.step = "error", "sandbox set-up"
-            report.error = f"{_label(source)}: the sandbox could not be set up: {error}"
-        except BuildjailError as error:
-            report.result, report.error = "error", f"{_label(source)}: {error}"
-        if report.result == "ok" and options.keep_logs is None and report.log:
-            os.unlink(report.log)  # kept only when asked, or when the build failed
-            report.log = None
+    label = _label(source)
+    log: BuildLog | None = None
+    work = tempfile.mkdtemp(prefix="package-", dir=batch.work)
+    try:
+        log = BuildLog.create(batch.log_fd, batch.log_dir, label)
+        report.log = log.path
+        _PackageBuild(source, batch=batch, options=options, report=report, work=work,
+                      note=note, log=log, chain=chain, expected=expected,
+                      output=output or batch.output).run()
+        report.result = "ok"
+    except BuildError as error:
+        report.result, report.error, report.step = "error", str(error), error.step
+    except SandboxSetupError as error:
+        report.result, report.step = "error", "sandbox set-up"
+        report.error = f"{label}: the sandbox could not be set up: {error}"
+    except (BuildjailError, OSError) as error:
+        report.result, report.error = "error", f"{label}: {error}"
+    except Exception as error:  # a bug or an unforeseen input: this package fails alone
+        report.result = "error"
+        report.error = f"{label}: unexpected error: {type(error).__name__}: {error}"
+        if log is not None:
+            log.write("buildjail: unexpected error\n" + traceback.format_exc())
+    finally:
+        trees.remove_tree(work)
+        if log is not None:
+            log.close()
+    if report.result == "ok" and options.keep_logs is None and report.log:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.basename(report.log), dir_fd=batch.log_fd)
+        report.log = None  # kept only when asked, or when the build failed
     report.duration = time.monotonic() - started
     return report
-
-
-def _logs_dir() -> str:
-    """This user's directory for kept logs in the temporary directory, safely made."""
-    directory = os.path.join(tempfile.gettempdir(), f"buildjail-logs-{os.getuid()}")
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(directory, 0o700)
-    info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        return tempfile.mkdtemp(prefix="buildjail-logs-")  # someone else's name: not ours
-    return directory
 
 
 def _label(source: str) -> str:
     return os.path.basename(os.path.normpath(source)) or source
 
 
-def _log_path(source: str, options: BuildOptions) -> str:
-    """The build log: in ``--logs DIR`` if given, else in this user's temporary log dir."""
-    if options.keep_logs:
-        os.makedirs(options.keep_logs, exist_ok=True)
-        return os.path.join(options.keep_logs, f"{_label(source)}.log")
-    fd, path = tempfile.mkstemp(prefix=f"{_label(source)}-", suffix=".log", dir=_logs_dir())
-    os.close(fd)
-    return path
-
-
 @dataclasses.dataclass(frozen=True)
 class BuildSystem:
     """The ``[build-system]`` of a project, with PEP 517's defaults filled in."""
 
-    requires: tuple[str, ...]
+    requires: tuple[Requirement, ...]
     backend: str
     backend_path: tuple[str, ...] | None
+    project_name: str | None = None
+    """``[project] name``, when the project states it."""
 
 
 def read_build_system(project: str, label: str) -> BuildSystem:
-    """Read ``pyproject.toml``'s build-system, or the setuptools defaults for ``setup.py``."""
-    import tomllib
+    """Read ``pyproject.toml``'s build-system, or the setuptools defaults for ``setup.py``.
 
+    The file is hostile input: any malformed part is a BuildError naming it.
+    """
     path = os.path.join(project, "pyproject.toml")
-    if not os.path.isfile(path):
+    step = "reading pyproject.toml"
+    table = _pyproject(path, label)
+    if table is None:
         if os.path.isfile(os.path.join(project, "setup.py")):
-            return BuildSystem(DEFAULT_REQUIRES, DEFAULT_BACKEND, None)
+            return _default_system(None)
         raise BuildError(label, "finding the project",
                          "it has neither a pyproject.toml nor a setup.py")
+    name = _project_name(table)
+    label = name or label
+    system = table.get("build-system")
+    if system is None:
+        return _default_system(name)
+    if not isinstance(system, dict):
+        raise BuildError(label, step, "[build-system] must be a table")
     try:
-        with open(path, "rb") as stream:
-            table = tomllib.load(stream).get("build-system")
-    except tomllib.TOMLDecodeError as error:
-        raise BuildError(label, "reading pyproject.toml", f"invalid TOML: {error}") from None
-    if table is None:
-        return BuildSystem(DEFAULT_REQUIRES, DEFAULT_BACKEND, None)
-    requires = table.get("requires")
-    if not isinstance(requires, list) or not all(isinstance(item, str) for item in requires):
-        raise BuildError(label, "reading pyproject.toml",
-                         "[build-system] requires must be a list of strings")
-    backend = table.get("build-backend", DEFAULT_BACKEND)
-    backend_path = table.get("backend-path")
-    if not isinstance(backend, str) or (backend_path is not None and not isinstance(
-            backend_path, list)):
-        raise BuildError(label, "reading pyproject.toml",
-                         "build-backend must be a string and backend-path a list")
+        requires = parse_requirements(system.get("requires"), "[build-system] requires")
+    except RequirementRefused as error:
+        raise BuildError(label, step, str(error)) from None
+    backend = system.get("build-backend", DEFAULT_BACKEND)
+    backend_path = system.get("backend-path")
+    if not isinstance(backend, str) or (backend_path is not None and not (
+            isinstance(backend_path, list) and all(isinstance(item, str)
+                                                   for item in backend_path))):
+        raise BuildError(label, step,
+                         "build-backend must be a string and backend-path a list of strings")
     return BuildSystem(tuple(requires), backend,
-                       tuple(backend_path) if backend_path is not None else None)
+                       tuple(backend_path) if backend_path is not None else None, name)
+
+
+def _default_system(name: str | None) -> BuildSystem:
+    return BuildSystem(tuple(Requirement(text) for text in DEFAULT_REQUIRES), DEFAULT_BACKEND,
+                       None, name)
+
+
+def _pyproject(path: str, label: str) -> dict[str, Any] | None:
+    """The parsed ``pyproject.toml`` (None when there is none), read bounded, never a FIFO."""
+    import tomllib
+
+    step = "reading pyproject.toml"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise BuildError(label, step, error.strerror or str(error)) from None
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BuildError(label, step, "not a regular file")
+        data = stream.read(MAX_PYPROJECT + 1)
+    if len(data) > MAX_PYPROJECT:
+        raise BuildError(label, step, f"larger than {MAX_PYPROJECT} bytes")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise BuildError(label, step, f"not valid UTF-8 ({error.reason} at byte "
+                         f"{error.start})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise BuildError(label, step, f"invalid TOML: {error}") from None
+
+
+def _project_name(table: dict[str, Any]) -> str | None:
+    project = table.get("project")
+    name = project.get("name") if isinstance(project, dict) else None
+    return canonicalize_name(name) if isinstance(name, str) and name else None
+
+
+def _sdist_project(path: str) -> str | None:
+    try:
+        return canonicalize_name(parse_sdist_filename(os.path.basename(path))[0])
+    except InvalidSdistFilename:
+        return None
 
 
 class _PackageBuild:
     """The steps of building one source, sharing its options, report and work directory."""
 
-    def __init__(self, source: str, *, outdir: str, options: BuildOptions,
-                 report: PackageReport, work: str, note: Progress) -> None:
-        self.source, self.outdir, self.options = source, outdir, options
-        self.report, self.work, self.note = report, work, note
+    def __init__(self, source: str, *, batch: _Batch, options: BuildOptions,
+                 report: PackageReport, work: str, note: Progress, log: BuildLog,
+                 chain: tuple[str, ...], expected: str | None,
+                 output: OutputDirectory) -> None:
+        self.source, self.batch, self.options = source, batch, options
+        self.report, self.work, self.note, self.log = report, work, note, log
         self.label = _label(source)
+        self.chain = chain
+        self.expected = expected
+        self.output = output
 
     def run(self) -> None:
         """Build what the options ask: sdist, wheel, or the wheel from the sdist."""
         if os.path.isdir(self.source):
             project, from_sdist = os.path.abspath(self.source), False
         elif os.path.isfile(self.source):
+            self.expected = self.expected or _sdist_project(self.source)
             self.note(self.source, "extracting")
             project = _extract(self.label, self.source, os.path.join(self.work, "src"),
                                "extracting the sdist")
             from_sdist = True
         else:
             raise BuildError(self.label, "reading the source", "no such file or directory")
-        os.makedirs(self.outdir, exist_ok=True)
         want_wheel = self.options.wheel or from_sdist
         if self.options.sdist and not from_sdist:
             sdist = self.build(project, "sdist")
@@ -198,41 +362,47 @@ class _PackageBuild:
                 project = _extract(self.label, sdist,
                                    tempfile.mkdtemp(prefix="from-sdist-", dir=self.work),
                                    "extracting the sdist just built")
+                from_sdist = True
         if want_wheel:
-            self.build(project, "wheel")
+            self.build(project, "wheel", in_tree=not from_sdist)
 
-    def build(self, project: str, kind: str) -> str:
+    def build(self, project: str, kind: str, *, in_tree: bool = True) -> str:
         """Build the sdist or the wheel of *project* in a fresh environment; return its path."""
         from pyproject_hooks import BuildBackendHookCaller
 
-        from .buildenv import BuildEnvironment, BuildEnvironmentError
         from .pep517 import hook_runner
 
         report, options = self.report, self.options
-        label = report.name or self.label
-        system = read_build_system(project, label)
+        system = read_build_system(project, report.name or self.label)
+        self.label = report.name or system.project_name or self.label
+        label = self.label
+        self.expected = self.expected or system.project_name
+        if not self.chain and self.expected:
+            self.chain = (self.expected,)
         report.backend = system.backend
         self.note(report.source, f"{kind}: installing build requirements")
         try:
             env = BuildEnvironment(tempfile.mkdtemp(prefix=f"env-{kind}-", dir=self.work),
-                                   options.index_args)
-            env.install(system.requires, report.log)
+                                   options.index, self.log)
         except BuildEnvironmentError as error:
             raise BuildError(label, f"preparing the {kind} build environment",
                              str(error)) from None
-        runner = hook_runner(options.policy, backend=options.backend, log_path=report.log,
-                             env=env.hook_environment(os.environ))
+        self._install(env, system.requires, f"preparing the {kind} build environment")
+        runner = hook_runner(options.policy.with_paths(masked=self.batch.hidden),
+                             backend=options.backend, log_path=self.log.path,
+                             output=self.log.fd, env=env.hook_environment(os.environ),
+                             readonly=self._read_only_outputs(project) if in_tree else ())
         caller = BuildBackendHookCaller(project, system.backend,
                                         list(system.backend_path or []) or None,
                                         runner=runner, python_executable=env.python)
         config = dict(options.config_settings) or None
-        hooks = _HookCalls(caller, runner, report, label, self.note)
-        extra = hooks.call(f"get_requires_for_build_{kind}", config)
+        hooks = _HookCalls(caller, runner, report, label, note=self.note, log=self.log)
+        hook = f"get_requires_for_build_{kind}"
         try:
-            env.install(extra, report.log)
-        except BuildEnvironmentError as error:
-            raise BuildError(label, f"installing the {kind}'s extra requirements",
-                             str(error)) from None
+            extra = parse_requirements(hooks.call(hook, config), f"the {hook} hook")
+        except RequirementRefused as error:
+            raise BuildError(label, "checking the build requirements", str(error)) from None
+        self._install(env, extra, f"installing the {kind}'s extra requirements")
         staging = tempfile.mkdtemp(prefix=f"out-{kind}-", dir=self.work)
         if kind == "wheel":
             metadata = tempfile.mkdtemp(prefix="metadata-", dir=self.work)
@@ -243,28 +413,130 @@ class _PackageBuild:
         else:
             filename = hooks.call("build_sdist", staging, config)
         output = _hook_output(staging, filename, stat.S_ISREG, label)
-        return _publish(output, kind, self.outdir, report, label)
+        return self._publish(output, kind, label)
+
+    def _read_only_outputs(self, project: str) -> list[str]:
+        """The output directory, when it lies in a tree hooks may write: read-only there.
+
+        An output directory that is itself such a tree cannot be protected: refused.
+        """
+        writable = (project, *self.options.policy.writable)
+        if self.output.path in writable:
+            raise BuildError(self.label, "checking the output directory",
+                             f"{self.output.path} is a directory the hooks may write to (the "
+                             "source tree): they could leave files there; choose another -o")
+        return [self.output.path] if within_any(self.output.path, writable) else []
+
+    def _install(self, env: BuildEnvironment, requirements: Sequence[Requirement],
+                 step: str) -> None:
+        """Install *requirements*, building the wheels of those that have only an sdist."""
+        built: set[str] = set()
+        for _ in range(MAX_INSTALL_ROUNDS):
+            try:
+                env.install(requirements, find_links=[self.batch.wheelhouse_dir])
+                return
+            except MissingWheels as missing:
+                again = [name for name in missing.names if name in built]
+                if again:
+                    tail = "\n".join(missing.output.strip().splitlines()[-10:])
+                    raise BuildError(self.label, step, f"no usable wheel of "
+                                     f"{', '.join(again)}, even after building one:\n{tail}"
+                                     ) from None
+                for name in missing.names:
+                    self._build_requirement(name, [*env.installed, *requirements], step)
+                    built.add(name)
+            except BuildEnvironmentError as error:
+                raise BuildError(self.label, step, str(error)) from None
+        raise BuildError(self.label, step, f"still missing wheels after {MAX_INSTALL_ROUNDS} "
+                         "rounds of building them")
+
+    def _build_requirement(self, name: str, requested: list[Requirement], step: str) -> None:
+        """Build the wheel of the build requirement *name* from its sdist, in the sandbox."""
+        from .sources import SourceNotFound, find_sdist
+
+        options, label = self.options, self.label
+        if options.only_binary_build_deps:
+            raise BuildError(label, step, f"the build requirement {name} has no wheel for "
+                             "this interpreter, and --only-binary-build-deps refuses to build "
+                             "one from its sdist")
+        if name in self.chain:
+            raise BuildError(label, step, "the build requirements form a cycle: "
+                             + " -> ".join((*self.chain, name)))
+        if len(self.chain) > options.max_build_depth:
+            raise BuildError(label, step, f"building {name} would nest more than "
+                             f"{options.max_build_depth} builds of build requirements")
+        requirement = next((item for item in requested
+                            if canonicalize_name(item.name) == name), Requirement(name))
+        with self.batch.requirements_lock:
+            if name in self.batch.built:
+                self.report.build_requirements.append(self.batch.built[name])
+                return
+            self.note(self.report.source, f"building the build requirement {name}")
+            try:
+                sdist = find_sdist(requirement, options.index, self.work)
+            except SourceNotFound as error:
+                raise BuildError(label, step, f"no wheel of the build requirement {name} "
+                                 "was found (is the index reachable? see --index-url/"
+                                 f"--find-links/--no-index), and {error}") from None
+            child_options = dataclasses.replace(options, sdist=False, wheel=True,
+                                                config_settings={}, wheel_from_sdist=False)
+            child = _build_in_batch(sdist, self.batch, self.note, chain=(*self.chain, name),
+                                    expected=name, output=self.batch.wheelhouse,
+                                    options=child_options)
+            if child.result != "ok":
+                raise BuildError(label, f"building its build requirement {name} from "
+                                 f"{os.path.basename(sdist)}", child.error or "failed")
+            record = {"name": name, "version": child.version,
+                      "wheels": [output["path"] for output in child.outputs],
+                      "report": child.to_dict()}
+            self.batch.built[name] = record
+            self.report.build_requirements.append(record)
+
+    def _publish(self, path: str, kind: str, label: str) -> str:
+        """Publish a checked copy of an output of the sandbox; return its path."""
+        report = self.report
+        expected = self.expected
+        if kind == "wheel" and report.name:
+            expected = expected or canonicalize_name(report.name)
+        try:
+            published = self.output.publish(path, kind, expected)
+        except OutputRefused as error:
+            raise BuildError(label, f"checking the {kind}", str(error)) from None
+        if kind == "wheel" and report.name and canonicalize_name(report.name) != (
+                published.name):
+            raise BuildError(label, "checking the wheel", f"its metadata names "
+                             f"{report.name!r}, the wheel {published.name!r}")
+        if kind == "sdist":
+            self.expected = self.expected or published.name
+            report.name = report.name or published.name
+            report.version = report.version or published.version
+        report.outputs.append({"kind": kind, "path": published.path,
+                               "sha256": published.sha256})
+        return published.path
 
 
 class _HookCalls:
     """Calls hooks through pyproject_hooks, records them, turns failures into BuildError."""
 
-    def __init__(self, caller: Any, runner: Any, report: PackageReport, label: str,
-                 note: Progress) -> None:
+    def __init__(self, caller: Any, runner: Any, report: PackageReport, label: str, *,
+                 note: Progress, log: BuildLog) -> None:
         self.caller, self.runner, self.report, self.label, self.note = (
             caller, runner, report, label, note)
+        self.log = log
 
     def call(self, hook: str, *args: Any, **kwargs: Any) -> Any:
         from pyproject_hooks import BackendUnavailable, HookMissing, UnsupportedOperation
 
-        from .pep517 import HookFailed
+        from .pep517 import HookFailed, HookOutputRefusedError
 
         self.note(self.report.source, hook)
         before = len(self.runner.results)
-        _current_log.path = self.report.log
+        _current_log.log = self.log
         try:
             return getattr(self.caller, hook)(*args, **kwargs)
         except HookFailed as error:
+            raise BuildError(self.label, f"the {hook} hook", str(error)) from None
+        except HookOutputRefusedError as error:
             raise BuildError(self.label, f"the {hook} hook", str(error)) from None
         except BackendUnavailable as error:
             tail = "\n".join(error.traceback.strip().splitlines()[-6:])
@@ -274,7 +546,12 @@ class _HookCalls:
         except (HookMissing, UnsupportedOperation) as error:
             raise BuildError(self.label, f"the {hook} hook",
                              f"the backend does not support it ({error!r})") from None
+        except (ValueError, TypeError, KeyError) as error:
+            # pyproject_hooks reading a hostile output.json, or a backend-path it refuses.
+            raise BuildError(self.label, f"the {hook} hook",
+                             f"unusable result: {type(error).__name__}: {error}") from None
         finally:
+            _current_log.log = None
             for name, result in self.runner.results[before:]:
                 self.report.hooks.append(HookRecord(name, result.duration, result.exit_code))
                 self.report.layers = list(result.layers)
@@ -304,7 +581,12 @@ def _hook_output(directory: str, name: object, kind: Callable[[int], bool], labe
 def _read_metadata(dist_info: str, report: PackageReport) -> None:
     from email.parser import HeaderParser
 
-    fd = os.open(os.path.join(dist_info, "METADATA"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        fd = os.open(os.path.join(dist_info, "METADATA"),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise BuildError(_label(report.source), "reading the metadata",
+                         f"METADATA: {error.strerror}") from None
     with os.fdopen(fd, "rb") as stream:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise BuildError(_label(report.source), "reading the metadata",
@@ -312,26 +594,6 @@ def _read_metadata(dist_info: str, report: PackageReport) -> None:
         text = stream.read(1 << 20).decode("utf-8", errors="replace")
     headers = HeaderParser().parsestr(text)
     report.name, report.version = headers.get("Name"), headers.get("Version")
-
-
-def _publish(path: str, kind: str, outdir: str, report: PackageReport, label: str) -> str:
-    """Check an output of the sandbox before handing it on, then move it to *outdir*."""
-    from .archives import ArchiveError, validate_sdist, validate_wheel
-
-    try:
-        if kind == "wheel":
-            sha256 = validate_wheel(path).sha256
-        else:
-            info = validate_sdist(path)
-            sha256 = info.sha256
-            report.name = report.name or info.name
-            report.version = report.version or info.version
-    except ArchiveError as error:
-        raise BuildError(label, f"checking the {kind}", str(error)) from None
-    destination = os.path.join(os.path.abspath(outdir), os.path.basename(path))
-    shutil.move(path, destination)
-    report.outputs.append({"kind": kind, "path": destination, "sha256": sha256})
-    return destination
 
 
 def _extract(label: str, sdist: str, destination: str, step: str) -> str:
@@ -346,15 +608,23 @@ def _extract(label: str, sdist: str, destination: str, step: str) -> str:
 
 def build_all(sources: Sequence[str], outdir: str, options: BuildOptions, jobs: int = 1,
               progress: Progress | None = None) -> list[PackageReport]:
-    """Build every source, *jobs* at a time; return one report per source, in order."""
-    with _backend_warnings_to_logs():
-        if jobs <= 1 or len(sources) <= 1:
-            return [build_source(source, outdir, options, progress) for source in sources]
-        from concurrent.futures import ThreadPoolExecutor
+    """Build every source, *jobs* at a time; return one report per source, in order.
 
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            return list(pool.map(
-                lambda source: build_source(source, outdir, options, progress), sources))
+    Raises BuildjailError only when the output or log directory cannot be used; a source
+    that fails, however, fails alone in its report.
+    """
+    batch = _Batch(outdir, options)
+    try:
+        with _backend_warnings_to_logs():
+            if jobs <= 1 or len(sources) <= 1:
+                return [_build_in_batch(source, batch, progress) for source in sources]
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                return list(pool.map(
+                    lambda source: _build_in_batch(source, batch, progress), sources))
+    finally:
+        batch.close()
 
 
 _current_log = threading.local()
@@ -371,12 +641,11 @@ def _backend_warnings_to_logs() -> Iterator[None]:
         message: Warning | str, category: type[Warning], filename: str, lineno: int,
         file: TextIO | None = None, line: str | None = None,
     ) -> None:
-        log = getattr(_current_log, "path", None)
+        log = getattr(_current_log, "log", None)
         if log is None or not issubclass(category, BuildBackendWarning):
             original(message, category, filename, lineno, file, line)
             return
-        with open(log, "a") as stream:
-            stream.write(warnings.formatwarning(message, category, filename, lineno, line))
+        log.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     warnings.showwarning = show
     try:

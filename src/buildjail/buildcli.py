@@ -10,6 +10,9 @@ import threading
 from typing import TextIO
 
 from .build import BuildOptions, PackageReport, build_all
+from .buildenv import IndexOptions
+from .errors import BuildjailError
+from .logs import escape_controls
 from .policy import Policy
 
 
@@ -17,9 +20,14 @@ def run_build(args: argparse.Namespace) -> int:
     """Build every source of *args*; return 0 when all succeeded, 1 otherwise."""
     options = _options(args)
     progress = _Progress(len(args.sources), sys.stderr)
-    reports = build_all([os.path.abspath(src) for src in args.sources], args.outdir, options,
-                        jobs=max(1, args.jobs), progress=progress.update)
-    progress.finish()
+    try:
+        reports = build_all([os.path.abspath(src) for src in args.sources], args.outdir,
+                            options, jobs=max(1, args.jobs), progress=progress.update)
+    except OSError as error:
+        raise BuildjailError(f"cannot use the output directory {args.outdir}: "
+                             f"{error.strerror or error}") from None
+    finally:
+        progress.finish()
     _print_summary(reports)
     if args.report:
         with open(args.report, "w") as stream:
@@ -30,13 +38,8 @@ def run_build(args: argparse.Namespace) -> int:
 def _options(args: argparse.Namespace) -> BuildOptions:
     policy = Policy.from_toml(args.policy) if args.policy else Policy.profile(args.profile)
     explicit = args.sdist or args.wheel
-    index_args: list[str] = []
-    for link in args.find_links:
-        index_args += ["--find-links", os.path.abspath(link)]
-    if args.index_url:
-        index_args += ["--index-url", args.index_url]
-    if args.no_index:
-        index_args.append("--no-index")
+    index = IndexOptions(find_links=tuple(os.path.abspath(link) for link in args.find_links),
+                         index_url=args.index_url, no_index=args.no_index)
     return BuildOptions(
         policy=policy,
         backend=args.backend,
@@ -44,8 +47,10 @@ def _options(args: argparse.Namespace) -> BuildOptions:
         wheel=args.wheel or not explicit,
         wheel_from_sdist=not explicit,
         config_settings=_config_settings(args.config_setting),
-        index_args=tuple(index_args),
+        index=index,
         keep_logs=os.path.abspath(args.logs) if args.logs else None,
+        only_binary_build_deps=args.only_binary_build_deps,
+        overwrite=args.overwrite,
     )
 
 
@@ -73,7 +78,8 @@ class _Progress:
         self.width = 0
 
     def update(self, source: str, step: str) -> None:
-        name = os.path.basename(source.rstrip("/"))
+        name = escape_controls(os.path.basename(source.rstrip("/")))
+        step = escape_controls(step)
         with self.lock:
             if self.tty:
                 line = f"[{self.total} to build] {name}: {step}"[:100]
@@ -88,11 +94,17 @@ class _Progress:
 
 
 def _print_summary(reports: list[PackageReport]) -> None:
+    """One line per package; a failure's reason, then the end of its log, escaped.
+
+    Names, versions and log lines come from the build: control characters (a clipboard
+    write through OSC 52, a carriage return faking a success line) are shown, not sent.
+    """
     for report in reports:
         if report.result == "ok":
             outputs = ", ".join(os.path.basename(item["path"]) for item in report.outputs)
-            print(f"ok     {report.name or report.source} {report.version or ''}: {outputs}")
+            print(escape_controls(f"ok     {report.name or report.source} "
+                                  f"{report.version or ''}: {outputs}"))
         else:
-            print(f"FAILED {report.error}", file=sys.stderr)
+            print(f"FAILED {escape_controls(report.error or 'failed')}", file=sys.stderr)
             if report.log:
-                print(f"       log: {report.log}", file=sys.stderr)
+                print(f"       log: {escape_controls(report.log)}", file=sys.stderr)

@@ -1,33 +1,119 @@
-"""Build environments: a fresh venv per package, requirements installed outside the sandbox."""
+"""Build environments: a fresh venv per package, its requirements installed from wheels.
+
+The installer runs outside the sandbox, as the caller (it needs the index). Nothing inside
+the environment may run there: all of it came from wheels, and a wheel is hostile input (a
+``.pth`` file runs whenever the environment's interpreter starts; a script can replace a
+file of ``bin``). So no installer is pointed at the environment's interpreter (pip's
+``--python`` re-executes pip under it, uv runs it to query it); each runs with a trusted
+interpreter — the base installation the venv was made from, which no hook can write —
+and installs into the environment's directories:
+
+- uv: ``uv pip install --no-config --python BASE --prefix ENV --only-binary :all: -- REQS``;
+- pip (when uv is not on ``PATH``): the caller's own interpreter installs every
+  requirement so far with ``--target`` into a fresh directory, moved into the environment.
+
+Scripts are then pointed at the environment's interpreter. Only wheels are installed; a
+requirement that has only an sdist is reported (:class:`MissingWheels`), so the caller can
+build its wheel in the sandbox first. The installer never reads configuration from the
+directory it runs in (a project's ``pyproject.toml``, a ``uv.toml`` planted in ``/tmp``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import venv
 from collections.abc import Iterable, Mapping, Sequence
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from . import trees
+from .credentials import redact
 from .errors import BuildjailError
+from .logs import BuildLog
+from .requirements import as_arguments
+
+MAX_SCRIPT = 1 << 20
+"""Scripts larger than this are not rewritten (a generated launcher is a few hundred bytes)."""
+_UV_NEEDS_WHEEL = re.compile(r"Wheels are required for `([^`]+)`")
+_PIP_NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
 
 
 class BuildEnvironmentError(BuildjailError):
     """A build environment could not be created or its requirements installed."""
 
 
+class MissingWheels(BuildEnvironmentError):  # noqa: N818 - says what is missing
+    """The installer found no wheel for these projects (their wheels must be built first)."""
+
+    def __init__(self, names: Sequence[str], output: str) -> None:
+        self.names = list(names)
+        self.output = output
+        super().__init__(f"no wheel of {', '.join(self.names)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexOptions:
+    """Where build requirements come from: find-links directories and an index URL."""
+
+    find_links: tuple[str, ...] = ()
+    index_url: str | None = None
+    no_index: bool = False
+
+    def arguments(self, extra_find_links: Iterable[str] = ()) -> list[str]:
+        """The installer's options (the index URL travels in the environment, see below)."""
+        arguments = []
+        for link in (*self.find_links, *extra_find_links):
+            arguments += ["--find-links", link]
+        if self.no_index:
+            arguments.append("--no-index")
+        return arguments
+
+    def environment(self) -> dict[str, str]:
+        """The index URL as pip and uv read it: kept off command lines other users can see."""
+        if self.index_url is None:
+            return {}
+        return {"UV_INDEX_URL": self.index_url, "PIP_INDEX_URL": self.index_url}
+
+    def describe(self) -> str:
+        """Where requirements come from, for the log (credentials redacted)."""
+        places = [f"find-links {link}" for link in self.find_links]
+        if self.no_index:
+            places.append("no index")
+        elif self.index_url:
+            places.append(f"index {redact(self.index_url)}")
+        return ", ".join(places) or "the default index"
+
+
+def base_interpreter() -> str:
+    """The interpreter build environments are made from: this one's base installation."""
+    return os.path.abspath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
 class BuildEnvironment:
     """An isolated virtual environment holding one package's build requirements."""
 
-    def __init__(self, path: str, index_args: Sequence[str] = ()) -> None:
+    def __init__(self, path: str, index: IndexOptions | None = None,
+                 log: BuildLog | None = None) -> None:
         self.path = path
-        self.index_args = tuple(index_args)
+        self.index = index or IndexOptions()
+        self.log = log
         self.uv = shutil.which("uv")
+        self.base = base_interpreter()
+        self.installed: list[Requirement] = []
         self._create()
 
     @property
     def python(self) -> str:
-        """The environment's interpreter."""
+        """The environment's interpreter (run only inside the sandbox)."""
         return os.path.join(self.path, "bin", "python")
 
     @property
@@ -35,40 +121,141 @@ class BuildEnvironment:
         """The environment's scripts directory, put first in the build's PATH."""
         return os.path.join(self.path, "bin")
 
+    @property
+    def site_packages(self) -> str:
+        """Where the environment's packages go (the layout of a venv of the base)."""
+        return sysconfig.get_path("purelib", "venv", vars={"base": self.path,
+                                                          "platbase": self.path})
+
     def hook_environment(self, base: Mapping[str, str]) -> dict[str, str]:
         """*base* with this environment's scripts directory first in ``PATH``."""
         return {**base, "PATH": os.pathsep.join([self.bin, base.get("PATH", os.defpath)])}
 
-    def install(self, requirements: Iterable[str], log_path: str | None = None) -> None:
-        """Install *requirements* (outside the sandbox: this step needs the index)."""
-        wanted = sorted(set(requirements))
-        if not wanted:
+    def install(self, requirements: Iterable[Requirement],
+                find_links: Iterable[str] = ()) -> None:
+        """Install *requirements* from wheels, outside the sandbox; raise MissingWheels.
+
+        *find_links*: more directories of wheels (those built for this run).
+        """
+        wanted = [*self.installed, *requirements]
+        if not as_arguments(wanted) or as_arguments(wanted) == as_arguments(self.installed):
             return
         if self.uv:
-            cmd = [self.uv, "pip", "install", "--python", self.python, *self.index_args,
-                   *wanted]
+            self._run_installer(self._uv_command(wanted, find_links), wanted)
         else:
-            cmd = [sys.executable, "-m", "pip", "--python", self.python, "install",
-                   "--disable-pip-version-check", "--no-input", *self.index_args, *wanted]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if log_path:
-            with open(log_path, "a") as stream:
-                stream.write(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise BuildEnvironmentError(
-                f"installing the build requirements {', '.join(wanted)} failed "
-                f"(is the index reachable? see --index-url/--find-links/--no-index):\n{tail}"
-            )
+            self._install_with_pip(wanted, find_links)
+        self.installed = wanted
+        self._point_scripts_here()
+
+    def _uv_command(self, wanted: list[Requirement], find_links: Iterable[str]) -> list[str]:
+        assert self.uv is not None
+        return [self.uv, "pip", "install", "--no-config", "--python", self.base, "--prefix",
+                self.path, "--only-binary", ":all:", *self.index.arguments(find_links), "--",
+                *as_arguments(wanted)]
+
+    def _install_with_pip(self, wanted: list[Requirement], find_links: Iterable[str]) -> None:
+        stage = tempfile.mkdtemp(prefix="pip-target-", dir=os.path.dirname(self.path))
+        try:
+            self._run_installer(
+                [sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+                 "--no-input", "--no-warn-script-location", "--target", stage,
+                 "--only-binary", ":all:", *self.index.arguments(find_links), "--",
+                 *as_arguments(wanted)], wanted)
+            self._replace_packages(stage)
+        finally:
+            trees.remove_tree(stage)
+
+    def _replace_packages(self, stage: str) -> None:
+        """Make the pip --target directory *stage* the environment's packages and scripts."""
+        site = self.site_packages
+        errors = trees.remove_tree(site)
+        if errors:
+            raise BuildEnvironmentError(f"cannot replace {site}: {errors[0]}")
+        scripts = os.path.join(stage, "bin")
+        if os.path.isdir(scripts) and not os.path.islink(scripts):
+            for name in os.listdir(scripts):
+                if name.startswith("python") or name.startswith("activate"):
+                    continue  # never a name of the venv's own files
+                os.replace(os.path.join(scripts, name), os.path.join(self.bin, name))
+            trees.remove_tree(scripts)
+        os.chmod(stage, 0o755)  # made by mkdtemp: the build's identity must read it
+        os.rename(stage, site)
+        os.mkdir(stage)  # removed by the caller
+
+    def _run_installer(self, cmd: list[str], wanted: list[Requirement]) -> None:
+        env = {**os.environ, **self.index.environment()}
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                              check=False, env=env, cwd=os.path.dirname(self.path),
+                              stdin=subprocess.DEVNULL)
+        output = redact(proc.stdout + proc.stderr)
+        if self.log is not None:
+            self.log.write(f"$ {' '.join(cmd)}\n(requirements from {self.index.describe()})\n"
+                           f"{output}")
+        if proc.returncode == 0:
+            return
+        missing = _missing_wheels(output, wanted)
+        if missing:
+            raise MissingWheels(missing, output)
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        raise BuildEnvironmentError(
+            f"installing the build requirements {', '.join(as_arguments(wanted))} failed "
+            f"(is the index reachable? see --index-url/--find-links/--no-index):\n{tail}")
+
+    def _point_scripts_here(self) -> None:
+        """Make the scripts the installer wrote start this environment's interpreter."""
+        base = os.path.realpath(self.base)
+        for name in os.listdir(self.bin):
+            _retarget_script(self.bin, name, base, self.python)
 
     def _create(self) -> None:
         try:
             if self.uv:
-                subprocess.run([self.uv, "venv", "--quiet", "--python", sys.executable,
-                                self.path], check=True, capture_output=True)
+                subprocess.run([self.uv, "venv", "--no-config", "--quiet", "--python",
+                                self.base, self.path], check=True, capture_output=True,
+                               cwd=os.path.dirname(self.path), stdin=subprocess.DEVNULL)
             else:
                 venv.EnvBuilder(with_pip=False, symlinks=True).create(self.path)
             os.chmod(self.path, 0o755)  # the build's identity must be able to enter it
+            os.makedirs(self.site_packages, exist_ok=True)
         except (OSError, subprocess.CalledProcessError) as error:
             raise BuildEnvironmentError(f"cannot create a build environment in {self.path}: "
-                                    f"{error}") from None
+                                        f"{error}") from None
+
+
+def _missing_wheels(output: str, wanted: list[Requirement]) -> list[str]:
+    """The projects the installer's failure says have no wheel (uv), or were not found (pip)."""
+    names = _UV_NEEDS_WHEEL.findall(output)
+    for text in _PIP_NOT_FOUND.findall(output):
+        try:
+            names.append(Requirement(text).name)
+        except InvalidRequirement:
+            continue
+    return list(dict.fromkeys(canonicalize_name(name) for name in names))
+
+
+def _retarget_script(directory: str, name: str, base: str, python: str) -> None:
+    """Rewrite the ``#!`` line of *name* from the base interpreter to *python*."""
+    path = os.path.join(directory, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return  # a symbolic link (the venv's interpreters) or gone
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SCRIPT:
+            return
+        data = stream.read(MAX_SCRIPT + 1)
+    first, newline, rest = data.partition(b"\n")
+    if not first.startswith(b"#!") or not newline:
+        return
+    interpreter, _, arguments = first[2:].strip().partition(b" ")
+    if os.path.realpath(os.fsdecode(interpreter)) != base:
+        return
+    line = f"#!{python}".encode() + (b" " + arguments if arguments else b"")
+    if len(line) > 127:  # the kernel's limit: start it through sh, as installers do
+        line = b"#!/bin/sh\n'''exec' " + os.fsencode(python) + b' "$0" "$@"\n' + b"' '''"
+    temporary = f"{path}.buildjail-{os.getpid()}"
+    with open(temporary, "xb") as out:
+        out.write(line + b"\n" + rest)
+        os.fchmod(out.fileno(), stat.S_IMODE(info.st_mode))
+    os.replace(temporary, path)

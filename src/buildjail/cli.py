@@ -65,7 +65,12 @@ def _add_run(run: argparse.ArgumentParser) -> None:
 def _add_build(build: argparse.ArgumentParser) -> None:
     build.add_argument("sources", nargs="+", metavar="SRC",
                        help="a source directory or an sdist (.tar.gz)")
-    build.add_argument("-o", "--outdir", default="dist", help="output directory (dist)")
+    build.add_argument("-o", "--outdir", default="dist",
+                       help="output directory (dist); read-only to the hooks when it lies in "
+                            "the source tree")
+    build.add_argument("--overwrite", action="store_true",
+                       help="replace files already in the output directory (never one this "
+                            "run made)")
     build.add_argument("-s", "--sdist", action="store_true", help="build an sdist")
     build.add_argument("-w", "--wheel", action="store_true", help="build a wheel")
     build.add_argument("-C", "--config-setting", metavar="KEY[=VALUE]", action="append",
@@ -80,6 +85,9 @@ def _add_build(build: argparse.ArgumentParser) -> None:
                        help="look for build requirements in DIR")
     build.add_argument("--index-url", metavar="URL", help="package index for requirements")
     build.add_argument("--no-index", action="store_true", help="do not use a package index")
+    build.add_argument("--only-binary-build-deps", action="store_true",
+                       help="refuse build requirements that have no wheel, instead of "
+                            "building their wheels in the sandbox")
     build.add_argument("--logs", metavar="DIR", help="keep each package's build log in DIR")
 
 

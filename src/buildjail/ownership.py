@@ -1,78 +1,199 @@
 """Lend writable trees to an ephemeral identity and hand them back to the caller afterwards.
 
-Both walks run as root, outside the sandbox, after every process of the sandbox is dead.
-They never follow symlinks, never recurse (a build can nest directories thousands deep),
-and never give away a file that has other hard links: its other names could lie outside
-the writable tree, and owning it would let the build write there.
+Both walks run outside the sandbox, after every process of the sandbox is dead, by
+descriptors (:mod:`buildjail.trees`): any depth, never following a symbolic link. They never
+give away a file that has other hard links: its other names could lie outside the writable
+tree, and owning it would let the build write there.
+
+What the build leaves is hostile input. The hand-back restores what the caller had for
+every entry that existed before (owner, mode, access-control lists); what the build made
+goes to the caller with a normalised mode (no set-id, sticky, group- or other-write bits),
+without ACLs or file capabilities. When some entries cannot be handed back, the writable
+tree holding them is made unreachable (mode 000) so that the ephemeral uid, which is then
+free for other builds, cannot reach them; only if that fails too is the uid quarantined.
+
+As non-root there is no ephemeral uid, but a build could still leave a set-id file (as the
+caller) or a file others may write: :func:`normalize_changed` normalises every entry
+changed during the run the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable
 
-Owners = dict[tuple[int, int], tuple[int, int]]
+from . import trees
+
+SENSITIVE_XATTRS = ("system.posix_acl_access", "system.posix_acl_default",
+                    "security.capability")
+"""Extended attributes that grant access or privilege: ACLs and file capabilities."""
+SAFE_MODE = 0o755
+"""The permission bits a handed-back entry the build made may keep."""
+CTIME_SLACK_NS = 100_000_000
+"""How far before the run an entry's change time may lie and still count as the run's."""
+
+_CLOCK_REALTIME_COARSE = 5
+"""The clock file times come from (``<linux/time.h>``; the time module does not name it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Original:
+    """What an entry was before the build: owner, permission bits, ACLs and capabilities."""
+
+    uid: int
+    gid: int
+    mode: int
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+
+
+Owners = dict[tuple[int, int], Original]
 
 
 class HandBackIncomplete(OSError):  # noqa: N818 - an OSError, named for what happened
     """Some entries could not be handed back; they may still belong to the ephemeral uid."""
 
+    def __init__(self, errors: list[str], unreachable: list[str], contained: bool) -> None:
+        self.errors = errors
+        self.unreachable = unreachable
+        """The writable trees made unreachable (mode 000) because of the failures."""
+        self.contained = contained
+        """Whether every tree holding a failure was made unreachable."""
+        super().__init__(0, f"{len(errors)} entries not handed back, e.g. {errors[0]}")
+
 
 def lend(paths: Iterable[str], uid: int, gid: int) -> Owners:
-    """Give every entry under *paths* to ``uid:gid``; return the original owners."""
+    """Give every entry under *paths* to ``uid:gid``; return what each entry was."""
     owners: Owners = {}
-    for entry, info in _walk(paths, errors=[]):
-        key = (info.st_dev, info.st_ino)
-        if key in owners:
-            continue  # seen through an outer writable path already
-        owners[key] = (info.st_uid, info.st_gid)
+    errors: list[str] = []
+    for entry in trees.walk_all(paths, errors):
+        info = entry.info
+        owners[entry.key] = Original(info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode),
+                                     _sensitive_xattrs(entry))
         shared = not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1
         if not shared and (info.st_uid, info.st_gid) != (uid, gid):
-            os.lchown(entry, uid, gid)
+            os.chown(entry.name, uid, gid, dir_fd=entry.dir_fd, follow_symlinks=False)
+    if errors:
+        raise OSError(errno.EIO, f"cannot lend the writable trees: {errors[0]}")
     return owners
 
 
 def hand_back(paths: Iterable[str], owners: Owners, borrower: int, uid: int, gid: int) -> None:
-    """Restore the original owners and give what *borrower* created to ``uid:gid``.
+    """Restore what existed and give what *borrower* created to ``uid:gid``, normalised.
 
-    Strips setuid and setgid bits from regular files. Raises HandBackIncomplete, after
-    trying every entry, when some could not be changed.
+    Raises HandBackIncomplete, after trying every entry, when some could not be changed;
+    the trees holding them are then made unreachable (see the module's docstring).
     """
     errors: list[str] = []
-    for entry, info in _walk(paths, errors):
-        original = owners.get((info.st_dev, info.st_ino))
-        if original is None and borrower not in (info.st_uid, info.st_gid):
-            continue
-        target = original or (uid, gid)
-        try:
-            if (info.st_uid, info.st_gid) != target:
-                os.lchown(entry, *target)
-            if stat.S_ISREG(info.st_mode) and info.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                os.chmod(entry, stat.S_IMODE(info.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
-        except OSError as error:
-            errors.append(f"{entry}: {error.strerror}")
-    if errors:
-        raise HandBackIncomplete(0, f"{len(errors)} entries not handed back, e.g. {errors[0]}")
-
-
-def _walk(paths: Iterable[str], errors: list[str]) -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry under *paths* (roots included), depth-first, without recursion."""
-    pending: list[tuple[str, int | None]] = [(path, None) for path in reversed(list(paths))]
-    while pending:
-        path, device = pending.pop()
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        except OSError as error:
-            errors.append(f"{path}: {error.strerror}")
-            continue
-        yield path, info
-        if stat.S_ISDIR(info.st_mode) and device in (None, info.st_dev):
-            try:
-                names = os.listdir(path)
-            except OSError as error:
-                errors.append(f"{path}: {error.strerror}")
+    failed_roots: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for root in paths:
+        before = len(errors)
+        for entry in trees.walk(root, errors):
+            if entry.key in seen:
                 continue
-            pending.extend((os.path.join(path, name), info.st_dev) for name in names)
+            seen.add(entry.key)
+            original = owners.get(entry.key)
+            info = entry.info
+            if original is None and borrower not in (info.st_uid, info.st_gid):
+                continue
+            wanted = original or Original(uid, gid, stat.S_IMODE(info.st_mode) & SAFE_MODE)
+            try:
+                _restore(entry, wanted)
+            except OSError as error:
+                errors.append(f"{entry.path}: {error.strerror}")
+        if len(errors) > before:
+            failed_roots.append(root)
+    if errors:
+        unreachable = [root for root in failed_roots if _make_unreachable(root)]
+        raise HandBackIncomplete(errors, unreachable, len(unreachable) == len(failed_roots))
+
+
+def changed_since() -> int:
+    """A time (ns) before anything a run starts now could change: pass to normalize_changed."""
+    return time.clock_gettime_ns(_CLOCK_REALTIME_COARSE) - CTIME_SLACK_NS
+
+
+def normalize_changed(paths: Iterable[str], since_ns: int) -> None:
+    """Normalise every entry under *paths* changed after *since_ns* (the non-root hand-back).
+
+    Strips set-id, sticky, group- and other-write bits, ACLs and file capabilities from the
+    caller's entries (only their owner, the caller, can have changed their modes); raises
+    HandBackIncomplete when some entries could not be changed.
+    """
+    errors: list[str] = []
+    uid = os.geteuid()
+    # Directories the caller cannot read are skipped: the build (as the caller) could not
+    # have made anything there either.
+    for entry in trees.walk_all(paths, []):
+        info = entry.info
+        if stat.S_ISLNK(info.st_mode) or info.st_ctime_ns < since_ns or info.st_uid != uid:
+            continue
+        try:
+            _restore(entry, Original(info.st_uid, info.st_gid,
+                                     stat.S_IMODE(info.st_mode) & SAFE_MODE))
+        except OSError as error:
+            errors.append(f"{entry.path}: {error.strerror}")
+    if errors:
+        raise HandBackIncomplete(errors, [], contained=True)
+
+
+def _restore(entry: trees.Entry, wanted: Original) -> None:
+    """Give *entry* the owner, mode and sensitive xattrs of *wanted* (the owner first)."""
+    info = entry.info
+    if (info.st_uid, info.st_gid) != (wanted.uid, wanted.gid):
+        os.chown(entry.name, wanted.uid, wanted.gid, dir_fd=entry.dir_fd,
+                 follow_symlinks=False)
+    if stat.S_ISLNK(info.st_mode):
+        return
+    # chown clears set-id bits of a file: compare with what is there now.
+    mode = stat.S_IMODE(os.stat(entry.name, dir_fd=entry.dir_fd,
+                                follow_symlinks=False).st_mode)
+    if mode != wanted.mode:
+        os.chmod(entry.name, wanted.mode, dir_fd=entry.dir_fd)  # not a link (lstat above)
+    current = dict(_sensitive_xattrs(entry))
+    target = dict(wanted.xattrs)
+    for name in current.keys() - target.keys():
+        os.removexattr(entry.proc_path, name, follow_symlinks=False)
+    for name, value in target.items():
+        if current.get(name) != value:
+            os.setxattr(entry.proc_path, name, value, follow_symlinks=False)
+
+
+def _sensitive_xattrs(entry: trees.Entry) -> tuple[tuple[str, bytes], ...]:
+    """The ACLs and capabilities of *entry*, by name and value (none for links)."""
+    if stat.S_ISLNK(entry.info.st_mode):
+        return ()
+    try:
+        names = os.listxattr(entry.proc_path, follow_symlinks=False)
+    except OSError as error:
+        if error.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return ()
+        raise
+    found = []
+    for name in names:
+        if name in SENSITIVE_XATTRS:
+            try:
+                found.append((name, os.getxattr(entry.proc_path, name, follow_symlinks=False)))
+            except OSError as error:
+                if error.errno != errno.ENODATA:
+                    raise
+    return tuple(found)
+
+
+def _make_unreachable(root: str) -> bool:
+    """Close *root* to everyone but root (mode 000); say whether that worked."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        os.fchmod(fd, 0)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True

@@ -1,4 +1,9 @@
-"""A ``pyproject_hooks`` runner that runs every build-backend hook inside the sandbox."""
+"""A ``pyproject_hooks`` runner that runs every build-backend hook inside the sandbox.
+
+Everything a hook returns or leaves behind is hostile input: its output reaches the log
+through a pipe (never the log file itself), ``output.json`` must be a small regular file,
+the checkout's VCS metadata is read-only and a hook may create none (:mod:`.checkout`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from . import checkout, trees
 from .errors import BuildjailError
+from .logs import HookOutput
 from .policy import Policy
 from .result import RunResult
 from .sandbox import Sandbox
@@ -19,7 +26,8 @@ Runner = Callable[[Sequence[str], "str | None", "Mapping[str, str] | None"], Non
 
 _OUTPUT_KWARGS = ("wheel_directory", "sdist_directory", "metadata_directory")
 LOG_TAIL_LINES = 40
-MAX_OUTPUT_JSON = 16 << 20
+MAX_OUTPUT_JSON = 1 << 20
+"""The largest ``output.json`` pyproject_hooks may read (a hook's return value)."""
 
 
 class HookFailed(subprocess.CalledProcessError):
@@ -54,56 +62,85 @@ class SandboxedHookRunner:
         readonly: Iterable[str | os.PathLike[str]] = (),
         env: Mapping[str, str] | None = None,
         output: int | None = None,
+        refuse_escaping: bool = False,
     ) -> None:
-        """*output*: a file descriptor for the hooks' output, instead of *log_path*."""
+        """*output*: a file descriptor for the hooks' output, instead of *log_path*.
+
+        With *refuse_escaping*, symbolic links leading out of the hook's writable
+        directories and special files are removed after each hook, which then fails: for
+        callers whose own code goes on to use those directories (fromager).
+        """
         self.sandbox = Sandbox(policy, backend=backend)
         self.log_path = os.fspath(log_path) if log_path is not None else None
         self.output = output
         self.writable = tuple(os.fspath(path) for path in writable)
         self.readonly = tuple(os.fspath(path) for path in readonly)
         self.env = env
+        self.refuse_escaping = refuse_escaping
         self.results: list[tuple[str, RunResult]] = []
 
     def __call__(self, cmd: Sequence[str], cwd: str | None = None,
                  extra_environ: Mapping[str, str] | None = None) -> None:
-        """Run one hook: the source tree, the control and output directories are writable."""
+        """Run one hook: the source tree, the control and output directories are writable.
+
+        The tree's VCS metadata stays read-only, and VCS metadata the hook created is
+        removed and refused.
+        """
         cwd = os.path.abspath(cwd or os.getcwd())
         env = dict(os.environ if self.env is None else self.env)
         env.update(extra_environ or {})
         control = os.path.abspath(cmd[-1])
         writable = [cwd, control, *_output_directories(control), *self.writable]
+        metadata = checkout.vcs_metadata(cwd)
         readonly = [*interpreter_prefixes(cmd[0]), os.path.dirname(os.path.abspath(cmd[1])),
-                    *self.readonly]
-        result = self._run(cmd, cwd, env, writable, readonly)
+                    *self.readonly, *(path for path in metadata
+                                      if len(path) < checkout.MAX_BOUND_PATH)]
+        result, tail = self._run(cmd, cwd, env, writable, readonly)
         self.results.append((hook_name(cmd), result))
+        if self.refuse_escaping:
+            refused = trees.refuse_escaping(writable)
+            if refused:
+                raise HookOutputRefusedError(
+                    f"the build hook {hook_name(cmd)} left what code outside the sandbox "
+                    f"must not follow (removed): {'; '.join(refused[:3])}")
+        created = checkout.refuse_new_vcs_metadata(cwd, metadata)
+        if created:
+            raise HookOutputRefusedError(
+                f"the build hook {hook_name(cmd)} created version control metadata, which "
+                f"the user's tools would trust (removed): {'; '.join(created[:3])}")
         if result.exit_code != 0:
-            raise HookFailed(cmd, result, self.log_path, self._log_tail())
+            raise HookFailed(cmd, result, self.log_path, tail)
         _check_output_json(control)
 
     def _run(self, cmd: Sequence[str], cwd: str, env: dict[str, str], writable: list[str],
-             readonly: list[str]) -> RunResult:
+             readonly: list[str]) -> tuple[RunResult, str]:
+        """Run the hook with its output piped into the log; return the result and its tail."""
         # A hook never reads the caller's terminal: stdin is /dev/null.
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        log = None if self.log_path is None or self.output is not None else os.open(
-            self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        output = self.output if self.output is not None else log
+        log = None if self.output is not None else _open_log(self.log_path)
+        target = self.output if self.output is not None else log
         try:
-            return self.sandbox.run(cmd, cwd=cwd, env=env, writable=writable,
-                                    readonly=readonly, stdin=null, stdout=output, stderr=output)
+            if target is None:
+                result = self.sandbox.run(cmd, cwd=cwd, env=env, writable=writable,
+                                          readonly=readonly, stdin=null)
+                return result, ""
+            with HookOutput(target) as output:
+                result = self.sandbox.run(cmd, cwd=cwd, env=env, writable=writable,
+                                          readonly=readonly, stdin=null,
+                                          stdout=output.write_fd, stderr=output.write_fd)
+            return result, output.tail(LOG_TAIL_LINES)
         finally:
             os.close(null)
             if log is not None:
                 os.close(log)
 
-    def _log_tail(self) -> str:
-        if self.log_path is None:
-            return ""
-        try:
-            with open(self.log_path, "rb") as stream:
-                lines = stream.read().decode(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-LOG_TAIL_LINES:])
+
+def _open_log(path: str | None) -> int | None:
+    """Open the log a library caller named: appended to, never through a symbolic link."""
+    if path is None:
+        return None
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   0o600)
 
 
 class HookOutputRefusedError(BuildjailError):

@@ -86,6 +86,8 @@ class Policy:
     masked: tuple[str, ...] = ()
     env_keep: tuple[str, ...] = ("*",)
     env_delete: tuple[str, ...] = ()
+    env_redact: bool = False
+    """Whether credentials in URLs inside kept environment values are redacted."""
     limits: Limits = dataclasses.field(default_factory=Limits)
     hostname: str = "localhost"
 
@@ -184,6 +186,7 @@ def _full() -> Policy:
         masked=MASKED_DEFAULT,
         env_keep=ENV_KEEP_DEFAULT,
         env_delete=ENV_DELETE_DEFAULT,
+        env_redact=True,
         limits=Limits(wall_time=6 * 3600, processes=_default_processes(), file_size=64 << 30,
                       memory=_default_memory(), open_files=OPEN_FILES_DEFAULT),
     )
@@ -214,7 +217,7 @@ def _default_memory() -> int | None:
 
 _SECTIONS: dict[str, set[str]] = {
     "filesystem": {"readonly", "writable", "masked"},
-    "environment": {"keep", "delete"},
+    "environment": {"keep", "delete", "redact"},
     "limits": {"wall_time", "memory", "processes", "file_size", "open_files", "cpu_time",
                "disk", "disk_inodes"},
     "isolation": {
@@ -242,6 +245,10 @@ def _policy_from_mapping(data: Mapping[str, Any], source: str) -> Policy:
         raise PolicyError(f"{source}: cgroup_limits must be true, false or \"auto\"")
     if "namespaces" in isolation:
         isolation["namespaces"] = frozenset(_strings(isolation["namespaces"], source))
+    if "redact" in env:
+        if not isinstance(env["redact"], bool):
+            raise PolicyError(f"{source}: [environment] redact must be true or false")
+        isolation["env_redact"] = env["redact"]
     policy = dataclasses.replace(base, name=str(data.get("name", source)), **isolation)
     policy = policy.with_paths(
         readonly=_strings(files.get("readonly", []), source),

@@ -389,6 +389,7 @@ def _supervise(
 def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]:
     who = run.plan.identity
     owners = ownership.lend(run.writable, who.uid, who.gid) if run.lease else None
+    started = ownership.changed_since()
     try:
         limits = run.request.policy.limits
         disk = DiskWatch(run.writable, limits.disk, limits.disk_inodes) if run.writable else None
@@ -403,17 +404,45 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, An
                     run.cgroup.remove()
     finally:
         if owners is not None:
-            try:
-                ownership.hand_back(run.writable, owners, who.uid, os.getuid(), os.getgid())
-            except ownership.HandBackIncomplete as error:
-                identity.quarantine(who.uid)
-                raise SandboxSetupError(
-                    f"files the build made could not all be handed back ({error.strerror}); "
-                    f"uid {who.uid} is quarantined and will not be used again",
-                    f"fix the ownership under {', '.join(run.writable)} by hand "
-                    f"(find -uid {who.uid}), then remove the line from "
-                    f"{identity.LOCK_DIR}/{identity.QUARANTINE_FILE}",
-                ) from None
+            _hand_back(run, owners)
+        elif run.writable:
+            _normalize(run, started)
+
+
+def _hand_back(run: _Run, owners: ownership.Owners) -> None:
+    """Give the writable trees back; contain what could not be (see ownership)."""
+    who = run.plan.identity
+    try:
+        ownership.hand_back(run.writable, owners, who.uid, os.getuid(), os.getgid())
+    except ownership.HandBackIncomplete as error:
+        if not error.contained:
+            identity.quarantine(who.uid)
+            raise SandboxSetupError(
+                f"files the build made could not all be handed back ({error.strerror}); "
+                f"uid {who.uid} is quarantined and will not be used again",
+                f"fix the ownership under {', '.join(run.writable)} by hand "
+                f"(find -uid {who.uid}), then remove the line from "
+                f"{identity.LOCK_DIR}/{identity.QUARANTINE_FILE}",
+            ) from None
+        raise SandboxSetupError(
+            f"files the build made could not all be handed back ({error.strerror}); "
+            f"{', '.join(error.unreachable)} made unreachable (mode 000), so uid {who.uid} "
+            "is free again",
+            f"remove what is left under {', '.join(error.unreachable)} "
+            f"(find -uid {who.uid}), then restore the mode",
+        ) from None
+
+
+def _normalize(run: _Run, started: int) -> None:
+    """As non-root: normalise what the run changed (no set-id files left as the caller)."""
+    try:
+        ownership.normalize_changed(run.writable, started)
+    except ownership.HandBackIncomplete as error:
+        raise SandboxSetupError(
+            f"the modes of files the build made could not all be normalised "
+            f"({error.strerror})",
+            f"check the modes under {', '.join(run.writable)} (find -perm /6022)",
+        ) from None
 
 
 def _start_and_watch(run: _Run, report_fd: int, lifeline: int,

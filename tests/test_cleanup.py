@@ -147,15 +147,27 @@ def test_fifty_concurrent_sandboxes_leave_nothing(host_before: HostState, shared
     writable = _writable_dirs(shared_dir, 50)
 
     def run(path: Path) -> tuple[int, int | None, str]:
+        # Each waits (up to a minute) until all 50 run at once: only sandboxes alive at the
+        # same time must have distinct identities (a finished one's uid is free again).
+        script = (f"id -u; echo made > {path}/made; n=0; while [ ! -e {path}/go ] && "
+                  "[ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done")
         with tempfile.TemporaryFile() as output:
             result = Sandbox("full", backend=sandbox_backend).run(
-                ["/bin/sh", "-c", f"id -u; echo made > {path}/made; sleep 0.5"],
-                cwd="/", writable=[path], stdout=output.fileno())
+                ["/bin/sh", "-c", script], cwd="/", writable=[path], stdout=output.fileno())
             output.seek(0)
             return result.exit_code, result.uid, output.read().decode()
 
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
-        outcomes = list(pool.map(run, writable))
+        futures = [pool.submit(run, path) for path in writable]
+        deadline = time.monotonic() + 60
+        while not all((path / "made").exists() for path in writable):
+            ended = [future.result() for future in futures if future.done()]
+            assert not ended, f"sandboxes ended before all 50 ran: {ended}"
+            assert time.monotonic() < deadline, "the 50 sandboxes never all ran at once"
+            time.sleep(0.05)
+        for path in writable:
+            (path / "go").touch()
+        outcomes = [future.result() for future in futures]
 
     assert [code for code, _, _ in outcomes] == [0] * 50
     uids = [uid for _, uid, _ in outcomes]
@@ -376,3 +388,20 @@ def test_seccomp_filtered_parent_is_a_setup_error(host_before: HostState,
     assert "seccomp" in result["fix"]
     _assert_setup_failure(proc, "namespaces")
     assert_no_leftovers(host_before)
+
+
+def test_a_caller_with_thousands_of_descriptors_hands_on_high_numbers(
+        sandbox_backend: str) -> None:
+    """fromager-sized callers lend descriptors above the sandbox's RLIMIT_NOFILE (1024):
+    the init moves them down, or posix_spawn refuses them (EBADF) and the run fails."""
+    filler = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(1500)]
+    try:
+        with tempfile.TemporaryFile() as output:
+            assert output.fileno() > 1024
+            result = Sandbox("full", backend=sandbox_backend).run(
+                ["/bin/echo", "handed on"], cwd="/", stdout=output.fileno())
+            output.seek(0)
+            assert (result.exit_code, output.read()) == (0, b"handed on\n"), result
+    finally:
+        for fd in filler:
+            os.close(fd)

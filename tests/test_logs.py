@@ -92,7 +92,7 @@ def test_control_a_hook_given_the_log_as_its_output_reads_the_credentials_back(
         f"os.write(log, b'$ uv pip install --index-url https://user:{token}@host/simple\\n')\n"
         "reader = ('import os; data = open(\"/proc/self/fd/1\", \"rb\").read(); '\n"
         "          f'open(\"{sys.argv[2]}/seen\", \"wb\").write(data)')\n"
-        f"Sandbox('full', backend={sandbox_backend!r}).run([sys.executable, '-c', reader], "
+        f"Sandbox('full', backend={sandbox_backend!r}).run(['/usr/bin/python3.11', '-c', reader], "
         "cwd='/', writable=[sys.argv[2]], stdout=log, stderr=log)\n")
     done = identity.run([identity.python, "-c", script, str(shared_dir / "old.log"), str(seen)])
     assert done.returncode == 0, done.stderr

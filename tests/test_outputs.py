@@ -48,7 +48,8 @@ def test_a_build_cannot_publish_another_projects_wheel(
     out, report = shared_dir / "out", shared_dir / "report.json"
     identity.own(shared_dir)
     proc = identity.buildjail(str(victim), str(attacker), "--wheel", "-o", str(out),
-                              "--report", str(report), backend=sandbox_backend)
+                              "--report", str(report), "--readonly", str(impostor.parent),
+                              backend=sandbox_backend)  # shown: the hook fetches it there
     assert proc.returncode == 1
     assert ("evilpkg: checking the wheel failed: victim-1.0-py3-none-any.whl is a wheel of "
             "'victim', but 'evilpkg' is being built") in proc.stderr, proc.stderr
@@ -63,23 +64,26 @@ def test_a_build_cannot_publish_another_projects_wheel(
 def test_outputs_that_collide_are_never_replaced(
         identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
     first = make_project(shared_dir / "one" / "victim", "victim")
+    impostor = _impostor(shared_dir)
     second = make_project(shared_dir / "two" / "victim", "victim",
-                          attack={"wheel_file": str(_impostor(shared_dir))})
+                          attack={"wheel_file": str(impostor)})
+    shown = ("--readonly", str(impostor.parent))  # where the hook fetches it
     out = shared_dir / "out"
     identity.own(shared_dir)
     proc = identity.buildjail(str(first), str(second), "--wheel", "-o", str(out),
-                              "--overwrite", backend=sandbox_backend)
+                              "--overwrite", *shown, backend=sandbox_backend)
     assert proc.returncode == 1
     assert ("victim-1.0-py3-none-any.whl was already published by this run: an output of "
             "another build has the same name (not replaced)") in proc.stderr, proc.stderr
     assert b"EVIL" not in (out / "victim-1.0-py3-none-any.whl").read_bytes()
     # A file from before the run stays too, unless --overwrite says to replace it.
     before = _sha(out / "victim-1.0-py3-none-any.whl")
-    proc = identity.buildjail(str(second), "--wheel", "-o", str(out), backend=sandbox_backend)
+    proc = identity.buildjail(str(second), "--wheel", "-o", str(out), *shown,
+                              backend=sandbox_backend)
     assert proc.returncode == 1
     assert f"{out}/victim-1.0-py3-none-any.whl already exists (not replaced" in proc.stderr
     assert _sha(out / "victim-1.0-py3-none-any.whl") == before
-    proc = identity.buildjail(str(second), "--wheel", "-o", str(out), "--overwrite",
+    proc = identity.buildjail(str(second), "--wheel", "-o", str(out), "--overwrite", *shown,
                               backend=sandbox_backend)
     assert proc.returncode == 0, proc.stderr
     assert b"EVIL = 1" in (out / "victim-1.0-py3-none-any.whl").read_bytes()
@@ -187,7 +191,7 @@ def test_a_wheel_whose_metadata_inflates_to_1_gib_is_refused_in_bounded_memory(
     identity.own(shared_dir)
     code, peak, stderr = peak_rss(identity, [
         identity.python, "-m", "buildjail", "build", "--backend", sandbox_backend, str(project),
-        "--wheel", "-o", str(out)])
+        "--wheel", "-o", str(out), "--readonly", str(metadata_bomb.parent)])
     assert code == 1, stderr
     assert ("perimeter: checking the wheel failed: member 'perimeter-1.0.dist-info/METADATA': "
             "inflates to more than") in stderr, stderr

@@ -37,6 +37,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 def _options(args: argparse.Namespace) -> BuildOptions:
     policy = Policy.from_toml(args.policy) if args.policy else Policy.profile(args.profile)
+    policy = policy.with_paths(readonly=[os.path.abspath(path) for path in args.readonly])
     explicit = args.sdist or args.wheel
     index = IndexOptions(find_links=tuple(os.path.abspath(link) for link in args.find_links),
                          index_url=args.index_url, no_index=args.no_index)

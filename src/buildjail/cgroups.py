@@ -85,7 +85,7 @@ def create(name: str, memory: int | None, processes: int | None,
     if os.path.exists(os.path.join(ROOT, "cgroup.controllers")):
         cgroup = _create_v2(name, memory, processes)
     else:
-        cgroup = _create_v1(name, memory, processes)
+        cgroup = _create_v1(name, memory, processes, count_cpu=cpu_time is not None)
     if cgroup is not None:
         cgroup.cpu_limit = cpu_time
     return cgroup
@@ -112,7 +112,10 @@ def _create_v2(name: str, memory: int | None, processes: int | None) -> Cgroup |
     return Cgroup({"memory": path, "pids": path, "cpu": path}, 2)
 
 
-def _create_v1(name: str, memory: int | None, processes: int | None) -> Cgroup | None:
+def _create_v1(name: str, memory: int | None, processes: int | None, *,
+               count_cpu: bool) -> Cgroup | None:
+    """One cgroup per controller; cpuacct only when CPU time is limited (on v1 every
+    hierarchy a process joins or leaves costs a synchronisation of all CPUs)."""
     paths = {}
     for controller in ("memory", "pids"):
         mount = os.path.join(ROOT, controller)
@@ -120,7 +123,7 @@ def _create_v1(name: str, memory: int | None, processes: int | None) -> Cgroup |
             return None
         paths[controller] = os.path.join(mount, _own_path(controller, mount).lstrip("/"), name)
     accounting = os.path.join(ROOT, "cpuacct")
-    if os.path.isfile(os.path.join(accounting, "cpuacct.usage")):
+    if count_cpu and os.path.isfile(os.path.join(accounting, "cpuacct.usage")):
         with contextlib.suppress(OSError):
             paths["cpu"] = os.path.join(accounting, _own_path("cpuacct", accounting).lstrip("/"),
                                         name)

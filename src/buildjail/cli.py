@@ -89,6 +89,8 @@ def _add_build(build: argparse.ArgumentParser) -> None:
                        help="refuse build requirements that have no wheel, instead of "
                             "building their wheels in the sandbox")
     build.add_argument("--logs", metavar="DIR", help="keep each package's build log in DIR")
+    build.add_argument("--readonly", metavar="PATH", action="append", default=[],
+                       help="show PATH read-only to every hook, e.g. a toolchain (repeatable)")
 
 
 def _add_backend(parser: argparse.ArgumentParser) -> None:

@@ -86,7 +86,13 @@ def netlink_socket_memory() -> int:
 
 
 def inet_socket_memory() -> int:
-    """Bytes in the send and receive queues of TCP and UDP sockets (/proc/net tables)."""
+    """Bytes in the send and receive queues of TCP and UDP sockets (/proc/net tables).
+
+    Those tables are walked over every namespace's sockets, the host's too (milliseconds on
+    a busy host): read only when this namespace's counters say it has inet sockets at all.
+    """
+    if not _has_inet_sockets():
+        return 0
     total = 0
     for table in _INET_TABLES:
         with contextlib.suppress(OSError), open(table) as stream:
@@ -98,6 +104,19 @@ def inet_socket_memory() -> int:
                     with contextlib.suppress(ValueError):
                         total += int(tx, 16) + int(rx, 16)
     return total
+
+
+def _has_inet_sockets() -> bool:
+    for path in ("/proc/net/sockstat", "/proc/net/sockstat6"):
+        with contextlib.suppress(OSError), open(path) as stream:
+            for line in stream:
+                protocol, _, counts = line.partition(":")
+                if protocol in ("TCP", "UDP", "TCP6", "UDP6", "UDPLITE", "UDPLITE6"):
+                    words = counts.split()
+                    pairs = dict(zip(words[::2], words[1::2], strict=False))
+                    if any(pairs.get(key, "0") != "0" for key in ("inuse", "orphan", "tw")):
+                        return True
+    return False
 
 
 def unix_socket_memory() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import json
 import math
 import os
@@ -28,6 +29,8 @@ from ..limits import Limits
 
 EXIT_SETUP = 125
 _MONITOR_TICK = 0.05
+_BESIDE_A_CGROUP_TICK = 0.25
+"""Where a cgroup counts memory, the monitor only adds socket buffers: it looks less often."""
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT,
                   signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1)
 
@@ -83,6 +86,7 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
     try:
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
         k.close_fds_except((report_fd, status_fd, *stdio_fds(plan), *_lent_fds(plan)))
+        plan = with_low_descriptors(plan)
         k.scrub_process_memory(b"buildjail-init")
         _enter_namespaces(plan)
         wakeup = _watch_children()
@@ -106,6 +110,51 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
         report_error(report_fd, f"{stage}: {error!r}")
         os._exit(EXIT_SETUP)
     os._exit(0)
+
+
+FD_OPTIONS = frozenset({"--json-status-fd", "--seccomp", "--file", "--ro-bind-data",
+                        "--bind-data", "--info-fd", "--sync-fd", "--block-fd"})
+"""bubblewrap's options whose value is a descriptor number."""
+
+
+def with_low_descriptors(plan: InitPlan) -> InitPlan:
+    """The plan with every descriptor it hands on moved below any RLIMIT_NOFILE.
+
+    A caller with thousands of descriptors open (fromager, 50 runs at once) lends numbers
+    like 1810; once the init lowers RLIMIT_NOFILE to the policy's 1024, posix_spawn refuses
+    such numbers (EBADF), and the command could not use them either.
+    """
+    used = [*stdio_fds(plan), *plan.spawn_fds,
+            *(fd for fd in (plan.wrapper_status_fd, plan.cgroup_usage_fd) if fd is not None)]
+    moved: dict[int, int] = {}
+    for fd in sorted(set(used)):
+        if fd >= _LOW_DESCRIPTORS:
+            low = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            if low >= _LOW_DESCRIPTORS:
+                raise OSError(errno.EMFILE, "no descriptor below 256 is free to hand on")
+            os.close(fd)
+            moved[fd] = low
+    if not moved:
+        return plan
+
+    def new(fd: int) -> int:
+        return moved.get(fd, fd)
+
+    def maybe(fd: int | None) -> int | None:
+        return None if fd is None else new(fd)
+
+    argv = list(plan.argv)
+    for index in range(1, len(argv)):
+        if argv[index - 1] in FD_OPTIONS and argv[index].isdigit():
+            argv[index] = str(new(int(argv[index])))
+    stdin, stdout, stderr = (maybe(fd) for fd in plan.stdio)
+    return dataclasses.replace(
+        plan, stdio=(stdin, stdout, stderr), spawn_fds=tuple(new(fd) for fd in plan.spawn_fds),
+        argv=tuple(argv), wrapper_status_fd=maybe(plan.wrapper_status_fd),
+        cgroup_usage_fd=maybe(plan.cgroup_usage_fd))
+
+
+_LOW_DESCRIPTORS = 256
 
 
 def _confine(plan: InitPlan) -> None:
@@ -247,7 +296,8 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
     poller.register(wakeup, select.POLLIN)
     if wrapper.fd is not None:
         poller.register(wrapper.fd, select.POLLIN)
-    timeout = int(_MONITOR_TICK * 1000) if plan.monitor else None
+    tick = _BESIDE_A_CGROUP_TICK if plan.cgroup_enforced else _MONITOR_TICK
+    timeout = int(tick * 1000) if plan.monitor else None
     scratch = plan.mounts.scratch_paths() if plan.mounts else ()
     wrapped = plan.monitor and plan.wrapper_status_fd is not None
     host_devices = _devices(("/", *SCRATCH_TMPFS, plan.identity.home)) if wrapped else set()

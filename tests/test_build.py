@@ -317,6 +317,33 @@ def test_a_non_root_user_builds_in_a_user_namespace(shared_dir: Path, nonroot_si
     assert {p.stat().st_uid for p in out.iterdir()} == {4242}
 
 
+def test_a_hook_failing_on_a_hidden_tool_names_the_flag_that_fixes_it(
+        identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
+    """A tool on the caller's PATH outside the view: the hint's --readonly makes it build."""
+    tools = shared_dir / "toolchain" / "bin"
+    tools.mkdir(parents=True)
+    (tools / "bj-tool").write_text("#!/bin/sh\necho the tool ran\n")
+    (tools / "bj-tool").chmod(0o755)
+    project = make_project(shared_dir / "needstool", "needstool",
+                           attack={"hooks": {"build_wheel": {"tool": "bj-tool"}}})
+    identity.own(shared_dir)
+    env = {"PATH": f"{tools}:{identity.environment()['PATH']}"}
+    common = [str(project), "--wheel", "--logs", str(shared_dir / "logs")]
+    failing = identity.buildjail(*common, "-o", str(shared_dir / "out1"),
+                                 backend=sandbox_backend, env=env)
+    assert failing.returncode == 1, failing.stderr
+    hint = [line for line in failing.stderr.splitlines() if line.startswith("hint: ")]
+    assert len(hint) == 1, failing.stderr
+    assert f"does not show these PATH directories: {tools}" in hint[0]
+    assert f"--readonly {tools}" in hint[0]
+    fixed = identity.buildjail(*common, "-o", str(shared_dir / "out2"), "--readonly",
+                               str(tools), backend=sandbox_backend, env=env)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "hint: " not in fixed.stderr
+    assert [path.name for path in (shared_dir / "out2").iterdir()] == [
+        "needstool-1.0-py3-none-any.whl"]
+
+
 # --- batches: one bad package fails alone; siblings cannot see each other -------------------
 
 def test_one_bad_package_fails_alone_and_the_batch_completes(

@@ -39,9 +39,26 @@ def test_timeout_is_124_and_reported() -> None:
     assert "wall time limit" in proc.stderr
 
 
-def test_missing_writable_path_is_125_with_one_line_reason(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("option", "command"), [
+    ("--writable", ["run", "--writable", "{path}", "--", "/bin/true"]),
+    ("--readonly", ["run", "--readonly", "{path}", "--", "/bin/true"]),
+    ("--readonly", ["build", "--readonly", "{path}", "{tmp}"]),
+])
+def test_a_missing_path_option_is_bad_input_in_one_line(tmp_path: Path, option: str,
+                                                        command: list[str]) -> None:
     missing = tmp_path / "nope"
-    proc = buildjail("run", "--writable", str(missing), "--", "/bin/true")
+    argv = [arg.format(option=option, path=missing, tmp=tmp_path) for arg in command]
+    proc = buildjail(*argv)
+    assert proc.returncode == 2
+    assert proc.stderr == f"buildjail: {option} {missing}: no such file or directory\n"
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_a_policy_files_missing_path_is_125_with_the_fix(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'extends = "full"\n[filesystem]\nwritable = ["{missing}"]\n')
+    proc = buildjail("run", "--policy", str(policy), "--", "/bin/true")
     assert proc.returncode == 125
     first, fix = proc.stderr.splitlines()
     assert f"the writable path {missing} does not exist" in first
@@ -56,7 +73,7 @@ def test_missing_command_is_125() -> None:
 
 def test_unknown_option_is_a_usage_error() -> None:
     proc = buildjail("run", "--frobnicate", "--", "/bin/true")
-    assert proc.returncode == 2 or "unrecognized" in proc.stderr
+    assert proc.returncode == 2 and "unrecognized arguments: --frobnicate" in proc.stderr
 
 
 def test_no_command_is_a_usage_error() -> None:

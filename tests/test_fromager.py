@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -284,6 +285,37 @@ def test_uv_venv_steps_share_a_private_cache_no_other_step_can_write(tmp_path: P
     assert not cache.exists()
 
 
+READ_FROM_CWD = ("import os, sys\ntry:\n    print(open(sys.argv[1]).read())\n"
+                 "except OSError as e:\n    print('refused', os.getcwd(), e.strerror)\n")
+
+
+@needs_root
+@pytest.mark.parametrize(("profile", "shown"), [("full", False), ("none", True)])
+def test_a_step_started_in_fromagers_directory_runs_in_root_and_sees_none_of_it(
+        tmp_path: Path, profile: str, shown: bool) -> None:
+    """A query fromager starts without a working directory gets fromager's: never shown.
+
+    The control, under ``none``, reads the settings file.
+    """
+    from buildjail._fromager_isolate import StepRunner
+
+    tmp_path.chmod(0o755)
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"token-{os.getpid()}\n")
+    settings.chmod(0o644)
+    steps = StepRunner(Policy.profile(profile), "native", os.environ)
+    output = tmp_path / "output"
+    with output.open("wb") as stream:
+        code = steps.run(["/usr/bin/python3.11", "-c", READ_FROM_CWD, str(settings)],
+                         cwd=str(tmp_path), env=dict(os.environ), output=stream.fileno())
+    text = output.read_text()
+    assert code == 0, text
+    if shown:
+        assert f"token-{os.getpid()}" in text
+    else:
+        assert text.strip() == "refused / No such file or directory", text
+
+
 # --- end to end: real fromager bootstraps from PyPI plus the audit's probe project ----------
 
 PROBE_NAME, PROBE_VERSION = "buildjail-probe", "1.0"
@@ -524,6 +556,67 @@ def test_network_profile_matches_fromagers_own_network_isolation(fromager_venv: 
     _ran_in_process(_log(tmp_path / "network"), "network")
 
 
+def _fromager_view_bait(workdir: Path, venv: Path) -> dict[str, str]:
+    """What a hook of one package must not read: fromager's files, another's tree, its venv.
+
+    The settings and the log are fromager's own (they hold index tokens); the other
+    package's tree and the venv's config are planted (removed by the caller).
+    """
+    other = workdir / "work-dir" / "other_pkg-1.0" / "other_pkg-1.0"
+    other.mkdir(parents=True)
+    (other / "PKG-INFO").write_text("Name: other_pkg\nVersion: 1.0\n")
+    venv_config = venv / f"buildjail-bait-{os.getpid()}-{workdir.name}.conf"
+    venv_config.write_text("[global]\nindex-url = https://bj:token@index.invalid/\n")
+    return {"fromager_settings": str(workdir / "overrides" / "settings" / "buildjail_probe.yaml"),
+            "fromager_log": str(workdir / "fromager.log"),
+            "other_package": str(other / "PKG-INFO"),
+            "tool_venv_config": str(venv_config),
+            "tool_venv_activate": str(venv / "bin" / "activate")}
+
+
+@pytest.mark.slow
+@needs_python312
+@needs_root
+@pytest.mark.parametrize("backend", ["native", "bwrap"])
+def test_a_hook_sees_only_its_own_packages_trees(fromager_venv: Path,
+                                                 local_index: tuple[str, Path],
+                                                 tmp_path: Path, backend: str) -> None:
+    """fromager's settings, its log, another package's tree and its venv are absent.
+
+    The control is the same bootstrap under fromager's own ``--network-isolation``: the
+    same probe reads every one of them.
+    """
+    require_backend(backend)
+    index_url, index = local_index
+    jailed, control = tmp_path / "jailed", tmp_path / "control"
+    for workdir in (jailed, control):
+        _probe_workdir(workdir, index_url, ["view_system"])
+    planted = {workdir: _fromager_view_bait(workdir, fromager_venv)
+               for workdir in (jailed, control)}
+    # One sdist serves both: its config names the files of both work directories.
+    _publish_probe_sdist(index, {"view": {f"{workdir.name}_{key}": path
+                                          for workdir, paths in planted.items()
+                                          for key, path in paths.items()}})
+    try:
+        ours = _bootstrap(fromager_venv, jailed, [PROBE_NAME], profile="full", backend=backend)
+        theirs = _bootstrap(fromager_venv, control, [PROBE_NAME], profile=None)
+    finally:
+        for paths in planted.values():
+            Path(paths["tool_venv_config"]).unlink()
+    assert ours.returncode == 0, ours.stdout[-4000:] + ours.stderr[-4000:]
+    assert theirs.returncode == 0, theirs.stdout[-4000:] + theirs.stderr[-4000:]
+    _ran_in_process(_log(jailed), "full")
+    seen = parse_probe_log(_log(jailed))["view_system"]
+    assert seen["outcome"] == "failed", seen
+    for path in (path for paths in planted.values() for path in paths.values()):
+        assert f"{path}: ENOENT" in seen["detail"], (path, seen["detail"])  # absent, not denied
+    # The control: without buildjail, the hook reads every one of them.
+    control_seen = parse_probe_log(_log(control))["view_system"]
+    assert control_seen["outcome"] == "succeeded", control_seen
+    for path in (path for paths in planted.values() for path in paths.values()):
+        assert f"of {path}" in control_seen["detail"], (path, control_seen["detail"])
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 def test_the_launcher_passes_what_fromager_added_but_not_the_launch_environment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -541,6 +634,40 @@ def test_the_launcher_passes_what_fromager_added_but_not_the_launch_environment(
     assert "PER_PACKAGE_FLAG" in names  # added by fromager after the launch
     assert "FROM_THE_LAUNCH" not in names  # not on the allow-list
     assert "GITHUB_TOKEN" not in names  # a delete pattern, whoever added it
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+@pytest.mark.parametrize("shown", [True, False])
+def test_readonly_paths_reach_the_launchers_steps(tmp_path: Path, shown: bool) -> None:
+    """``buildjail fromager --readonly DIR``: each step sees DIR; the control, without, not."""
+    from buildjail import _fromager_isolate
+
+    toolchain = Path(tempfile.mkdtemp(prefix="buildjail-toolchain-", dir="/var/lib"))
+    try:
+        toolchain.chmod(0o755)
+        (toolchain / "VERSION").write_text("toolchain 1\n")
+        (toolchain / "VERSION").chmod(0o644)
+        prefix = bj_fromager.isolation_prefix("full", None, "native",
+                                              [str(toolchain)] if shown else [])
+        proc = subprocess.run(
+            [sys.executable, "-I", _fromager_isolate.__file__, *prefix[3:-1], "--",
+             "/usr/bin/cat", str(toolchain / "VERSION")],
+            cwd="/", capture_output=True, text=True, check=False)
+    finally:
+        shutil.rmtree(toolchain)
+    if shown:
+        assert (proc.returncode, proc.stdout) == (0, "toolchain 1\n"), proc.stderr
+    else:
+        assert proc.returncode == 1 and "No such file or directory" in proc.stderr, proc.stderr
+
+
+def test_a_readonly_path_that_does_not_exist_is_bad_input(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-toolchain"
+    proc = subprocess.run([sys.executable, "-m", "buildjail", "fromager", "--readonly",
+                           str(missing), "--", "--help"], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == f"buildjail: --readonly {missing}: no such file or directory\n"
 
 
 # --- what a step leaves behind is refused before fromager's own code touches it --------------

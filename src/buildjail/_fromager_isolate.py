@@ -5,8 +5,8 @@ fromager runs each step it isolates as ``NETWORK_ISOLATION + CMD`` (see
 through :class:`StepRunner`. The same prefix, run as a program, is a launcher doing the same
 from a new process, for any caller of the prefix buildjail does not intercept::
 
-    python -I _fromager_isolate.py --profile P [--policy F] --backend B --sys-path DIR
-        --launch-env NAMES -- CMD ARGS...
+    python -I _fromager_isolate.py --profile P [--policy F] [--readonly PATH]... --backend B
+        --sys-path DIR --launch-env NAMES -- CMD ARGS...
 
 What a step may write:
 
@@ -61,11 +61,12 @@ class Options:
         self.backend = "auto"
         self.sys_path = ""
         self.launch_env = ""
+        self.readonly: list[str] = []
         self.cmd: list[str] = []
 
 
 def parse(argv: Sequence[str]) -> Options:
-    """Parse ``--profile P [--policy F] --backend B --sys-path DIR -- CMD...``.
+    """Parse ``--profile P [--policy F] [--readonly PATH]... --backend B --sys-path DIR -- CMD``.
 
     By hand, not with argparse: this runs once per build step and start-up time counts.
     """
@@ -75,9 +76,12 @@ def parse(argv: Sequence[str]) -> Options:
     index = 0
     while index < len(argv) and argv[index] != "--":
         name = names.get(argv[index])
-        if name is None or index + 1 >= len(argv):
+        if (name is None and argv[index] != "--readonly") or index + 1 >= len(argv):
             raise SystemExit(f"buildjail-fromager-isolate: bad option {argv[index]!r}")
-        setattr(options, name, argv[index + 1])
+        if name is None:
+            options.readonly.append(argv[index + 1])
+        else:
+            setattr(options, name, argv[index + 1])
         index += 2
     options.cmd = list(argv[index + 1:])
     if not options.cmd or not options.sys_path:
@@ -102,21 +106,25 @@ def _option(cmd: Sequence[str], name: str) -> str | None:
 
 def step_paths(cmd: Sequence[str], cwd: str,
                env: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
-    """The writable and read-only paths of one non-hook step (programs found on env's PATH)."""
+    """The writable and read-only paths of one non-hook step (programs found on env's PATH).
+
+    Only what the step runs: the program's file, and of a virtual environment it comes
+    from (fromager's own) the interpreter's files, never the whole environment.
+    """
+    from buildjail.pep517 import interpreter_prefixes
+
     writable: list[str] = []
-    readonly: list[str] = [cwd]
+    readonly: list[str] = []
     search = (os.environ if env is None else env).get("PATH")
     program = os.path.basename(cmd[0])
     if program == "uv" and cmd[1:2] == ["venv"]:
         target = os.path.abspath(os.path.join(cwd, cmd[-1]))
         os.makedirs(target, exist_ok=True)
         writable.append(target)
-        uv = cmd[0] if os.path.isabs(cmd[0]) else shutil.which(cmd[0], path=search)
-        if uv:
-            readonly.append(os.path.dirname(os.path.abspath(uv)))
+        readonly += _program_paths(cmd[0], search)
         python = _option(cmd, "--python")
         if python and os.path.isabs(python):
-            readonly.append(os.path.dirname(os.path.dirname(python)))
+            readonly += _tool_interpreter_paths(python)
     elif program == "wheel" and cmd[1:2] == ["pack"]:
         writable.append(cwd)
         destination = _option(cmd, "--dest-dir") or _option(cmd, "-d")
@@ -125,15 +133,47 @@ def step_paths(cmd: Sequence[str], cwd: str,
         if len(cmd) > 2 and not cmd[2].startswith("-"):
             # wheel pack rewrites DIR/*.dist-info/WHEEL (the build number).
             writable.append(os.path.abspath(os.path.join(cwd, cmd[2])))
-        executable = shutil.which(cmd[0], path=search)
-        if executable:
-            readonly.append(os.path.dirname(os.path.abspath(executable)))
+        readonly += _program_paths(cmd[0], search)
     elif os.path.isabs(cmd[0]):
         # <build env>/bin/python -c ...: the build environment and its base installation.
-        from buildjail.pep517 import interpreter_prefixes
-
         readonly += interpreter_prefixes(cmd[0])
     return writable, [path for path in dict.fromkeys(readonly) if path != "/"]
+
+
+def _program_paths(program: str, search: str | None) -> list[str]:
+    """The file of *program* (found on *search*) and the interpreter its script runs with."""
+    found = program if os.path.isabs(program) else shutil.which(program, path=search)
+    if not found:
+        return []
+    path = os.path.abspath(found)
+    prefix = os.path.dirname(os.path.dirname(path))
+    if os.path.isfile(os.path.join(prefix, "pyvenv.cfg")):  # a venv's script or binary
+        return [path, *_tool_interpreter_paths(os.path.join(prefix, "bin", "python"))]
+    return [path]
+
+
+def _tool_interpreter_paths(python: str) -> list[str]:
+    """A tool's interpreter (fromager's own venv): its files, not the environment's root."""
+    from buildjail.filesystem import installation_paths, venv_paths
+    from buildjail.pep517 import venv_home
+
+    prefix = os.path.dirname(os.path.dirname(os.path.abspath(python)))
+    real = os.path.dirname(os.path.dirname(os.path.realpath(python)))
+    home = venv_home(prefix)
+    if home is None:
+        return list(installation_paths(prefix, real))
+    return [*venv_paths(prefix), *installation_paths(real, os.path.dirname(home))]
+
+
+def step_directory(cwd: str, writable: Sequence[str], readonly: Sequence[str]) -> str:
+    """Where a step runs: *cwd* when it is one of its own trees, else ``/``.
+
+    A step fromager starts without a working directory gets fromager's own, the work
+    directory with every package's trees, its settings and its log: never shown.
+    """
+    from buildjail.filesystem import within_any
+
+    return cwd if within_any(cwd, (*writable, *readonly)) else "/"
 
 
 def setup_failure(error: SandboxSetupError) -> str:
@@ -181,23 +221,23 @@ class StepRunner:
         # delete patterns (tokens, passwords) apply to everything.
         policy = self.policy.with_env(
             keep=[name for name in env if name not in self.launched_with])
-        common = [sys.prefix, sys.base_prefix]
-        if env.get("VIRTUAL_ENV", "").startswith("/"):
-            common.append(env["VIRTUAL_ENV"])
         if is_hook(cmd):
-            runner = SandboxedHookRunner(policy, backend=self.backend, readonly=common, env=env,
-                                         output=output, refuse_escaping=True)
+            runner = SandboxedHookRunner(policy, backend=self.backend, env=env, output=output,
+                                         refuse_escaping=True)
             try:
                 runner(cmd, cwd=cwd)
             except HookFailed as failure:
                 if failure.result.limit_hit:  # the hook's own output cannot say why
                     _say(output, f"buildjail: {failure}")
+                else:
+                    _hint_hidden_tools(policy, env, output)
                 return failure.returncode
             except HookOutputRefusedError as error:
                 _say(output, f"buildjail: {error}")
                 return EXIT_REFUSED
             return 0
         writable, readonly = step_paths(cmd, cwd, env)
+        cwd = step_directory(cwd, writable, readonly)
         shared = self.share_uv_cache and os.path.basename(cmd[0]) == "uv" and (
             cmd[1:2] == ["venv"])
         # One at a time: a writable tree is lent to one sandbox's uid.
@@ -212,12 +252,12 @@ class StepRunner:
                     policy = policy.with_env(keep=["UV_CACHE_DIR"])
                     writable.append(self.uv_cache)
                 result = Sandbox(policy, backend=self.backend).run(
-                    cmd, cwd=cwd, env=env, writable=writable, readonly=[*readonly, *common],
+                    cmd, cwd=cwd, env=env, writable=writable, readonly=readonly,
                     stdin=stdin if null is None else null, stdout=output, stderr=output)
         finally:
             if null is not None:
                 os.close(null)
-        refused = refuse_escaping(writable, allowed=[*readonly, *common])
+        refused = refuse_escaping(writable, allowed=readonly)
         if refused:
             _say(output, f"buildjail: {os.path.basename(cmd[0])} left what fromager must not "
                          f"follow outside the sandbox (removed): {'; '.join(refused[:3])}")
@@ -241,6 +281,15 @@ class StepRunner:
         return EXIT_SETUP_FAILED
 
 
+def _hint_hidden_tools(policy: Policy, env: Mapping[str, str], output: int | None) -> None:
+    """After a failed hook: name the PATH directories the sandbox does not show."""
+    from buildjail.explain import failure_hint
+
+    hint = failure_hint(policy, env.get("PATH", ""))
+    if hint:
+        _say(output, f"buildjail: hint: {hint}")
+
+
 def _say(output: int | None, text: str) -> None:
     data = (text + "\n").encode(errors="replace")
     fd = 2 if output is None else output
@@ -256,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from buildjail.policy import Policy
 
     try:
-        policy = Policy.from_toml(args.policy) if args.policy else Policy.profile(args.profile)
+        policy = (Policy.from_toml(args.policy) if args.policy else Policy.profile(args.profile)
+                  ).with_paths(readonly=args.readonly)
     except SandboxSetupError as error:
         _say(None, setup_failure(error))
         return EXIT_SETUP_FAILED

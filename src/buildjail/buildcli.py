@@ -29,10 +29,24 @@ def run_build(args: argparse.Namespace) -> int:
     finally:
         progress.finish()
     _print_summary(reports)
+    _hint_hidden_tools(reports, options.policy)
     if args.report:
         with open(args.report, "w") as stream:
             json.dump([report.to_dict() for report in reports], stream, indent=2)
     return 0 if all(report.result == "ok" for report in reports) else 1
+
+
+def _hint_hidden_tools(reports: list[PackageReport], policy: Policy) -> None:
+    """After a hook failed (not by a limit): name the PATH directories the view hides."""
+    from .explain import failure_hint
+
+    failed = [report for report in reports if report.result != "ok" and (
+        report.step or "").endswith(" hook") and " limit in the sandbox" not in (
+        report.error or "")]
+    if failed:
+        hint = failure_hint(policy, os.environ.get("PATH", ""))
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
 
 
 def _options(args: argparse.Namespace) -> BuildOptions:

@@ -89,8 +89,13 @@ def _add_build(build: argparse.ArgumentParser) -> None:
                        help="refuse build requirements that have no wheel, instead of "
                             "building their wheels in the sandbox")
     build.add_argument("--logs", metavar="DIR", help="keep each package's build log in DIR")
-    build.add_argument("--readonly", metavar="PATH", action="append", default=[],
-                       help="show PATH read-only to every hook, e.g. a toolchain (repeatable)")
+    _add_readonly(build, "every hook")
+
+
+def _add_readonly(parser: argparse.ArgumentParser, to: str) -> None:
+    parser.add_argument("--readonly", metavar="PATH", action="append", default=[],
+                        help=f"show PATH read-only to {to}, e.g. a toolchain outside /usr "
+                             "(repeatable)")
 
 
 def _add_backend(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +108,7 @@ def _add_fromager(fromager: argparse.ArgumentParser) -> None:
                           help="named policy for fromager's isolated steps (default: full)")
     fromager.add_argument("--policy", metavar="FILE", help="policy TOML file")
     _add_backend(fromager)
+    _add_readonly(fromager, "every isolated step")
     fromager.add_argument("args", nargs=argparse.REMAINDER, metavar="-- FROMAGER_ARGS...")
 
 
@@ -111,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_paths(args)
         if args.command == "run":
             return _run(args, parser)
         if args.command == "audit":
@@ -124,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_fromager(args.args[1:] if args.args[:1] == ["--"] else args.args,
                                 profile=args.profile, policy_file=args.policy,
-                                backend=args.backend)
+                                backend=args.backend,
+                                readonly=[os.path.abspath(path) for path in args.readonly])
         from .doctor import main as doctor_main
 
         return doctor_main(json_output=args.json)
@@ -137,6 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse a --readonly or --writable path that does not exist: bad input, exit 2."""
+    for option in ("readonly", "writable"):
+        for path in getattr(args, option, ()):
+            if not os.path.lexists(path):
+                raise BuildjailError(f"--{option} {path}: no such file or directory")
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -165,15 +181,15 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             json.dump(result.to_dict(), stream, indent=2)
     if result.limit_hit:
         _error(f"stopped: the {result.limit_hit.replace('_', ' ')} limit was hit")
-    elif result.exit_code == 127 and policy.filesystem:  # a shell's "command not found"
+    elif result.exit_code == 127:  # a shell's "command not found"
         _hint_hidden_tools(policy)
     return result.exit_code
 
 
 def _hint_hidden_tools(policy: Policy) -> None:
-    from .explain import hidden_tools_hint, plan_view
+    from .explain import failure_hint
 
-    hint = hidden_tools_hint(os.environ.get("PATH", ""), plan_view(policy, os.getcwd()))
+    hint = failure_hint(policy, os.environ.get("PATH", ""))
     if hint:
         _error(hint)
 

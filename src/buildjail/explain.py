@@ -41,6 +41,13 @@ def hidden_tools_hint(path: str, plan: MountPlan) -> str:
             f"add it with {flags} (and what it uses, e.g. ~/.rustup)")
 
 
+def failure_hint(policy: Policy, path: str) -> str:
+    """The hint for a command that failed in *policy*'s view with *path* as its PATH."""
+    if not policy.filesystem:
+        return ""
+    return hidden_tools_hint(path, plan_view(policy, os.getcwd()))
+
+
 def plan_view(policy: Policy, cwd: str) -> MountPlan:
     """The view a run of *policy* would build here (identity shown as the caller's)."""
     return plan_mounts(readonly=(*interpreter_paths(), *policy.readonly),

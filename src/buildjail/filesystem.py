@@ -220,13 +220,31 @@ def interpreter_paths() -> tuple[str, ...]:
     when the interpreter lives in the view's system trees (/usr) anyway.
     """
     real = os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))
+    return installation_paths(sys.base_prefix, real)
+
+
+def installation_paths(*prefixes: str) -> tuple[str, ...]:
+    """An interpreter installation's own files under each prefix: lib, include, bin/python*.
+
+    Nothing for a prefix in the view's system trees (/usr), which it shows anyway.
+    """
     paths: list[str] = []
-    for prefix in dict.fromkeys((sys.base_prefix, real)):
+    for prefix in dict.fromkeys(prefixes):
         if not prefix or prefix == "/" or within_any(prefix, VIEW_SYSTEM):
             continue
         paths += [os.path.join(prefix, "lib"), os.path.join(prefix, "include")]
         paths += sorted(glob.glob(os.path.join(glob.escape(prefix), "bin", "python*")))
     return tuple(path for path in dict.fromkeys(paths) if os.path.lexists(path))
+
+
+def venv_paths(prefix: str) -> tuple[str, ...]:
+    """A virtual environment's interpreter files: pyvenv.cfg, lib and bin/python*.
+
+    Not its other scripts (``activate*``), nor its root's ``pip.conf`` or ``uv.toml``.
+    """
+    paths = [os.path.join(prefix, "pyvenv.cfg"), os.path.join(prefix, "lib")]
+    paths += sorted(glob.glob(os.path.join(glob.escape(prefix), "bin", "python*")))
+    return tuple(path for path in paths if os.path.lexists(path))
 
 
 def apply_mounts(plan: MountPlan) -> None:

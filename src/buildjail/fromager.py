@@ -96,7 +96,8 @@ def check_hook_point(external_commands: Any, version: str = "fromager") -> None:
                       f"fromager.external_commands.run() has no parameter {', '.join(missing)}")
 
 
-def isolation_prefix(profile: str, policy_file: str | None, backend: str) -> list[str]:
+def isolation_prefix(profile: str, policy_file: str | None, backend: str,
+                     readonly: Sequence[str] = ()) -> list[str]:
     """The command fromager puts in front of every isolated step: all absolute paths.
 
     ``--launch-env`` names the variables of the environment buildjail was started with:
@@ -107,6 +108,8 @@ def isolation_prefix(profile: str, policy_file: str | None, backend: str) -> lis
     prefix = [os.path.abspath(sys.executable), "-I", ISOLATE_SCRIPT, "--profile", profile]
     if policy_file:
         prefix += ["--policy", os.path.abspath(policy_file)]
+    for path in readonly:
+        prefix += ["--readonly", os.path.abspath(path)]
     return [*prefix, "--backend", backend, "--sys-path", package_parent,
             "--launch-env", ",".join(sorted(os.environ)), "--"]
 
@@ -226,8 +229,10 @@ def check_arguments(args: Sequence[str], environ: Mapping[str, str]) -> list[str
 
 
 def install(profile: str = "full", policy_file: str | None = None, backend: str = "auto",
-            external_commands: Any = None) -> Any:
+            external_commands: Any = None, readonly: Sequence[str] = ()) -> Any:
     """Import fromager, check its hook point and route its isolated steps to the sandbox.
+
+    *readonly*: paths every step sees read-only besides the policy's (a toolchain).
 
     Returns ``fromager.external_commands`` (or *external_commands*, a stand-in for it).
     """
@@ -238,8 +243,9 @@ def install(profile: str = "full", policy_file: str | None = None, backend: str 
         except ImportError:
             raise SandboxSetupError("fromager is not installed", INSTALL_FIX) from None
     check_hook_point(external_commands, version)
-    policy = Policy.from_toml(policy_file) if policy_file else Policy.profile(profile)
-    prefix = isolation_prefix(profile, policy_file, backend)
+    policy = (Policy.from_toml(policy_file) if policy_file else Policy.profile(profile)
+              ).with_paths(readonly=[os.path.abspath(path) for path in readonly])
+    prefix = isolation_prefix(profile, policy_file, backend, readonly)
     external_commands.NETWORK_ISOLATION[:] = prefix
     if list(external_commands.network_isolation_cmd()) != prefix:
         raise _refuse(version, "network_isolation_cmd() does not return the sandbox launcher")
@@ -294,25 +300,28 @@ def check_launcher(prefix: Sequence[str]) -> None:
 
 
 def run_fromager(args: Sequence[str], *, profile: str = "full", policy_file: str | None = None,
-                 backend: str = "auto") -> int:
-    """Run ``fromager ARGS`` with every network-isolated step in the sandbox; return its code."""
+                 backend: str = "auto", readonly: Sequence[str] = ()) -> int:
+    """Run ``fromager ARGS`` with every network-isolated step in the sandbox; return its code.
+
+    *readonly*: paths every isolated step sees read-only besides the policy's.
+    """
     # A bad profile or policy file fails here, once, not in every build step.
     Policy.from_toml(policy_file) if policy_file else Policy.profile(profile)
     arguments = check_arguments(args, os.environ)
-    external_commands = install(profile, policy_file, backend)
+    external_commands = install(profile, policy_file, backend, readonly=readonly)
     try:
-        return _run_installed(external_commands, arguments, profile, policy_file, backend)
+        return _run_installed(external_commands, arguments,
+                              isolation_prefix(profile, policy_file, backend, readonly))
     finally:
         external_commands.subprocess.steps.close()
 
 
-def _run_installed(external_commands: Any, arguments: list[str], profile: str,
-                   policy_file: str | None, backend: str) -> int:
+def _run_installed(external_commands: Any, arguments: list[str], prefix: list[str]) -> int:
     check_installed(external_commands, _version())
     # Importing fromager's CLI runs its own check of the isolation (``true`` through it).
     fromager_main = importlib.import_module("fromager.__main__")
     if not getattr(fromager_main, "SUPPORTS_NETWORK_ISOLATION", True):
-        check_launcher(isolation_prefix(profile, policy_file, backend))  # raises, with why
+        check_launcher(prefix)  # raises, with why
 
     saved = sys.argv
     sys.argv = ["fromager", *arguments]

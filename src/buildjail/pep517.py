@@ -16,6 +16,7 @@ from typing import Any
 
 from . import checkout, trees
 from .errors import BuildjailError
+from .filesystem import installation_paths
 from .logs import HookOutput
 from .policy import Policy
 from .result import RunResult
@@ -192,8 +193,30 @@ def _output_directories(control: str) -> list[str]:
 
 
 def interpreter_prefixes(python: str) -> list[str]:
-    """The build environment of *python* and the installation its venv is based on."""
-    prefixes = [os.path.dirname(os.path.dirname(os.path.abspath(python)))]
-    real = os.path.realpath(python)
-    prefixes.append(os.path.dirname(os.path.dirname(real)))
-    return [prefix for prefix in dict.fromkeys(prefixes) if prefix != "/"]
+    """What running *python* needs: its build environment whole, its installation's files.
+
+    A virtual environment's prefix (it has a ``pyvenv.cfg``) is the build's own and shown
+    whole (its ``bin`` holds the build requirements' tools); of the installation behind it,
+    found through the interpreter's real path and the ``home`` of ``pyvenv.cfg``, only its
+    lib, include and bin/python*.
+    """
+    prefix = os.path.dirname(os.path.dirname(os.path.abspath(python)))
+    real = os.path.dirname(os.path.dirname(os.path.realpath(python)))
+    home = venv_home(prefix) if prefix != "/" else None
+    own = [prefix] if home is not None else []
+    bases = [real, prefix] if home is None else [real, os.path.dirname(home)]
+    return [*own, *installation_paths(*(base for base in bases if base not in own))]
+
+
+def venv_home(prefix: str) -> str | None:
+    """The ``home`` in *prefix*'s ``pyvenv.cfg`` ("" when it has none); None without one."""
+    try:
+        with open(os.path.join(prefix, "pyvenv.cfg"), "rb") as stream:
+            text = stream.read(1 << 16).decode(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home" and os.path.isabs(value.strip()):
+            return value.strip()
+    return ""

@@ -1050,9 +1050,11 @@ def probe_view_etc(config):
 
 def probe_view_system(config):
     view = need(config, "view")
-    paths = [view[key] for key in ("opt", "srv", "cache", "service_home") if view.get(key)]
+    # Every place planted but /etc's (its own vector): /opt, /srv, a cache, and whatever a
+    # caller adds (fromager's tests: its settings, its log, another package's tree).
+    paths = [path for key, path in sorted(view.items()) if key != "etc" and path]
     if not paths:
-        raise NotApplicableError("no /opt, /srv, /var/cache or service-account bait planted")
+        raise NotApplicableError("no /opt, /srv or /var/cache bait planted")
     return secret_probe(paths)
 
 

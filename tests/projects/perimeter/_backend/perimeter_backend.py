@@ -74,6 +74,11 @@ def attack_read_own_output(_):
     say("read back", base64.b64encode(data).decode())
 
 
+def attack_tool(name):
+    """Not an attack: run a tool found on PATH, as builds run cargo or cmake."""
+    subprocess.run([name], check=True)
+
+
 def attack_env(names):
     for name in names:
         say(f"env {name}", os.environ.get(name, "<unset>"))

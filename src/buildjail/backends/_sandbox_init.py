@@ -75,6 +75,9 @@ def report_error(fd: int, reason: str, fix: str = "") -> None:
         os.write(fd, message)
 
 
+SETTING_UP = "set up the sandbox"
+
+
 def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
     """Become the sandbox's init: set up, confine itself, spawn the command, reap, report.
 
@@ -82,7 +85,7 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
     no_new_privs, seccomp, rlimits), so the command can be started with ``posix_spawn``
     (vfork + exec) instead of a second fork of this Python process.
     """
-    stage = "set up the sandbox"
+    stage = SETTING_UP
     try:
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
         k.close_fds_except((report_fd, status_fd, *stdio_fds(plan), *_lent_fds(plan)))
@@ -211,13 +214,15 @@ def _resolve(command: str, search_path: str) -> str:
 def _setup_error(stage: str, plan: InitPlan, error: OSError) -> tuple[str, str]:
     if stage == "execute":
         return (f"cannot execute {plan.argv[0]!r} in the sandbox: {error.strerror}",
-                "check the command exists and is readable in the sandbox (add its directory "
-                "with --readonly if it lives under a masked path such as /root or /home)")
+                "check the command exists in the sandbox's view (`buildjail run --explain` "
+                "shows it); add its directory with --readonly if the view hides it")
     if stage == "enter the working directory":
         return (f"the working directory {plan.cwd} is not reachable in the sandbox: "
                 f"{error.strerror}",
                 "run from a visible directory, or expose it with --readonly/--writable")
     failure = explain_error(error)
+    if stage == SETTING_UP:  # "sandbox not set up: " already says it
+        return failure.reason, failure.fix
     return f"{stage}: {failure.reason}", failure.fix
 
 

@@ -25,6 +25,20 @@ from conftest import NONROOT_UID, SYSTEM_PYTHON, is_root
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(not is_root(), reason="the audit plants its bait as root")]
 
+K8S_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def _a_real_k8s_token() -> str | None:
+    """The host's own token path, if it has one that is not some audit's bait."""
+    try:
+        head = K8S_TOKEN.read_text(errors="replace")[:40]
+    except OSError:
+        return None
+    return None if head.startswith("eyJhbGciOiJSUzI1NiJ9.bj-audit-") else str(K8S_TOKEN)
+
+
+_HOSTS_OWN_K8S_TOKEN = _a_real_k8s_token()
+
 def _names(directory: str, tag: str) -> list[str] | None:
     """The names of this bait in a directory (None if it is missing): only what it planted.
 
@@ -112,7 +126,7 @@ def _gone(config: dict[str, Any], bait: Bait) -> None:
     assert not os.path.exists(f"/proc/{config['victim_pid']}")
     for path in [*config["secrets"].values(), *config["writes"].values(), config["home"],
                  config["posix_shm"], config["setuid_binary"], config["host_tmp_marker"]]:
-        if path != "/etc/shadow" and os.path.isabs(path):
+        if path not in ("/etc/shadow", _HOSTS_OWN_K8S_TOKEN) and os.path.isabs(path):
             assert not os.path.lexists(path), path
     assert bait.cleanup_errors == []
 
@@ -174,6 +188,42 @@ def test_plants_every_piece_of_bait(workdir: Path, tag: str) -> None:
         assert Path(config["writes"]["other_build"]).parent.is_dir()
         assert Path(config["writes"]["shared_cache"]).parent.is_dir()
     _gone(config, bait)
+
+
+@pytest.mark.skipif(_HOSTS_OWN_K8S_TOKEN is not None, reason="the host has a real token")
+@pytest.mark.parametrize("owner_alive", [False, True])
+def test_a_token_left_by_a_killed_audit_is_replaced(workdir: Path, tag: str,
+                                                     owner_alive: bool) -> None:
+    """An audit killed by SIGKILL cannot clean up: the next one clears its stale token bait,
+    but never the bait of an audit still running."""
+    if owner_alive:
+        owner = subprocess.Popen(["/bin/sleep", "60"])
+    else:
+        owner = subprocess.Popen(["/bin/true"])
+        owner.wait()
+    created = [path for path in (K8S_TOKEN.parent.parent, K8S_TOKEN.parent)
+               if not path.exists()]
+    for path in created:
+        path.mkdir()
+    stale = f"eyJhbGciOiJSUzI1NiJ9.bj-audit-t{owner.pid}-0-cred_k8s_token-0123"
+    K8S_TOKEN.write_text(stale)
+    try:
+        with Bait(workdir, tag) as bait:
+            planted = K8S_TOKEN.read_text()
+            config = bait.config(workdir / "project")
+        if owner_alive:
+            assert planted == stale and config["secrets"]["cred_k8s_token"] == str(K8S_TOKEN)
+            assert K8S_TOKEN.read_text() == stale
+        else:
+            assert planted != stale and f"bj-audit-{tag}-cred_k8s_token-" in planted
+            assert not K8S_TOKEN.exists()
+    finally:
+        owner.kill()
+        owner.wait()
+        K8S_TOKEN.unlink(missing_ok=True)
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def _end(ending: str) -> None:
@@ -293,9 +343,11 @@ def test_as_non_root_plants_what_it_can(world_src: str, shared_dir: Path, tag: s
         env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert set(report["unavailable"]) == {"cred_other_user", "cred_run_secrets",
-                                          "cred_k8s_token", "setuid", "view_etc",
-                                          "view_system"}
+    needs_root = {"cred_other_user", "cred_run_secrets", "cred_k8s_token", "setuid",
+                  "view_etc", "view_system"}
+    # In a Kubernetes pod the real token is the bait, root or not.
+    assert set(report["unavailable"]) == needs_root - (
+        {"cred_k8s_token"} if _HOSTS_OWN_K8S_TOKEN else set())
     assert report["config"]["setuid_binary"] is None
     assert report["config"]["posix_shm"] and report["config"]["sysv_shm_key"]
     assert report["errors"] == []

@@ -304,12 +304,15 @@ def _assert_setup_failure(proc: subprocess.CompletedProcess[str], *mentions: str
 
 
 @needs_root
-def test_cli_missing_writable_path_exits_125(host_before: HostState, shared_dir: Path,
-                                             sandbox_backend: str) -> None:
+def test_cli_missing_writable_path_is_bad_input(host_before: HostState, shared_dir: Path,
+                                                sandbox_backend: str) -> None:
+    """A path that does not exist is the caller's mistake: one line, exit 2, no sandbox."""
     missing = shared_dir / "missing"
     proc = buildjail("run", "--backend", sandbox_backend, "--writable", str(missing), "--",
                      "/bin/true")
-    _assert_setup_failure(proc, str(missing))
+    assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+    assert proc.stderr == f"buildjail: --writable {missing}: no such file or directory\n"
+    assert not missing.exists()
     assert_no_leftovers(host_before, writable=[shared_dir])
 
 

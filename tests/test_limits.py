@@ -351,7 +351,7 @@ print("wrote all")
 
 @pytest.mark.parametrize(("attack", "args", "limits"), [
     ("small-files", ["300", str(MIB)], {"disk": 64 * MIB, "file_size": 16 * MIB}),
-    ("many-inodes", ["5000", "0"], {"disk_inodes": 1000}),
+    ("many-inodes", ["20000", "0"], {"disk_inodes": 1000}),
     ("deleted-open", ["300"], {"disk": 64 * MIB}),
 ])
 def test_the_disk_limit_stops_what_the_build_adds(run_sandbox: Runner, shared_dir: Path,
@@ -367,14 +367,14 @@ def test_the_disk_limit_stops_what_the_build_adds(run_sandbox: Runner, shared_di
     if attack == "small-files":
         assert len(files) < 300
     elif attack == "many-inodes":
-        assert len(files) < 5000
+        assert len(files) < 20000
 
 
 @pytest.mark.parametrize("attack", ["small-files", "many-inodes"])
 def test_without_a_disk_limit_the_same_writes_finish(run_sandbox: Runner, shared_dir: Path,
                                                      attack: str) -> None:
     """The control: the default budget (¾ of what is free) lets the same build finish."""
-    args = ["300", str(MIB)] if attack == "small-files" else ["5000", "0"]
+    args = ["300", str(MIB)] if attack == "small-files" else ["20000", "0"]
     result = run_sandbox(python(MANY_FILES, str(shared_dir), *args), cwd="/", capture=True,
                          writable=[str(shared_dir)], limits={"wall_time": SAFETY_NET})
     check_ran(result)

@@ -23,6 +23,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -40,6 +41,8 @@ ENV_TOKENS = ("GITHUB_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "TWI
               "PYPI_API_TOKEN", "NPM_TOKEN")
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,40}")
 _K8S_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+_K8S_TOKEN_PREFIX = "eyJhbGciOiJSUzI1NiJ9."
+_OWNER_PID = re.compile(r"bj-audit-t?(\d+)-")
 _RUN_SECRETS = Path("/run/secrets")
 _UNROUTED = ("192.0.2.1", "10.255.255.255")
 _IPC_CREAT = 0o1000
@@ -106,6 +109,41 @@ def _discard(path: Path) -> None:
         path.unlink()
     elif path.is_dir():
         shutil.rmtree(path)
+
+
+def _clear_stale_k8s_token() -> None:
+    """Remove a Kubernetes token bait that an audit killed before its clean-up left behind.
+
+    Only a regular file holding a bait canary whose planting process is gone is removed (a
+    real token, or the bait of an audit still running, stays), then its empty directories.
+    """
+    try:
+        fd = os.open(_K8S_TOKEN, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        head = os.read(fd, 256).decode("ascii", "replace") if stat.S_ISREG(
+            os.fstat(fd).st_mode) else ""
+    finally:
+        os.close(fd)
+    owner = _OWNER_PID.match(head, len(_K8S_TOKEN_PREFIX))
+    if not head.startswith(_K8S_TOKEN_PREFIX) or owner is None or _alive(int(owner[1])):
+        return
+    with contextlib.suppress(FileNotFoundError):
+        _K8S_TOKEN.unlink()
+    for directory in (_K8S_TOKEN.parent, _K8S_TOKEN.parent.parent):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _remove_dirs(created: list[Path]) -> Undo:
@@ -561,6 +599,8 @@ class Bait:
         self.secrets["cred_run_secrets"] = str(path)
 
     def _plant_k8s_token(self) -> None:
+        if _is_root():
+            _clear_stale_k8s_token()
         if os.path.lexists(_K8S_TOKEN):
             self.secrets["cred_k8s_token"] = str(_K8S_TOKEN)
             self.notes.append(f"{_K8S_TOKEN} exists already: the real token is the bait")
@@ -569,7 +609,7 @@ class Bait:
 
     def _k8s_token(self) -> None:
         self._undo.append(_remove_dirs(_make_dirs(_K8S_TOKEN.parent, 0o755)))
-        _write(_K8S_TOKEN, "eyJhbGciOiJSUzI1NiJ9." + self._secret("cred_k8s_token"), 0o644)
+        _write(_K8S_TOKEN, _K8S_TOKEN_PREFIX + self._secret("cred_k8s_token"), 0o644)
         self._undo.append(_K8S_TOKEN.unlink)
         self.secrets["cred_k8s_token"] = str(_K8S_TOKEN)
 

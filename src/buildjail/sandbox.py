@@ -13,7 +13,7 @@ from .result import RunResult
 
 
 class Sandbox:
-    """Runs commands under a policy, enforced by a backend (``native`` by default)."""
+    """Runs commands under a policy, enforced by a backend (by default ``auto``'s choice)."""
 
     def __init__(self, policy: Policy | str = "full", backend: Backend | str = "auto") -> None:
         self.policy = Policy.profile(policy) if isinstance(policy, str) else policy

@@ -1,35 +1,14 @@
-"""Backends enforce a policy for one command; each says what it can enforce on this host."""
+"""Backends enforce a policy for one command: which there are, and which ``auto`` picks.
+
+The types they share (:class:`~.base.Request`, :class:`~.base.Backend`, the launch plan)
+live in :mod:`.base`; the first two are re-exported here.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Protocol
+from .base import Backend, Request
 
-from ..policy import Policy
-from ..result import RunResult
-
-
-@dataclasses.dataclass(frozen=True)
-class Request:
-    """One command to run under a policy, with its environment already filtered."""
-
-    policy: Policy
-    argv: tuple[str, ...]
-    cwd: str
-    env: dict[str, str]
-    stdin: int | None = None
-    stdout: int | None = None
-    stderr: int | None = None
-
-
-class Backend(Protocol):
-    """Something that runs a :class:`Request` and returns a :class:`RunResult`."""
-
-    name: str
-
-    def run(self, request: Request) -> RunResult:
-        """Run the command; raise SandboxSetupError when a layer cannot be enforced."""
-
+__all__ = ["BACKENDS", "NATIVE_KERNEL", "Backend", "Request", "choose_backend", "get_backend"]
 
 BACKENDS = ("native", "bwrap")
 """The backends, in the order ``auto`` prefers them."""

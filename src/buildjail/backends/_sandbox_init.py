@@ -23,11 +23,12 @@ from typing import NoReturn
 from .. import _kernel as k
 from .. import seccomp, usage
 from ..diagnosis import explain_error  # imported here: the package may be hidden inside
-from ..filesystem import SCRATCH_TMPFS, MountPlan, apply_mounts, stage_trees
-from ..identity import Identity
+from ..errors import EXIT_SETUP_FAILED  # stdlib-only, and imported before the fork
+from ..filesystem import SCRATCH_TMPFS, apply_mounts, stage_trees
 from ..limits import Limits
+from .base import InitPlan
+from .messages import InitStatus, SetupFailure
 
-EXIT_SETUP = 125
 _MONITOR_TICK = 0.05
 _BESIDE_A_CGROUP_TICK = 0.25
 """Where a cgroup counts memory, the monitor only adds socket buffers: it looks less often."""
@@ -35,42 +36,10 @@ _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT,
                   signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1)
 
 
-@dataclasses.dataclass(frozen=True)
-class InitPlan:
-    """Everything the sandbox's init needs, computed by the supervisor beforehand."""
-
-    namespaces: int
-    hostname: str | None
-    loopback: bool
-    mounts: MountPlan | None
-    fresh_proc: bool
-    identity: Identity
-    switch_identity: bool
-    drop_capabilities: bool
-    no_new_privs: bool
-    seccomp_program: bytes | None
-    new_session: bool
-    limits: Limits
-    monitor: bool
-    argv: tuple[str, ...]
-    cwd: str
-    env: dict[str, str]
-    stdio: tuple[int | None, int | None, int | None]
-    staged: tuple[tuple[str, str, bool], ...] = ()
-    """(source, target, writable) trees re-attached where the dropped identity can reach."""
-    spawn_fds: tuple[int, ...] = ()
-    """Descriptors the spawned program inherits (bubblewrap's data and seccomp fds)."""
-    wrapper_status_fd: int | None = None
-    """bubblewrap's ``--json-status-fd`` stream: its child's pid, then whether it exec'd."""
-    cgroup_enforced: bool = False
-    """A cgroup enforces memory and processes: the monitor adds only what it may not count."""
-    cgroup_usage_fd: int | None = None
-    """The cgroup's memory usage file, to which the monitor adds socket buffers."""
-
-
 def report_error(fd: int, reason: str, fix: str = "") -> None:
     """Send a set-up failure to the caller, one JSON line."""
-    message = json.dumps({"error": reason, "fix": fix}).encode() + b"\n"
+    failure: SetupFailure = {"error": reason, "fix": fix}
+    message = json.dumps(failure).encode() + b"\n"
     with contextlib.suppress(OSError):
         os.write(fd, message)
 
@@ -88,7 +57,7 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
     stage = SETTING_UP
     try:
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
-        k.close_fds_except((report_fd, status_fd, *stdio_fds(plan), *_lent_fds(plan)))
+        k.close_fds_except((report_fd, status_fd, *plan.stdio_fds(), *_lent_fds(plan)))
         plan = with_low_descriptors(plan)
         k.scrub_process_memory(b"buildjail-init")
         _enter_namespaces(plan)
@@ -96,22 +65,22 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
         stage = "confine the sandbox"
         _confine(plan)
         stage = "enter the working directory"
-        os.chdir(plan.cwd)
+        os.chdir(plan.command.cwd)
         stage = "execute"
         child = _spawn_command(plan)
         os.close(report_fd)
-        wrapper = _WrapperStatus(plan.wrapper_status_fd)
+        wrapper = _WrapperStatus(plan.command.status_fd)
         status, limit = _reap_until(child, wakeup, plan, wrapper)
-        report = {"status": status, "limit": limit}
-        if plan.wrapper_status_fd is not None:
+        report: InitStatus = {"status": status, "limit": limit}
+        if plan.command.status_fd is not None:
             report["started"] = wrapper.started()
         os.write(status_fd, json.dumps(report).encode())
     except OSError as error:
         report_error(report_fd, *_setup_error(stage, plan, error))
-        os._exit(EXIT_SETUP)
+        os._exit(EXIT_SETUP_FAILED)
     except BaseException as error:
         report_error(report_fd, f"{stage}: {error!r}")
-        os._exit(EXIT_SETUP)
+        os._exit(EXIT_SETUP_FAILED)
     os._exit(0)
 
 
@@ -127,8 +96,7 @@ def with_low_descriptors(plan: InitPlan) -> InitPlan:
     like 1810; once the init lowers RLIMIT_NOFILE to the policy's 1024, posix_spawn refuses
     such numbers (EBADF), and the command could not use them either.
     """
-    used = [*stdio_fds(plan), *plan.spawn_fds,
-            *(fd for fd in (plan.wrapper_status_fd, plan.cgroup_usage_fd) if fd is not None)]
+    used = [*plan.stdio_fds(), *_lent_fds(plan)]
     moved: dict[int, int] = {}
     for fd in sorted(set(used)):
         if fd >= _LOW_DESCRIPTORS:
@@ -146,15 +114,19 @@ def with_low_descriptors(plan: InitPlan) -> InitPlan:
     def maybe(fd: int | None) -> int | None:
         return None if fd is None else new(fd)
 
-    argv = list(plan.argv)
+    command = plan.command
+    argv = list(command.argv)
     for index in range(1, len(argv)):
         if argv[index - 1] in FD_OPTIONS and argv[index].isdigit():
             argv[index] = str(new(int(argv[index])))
-    stdin, stdout, stderr = (maybe(fd) for fd in plan.stdio)
-    return dataclasses.replace(
-        plan, stdio=(stdin, stdout, stderr), spawn_fds=tuple(new(fd) for fd in plan.spawn_fds),
-        argv=tuple(argv), wrapper_status_fd=maybe(plan.wrapper_status_fd),
-        cgroup_usage_fd=maybe(plan.cgroup_usage_fd))
+    stdin, stdout, stderr = (maybe(fd) for fd in command.stdio)
+    moved_command = dataclasses.replace(
+        command, argv=tuple(argv), stdio=(stdin, stdout, stderr),
+        inherited_fds=tuple(new(fd) for fd in command.inherited_fds),
+        status_fd=maybe(command.status_fd))
+    moved_watch = dataclasses.replace(plan.watch,
+                                      cgroup_usage_fd=maybe(plan.watch.cgroup_usage_fd))
+    return dataclasses.replace(plan, command=moved_command, watch=moved_watch)
 
 
 _LOW_DESCRIPTORS = 256
@@ -162,39 +134,39 @@ _LOW_DESCRIPTORS = 256
 
 def _confine(plan: InitPlan) -> None:
     """Apply rlimits, the identity, the capability drop, no_new_privs and seccomp."""
-    _set_rlimits(plan.limits)
-    if plan.monitor or plan.cgroup_enforced:
+    _set_rlimits(plan.confinement.limits)
+    if plan.watch.monitor or plan.watch.cgroup_enforced:
         _prefer_as_oom_victim()
     _drop_privileges(plan)
     k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change clears it: arm it again
     k.prctl(k.PR_SET_DUMPABLE, 0)
-    if plan.no_new_privs:
+    if plan.confinement.no_new_privs:
         k.set_no_new_privs()
-    if plan.seccomp_program is not None:
-        seccomp.install_filter(plan.seccomp_program)
+    if plan.confinement.seccomp_program is not None:
+        seccomp.install_filter(plan.confinement.seccomp_program)
 
 
 def _lent_fds(plan: InitPlan) -> tuple[int, ...]:
-    fds = plan.spawn_fds
-    if plan.cgroup_usage_fd is not None:
-        fds = (*fds, plan.cgroup_usage_fd)
-    return fds if plan.wrapper_status_fd is None else (*fds, plan.wrapper_status_fd)
+    fds = plan.command.inherited_fds
+    if plan.watch.cgroup_usage_fd is not None:
+        fds = (*fds, plan.watch.cgroup_usage_fd)
+    return fds if plan.command.status_fd is None else (*fds, plan.command.status_fd)
 
 
 def _spawn_command(plan: InitPlan) -> int:
-    for fd in plan.spawn_fds:
+    for fd in plan.command.inherited_fds:
         os.set_inheritable(fd, True)
-    moves = [(fd, target) for target, fd in enumerate(plan.stdio)
+    moves = [(fd, target) for target, fd in enumerate(plan.command.stdio)
              if fd is not None and fd != target]
     actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in moves]
     # dup2 leaves the original open in the command: close each one above the standard three.
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in sorted({fd for fd, _ in moves if fd > 2})]
     return os.posix_spawn(
-        _resolve(plan.argv[0], plan.env.get("PATH", os.defpath)),
-        plan.argv,
-        plan.env,
+        _resolve(plan.command.argv[0], plan.command.env.get("PATH", os.defpath)),
+        plan.command.argv,
+        plan.command.env,
         file_actions=actions,
-        setsid=plan.new_session,
+        setsid=plan.command.new_session,
         setsigdef=_RESET_SIGNALS,
         setsigmask=set(),
     )
@@ -213,11 +185,11 @@ def _resolve(command: str, search_path: str) -> str:
 
 def _setup_error(stage: str, plan: InitPlan, error: OSError) -> tuple[str, str]:
     if stage == "execute":
-        return (f"cannot execute {plan.argv[0]!r} in the sandbox: {error.strerror}",
+        return (f"cannot execute {plan.command.argv[0]!r} in the sandbox: {error.strerror}",
                 "check the command exists in the sandbox's view (`buildjail run --explain` "
                 "shows it); add its directory with --readonly if the view hides it")
     if stage == "enter the working directory":
-        return (f"the working directory {plan.cwd} is not reachable in the sandbox: "
+        return (f"the working directory {plan.command.cwd} is not reachable in the sandbox: "
                 f"{error.strerror}",
                 "run from a visible directory, or expose it with --readonly/--writable")
     failure = explain_error(error)
@@ -226,25 +198,20 @@ def _setup_error(stage: str, plan: InitPlan, error: OSError) -> tuple[str, str]:
     return f"{stage}: {failure.reason}", failure.fix
 
 
-def stdio_fds(plan: InitPlan) -> tuple[int, ...]:
-    """The descriptors the plan gives the command as its standard streams."""
-    return tuple(fd for fd in plan.stdio if fd is not None)
-
-
 def _enter_namespaces(plan: InitPlan) -> None:
-    if plan.namespaces:
-        k.unshare(plan.namespaces)
-    if plan.loopback:
+    if plan.setup.namespaces:
+        k.unshare(plan.setup.namespaces)
+    if plan.setup.loopback:
         k.loopback_up()
-    if plan.hostname is not None:
-        socket.sethostname(plan.hostname)
-    if plan.mounts is not None:
-        apply_mounts(plan.mounts)
-    elif plan.fresh_proc or plan.staged:
+    if plan.setup.hostname is not None:
+        socket.sethostname(plan.setup.hostname)
+    if plan.setup.mounts is not None:
+        apply_mounts(plan.setup.mounts)
+    elif plan.setup.fresh_proc or plan.setup.staged:
         k.make_mounts_private()
-        if plan.fresh_proc:
+        if plan.setup.fresh_proc:
             k.mount_proc()
-        stage_trees(plan.staged)
+        stage_trees(plan.setup.staged)
 
 
 def _watch_children() -> int:
@@ -301,11 +268,12 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
     poller.register(wakeup, select.POLLIN)
     if wrapper.fd is not None:
         poller.register(wrapper.fd, select.POLLIN)
-    tick = _BESIDE_A_CGROUP_TICK if plan.cgroup_enforced else _MONITOR_TICK
-    timeout = int(tick * 1000) if plan.monitor else None
-    scratch = plan.mounts.scratch_paths() if plan.mounts else ()
-    wrapped = plan.monitor and plan.wrapper_status_fd is not None
-    host_devices = _devices(("/", *SCRATCH_TMPFS, plan.identity.home)) if wrapped else set()
+    tick = _BESIDE_A_CGROUP_TICK if plan.watch.cgroup_enforced else _MONITOR_TICK
+    timeout = int(tick * 1000) if plan.watch.monitor else None
+    scratch = plan.setup.mounts.scratch_paths() if plan.setup.mounts else ()
+    wrapped = plan.watch.monitor and plan.command.status_fd is not None
+    home = plan.confinement.identity.home
+    host_devices = _devices(("/", *SCRATCH_TMPFS, home)) if wrapped else set()
     while True:
         while True:
             try:
@@ -315,7 +283,7 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
             if pid == 0:
                 break
             if pid == child:
-                return status, _limit_from_status(status, plan.limits)
+                return status, _limit_from_status(status, plan.confinement.limits)
         for fd, _ in poller.poll(timeout):
             if fd == wakeup:
                 os.read(wakeup, 4096)
@@ -324,10 +292,10 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
                 if wrapper.fd is None:
                     poller.unregister(fd)
         if wrapped:
-            scratch = _wrapped_scratch(wrapper, plan.identity.home, host_devices)
-        if plan.monitor:
-            limit = _over_limits(plan.limits, scratch, plan.cgroup_usage_fd,
-                                 counted_by_cgroup=plan.cgroup_enforced)
+            scratch = _wrapped_scratch(wrapper, home, host_devices)
+        if plan.watch.monitor:
+            limit = _over_limits(plan.confinement.limits, scratch, plan.watch.cgroup_usage_fd,
+                                 counted_by_cgroup=plan.watch.cgroup_enforced)
             if limit:
                 os.kill(-1, signal.SIGKILL)
                 _, status = os.waitpid(child, 0)
@@ -430,12 +398,12 @@ def _lower_rlimit(which: int, value: int) -> None:
 
 
 def _drop_privileges(plan: InitPlan) -> None:
-    if plan.drop_capabilities:
+    if plan.confinement.drop_capabilities:
         k.drop_bounding_and_ambient()
-    if plan.switch_identity:
-        identity = plan.identity
+    if plan.confinement.switch_identity:
+        identity = plan.confinement.identity
         os.setgroups([])
         os.setresgid(identity.gid, identity.gid, identity.gid)
         os.setresuid(identity.uid, identity.uid, identity.uid)
-    if plan.drop_capabilities:
+    if plan.confinement.drop_capabilities:
         k.clear_capability_sets()

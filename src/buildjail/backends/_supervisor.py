@@ -1,8 +1,9 @@
 """The supervisor every backend shares: lease, hand-back, wall time, limits and the report.
 
-A backend plans its sandbox's init (:class:`InitPlan`); ``native`` lets the init build the
-sandbox itself, ``bwrap`` turns the same plan into a bubblewrap command line that the init
-starts instead (see :func:`run_supervised`).
+The supervisor plans what every backend needs alike (:func:`plan_sandbox`: identity, the
+filesystem view, hostname, environment, seccomp program), asks the backend for its launch
+(:data:`~.base.PlanLaunch`), then adds the cgroup and the init's watch (see
+:func:`run_supervised`).
 """
 
 from __future__ import annotations
@@ -17,23 +18,31 @@ import select
 import signal
 import stat
 import time
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import NoReturn, cast
 
 from .. import _kernel as k
 from .. import cgroups, identity, ownership, seccomp, userns
 from ..diagnosis import explain_error  # not imported after a fork: the import lock
 from ..disk import DiskWatch
-from ..errors import EXIT_TIMEOUT, SandboxSetupError
+from ..errors import EXIT_SETUP_FAILED, EXIT_TIMEOUT, SandboxSetupError
 from ..filesystem import MountPlan, interpreter_paths, plan_mounts
 from ..hostname import DEGRADED_LAYER, plan_hostname
 from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult
-from . import Request
-from ._sandbox_init import InitPlan, report_error, run_init, stdio_fds
+from ._sandbox_init import report_error, run_init
+from .base import (
+    SUPERVISOR_NAMESPACES,
+    InitPlan,
+    Launch,
+    PlanLaunch,
+    Request,
+    SandboxPlan,
+    Watch,
+    namespace_flags,
+)
+from .messages import InitStatus, Outcome, SetupFailure
 
-_SUPERVISOR_NAMESPACES = ("user", "pid")
 _INTERRUPTS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
 """Signals that would stop the supervisor, which must outlive its caller to clean up."""
 _counter = itertools.count()
@@ -42,19 +51,6 @@ _counter = itertools.count()
 @functools.cache
 def _seccomp_program() -> bytes:
     return seccomp.build_filter()
-
-
-@dataclasses.dataclass(frozen=True)
-class Launch:
-    """How a backend starts its sandbox: the init's plan and the descriptors it lends it."""
-
-    plan: InitPlan
-    fds: tuple[int, ...] = ()
-    """Caller-side descriptors the init passes on; closed by the caller after the run."""
-
-
-Launcher = Callable[[Request, InitPlan, bool], Launch]
-"""Turns the native plan into a backend's; the flag says the build runs as an outsider."""
 
 
 @dataclasses.dataclass
@@ -91,10 +87,10 @@ class _Run:
             self.lease.release()
 
 
-def run_supervised(request: Request, backend: str, launcher: Launcher | None = None) -> RunResult:
-    """Run *request* under the shared supervisor; *launcher* adapts the native init plan."""
+def run_supervised(request: Request, backend: str, plan_launch: PlanLaunch) -> RunResult:
+    """Run *request* under the shared supervisor, in the sandbox *plan_launch* plans."""
     start = time.monotonic()
-    run = _prepare(request, launcher)
+    run = _prepare(request, plan_launch)
     try:
         outcome = _execute(run)
     finally:
@@ -107,38 +103,44 @@ def run_supervised(request: Request, backend: str, launcher: Launcher | None = N
         signal=outcome.get("signal"),
         backend=backend,
         policy=request.policy.name,
-        uid=run.plan.identity.uid,
+        uid=run.plan.confinement.identity.uid,
         degraded=dict(run.degraded),
     )
 
 
-def _prepare(request: Request, launcher: Launcher | None) -> _Run:
+def _prepare(request: Request, plan_launch: PlanLaunch) -> _Run:
     policy = request.policy
     _check_paths(policy, request.cwd)
     root = os.geteuid() == 0
-    namespaces = set(policy.namespaces)
     # Root without CAP_SYS_ADMIN (a default container) creates the other namespaces inside a
     # user namespace that maps every id it has, so the ephemeral identity works the same.
-    all_ids = root and bool(namespaces) and userns.contained_root()
-    if namespaces and (not root or all_ids):
-        namespaces.add("user")
+    all_ids = root and bool(policy.namespaces) and userns.contained_root()
     lease = identity.acquire() if root and policy.ephemeral_identity else None
     try:
-        return _plan_run(request, namespaces, lease, root, launcher, all_ids=all_ids)
+        sandbox = plan_sandbox(request, _identity(lease), leased=lease is not None, root=root,
+                               all_ids=all_ids)
+        return _plan_run(sandbox, plan_launch(sandbox), lease, all_ids=all_ids)
     except BaseException:
         if lease is not None:
             lease.release()
         raise
 
 
-def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | None,
-              root: bool, launcher: Launcher | None, *, all_ids: bool) -> _Run:
+def plan_sandbox(request: Request, who: identity.Identity, *, leased: bool, root: bool,
+                 all_ids: bool = False) -> SandboxPlan:
+    """Plan what every backend needs alike; reads the host, changes nothing (no root needed).
+
+    *who* is the identity the build runs as (*leased*: an ephemeral one); *all_ids* says the
+    caller is root without CAP_SYS_ADMIN, whose namespaces need a user namespace too.
+    """
     policy = request.policy
-    who = _identity(lease)
+    namespaces = set(policy.namespaces)
+    if namespaces and (not root or all_ids):
+        namespaces.add("user")
     hostname, kept_because = plan_hostname(policy.hostname) if "uts" in namespaces else (
         None, None)
-    degraded = {"hostname": kept_because} if kept_because else {}
     mounts = None
+    env = dict(request.env)
     if policy.filesystem:
         mounts = plan_mounts(
             readonly=(*interpreter_paths(), *policy.readonly),
@@ -147,61 +149,65 @@ def _plan_run(request: Request, namespaces: set[str], lease: identity.Lease | No
             identity=who,
             tmpfs_size=policy.limits.memory,
         )
-    env = dict(request.env)
-    if policy.filesystem:
         env.update(HOME=who.home, USER=who.name, LOGNAME=who.name, TMPDIR="/tmp")
-    plan = InitPlan(
-        namespaces=_flags(namespaces - set(_SUPERVISOR_NAMESPACES)),
-        hostname=hostname,
-        loopback="net" in namespaces,
-        mounts=mounts,
-        fresh_proc="pid" in namespaces and "mount" in namespaces,
+    return SandboxPlan(
+        request=request,
+        namespaces=frozenset(namespaces),
         identity=who,
-        switch_identity=lease is not None,
-        drop_capabilities=policy.drop_capabilities,
-        no_new_privs=policy.no_new_privs,
-        seccomp_program=_seccomp_program() if policy.seccomp else None,
-        new_session=policy.new_session,
-        limits=policy.limits,
-        monitor=bool(policy.limits.memory or policy.limits.processes or policy.limits.cpu_time)
-        and {"pid", "mount"} <= namespaces,
-        argv=request.argv,
-        cwd=request.cwd,
+        leased=leased,
+        root=root,
+        hostname=hostname,
+        mounts=mounts,
         env=env,
-        stdio=(request.stdin, request.stdout, request.stderr),
+        seccomp_program=_seccomp_program() if policy.seccomp else None,
+        degraded={"hostname": kept_because} if kept_because else {},
     )
-    launch = launcher(request, plan, lease is not None) if launcher else Launch(plan)
+
+
+def _plan_run(sandbox: SandboxPlan, launch: Launch, lease: identity.Lease | None, *,
+              all_ids: bool) -> _Run:
+    policy = sandbox.policy
+    namespaces = sandbox.namespaces
     try:
         # last: nothing after it can fail; the launch's limits count its own processes
-        cgroup = _limit_cgroup(policy, launch.plan.limits, who, root, "pid" in namespaces)
+        cgroup = _limit_cgroup(policy, launch.confinement.limits, sandbox.identity,
+                               sandbox.root, "pid" in namespaces)
     except BaseException:
         for fd in launch.fds:
             os.close(fd)
         raise
-    plan = launch.plan
-    fds = launch.fds
-    if cgroup is not None:
-        # The cgroup counts processes, memory and (mostly) CPU time; the monitor still adds
-        # the memory of socket buffers, which a v1 cgroup does not all charge, to its usage.
-        usage = cgroup.open_usage() if policy.limits.memory else None
-        cpu_left = bool(policy.limits.cpu_time) and not cgroup.counts_cpu
-        plan = dataclasses.replace(plan, monitor=plan.monitor and (usage is not None
-                                                                   or cpu_left),
-                                   cgroup_enforced=True, cgroup_usage_fd=usage)
-        fds = (*fds, usage) if usage is not None else fds
+    watch = _plan_watch(policy, namespaces, cgroup)
+    plan = InitPlan(launch.setup, launch.confinement, launch.command, watch)
+    usage_fd = () if watch.cgroup_usage_fd is None else (watch.cgroup_usage_fd,)
     return _Run(
-        request=request,
+        request=sandbox.request,
         plan=plan,
-        layers=_layers(policy, namespaces, lease is not None, cgroup, plan.monitor,
-                       hostname=hostname),
-        supervisor_flags=_flags(namespaces & set(_SUPERVISOR_NAMESPACES)),
-        mounts=mounts,
+        layers=_layers(policy, namespaces, sandbox.leased, cgroup, watch.monitor,
+                       hostname=sandbox.hostname),
+        supervisor_flags=namespace_flags(namespaces & SUPERVISOR_NAMESPACES),
+        mounts=sandbox.mounts,
         all_ids=all_ids,
-        degraded=degraded,
+        degraded=dict(sandbox.degraded),
         lease=lease,
         cgroup=cgroup,
-        fds=fds,
+        fds=(*launch.fds, *usage_fd),
     )
+
+
+def _plan_watch(policy: Policy, namespaces: frozenset[str],
+                cgroup: cgroups.Cgroup | None) -> Watch:
+    """How the init watches the command: its monitor needs the sandbox's pids and mounts."""
+    limits = policy.limits
+    monitor = (bool(limits.memory or limits.processes or limits.cpu_time)
+               and {"pid", "mount"} <= namespaces)
+    if cgroup is None:
+        return Watch(monitor=monitor)
+    # The cgroup counts processes, memory and (mostly) CPU time; the monitor still adds
+    # the memory of socket buffers, which a v1 cgroup does not all charge, to its usage.
+    usage = cgroup.open_usage() if limits.memory else None
+    cpu_left = bool(limits.cpu_time) and not cgroup.counts_cpu
+    return Watch(monitor=monitor and (usage is not None or cpu_left), cgroup_enforced=True,
+                 cgroup_usage_fd=usage)
 
 
 def _check_paths(policy: Policy, cwd: str) -> None:
@@ -256,14 +262,7 @@ def _create_cgroup(limits: Limits, who: identity.Identity) -> cgroups.Cgroup | N
     return cgroups.create(name, limits.memory, processes, limits.cpu_time)
 
 
-def _flags(names: set[str]) -> int:
-    flags = 0
-    for name in names:
-        flags |= k.NAMESPACE_FLAGS[name]
-    return flags
-
-
-def _layers(policy: Policy, namespaces: set[str], ephemeral: bool,
+def _layers(policy: Policy, namespaces: frozenset[str], ephemeral: bool,
             cgroup: cgroups.Cgroup | None, monitor: bool, *,
             hostname: str | None) -> tuple[str, ...]:
     layers = [f"namespace:{name}" for name in sorted(namespaces)]
@@ -291,7 +290,7 @@ def _layers(policy: Policy, namespaces: set[str], ephemeral: bool,
     return tuple(layers)
 
 
-def _execute(run: _Run) -> dict[str, Any]:
+def _execute(run: _Run) -> Outcome:
     report_r, report_w = os.pipe()
     life_r, life_w = os.pipe()
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)  # until the child ignores
@@ -303,7 +302,7 @@ def _execute(run: _Run) -> dict[str, Any]:
                 os.close(life_w)
                 _supervise(run, report_w, life_r, blocked)
             finally:
-                os._exit(125)
+                os._exit(EXIT_SETUP_FAILED)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     os.close(report_w)
@@ -348,13 +347,14 @@ def _wait(pid: int) -> None:
             return
 
 
-def _outcome(data: bytes) -> dict[str, Any]:
-    result: dict[str, Any] | None = None
+def _outcome(data: bytes) -> Outcome:
+    result: Outcome | None = None
     for line in data.splitlines():
         message = json.loads(line)
         if "error" in message:
-            raise SandboxSetupError(message["error"], message.get("fix", ""))
-        result = message
+            failure = cast(SetupFailure, message)
+            raise SandboxSetupError(failure["error"], failure.get("fix", ""))
+        result = cast(Outcome, message)
     if result is None or result.get("setup_failed"):
         raise SandboxSetupError("the sandbox supervisor died without a report",
                                 "run `buildjail doctor`; this is a bug if it reports no problem")
@@ -373,7 +373,7 @@ def _supervise(
         # Forked from a thread, this process holds other runs' pipe ends too: drop them, or
         # their callers would wait for this sandbox to end before seeing their own EOF.
         lease_fd = run.lease.lock_fd if run.lease else -1
-        k.close_fds_except((report_fd, lifeline, lease_fd, *run.fds, *stdio_fds(run.plan)))
+        k.close_fds_except((report_fd, lifeline, lease_fd, *run.fds, *run.plan.stdio_fds()))
         outcome = _supervise_sandbox(run, report_fd, lifeline)
         os.write(report_fd, json.dumps(outcome).encode() + b"\n")
     except SandboxSetupError as error:
@@ -386,8 +386,8 @@ def _supervise(
     os._exit(0)
 
 
-def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, Any]:
-    who = run.plan.identity
+def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> Outcome:
+    who = run.plan.confinement.identity
     owners = ownership.lend(run.writable, who.uid, who.gid) if run.lease else None
     started = ownership.changed_since()
     try:
@@ -411,7 +411,7 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> dict[str, An
 
 def _hand_back(run: _Run, owners: ownership.Owners) -> None:
     """Give the writable trees back; contain what could not be (see ownership)."""
-    who = run.plan.identity
+    who = run.plan.confinement.identity
     try:
         ownership.hand_back(run.writable, owners, who.uid, os.getuid(), os.getgid())
     except ownership.HandBackIncomplete as error:
@@ -446,7 +446,7 @@ def _normalize(run: _Run, started: int) -> None:
 
 
 def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
-                     disk: DiskWatch | None) -> dict[str, Any]:
+                     disk: DiskWatch | None) -> Outcome:
     if run.supervisor_flags & k.CLONE_NEWUSER:
         userns.unshare_user(run.supervisor_flags & ~k.CLONE_NEWUSER, all_ids=run.all_ids)
     elif run.supervisor_flags:
@@ -460,7 +460,7 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
             os.close(lifeline)
             run_init(run.plan, report_fd, status_w)
         finally:
-            os._exit(125)
+            os._exit(EXIT_SETUP_FAILED)
     os.close(status_w)
     try:
         if run.cgroup is not None:  # the init is in it now: never make the supervisor a victim
@@ -479,11 +479,11 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
     if stopped == "wall_time":
         return {"exit_code": EXIT_TIMEOUT, "limit": "wall_time", "signal": signal.SIGKILL}
     if not status:  # the init died before reporting: a set-up failure, or killed
-        if os.waitstatus_to_exitcode(wait_status) == 125:
-            return {"exit_code": 125, "setup_failed": True}
+        if os.waitstatus_to_exitcode(wait_status) == EXIT_SETUP_FAILED:
+            return {"exit_code": EXIT_SETUP_FAILED, "setup_failed": True}
         limit = stopped or (run.cgroup.limit_hit() if run.cgroup else None)
         return {"exit_code": 128 + signal.SIGKILL, "limit": limit, "signal": signal.SIGKILL}
-    child = json.loads(status)
+    child: InitStatus = json.loads(status)
     code = os.waitstatus_to_exitcode(child["status"])
     limit = stopped or child["limit"] or (run.cgroup.limit_hit() if run.cgroup else None)
     if child.get("started") is False and limit is None:
@@ -494,7 +494,8 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
 
 
 def _stderr_fd(plan: InitPlan) -> int:
-    return plan.stdio[2] if plan.stdio[2] is not None else 2
+    stderr = plan.command.stdio[2]
+    return stderr if stderr is not None else 2
 
 
 def _regular_file_size(fd: int) -> int | None:
@@ -507,7 +508,7 @@ def _regular_file_size(fd: int) -> int | None:
 
 def _wrapper_failed(run: _Run, code: int, stderr_size: int | None) -> SandboxSetupError:
     """The set-up failure of a sandbox tool, with its own message when stderr is a file."""
-    tool = os.path.basename(run.plan.argv[0])
+    tool = os.path.basename(run.plan.command.argv[0])
     message = _appended_lines(_stderr_fd(run.plan), stderr_size, f"{tool}: ")
     where = f": {message}" if message else "; its message is on the command's standard error"
     return SandboxSetupError(

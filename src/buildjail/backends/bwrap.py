@@ -27,11 +27,11 @@ from ..filesystem import (
     MountPlan,
     untraversable_ancestors,
 )
+from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult
-from . import Request
-from ._sandbox_init import InitPlan
-from ._supervisor import Launch, run_supervised
+from ._supervisor import run_supervised
+from .base import Command, Confinement, Launch, Request, SandboxPlan, SetUp
 
 CANDIDATES = ("/usr/bin/bwrap", "/usr/local/bin/bwrap")
 """Where bubblewrap is looked for: absolute paths only, never the build's PATH."""
@@ -55,7 +55,7 @@ class BwrapBackend:
     def run(self, request: Request) -> RunResult:
         """Run the command through bubblewrap; raise SandboxSetupError if it cannot."""
         executable = require_bwrap()
-        return run_supervised(request, self.name, functools.partial(launch, executable))
+        return run_supervised(request, self.name, functools.partial(plan_bwrap, executable))
 
 
 def find_bwrap() -> str | None:
@@ -98,70 +98,104 @@ def require_bwrap() -> str:
     return executable
 
 
-def launch(executable: str, request: Request, plan: InitPlan, outsider: bool) -> Launch:
-    """Turn the native init plan into one that starts bubblewrap with the same policy."""
+def plan_bwrap(executable: str, sandbox: SandboxPlan) -> Launch:
+    """The bwrap launch: the init confines itself and starts bubblewrap, which builds the rest.
+
+    Opens the descriptors bubblewrap reads (its status pipe, data and seccomp memfds); runs
+    nothing. The launch's ``fds`` are the caller's to close.
+    """
     fds: list[int] = []
     try:
-        return _launch(executable, request, plan, outsider, fds)
+        return _plan_bwrap(executable, sandbox, fds)
     except BaseException:
         for fd in fds:
             os.close(fd)
         raise
 
 
-def _launch(executable: str, request: Request, plan: InitPlan, outsider: bool,
-            fds: list[int]) -> Launch:
-    policy = request.policy
+def _plan_bwrap(executable: str, sandbox: SandboxPlan, fds: list[int]) -> Launch:
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     fds += (status_r, status_w)
-    mounts = plan.mounts
-    staged = _staged(mounts) if mounts is not None and outsider else {}
-    argv = [executable, "--die-with-parent", "--json-status-fd", str(status_w),
-            *_namespace_options(policy, outsider, plan.hostname)]
+    mounts = sandbox.mounts
+    staged = _staged(mounts) if mounts is not None and sandbox.leased else {}
+    argv = compile_argv(executable, sandbox, staged, status_w, fds)
+    return Launch(
+        setup=_setup(sandbox, mounts, staged),
+        confinement=_confinement(sandbox),
+        command=Command(
+            argv=tuple(argv),
+            cwd="/",
+            env=sandbox.env,
+            stdio=sandbox.request.stdio,
+            new_session=False,  # bubblewrap's --new-session
+            inherited_fds=tuple(fd for fd in fds if fd != status_r),
+            status_fd=status_r,
+        ),
+        fds=tuple(fds),
+    )
+
+
+def compile_argv(executable: str, sandbox: SandboxPlan, staged: dict[str, str],
+                 status_fd: int, fds: list[int]) -> list[str]:
+    """The bubblewrap command line for *sandbox*; the data descriptors it reads join *fds*."""
+    mounts = sandbox.mounts
+    argv = [executable, "--die-with-parent", "--json-status-fd", str(status_fd),
+            *_namespace_options(sandbox)]
     if mounts is not None:
         argv += _filesystem_options(mounts, staged, fds)
     else:
         argv += ["--dev-bind", "/", "/"]
-        if plan.fresh_proc:
+        if {"pid", "mount"} <= sandbox.namespaces:
             argv += ["--proc", "/proc"]
-    if plan.seccomp_program is not None:
-        argv += ["--seccomp", str(_data_fd("seccomp", plan.seccomp_program, fds))]
-    argv += ["--chdir", request.cwd, "--", *request.argv]
-    limits = plan.limits
-    if limits.processes:
-        limits = dataclasses.replace(limits, processes=limits.processes + _WRAPPER_PROCESSES)
-    own_proc = "pid" in policy.namespaces
-    namespaces = k.CLONE_NEWNS if own_proc or staged else 0
+    if sandbox.seccomp_program is not None:
+        argv += ["--seccomp", str(_data_fd("seccomp", sandbox.seccomp_program, fds))]
+    return [*argv, "--chdir", sandbox.request.cwd, "--", *sandbox.request.argv]
+
+
+def _setup(sandbox: SandboxPlan, mounts: MountPlan | None, staged: dict[str, str]) -> SetUp:
+    """The init makes a private /proc and the staged trees; the net and IPC namespaces."""
+    namespaces = sandbox.policy.namespaces
+    own_proc = "pid" in namespaces
+    flags = k.CLONE_NEWNS if own_proc or staged else 0
     for name, flag in _INIT_NAMESPACES:
-        if name in policy.namespaces:
-            namespaces |= flag
-    wrapped = dataclasses.replace(
-        plan,
-        namespaces=namespaces,
-        hostname=None,
-        loopback="net" in policy.namespaces,
-        mounts=None,
+        if name in namespaces:
+            flags |= flag
+    return SetUp(
+        namespaces=flags,
+        loopback="net" in namespaces,
         fresh_proc=own_proc,
-        seccomp_program=None,
-        new_session=False,
-        # bubblewrap needs root's capabilities to build the sandbox when it runs as root:
-        # it drops them itself (--cap-drop ALL, in its user namespace).
-        drop_capabilities=plan.drop_capabilities and (outsider or os.geteuid() != 0),
-        limits=limits,
-        monitor=plan.monitor and own_proc,
-        argv=tuple(argv),
-        cwd="/",
         staged=tuple((source, target, source in mounts.writable)
                      for source, target in staged.items()) if mounts else (),
-        spawn_fds=tuple(fd for fd in fds if fd != status_r),
-        wrapper_status_fd=status_r,
     )
-    return Launch(wrapped, fds=tuple(fds))
 
 
-def _namespace_options(policy: Policy, outsider: bool, hostname: str | None) -> list[str]:
+def _confinement(sandbox: SandboxPlan) -> Confinement:
+    """The init's confinement, less what bubblewrap applies itself (the seccomp filter)."""
+    policy = sandbox.policy
+    return Confinement(
+        identity=sandbox.identity,
+        switch_identity=sandbox.leased,
+        # bubblewrap needs root's capabilities to build the sandbox when it runs as root:
+        # it drops them itself (--cap-drop ALL, in its user namespace).
+        drop_capabilities=policy.drop_capabilities and (sandbox.leased or not sandbox.root),
+        no_new_privs=policy.no_new_privs,
+        seccomp_program=None,  # --seccomp: loaded just before the command runs
+        limits=_with_wrapper_processes(policy.limits),
+    )
+
+
+def _with_wrapper_processes(limits: Limits) -> Limits:
+    """The limits, with room for bubblewrap's own processes beside the command."""
+    if not limits.processes:
+        return limits
+    return dataclasses.replace(limits, processes=limits.processes + _WRAPPER_PROCESSES)
+
+
+def _namespace_options(sandbox: SandboxPlan) -> list[str]:
+    policy = sandbox.policy
+    hostname = sandbox.hostname
     options = []
-    if _user_namespace(policy, outsider):
+    if _user_namespace(policy, sandbox.leased, sandbox.root):
         options.append("--unshare-user")
         if policy.drop_capabilities:
             options.append("--disable-userns")
@@ -175,13 +209,13 @@ def _namespace_options(policy: Policy, outsider: bool, hostname: str | None) -> 
     return options
 
 
-def _user_namespace(policy: Policy, outsider: bool) -> bool:
+def _user_namespace(policy: Policy, outsider: bool, root: bool) -> bool:
     """Whether bubblewrap makes a user namespace: always, unless root keeps its capabilities.
 
     Root without an ephemeral identity but with capabilities to drop also gets one, so
     bubblewrap drops the bounding set there and can disable nested user namespaces.
     """
-    return (os.geteuid() != 0 or outsider or "user" in policy.namespaces
+    return (not root or outsider or "user" in policy.namespaces
             or policy.drop_capabilities)
 
 

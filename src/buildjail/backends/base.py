@@ -1,0 +1,175 @@
+"""What every backend shares: the request, the backend protocol, and the plan of a sandbox.
+
+The supervisor plans what every backend needs alike (:class:`SandboxPlan`); each backend
+turns that into its :class:`Launch`, grouped by concern (:class:`SetUp`,
+:class:`Confinement`, :class:`Command`); the supervisor adds how the init watches the
+command (:class:`Watch`) and hands the init the whole :class:`InitPlan`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from .. import _kernel as k
+from ..filesystem import MountPlan
+from ..identity import Identity
+from ..limits import Limits
+from ..policy import Policy
+from ..result import RunResult
+
+SUPERVISOR_NAMESPACES = frozenset({"user", "pid"})
+"""Namespaces the supervisor makes before it starts the init; the init makes the others."""
+
+Stdio = tuple[int | None, int | None, int | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One command to run under a policy, with its environment already filtered."""
+
+    policy: Policy
+    argv: tuple[str, ...]
+    cwd: str
+    env: dict[str, str]
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
+
+    @property
+    def stdio(self) -> Stdio:
+        """The command's standard streams; None passes the caller's own on."""
+        return (self.stdin, self.stdout, self.stderr)
+
+
+class Backend(Protocol):
+    """Something that runs a :class:`Request` and returns a :class:`RunResult`."""
+
+    name: str
+
+    def run(self, request: Request) -> RunResult:
+        """Run the command; raise SandboxSetupError when a layer cannot be enforced."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxPlan:
+    """What the supervisor planned alike for every backend, before any backend plans."""
+
+    request: Request
+    namespaces: frozenset[str]
+    """Every namespace the sandbox gets, the supervisor's (user, pid) included."""
+    identity: Identity
+    leased: bool
+    """The build runs as a leased ephemeral identity, an outsider to the caller's files."""
+    root: bool
+    """The caller is root (its effective uid)."""
+    hostname: str | None
+    mounts: MountPlan | None
+    env: dict[str, str]
+    seccomp_program: bytes | None
+    degraded: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Layers kept weaker than the policy asks, because the runtime forbids them: why."""
+
+    @property
+    def policy(self) -> Policy:
+        """The request's policy."""
+        return self.request.policy
+
+    @property
+    def init_namespaces(self) -> frozenset[str]:
+        """The namespaces left for the init (or the tool it starts) to make."""
+        return self.namespaces - SUPERVISOR_NAMESPACES
+
+
+@dataclasses.dataclass(frozen=True)
+class SetUp:
+    """What the init builds before it confines itself: namespaces, hostname, mounts."""
+
+    namespaces: int
+    """The CLONE_NEW* flags the init unshares."""
+    hostname: str | None = None
+    loopback: bool = False
+    """Bring up ``lo`` in the init's network namespace."""
+    mounts: MountPlan | None = None
+    """The filesystem view the init builds itself; None leaves it to the command."""
+    fresh_proc: bool = False
+    """Mount a ``/proc`` of the sandbox's pid namespace."""
+    staged: tuple[tuple[str, str, bool], ...] = ()
+    """(source, target, writable) trees re-attached where the dropped identity can reach."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Confinement:
+    """How the init confines itself, and so the command it spawns."""
+
+    identity: Identity
+    switch_identity: bool
+    drop_capabilities: bool
+    no_new_privs: bool
+    seccomp_program: bytes | None
+    limits: Limits
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """What the init spawns, with what, and how it learns that it started."""
+
+    argv: tuple[str, ...]
+    cwd: str
+    env: dict[str, str]
+    stdio: Stdio
+    new_session: bool = False
+    inherited_fds: tuple[int, ...] = ()
+    """Descriptors the spawned program inherits (bubblewrap's data and seccomp fds)."""
+    status_fd: int | None = None
+    """The spawned tool's status stream (bubblewrap's ``--json-status-fd``): its child's
+    pid, then whether it executed the command."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Watch:
+    """How the init watches the command: its own monitor, and the cgroup beside it."""
+
+    monitor: bool = False
+    cgroup_enforced: bool = False
+    """A cgroup enforces memory and processes: the monitor adds only what it may not count."""
+    cgroup_usage_fd: int | None = None
+    """The cgroup's memory usage file, to which the monitor adds socket buffers."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """A backend's plan for its sandbox's init, and the descriptors it lends the init."""
+
+    setup: SetUp
+    confinement: Confinement
+    command: Command
+    fds: tuple[int, ...] = ()
+    """Caller-side descriptors the init passes on; closed by the caller after the run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InitPlan:
+    """Everything the sandbox's init needs: a backend's launch and the supervisor's watch."""
+
+    setup: SetUp
+    confinement: Confinement
+    command: Command
+    watch: Watch
+
+    def stdio_fds(self) -> tuple[int, ...]:
+        """The descriptors the plan gives the command as its standard streams."""
+        return tuple(fd for fd in self.command.stdio if fd is not None)
+
+
+PlanLaunch = Callable[[SandboxPlan], Launch]
+"""A backend's planner: its launch, from what the supervisor planned for every backend."""
+
+
+def namespace_flags(names: frozenset[str] | set[str]) -> int:
+    """The CLONE_NEW* flags of the namespaces called *names*."""
+    flags = 0
+    for name in names:
+        flags |= k.NAMESPACE_FLAGS[name]
+    return flags

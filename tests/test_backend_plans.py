@@ -1,0 +1,291 @@
+"""What each backend compiles from a policy, planned without running anything.
+
+These need neither root nor bubblewrap: the plans are built for a pretended caller (root
+with a leased identity, or uid 4242) and inspected, never executed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from buildjail import _kernel as k
+from buildjail import seccomp
+from buildjail.backends._supervisor import plan_sandbox
+from buildjail.backends.base import Launch, Request, SandboxPlan
+from buildjail.backends.bwrap import plan_bwrap
+from buildjail.backends.native import plan_native
+from buildjail.filesystem import STAGE_DIR
+from buildjail.identity import Identity
+from buildjail.policy import Policy
+
+BWRAP = "/opt/nowhere/bwrap"
+"""Never executed: the plans only name it."""
+LEASED = Identity(uid=61000, gid=61000)
+CALLER = Identity(uid=4242, gid=4242)
+INIT_FULL = k.CLONE_NEWNS | k.CLONE_NEWNET | k.CLONE_NEWIPC | k.CLONE_NEWUTS | k.CLONE_NEWCGROUP
+"""The namespaces the native init makes for ``full``: all but the supervisor's user and pid."""
+
+
+@pytest.fixture
+def trees(tmp_path: Path) -> tuple[str, str]:
+    """A read-only and a writable tree for the policy to expose."""
+    readonly, writable = tmp_path / "src", tmp_path / "out"
+    readonly.mkdir()
+    writable.mkdir()
+    return str(readonly), str(writable)
+
+
+def _sandbox(profile: str, trees: tuple[str, str], *, root: bool) -> SandboxPlan:
+    """The shared plan of *profile*, as root (with a leased identity) or as uid 4242."""
+    readonly, writable = trees
+    policy = Policy.profile(profile)
+    if policy.filesystem:
+        policy = policy.with_paths(readonly=[readonly], writable=[writable])
+    leased = root and policy.ephemeral_identity
+    request = Request(policy=policy, argv=("python", "-c", "pass"), cwd=writable,
+                      env={"PATH": "/usr/bin:/bin"}, stdout=1)
+    return plan_sandbox(request, LEASED if leased else CALLER, leased=leased, root=root)
+
+
+@pytest.fixture
+def launches() -> Iterator[list[Launch]]:
+    """The launches a test plans; their descriptors are closed afterwards."""
+    planned: list[Launch] = []
+    yield planned
+    for launch in planned:
+        for fd in launch.fds:
+            os.close(fd)
+
+
+def _bwrap(sandbox: SandboxPlan, launches: list[Launch]) -> Launch:
+    launch = plan_bwrap(BWRAP, sandbox)
+    launches.append(launch)
+    return launch
+
+
+def _value(argv: tuple[str, ...], option: str) -> str:
+    """The value following *option*, which must occur exactly once."""
+    assert argv.count(option) == 1, (option, argv)
+    return argv[argv.index(option) + 1]
+
+
+def _triples(argv: tuple[str, ...]) -> set[tuple[str, str, str]]:
+    return set(zip(argv, argv[1:], argv[2:], strict=False))
+
+
+# -- what the supervisor plans for every backend ---------------------------------------------
+
+def test_a_non_root_caller_gets_a_user_namespace(trees: tuple[str, str]) -> None:
+    assert "user" in _sandbox("full", trees, root=False).namespaces
+    assert "user" not in _sandbox("full", trees, root=True).namespaces
+    assert _sandbox("none", trees, root=False).namespaces == frozenset()
+
+
+def test_the_full_view_is_planned_for_the_builds_identity(trees: tuple[str, str]) -> None:
+    sandbox = _sandbox("full", trees, root=True)
+    assert sandbox.leased
+    assert sandbox.mounts is not None
+    assert sandbox.mounts.identity == LEASED
+    assert trees[0] in sandbox.mounts.readonly
+    assert sandbox.mounts.writable == (trees[1],)
+    assert sandbox.env["HOME"] == LEASED.home
+    assert sandbox.env["TMPDIR"] == "/tmp"
+    assert sandbox.seccomp_program == seccomp.build_filter()
+
+
+def test_without_a_view_the_environment_is_the_requests(trees: tuple[str, str]) -> None:
+    sandbox = _sandbox("network", trees, root=False)
+    assert sandbox.mounts is None
+    assert sandbox.env == {"PATH": "/usr/bin:/bin"}
+    assert sandbox.seccomp_program is None
+
+
+# -- native ----------------------------------------------------------------------------------
+
+def test_native_full_as_root_builds_everything_in_its_init(trees: tuple[str, str]) -> None:
+    sandbox = _sandbox("full", trees, root=True)
+    launch = plan_native(sandbox)
+    setup, confinement, command = launch.setup, launch.confinement, launch.command
+    assert setup.namespaces == INIT_FULL
+    assert setup.loopback
+    assert setup.fresh_proc
+    assert setup.mounts is sandbox.mounts
+    assert setup.hostname == sandbox.hostname
+    assert setup.staged == ()
+    assert confinement.identity == LEASED
+    assert confinement.switch_identity
+    assert confinement.drop_capabilities
+    assert confinement.no_new_privs
+    assert confinement.seccomp_program == seccomp.build_filter()
+    assert confinement.limits == sandbox.policy.limits
+    assert command.argv == ("python", "-c", "pass")
+    assert command.cwd == trees[1]
+    assert command.stdio == (None, 1, None)
+    assert command.new_session
+    assert command.env["HOME"] == LEASED.home
+    assert (command.inherited_fds, command.status_fd, launch.fds) == ((), None, ())
+
+
+def test_native_full_as_non_root_keeps_the_callers_uid(trees: tuple[str, str]) -> None:
+    launch = plan_native(_sandbox("full", trees, root=False))
+    assert launch.setup.namespaces == INIT_FULL  # the user namespace is the supervisor's
+    assert launch.confinement.identity == CALLER
+    assert not launch.confinement.switch_identity
+    assert launch.confinement.drop_capabilities
+
+
+def test_native_network_isolates_only_the_network_and_hostname(trees: tuple[str, str]) -> None:
+    launch = plan_native(_sandbox("network", trees, root=True))
+    assert launch.setup.namespaces == k.CLONE_NEWNET | k.CLONE_NEWUTS
+    assert launch.setup.loopback
+    assert launch.setup.mounts is None
+    assert not launch.setup.fresh_proc
+    assert launch.confinement.seccomp_program is None
+    assert not launch.confinement.drop_capabilities
+    assert not launch.command.new_session
+
+
+def test_native_none_confines_nothing(trees: tuple[str, str]) -> None:
+    launch = plan_native(_sandbox("none", trees, root=True))
+    assert launch.setup.namespaces == 0
+    assert not launch.setup.loopback
+    assert launch.setup.hostname is None
+    assert launch.setup.mounts is None
+    confinement = launch.confinement
+    assert not (confinement.switch_identity or confinement.drop_capabilities
+                or confinement.no_new_privs or confinement.seccomp_program)
+
+
+# -- bwrap -----------------------------------------------------------------------------------
+
+def test_bwrap_full_as_root(trees: tuple[str, str], launches: list[Launch]) -> None:
+    sandbox = _sandbox("full", trees, root=True)
+    launch = _bwrap(sandbox, launches)
+    argv = launch.command.argv
+    assert argv[:2] == (BWRAP, "--die-with-parent")
+    for option in ("--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-uts",
+                   "--unshare-cgroup", "--new-session"):
+        assert option in argv
+    # the init makes the network and IPC namespaces, so its monitor counts what they hold
+    assert "--unshare-net" not in argv
+    assert "--unshare-ipc" not in argv
+    assert _value(argv, "--cap-drop") == "ALL"
+    if sandbox.hostname is not None:
+        assert _value(argv, "--hostname") == sandbox.hostname
+    assert argv[-6:] == ("--chdir", trees[1], "--", "python", "-c", "pass")
+    # the caller's trees are hidden from the leased identity (tmp_path is 0700): staged
+    setup = launch.setup
+    staged = {source: target for source, target, _ in setup.staged}
+    assert set(trees) <= set(staged)
+    assert all(target.startswith(f"{STAGE_DIR}/") for target in staged.values())
+    assert ("--ro-bind", staged[trees[0]], trees[0]) in _triples(argv)
+    assert ("--bind", staged[trees[1]], trees[1]) in _triples(argv)
+    assert (trees[1], staged[trees[1]], True) in setup.staged
+    assert setup.namespaces == k.CLONE_NEWNS | k.CLONE_NEWNET | k.CLONE_NEWIPC
+    assert setup.loopback
+    assert setup.fresh_proc
+    assert setup.mounts is None  # bubblewrap builds the view
+    confinement = launch.confinement
+    assert confinement.switch_identity
+    assert confinement.drop_capabilities  # an outsider: the init drops them before bwrap
+    assert confinement.seccomp_program is None  # bubblewrap loads it: --seccomp
+    limits = sandbox.policy.limits
+    assert limits.processes
+    assert confinement.limits.processes == limits.processes + 2
+    assert launch.command.cwd == "/"
+    assert not launch.command.new_session
+
+
+def test_bwrap_passes_its_descriptors_to_bubblewrap(trees: tuple[str, str],
+                                                    launches: list[Launch]) -> None:
+    launch = _bwrap(_sandbox("full", trees, root=True), launches)
+    command = launch.command
+    argv = command.argv
+    status_w = int(_value(argv, "--json-status-fd"))
+    assert command.status_fd is not None
+    assert command.status_fd not in command.inherited_fds
+    assert status_w in command.inherited_fds
+    seccomp_fd = int(_value(argv, "--seccomp"))
+    assert seccomp_fd in command.inherited_fds
+    program = seccomp.build_filter()
+    assert os.pread(seccomp_fd, len(program) + 1, 0) == program
+    assert set(command.inherited_fds) | {command.status_fd} == set(launch.fds)
+    for fd in launch.fds:
+        assert not os.get_inheritable(fd)  # only the init hands them on
+
+
+def test_bwrap_full_shows_the_view_not_the_host(trees: tuple[str, str],
+                                                launches: list[Launch]) -> None:
+    sandbox = _sandbox("full", trees, root=False)
+    mounts = sandbox.mounts
+    assert mounts is not None
+    argv = _bwrap(sandbox, launches).command.argv
+    triples = _triples(argv)
+    assert not any(path == "/" and target == "/" for _, path, target in triples)
+    assert "--dev-bind" not in argv
+    for path in mounts.system:
+        assert ("--ro-bind", path, path) in triples
+    for entry in mounts.entries:
+        if entry.kind == "dir":
+            assert ("--dir", entry.path) in set(itertools.pairwise(argv))
+        elif entry.kind == "link":
+            assert ("--symlink", os.fsdecode(entry.data), entry.path) in triples
+        else:
+            assert any(option == "--file" and path == entry.path
+                       for option, _, path in triples), entry.path
+    for path in mounts.masked_files:
+        assert any(option == "--ro-bind-data" and masked == path
+                   for option, _, masked in triples), path
+    assert _value(argv, "--proc") == "/proc"
+    assert _value(argv, "--dev") == "/dev"
+    remount_root = max(index for index, pair in enumerate(itertools.pairwise(argv))
+                       if pair == ("--remount-ro", "/"))
+    last_bind = max(index for index, option in enumerate(argv)
+                    if option in ("--bind", "--ro-bind"))
+    assert remount_root > last_bind  # the root is read-only, the binds as they are
+
+
+def test_bwrap_full_as_non_root(trees: tuple[str, str], launches: list[Launch]) -> None:
+    launch = _bwrap(_sandbox("full", trees, root=False), launches)
+    argv = launch.command.argv
+    assert "--unshare-user" in argv
+    assert "--disable-userns" in argv
+    assert "--seccomp" in argv
+    # not an outsider: the trees are bound where they are, nothing is staged
+    assert ("--ro-bind", trees[0], trees[0]) in _triples(argv)
+    assert ("--bind", trees[1], trees[1]) in _triples(argv)
+    assert launch.setup.staged == ()
+    assert not launch.confinement.switch_identity
+    assert launch.confinement.drop_capabilities
+    assert launch.confinement.identity == CALLER
+
+
+def test_bwrap_network_shares_the_hosts_files(trees: tuple[str, str],
+                                              launches: list[Launch]) -> None:
+    launch = _bwrap(_sandbox("network", trees, root=False), launches)
+    argv = launch.command.argv
+    assert ("--dev-bind", "/", "/") in _triples(argv)
+    assert "--unshare-uts" in argv
+    assert "--unshare-user" in argv
+    for option in ("--unshare-net", "--unshare-pid", "--proc", "--seccomp", "--cap-drop"):
+        assert option not in argv
+    assert launch.setup.namespaces == k.CLONE_NEWNET
+    assert launch.setup.loopback
+
+
+def test_bwrap_none_as_root_adds_no_namespace(trees: tuple[str, str],
+                                              launches: list[Launch]) -> None:
+    launch = _bwrap(_sandbox("none", trees, root=True), launches)
+    argv = launch.command.argv
+    assert not [option for option in argv if option.startswith("--unshare-")]
+    assert ("--dev-bind", "/", "/") in _triples(argv)
+    assert "--seccomp" not in argv
+    assert "--new-session" not in argv
+    assert launch.setup.namespaces == 0
+    assert not launch.setup.loopback
+    assert not launch.confinement.drop_capabilities

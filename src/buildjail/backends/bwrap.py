@@ -120,7 +120,7 @@ def _plan_bwrap(executable: str, sandbox: SandboxPlan, fds: list[int]) -> Launch
     staged = _staged(mounts) if mounts is not None and sandbox.leased else {}
     argv = compile_argv(executable, sandbox, staged, status_w, fds)
     return Launch(
-        setup=_setup(sandbox, mounts, staged),
+        setup=_setup(sandbox, staged),
         confinement=_confinement(sandbox),
         command=Command(
             argv=tuple(argv),
@@ -152,9 +152,10 @@ def compile_argv(executable: str, sandbox: SandboxPlan, staged: dict[str, str],
     return [*argv, "--chdir", sandbox.request.cwd, "--", *sandbox.request.argv]
 
 
-def _setup(sandbox: SandboxPlan, mounts: MountPlan | None, staged: dict[str, str]) -> SetUp:
+def _setup(sandbox: SandboxPlan, staged: dict[str, str]) -> SetUp:
     """The init makes a private /proc and the staged trees; the net and IPC namespaces."""
     namespaces = sandbox.policy.namespaces
+    mounts = sandbox.mounts
     own_proc = "pid" in namespaces
     flags = k.CLONE_NEWNS if own_proc or staged else 0
     for name, flag in _INIT_NAMESPACES:

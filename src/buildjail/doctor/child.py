@@ -36,6 +36,7 @@ class Stages:
 
 
 Probe = Callable[[Stages, IdentityKind], str]
+"""A layer's probe: does the layer for *who* in the probe child, returns what it saw."""
 
 
 class Degraded(Exception):  # noqa: N818 - a probe's outcome, not an error

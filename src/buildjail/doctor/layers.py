@@ -175,6 +175,7 @@ def _probe_seccomp(stages: Stages, who: IdentityKind) -> str:
 
 
 def capabilities() -> dict[str, int]:
+    """This process's capability sets, as /proc/self/status shows them (a bit mask each)."""
     values = {}
     with open("/proc/self/status") as stream:
         for line in stream:
@@ -282,7 +283,7 @@ def _probe_bwrap_sandbox(stages: Stages, who: IdentityKind) -> str:
     return _probe_sandbox(stages, who, "bwrap")
 
 
-LAYER_PROBES: tuple[Layer, ...] = (
+LAYER_PROBES: tuple[Layer, ...] = (  # the order the report shows them
     *(Layer(f"namespace:{name}", _namespace_probe(name),
              required=("nonroot",) if name == "user" else IDENTITIES) for name in _NAMESPACES),
     Layer("filesystem:proc", _probe_proc),

@@ -476,6 +476,7 @@ def make_wheel(
     attrs: dict[str, int] | None = None,
     tags: tuple[str, ...] = ("py3-none-any",),
     metadata_name: str = "demo",
+    metadata_version: str = "1.0",
     record: bool = True,
     unlisted: tuple[str, ...] = (),
 ) -> Path:
@@ -483,7 +484,7 @@ def make_wheel(
     files = {
         "demo/__init__.py": b"X = 1\n",
         f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {metadata_name}\n"
-                                 "Version: 1.0\n".encode(),
+                                 f"Version: {metadata_version}\n".encode(),
         f"{dist_info}/WHEEL": ("Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
                                + "".join(f"Tag: {tag}\n" for tag in tags)).encode(),
         **(extra or {}),
@@ -631,6 +632,23 @@ def test_wheel_metadata_and_tags_must_match_the_file_name(tmp_path: Path) -> Non
                              tags=("cp311-cp311-linux_x86_64",)), "WHEEL", "tags")
 
 
+def test_wheel_versions_compare_under_pep_440(tmp_path: Path) -> None:
+    """1.0.0 is 1.0 (the old text comparison refused it); a post- or pre-release is not."""
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    assert validate_wheel(make_wheel(path, metadata_version="1.0.0")).version == "1.0"
+    for version in ("1.0.post1", "1.0rc1", "1.0.dev0", "not a version", "1.0\x00"):
+        wheel_refused(make_wheel(path, metadata_version=version), "METADATA", "has version")
+
+
+@pytest.mark.parametrize("name", ["demo-1!x-py3-none-any.whl", "demo-1.0-1+x-py3-none-any.whl",
+                                  "de__mo-1.0-py3-none-any.whl", "_demo-1.0-py3-none-any.whl",
+                                  "d\u0113mo-1.0-py3-none-any.whl",
+                                  "demo-1.0-py3-none-any+x.whl"])
+def test_wheel_names_outside_the_spec_are_refused(tmp_path: Path, name: str) -> None:
+    """Not a PEP 440 version, an escaped name with '__', or anything but plain ASCII."""
+    wheel_refused(make_wheel(tmp_path / name), "is not named")
+
+
 # --- validate_sdist ---------------------------------------------------------------------
 
 
@@ -666,8 +684,20 @@ def test_sdist_of_another_name_or_version_is_refused(tmp_path: Path) -> None:
     sdist_refused(path, "expected '2.0'", expected_version="2.0")
 
 
+def test_sdist_versions_compare_under_pep_440(tmp_path: Path) -> None:
+    """1.0c1 is 1.0rc1, and 1.0-1 is 1.0.post1, not 1.0.1 (the old comparison got both wrong)."""
+    validate_sdist(make_sdist(tmp_path / "demo-1.0rc1.tar.gz"), expected_version="1.0c1")
+    release = make_sdist(tmp_path / "demo-1.0.1.tar.gz")
+    sdist_refused(release, "expected '1.0-1'", expected_version="1.0-1")
+    sdist_refused(release, "expected 'not a version'", expected_version="not a version")
+    post = make_sdist(tmp_path / "demo-1.0.post1.tar.gz")
+    validate_sdist(post, expected_version="1.0-1")
+    sdist_refused(post, "expected '1.0'", expected_version="1.0")
+
+
 @pytest.mark.parametrize("name", ["demo-1.0.zip", "demo-1.0.tar.bz2", "demo.tar.gz",
-                                  "demo-.tar.gz"])
+                                  "demo-.tar.gz", "demo-1!x.tar.gz", "-demo-1.0.tar.gz",
+                                  "d\u0113mo-1.0.tar.gz"])
 def test_badly_named_sdist_is_refused(tmp_path: Path, name: str) -> None:
     sdist_refused(make_tar(tmp_path / name, *normal_members()), "is not named")
 

@@ -257,12 +257,13 @@ def test_the_non_root_audit_passes_where_the_non_root_sandbox_works(
         assert full["verdict"] in ("blocked", "not_applicable"), full
     # The control: without a sandbox the bait a non-root user can plant is really reached,
     # its home's credentials and its other builds included (they live in that home).
-    for vector in ("cred_home_netrc", "cred_home_ssh", "cred_home_cloud", "env_tokens",
+    for vector_id in ("cred_home_netrc", "cred_home_ssh", "cred_home_cloud", "env_tokens",
                    "proc_parent_cmdline", "ptrace", "net_tcp", "net_udp", "shell_profile",
                    "pip_conf", "other_build", "other_output", "shared_cache", "tmp_shared",
                    "daemon", "fork_bomb", "memory_hog", "disk_filler", "host_unix_socket",
                    "disk_files", "memory_sysv", "memory_sockets", "memory_memfd"):
-        assert findings[("none", vector)]["verdict"] == "vulnerable", findings[("none", vector)]
+        finding = findings[("none", vector_id)]
+        assert finding["verdict"] == "vulnerable", finding
     assert list(nonroot_home.iterdir()) == []  # the bait is gone again
 
 

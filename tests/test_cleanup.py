@@ -43,7 +43,7 @@ class HostState:
 
     def new_since(self, before: HostState) -> dict[str, list[Any]]:
         """What appeared since *before* (mounts: also what disappeared)."""
-        found = {
+        found: dict[str, list[Any]] = {
             "processes": sorted(self.processes - before.processes),
             "mounts": sorted(self.mounts ^ before.mounts),
             "identity locks": sorted(self.locks - before.locks),

@@ -10,6 +10,7 @@ report back through a pipe.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import subprocess
@@ -23,8 +24,9 @@ from typing import Any
 import pytest
 
 from buildjail import _kernel as k
-from buildjail import seccomp
+from buildjail import diagnosis, seccomp
 from buildjail.doctor import LAYERS, check_host
+from buildjail.doctor.diagnose import diagnose
 from conftest import hide_bubblewrap, require_backend
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -345,3 +347,28 @@ def test_root_without_cap_sys_admin_and_no_user_namespaces_names_both() -> None:
         assert not check["ok"], check
         assert "max_user_namespaces" in check["reason"], check
     assert report["backends"]["native"]["root"] is False
+
+
+@pytest.mark.parametrize(("settings", "code", "cause", "fix"), [
+    ({"max_user_namespaces": "0"}, errno.ENOSPC, "is 0", "max_user_namespaces=15000 (it is 0"),
+    ({"max_user_namespaces": "9"}, errno.ENOSPC, "limit is reached", "raise the limit"),
+    ({"apparmor_restrict_unprivileged_userns": "1"}, errno.EPERM, "AppArmor", "AppArmor"),
+    ({"unprivileged_userns_clone": "0"}, errno.EPERM, "userns_clone is 0", "userns_clone=1"),
+    ({}, errno.EINVAL, "CONFIG_USER_NS", "enable unprivileged user namespaces"),
+])
+def test_doctor_and_set_up_errors_give_one_user_namespace_fix(
+    monkeypatch: pytest.MonkeyPatch, settings: dict[str, str], code: int, cause: str, fix: str,
+) -> None:
+    """The doctor's reason and fix, and a failed sandbox's fix, come from userns_refusal."""
+    files = {f"/proc/sys/{'user' if 'max' in key else 'kernel'}/{key}": value
+             for key, value in settings.items()}
+    monkeypatch.setattr(diagnosis, "read_setting", files.get)
+    monkeypatch.setattr(diagnosis, "seccomp_mode", lambda: 0)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    reason, doctor_fix = diagnose("namespace:user", "nonroot",
+                                  {"stage": "unshare user", "errno": code, "error": ""}, "v2")
+    assert cause in reason, reason
+    assert fix in (doctor_fix or ""), doctor_fix
+    failure = diagnosis.explain("unshare user", OSError(code, os.strerror(code)))
+    assert failure.reason.startswith("cannot create namespaces"), failure.reason
+    assert failure.fix == doctor_fix

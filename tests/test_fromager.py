@@ -132,7 +132,7 @@ def test_the_hook_point_check_refuses_a_fromager_without_it(changes: dict[str, A
 
 
 def test_the_hook_point_check_refuses_a_changed_run_signature() -> None:
-    def run(cmd: list[str], *, cwd: str | None = None, env: Any = None) -> str:
+    def run(cmd: list[str], *, cwd: str | None = None, env: Any = None) -> bytes:
         return subprocess.run([*network_isolation_cmd(), *cmd], check=False).stdout
 
     module = _external_commands(run=run)

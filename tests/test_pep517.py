@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller
 
-from buildjail import HookFailed, hook_runner
+from buildjail import HookFailed, SandboxedHookRunner, hook_runner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 PROJECTS = Path(__file__).parent / "projects"
@@ -27,7 +27,7 @@ def intree(tmp_path: Path) -> Path:
     return project
 
 
-def _caller(project: Path, runner: object, backend_path: list[str] | None = None,
+def _caller(project: Path, runner: SandboxedHookRunner, backend_path: list[str] | None = None,
             backend: str = "tinybackend") -> BuildBackendHookCaller:
     return BuildBackendHookCaller(str(project), backend, backend_path or ["_backend"],
                                   runner=runner, python_executable=sys.executable)

@@ -28,7 +28,8 @@ def _backend() -> ModuleType:
 def write_wheel(directory: Path, name: str, version: str = "1.0",
                 files: dict[str, bytes] | None = None) -> Path:
     """A valid pure-Python wheel of *name* holding *files* (default: one module)."""
-    return directory / _backend().write_wheel(str(directory), name, version, files)
+    filename: str = _backend().write_wheel(str(directory), name, version, files)
+    return directory / filename
 
 
 def make_project(directory: Path, name: str = "perimeter", *, attack: dict[str, Any] | None = None,

@@ -30,6 +30,15 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import IO
 
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
 from .errors import BuildjailError
 
 StrPath = str | os.PathLike[str]
@@ -75,15 +84,10 @@ _TAR_SPECIAL = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block dev
                 tarfile.FIFOTYPE: "fifo"}
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CHUNK = 1 << 20
-_WHEEL_NAME = re.compile(
-    r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._]*[A-Za-z0-9])?)"
-    r"-(?P<version>[A-Za-z0-9][A-Za-z0-9_.!+]*)"
-    r"(?:-(?P<build>[0-9][A-Za-z0-9_.]*))?"
-    r"-(?P<python>[A-Za-z0-9_.]+)-(?P<abi>[A-Za-z0-9_.]+)-(?P<platform>[A-Za-z0-9_.]+)"
-    r"\.whl$"
-)
-_SDIST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
-_SDIST_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.!+]*$")
+_FIELD = re.compile(r"[A-Za-z0-9._-]+")
+_VERSION_FIELD = re.compile(r"[A-Za-z0-9._!+]+")
+_WHEEL_PATTERN = "{distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl"
+_SDIST_PATTERN = "{name}-{version}.tar.gz"
 _RECORD_SIGNATURES = ("RECORD.jws", "RECORD.p7s")
 _RECORD_HASHES = frozenset({"sha224", "sha256", "sha384", "sha512", "sha3_224", "sha3_256",
                             "sha3_384", "sha3_512", "blake2b", "blake2s"})
@@ -130,6 +134,18 @@ class SdistInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class _WheelName:
+    """The fields of a wheel's file name, spelled as the file name spells them."""
+
+    name: str
+    version: str
+    build: str | None
+    python: str
+    abi: str
+    platform: str
+
+
+@dataclasses.dataclass(frozen=True)
 class _Member:
     """One archive member as the checks see it; ``reader`` opens its data."""
 
@@ -150,11 +166,6 @@ def sha256_file(path: StrPath) -> str:
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def normalize_name(name: str) -> str:
-    """Return the PEP 503 normalized form of a project name."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def extract_sdist(archive: StrPath, destination: StrPath) -> Path:
@@ -194,11 +205,9 @@ def validate_sdist(
     archive = Path(path)
     shown = Path(filename) if filename else archive
     name, version = _parse_sdist_name(shown)
-    if expected_name is not None and normalize_name(expected_name) != normalize_name(name):
+    if expected_name is not None and canonicalize_name(expected_name) != canonicalize_name(name):
         raise ArchiveError(archive, f"is an sdist of {name!r}, expected {expected_name!r}")
-    if expected_version is not None and _normalize_version(
-        expected_version
-    ) != _normalize_version(version):
+    if expected_version is not None and not _same_version(expected_version, version):
         raise ArchiveError(archive, f"is version {version!r}, expected {expected_version!r}")
     stem = shown.name.removesuffix(".tar.gz")
     with _opened(archive, "r:gz", shown) as members:
@@ -219,24 +228,21 @@ def validate_wheel(path: StrPath, *, filename: str | None = None) -> WheelInfo:
     """
     archive = Path(path)
     shown = Path(filename) if filename else archive
-    match = _WHEEL_NAME.match(shown.name)
-    if match is None:
-        raise ArchiveError(shown, "is not named "
-                           "{distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl")
+    parsed = _parse_wheel_name(shown)
     if not archive.is_file() or not zipfile.is_zipfile(archive):
         raise ArchiveError(shown, "is not a zip file")
     try:
         with zipfile.ZipFile(archive) as wheel:
-            files = _check_wheel(shown, wheel, match)
+            files = _check_wheel(shown, wheel, parsed)
     except _READ_ERRORS as exc:
         raise ArchiveError(shown, f"is not a valid zip file: {exc}") from exc
     return WheelInfo(
-        name=match["name"],
-        version=match["version"],
-        build_tag=match["build"],
-        python_tag=match["python"],
-        abi_tag=match["abi"],
-        platform_tag=match["platform"],
+        name=parsed.name,
+        version=parsed.version,
+        build_tag=parsed.build,
+        python_tag=parsed.python,
+        abi_tag=parsed.abi,
+        platform_tag=parsed.platform,
         sha256=sha256_file(archive),
         size=archive.stat().st_size,
         files=files,
@@ -676,20 +682,50 @@ def _set_mtime(path: Path, mtime: float) -> None:
         os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
+def _plain(name: str, version: str, *fields: str) -> bool:
+    """Whether a file name's fields are plain ASCII, its name alphanumeric at both ends."""
+    return (_FIELD.fullmatch(name) is not None and name[0].isalnum() and name[-1].isalnum()
+            and _VERSION_FIELD.fullmatch(version) is not None
+            and all(_FIELD.fullmatch(field) for field in fields))
+
+
+def _packaging_accepts(parse: Callable[[str], object], filename: str) -> bool:
+    """Whether packaging's file name parser *parse* accepts *filename*."""
+    try:
+        parse(filename)
+    except (InvalidSdistFilename, InvalidWheelFilename, InvalidVersion):
+        return False
+    return True
+
+
 def _parse_sdist_name(archive: Path) -> tuple[str, str]:
-    if not archive.name.endswith(".tar.gz"):
-        raise ArchiveError(archive, "is not named {name}-{version}.tar.gz")
-    name, dash, version = archive.name.removesuffix(".tar.gz").rpartition("-")
-    if not dash or not _SDIST_NAME.match(name) or not _SDIST_VERSION.match(version):
-        raise ArchiveError(archive, "is not named {name}-{version}.tar.gz")
+    """The project name and version an sdist's file name spells."""
+    name, _, version = archive.name.removesuffix(".tar.gz").rpartition("-")
+    if not (archive.name.endswith(".tar.gz") and _plain(name, version)
+            and _packaging_accepts(parse_sdist_filename, archive.name)):
+        raise ArchiveError(archive, f"is not named {_SDIST_PATTERN}")
     return name, version
 
 
-def _normalize_version(version: str) -> str:
-    return re.sub(r"[-_]", ".", version.strip().lower()).removeprefix("v")
+def _parse_wheel_name(archive: Path) -> _WheelName:
+    """The fields of a wheel's file name, spelled as it spells them."""
+    fields = archive.name.removesuffix(".whl").split("-")
+    if not (len(fields) in (5, 6) and _plain(*fields)
+            and _packaging_accepts(parse_wheel_filename, archive.name)):
+        raise ArchiveError(archive, f"is not named {_WHEEL_PATTERN}")
+    build = fields[2] if len(fields) == 6 else None
+    return _WheelName(fields[0], fields[1], build, *fields[-3:])
 
 
-def _check_wheel(archive: Path, wheel: zipfile.ZipFile, match: re.Match[str]) -> tuple[str, ...]:
+def _same_version(first: str, second: str) -> bool:
+    """Whether two versions are equal under PEP 440; one that is not a version equals none."""
+    try:
+        return Version(first) == Version(second)
+    except InvalidVersion:
+        return False
+
+
+def _check_wheel(archive: Path, wheel: zipfile.ZipFile, parsed: _WheelName) -> tuple[str, ...]:
     """Check a wheel's members, dist-info and RECORD; return its files."""
     tree = _Tree(archive, single_top=False, max_total=MAX_WHEEL_SIZE)
     seen: set[tuple[str, ...]] = set()
@@ -700,27 +736,27 @@ def _check_wheel(archive: Path, wheel: zipfile.ZipFile, match: re.Match[str]) ->
         tree.add(member)
     tree.finish()
     files = tuple(member.name for member in tree.members if member.kind != "dir")
-    dist_info = _dist_info(archive, tree, match)
+    dist_info = _dist_info(archive, tree, parsed)
     for required in ("WHEEL", "METADATA", "RECORD"):
         if tree.kinds.get((dist_info, required)) != "file":
             raise ArchiveError(archive, f"has no {dist_info}/{required} file")
-    _check_wheel_file(archive, wheel, dist_info, match)
-    _check_metadata(archive, wheel, dist_info, match)
+    _check_wheel_file(archive, wheel, dist_info, parsed)
+    _check_metadata(archive, wheel, dist_info, parsed)
     _check_record(archive, wheel, dist_info, files)
     return files
 
 
-def _dist_info(archive: Path, tree: _Tree, match: re.Match[str]) -> str:
+def _dist_info(archive: Path, tree: _Tree, parsed: _WheelName) -> str:
     found = sorted({parts[0] for parts in tree.kinds if parts[0].endswith(".dist-info")})
     if len(found) != 1:
         what = "no .dist-info directory" if not found else f"several: {', '.join(found)}"
         raise ArchiveError(archive, f"must have exactly one .dist-info directory, it has {what}")
     name, _, version = found[0].removesuffix(".dist-info").rpartition("-")
-    if normalize_name(name) != normalize_name(match["name"]) or (
-        version.lower() != match["version"].lower()
+    if canonicalize_name(name) != canonicalize_name(parsed.name) or not _same_version(
+        version, parsed.version
     ):
         raise ArchiveError(archive, "does not match the file name "
-                           f"({match['name']} {match['version']})", found[0])
+                           f"({parsed.name} {parsed.version})", found[0])
     return found[0]
 
 
@@ -744,14 +780,14 @@ def _headers(archive: Path, wheel: zipfile.ZipFile, name: str) -> dict[str, list
 
 
 def _check_wheel_file(
-    archive: Path, wheel: zipfile.ZipFile, dist_info: str, match: re.Match[str]
+    archive: Path, wheel: zipfile.ZipFile, dist_info: str, parsed: _WheelName
 ) -> None:
     name = f"{dist_info}/WHEEL"
     headers = _headers(archive, wheel, name)
     if not headers.get("wheel-version", [""])[0].startswith("1."):
         raise ArchiveError(archive, "has no Wheel-Version 1.x", name)
-    tags = {f"{python}-{abi}-{platform}" for python in match["python"].split(".")
-            for abi in match["abi"].split(".") for platform in match["platform"].split(".")}
+    tags = {f"{python}-{abi}-{platform}" for python in parsed.python.split(".")
+            for abi in parsed.abi.split(".") for platform in parsed.platform.split(".")}
     declared = set(headers.get("tag", []))
     if declared and declared != tags:
         raise ArchiveError(archive, f"declares tags {sorted(declared)}, but the file name "
@@ -759,18 +795,18 @@ def _check_wheel_file(
 
 
 def _check_metadata(
-    archive: Path, wheel: zipfile.ZipFile, dist_info: str, match: re.Match[str]
+    archive: Path, wheel: zipfile.ZipFile, dist_info: str, parsed: _WheelName
 ) -> None:
     name = f"{dist_info}/METADATA"
     headers = _headers(archive, wheel, name)
     project = headers.get("name", [""])[0]
     version = headers.get("version", [""])[0]
-    if normalize_name(project) != normalize_name(match["name"]):
+    if canonicalize_name(project) != canonicalize_name(parsed.name):
         raise ArchiveError(archive, f"names the project {project!r}, but the file name says "
-                           f"{match['name']!r}", name)
-    if _normalize_version(version) != _normalize_version(match["version"]):
+                           f"{parsed.name!r}", name)
+    if not _same_version(version, parsed.version):
         raise ArchiveError(archive, f"has version {version!r}, but the file name says "
-                           f"{match['version']!r}", name)
+                           f"{parsed.version!r}", name)
 
 
 def _check_record(

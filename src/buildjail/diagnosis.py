@@ -9,22 +9,47 @@ from . import container
 from .errors import SandboxSetupError
 from .procfs import read_setting, seccomp_mode
 
+_GENERIC_SECCOMP_CAUSE = ("this process runs under a seccomp filter (seccomp mode 2) that "
+                          "forbids it")
+_GENERIC_SECCOMP_FIX = ("run it without that filter (containers: --security-opt "
+                        "seccomp=unconfined), or with a profile allowing unshare, clone with "
+                        "CLONE_NEW* and mount")
 
-def userns_fix() -> str:
-    """Explain how to enable unprivileged user namespaces on this host."""
-    if read_setting("/proc/sys/user/max_user_namespaces") == "0":
-        return "sysctl -w user.max_user_namespaces=15000 (it is 0 on this host), or run as root"
+
+def seccomp_refusal() -> tuple[str, str]:
+    """Return why a seccomp filter on this process refuses namespaces, and the fix."""
+    found = container.detect()
+    fix = container.namespaces_fix(found)
+    if found is not None and fix is not None:
+        return (f"{found.title}'s default seccomp profile refuses it to a container without "
+                "CAP_SYS_ADMIN", fix)
+    return _GENERIC_SECCOMP_CAUSE, _GENERIC_SECCOMP_FIX
+
+
+def userns_refusal(code: int | None = None) -> tuple[str, str]:
+    """Return why this host refuses an unprivileged user namespace (errno *code*), and the fix."""
+    limit = read_setting("/proc/sys/user/max_user_namespaces")
+    if limit == "0":
+        return ("user.max_user_namespaces is 0 (user namespaces are disabled)",
+                "sysctl -w user.max_user_namespaces=15000 (it is 0 on this host), or run as root")
+    if code == errno.ENOSPC:
+        return (f"the user namespace limit is reached (user.max_user_namespaces={limit})",
+                "raise the limit: sysctl -w user.max_user_namespaces=15000")
     if read_setting("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
-        return ("Ubuntu's AppArmor forbids unprivileged user namespaces: "
+        return ("Ubuntu's AppArmor restricts unprivileged user namespaces "
+                "(kernel.apparmor_restrict_unprivileged_userns=1)",
+                "Ubuntu's AppArmor forbids unprivileged user namespaces: "
                 "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or add an AppArmor "
                 "profile allowing 'userns' for this Python, or run as root")
     if read_setting("/proc/sys/kernel/unprivileged_userns_clone") == "0":
-        return "sysctl -w kernel.unprivileged_userns_clone=1, or run as root"
+        return ("kernel.unprivileged_userns_clone is 0",
+                "sysctl -w kernel.unprivileged_userns_clone=1, or run as root")
     if seccomp_mode() == 2:
-        return ("this process runs under a seccomp filter (e.g. Docker's default profile) "
-                "that forbids namespaces: run the container with --security-opt "
-                "seccomp=unconfined or a profile allowing unshare/clone with CLONE_NEW*")
-    return "run as root, or enable unprivileged user namespaces in the kernel"
+        return seccomp_refusal()
+    fix = "run as root, or enable unprivileged user namespaces in the kernel"
+    if code == errno.EINVAL:
+        return "the kernel was built without user namespaces (CONFIG_USER_NS)", fix
+    return "the kernel refused an unprivileged user namespace", fix
 
 
 def explain_error(error: OSError) -> SandboxSetupError:
@@ -67,7 +92,7 @@ def _namespaces_refused(text: str, code: int) -> SandboxSetupError:
             "run it without that filter (a container: --security-opt seccomp=unconfined), or "
             "with a seccomp profile allowing unshare and clone with CLONE_NEW* flags")
     if os.geteuid() != 0:
-        return SandboxSetupError(f"cannot create namespaces ({text})", userns_fix())
+        return SandboxSetupError(f"cannot create namespaces ({text})", userns_refusal(code)[1])
     return SandboxSetupError(
         f"cannot create namespaces ({text})",
         "run buildjail as root with CAP_SYS_ADMIN, or as root or a user allowed to create "

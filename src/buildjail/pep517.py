@@ -12,7 +12,6 @@ import os
 import stat
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 from . import checkout, trees
 from .errors import BuildjailError
@@ -172,9 +171,21 @@ def hook_name(cmd: Sequence[str]) -> str:
     return cmd[2] if len(cmd) > 2 else "hook"
 
 
-def hook_runner(policy: Policy | str = "full", **options: Any) -> SandboxedHookRunner:
+def hook_runner(
+    policy: Policy | str = "full",
+    *,
+    backend: str = "auto",
+    log_path: str | os.PathLike[str] | None = None,
+    writable: Iterable[str | os.PathLike[str]] = (),
+    readonly: Iterable[str | os.PathLike[str]] = (),
+    env: Mapping[str, str] | None = None,
+    output: int | None = None,
+    refuse_escaping: bool = False,
+) -> SandboxedHookRunner:
     """Return a runner for ``pyproject_hooks.BuildBackendHookCaller(..., runner=...)``."""
-    return SandboxedHookRunner(policy, **options)
+    return SandboxedHookRunner(policy, backend=backend, log_path=log_path, writable=writable,
+                               readonly=readonly, env=env, output=output,
+                               refuse_escaping=refuse_escaping)
 
 
 def _output_directories(control: str) -> list[str]:

@@ -1,4 +1,10 @@
-"""The attack vectors the audit probes: one per row of DESIGN.md's threat model, and more.
+"""The attack vectors the audit probes, grouped by the threat each belongs to.
+
+The threats are what a hostile build backend could do to the machine that builds it:
+read credential files or the environment, reach the network, see or signal other
+processes, use IPC, tamper with other builds, persist after the build, gain privileges,
+exhaust resources, or read secrets elsewhere on the host (/etc, /opt, a shared cache). The
+README's table lists every vector with its threat.
 
 The probe project (package data ``probe_project/``) runs one probe per vector inside the
 build hooks and prints one line per probe to its stdout (the build log)::
@@ -22,7 +28,7 @@ CONFIG_FILE = "audit-config.json"
 
 @dataclasses.dataclass(frozen=True)
 class Vector:
-    """One attack vector: its id, the threat-model row it belongs to, and one line on it."""
+    """One attack vector: its id, the threat it belongs to, and one line on it."""
 
     id: str
     category: str

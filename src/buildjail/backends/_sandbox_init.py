@@ -233,18 +233,19 @@ class _WrapperStatus:
         if fd is not None:
             os.set_blocking(fd, False)
 
-    def drain(self) -> None:
-        """Read what is there; stop at EOF (the stream is then closed)."""
+    def drain(self) -> bool:
+        """Read what is there; at EOF close the stream and return False (True: still open)."""
         while self.fd is not None:
             try:
                 chunk = os.read(self.fd, 65536)
             except BlockingIOError:
-                return
+                return True
             if not chunk:
                 os.close(self.fd)
                 self.fd = None
-                return
+                return False
             self.data = (self.data + chunk)[: self._KEEP]
+        return False
 
     def child_pid(self) -> int | None:
         """The pid of bubblewrap's init, from its first line (written before the build runs)."""
@@ -288,8 +289,7 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
             if fd == wakeup:
                 os.read(wakeup, 4096)
             elif wrapper.fd is not None:
-                wrapper.drain()
-                if wrapper.fd is None:
+                if not wrapper.drain():
                     poller.unregister(fd)
         if wrapped:
             scratch = _wrapped_scratch(wrapper, home, host_devices)

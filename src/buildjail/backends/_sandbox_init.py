@@ -288,9 +288,8 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
         for fd, _ in poller.poll(timeout):
             if fd == wakeup:
                 os.read(wakeup, 4096)
-            elif wrapper.fd is not None:
-                if not wrapper.drain():
-                    poller.unregister(fd)
+            elif wrapper.fd is not None and not wrapper.drain():
+                poller.unregister(fd)
         if wrapped:
             scratch = _wrapped_scratch(wrapper, home, host_devices)
         if plan.watch.monitor:

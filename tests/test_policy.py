@@ -106,3 +106,11 @@ def test_too_small_a_map_fails_closed() -> None:
 
     with pytest.raises(SandboxSetupError, match="too few ids"):
         choose_range([(0, 1)], [(0, 1)], {0})
+
+
+def test_load_takes_the_file_over_the_profile(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('extends = "none"\nname = "mine"\n')
+    assert Policy.load("network", path).name == "mine"
+    assert Policy.load("network") == Policy.profile("network")
+    assert Policy.load() == Policy.profile("full")

@@ -305,8 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from buildjail.policy import Policy
 
     try:
-        policy = (Policy.from_toml(args.policy) if args.policy else Policy.profile(args.profile)
-                  ).with_paths(readonly=args.readonly)
+        policy = Policy.load(args.profile, args.policy).with_paths(readonly=args.readonly)
     except SandboxSetupError as error:
         _say(None, setup_failure(error))
         return EXIT_SETUP_FAILED

@@ -50,7 +50,7 @@ def _hint_hidden_tools(reports: list[PackageReport], policy: Policy) -> None:
 
 
 def _options(args: argparse.Namespace) -> BuildOptions:
-    policy = Policy.from_toml(args.policy) if args.policy else Policy.profile(args.profile)
+    policy = Policy.load(args.profile, args.policy)
     policy = policy.with_paths(readonly=[os.path.abspath(path) for path in args.readonly])
     explicit = args.sdist or args.wheel
     index = IndexOptions(find_links=tuple(os.path.abspath(link) for link in args.find_links),

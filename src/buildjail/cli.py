@@ -159,7 +159,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         parser.error("run: no command given (buildjail run [OPTIONS] -- CMD ARGS...)")
-    policy = Policy.from_toml(args.policy) if args.policy else Policy.profile(args.profile)
+    policy = Policy.load(args.profile, args.policy)
     policy = policy.with_paths(
         readonly=[os.path.abspath(path) for path in args.readonly],
         writable=[os.path.abspath(path) for path in args.writable],

@@ -243,8 +243,8 @@ def install(profile: str = "full", policy_file: str | None = None, backend: str 
         except ImportError:
             raise SandboxSetupError("fromager is not installed", INSTALL_FIX) from None
     check_hook_point(external_commands, version)
-    policy = (Policy.from_toml(policy_file) if policy_file else Policy.profile(profile)
-              ).with_paths(readonly=[os.path.abspath(path) for path in readonly])
+    policy = Policy.load(profile, policy_file).with_paths(
+        readonly=[os.path.abspath(path) for path in readonly])
     prefix = isolation_prefix(profile, policy_file, backend, readonly)
     external_commands.NETWORK_ISOLATION[:] = prefix
     if list(external_commands.network_isolation_cmd()) != prefix:
@@ -306,7 +306,7 @@ def run_fromager(args: Sequence[str], *, profile: str = "full", policy_file: str
     *readonly*: paths every isolated step sees read-only besides the policy's.
     """
     # A bad profile or policy file fails here, once, not in every build step.
-    Policy.from_toml(policy_file) if policy_file else Policy.profile(profile)
+    Policy.load(profile, policy_file)
     arguments = check_arguments(args, os.environ)
     external_commands = install(profile, policy_file, backend, readonly=readonly)
     try:

@@ -119,6 +119,11 @@ class Policy:
         raise PolicyError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
 
     @classmethod
+    def load(cls, profile: str = "full", file: str | os.PathLike[str] | None = None) -> Policy:
+        """Return the policy of *file* when one is given, else the named *profile*."""
+        return cls.from_toml(file) if file else cls.profile(profile)
+
+    @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> Policy:
         """Load a policy from a TOML file (see the README for its keys)."""
         import tomllib  # only here: it is slow to import and most runs use a profile

@@ -114,3 +114,10 @@ def test_load_takes_the_file_over_the_profile(tmp_path: Path) -> None:
     assert Policy.load("network", path).name == "mine"
     assert Policy.load("network") == Policy.profile("network")
     assert Policy.load() == Policy.profile("full")
+
+
+def test_a_hit_limit_is_named_in_words() -> None:
+    from buildjail.limits import describe_limit
+
+    assert describe_limit("wall_time") == "the wall time limit"
+    assert describe_limit("memory") == "the memory limit"

@@ -44,7 +44,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from buildjail.errors import SandboxSetupError
     from buildjail.policy import Policy
 
 EXIT_SETUP_FAILED = 125
@@ -88,11 +87,6 @@ def parse(argv: Sequence[str]) -> Options:
         raise SystemExit("usage: _fromager_isolate.py --profile P [--policy F] --backend B "
                          "--sys-path DIR [--launch-env NAMES] -- CMD ARGS...")
     return options
-
-
-def is_hook(cmd: Sequence[str]) -> bool:
-    """Whether *cmd* is pyproject_hooks' ``python _in_process.py HOOK CONTROL_DIR``."""
-    return len(cmd) == 4 and os.path.basename(cmd[1]) == "_in_process.py"
 
 
 def _option(cmd: Sequence[str], name: str) -> str | None:
@@ -176,12 +170,6 @@ def step_directory(cwd: str, writable: Sequence[str], readonly: Sequence[str]) -
     return cwd if within_any(cwd, (*writable, *readonly)) else "/"
 
 
-def setup_failure(error: SandboxSetupError) -> str:
-    """The lines a step's output gets when its sandbox could not be set up."""
-    fix = f"\n  fix: {error.fix}" if error.fix else ""
-    return f"buildjail: sandbox not set up: {error.reason}{fix}"
-
-
 class StepRunner:
     """Runs fromager's isolated steps in the sandbox: hooks through buildjail's hook runner."""
 
@@ -212,7 +200,12 @@ class StepRunner:
 
         *output* receives the step's stdout and stderr (default: this process's).
         """
-        from buildjail.pep517 import HookFailed, HookOutputRefusedError, SandboxedHookRunner
+        from buildjail.pep517 import (
+            HookFailed,
+            HookOutputRefusedError,
+            SandboxedHookRunner,
+            parse_hook_command,
+        )
         from buildjail.sandbox import Sandbox
         from buildjail.trees import refuse_escaping
 
@@ -221,7 +214,7 @@ class StepRunner:
         # delete patterns (tokens, passwords) apply to everything.
         policy = self.policy.with_env(
             keep=[name for name in env if name not in self.launched_with])
-        if is_hook(cmd):
+        if parse_hook_command(cmd) is not None:
             runner = SandboxedHookRunner(policy, backend=self.backend, env=env, output=output,
                                          refuse_escaping=True)
             try:
@@ -263,19 +256,21 @@ class StepRunner:
                          f"follow outside the sandbox (removed): {'; '.join(refused[:3])}")
             return EXIT_REFUSED
         if result.limit_hit:
-            _say(output, f"buildjail: {os.path.basename(cmd[0])} was stopped by the "
-                         f"{result.limit_hit.replace('_', ' ')} limit in the sandbox")
+            from buildjail.limits import describe_limit
+
+            _say(output, f"buildjail: {os.path.basename(cmd[0])} was stopped by "
+                         f"{describe_limit(result.limit_hit)} in the sandbox")
         return result.exit_code
 
     def run(self, cmd: Sequence[str], *, cwd: str, env: Mapping[str, str],
             stdin: int | None = None, output: int | None = None) -> int:
         """Run one step; return its exit code, 125 (the reason in *output*) if it cannot run."""
-        from buildjail.errors import BuildjailError, SandboxSetupError
+        from buildjail.errors import BuildjailError, SandboxSetupError, render_setup_failure
 
         try:
             return self.execute(cmd, cwd=cwd, env=env, stdin=stdin, output=output)
         except SandboxSetupError as error:
-            _say(output, setup_failure(error))
+            _say(output, render_setup_failure(error))
         except BuildjailError as error:
             _say(output, f"buildjail: {error}")
         return EXIT_SETUP_FAILED
@@ -301,13 +296,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one isolated step of fromager in the sandbox; return its exit code."""
     args = parse(sys.argv[1:] if argv is None else argv)
     sys.path.insert(0, args.sys_path)
-    from buildjail.errors import BuildjailError, SandboxSetupError
+    from buildjail.errors import BuildjailError, SandboxSetupError, render_setup_failure
     from buildjail.policy import Policy
 
     try:
         policy = Policy.load(args.profile, args.policy).with_paths(readonly=args.readonly)
     except SandboxSetupError as error:
-        _say(None, setup_failure(error))
+        _say(None, render_setup_failure(error))
         return EXIT_SETUP_FAILED
     except BuildjailError as error:
         _say(None, f"buildjail: {error}")

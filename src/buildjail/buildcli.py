@@ -41,8 +41,8 @@ def _hint_hidden_tools(reports: list[PackageReport], policy: Policy) -> None:
     from .explain import failure_hint
 
     failed = [report for report in reports if report.result != "ok" and (
-        report.step or "").endswith(" hook") and " limit in the sandbox" not in (
-        report.error or "")]
+        report.step or "").endswith(" hook") and not (
+        report.hooks and report.hooks[-1].limit_hit)]
     if failed:
         hint = failure_hint(policy, os.environ.get("PATH", ""))
         if hint:

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from .backends import BACKENDS, choose_backend
-from .errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError
-from .limits import parse_duration, parse_size
+from .errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
+from .limits import describe_limit, parse_duration, parse_size
 from .policy import PROFILES, Policy
 from .sandbox import Sandbox
 
@@ -137,8 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return doctor_main(json_output=args.json)
     except SandboxSetupError as error:
-        _error(f"sandbox not set up: {error.reason}" + (f"\n  fix: {error.fix}" if error.fix
-                                                       else ""))
+        print(render_setup_failure(error), file=sys.stderr)
         return EXIT_SETUP_FAILED
     except BuildjailError as error:
         _error(str(error))
@@ -180,7 +179,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         with open(args.json_report, "w") as stream:
             json.dump(result.to_dict(), stream, indent=2)
     if result.limit_hit:
-        _error(f"stopped: the {result.limit_hit.replace('_', ' ')} limit was hit")
+        _error(f"stopped: {describe_limit(result.limit_hit)} was hit")
     elif result.exit_code == 127:  # a shell's "command not found"
         _hint_hidden_tools(policy)
     return result.exit_code

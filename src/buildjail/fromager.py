@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._fromager_isolate import StepRunner
-from .errors import EXIT_SETUP_FAILED, SandboxSetupError
+from .errors import EXIT_SETUP_FAILED, SandboxSetupError, parse_setup_failure
 from .policy import Policy
 
 ISOLATE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fromager_isolate.py")
@@ -290,13 +290,11 @@ def check_launcher(prefix: Sequence[str]) -> None:
     done = subprocess.run([*prefix, "true"], stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, check=False)
     if done.returncode != 0:
-        lines = [line.removeprefix("buildjail: ") for line in done.stderr.strip().splitlines()]
-        reason = lines[0].removeprefix("sandbox not set up: ") if lines else (
-            f"the sandbox launcher exited with {done.returncode}")
-        fix = next((line.strip().removeprefix("fix: ") for line in lines[1:]
-                    if line.strip().startswith("fix:")), "run `buildjail doctor`")
-        raise SandboxSetupError(f"fromager's build steps cannot run in the sandbox: {reason}",
-                                fix)
+        reason, fix = parse_setup_failure(done.stderr)
+        raise SandboxSetupError(
+            "fromager's build steps cannot run in the sandbox: "
+            f"{reason or f'the sandbox launcher exited with {done.returncode}'}",
+            fix or "run `buildjail doctor`")
 
 
 def run_fromager(args: Sequence[str], *, profile: str = "full", policy_file: str | None = None,

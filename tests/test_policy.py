@@ -121,3 +121,15 @@ def test_a_hit_limit_is_named_in_words() -> None:
 
     assert describe_limit("wall_time") == "the wall time limit"
     assert describe_limit("memory") == "the memory limit"
+
+
+@pytest.mark.parametrize("name", ["full", "network", "none"])
+def test_a_policy_survives_json(name: str) -> None:
+    policy = Policy.profile(name).with_paths(readonly=["/opt/tool"]).with_limits(cpu_time=9.5)
+    assert Policy.from_json(policy.to_json()) == policy
+
+
+def test_json_that_is_not_a_policy_is_refused() -> None:
+    for text in ("", "[]", '{"name": "x"}', '{"bogus": 1}'):
+        with pytest.raises(PolicyError, match="not a policy in JSON"):
+            Policy.from_json(text)

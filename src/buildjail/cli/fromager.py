@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import absolute, add_backend, add_policy, add_readonly, after_dashes
+from ._options import (
+    absolute,
+    add_backend,
+    add_policy,
+    add_readonly,
+    after_dashes,
+    load_policy,
+)
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,5 +30,5 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run ``buildjail fromager``; return fromager's exit code."""
     from ..fromager import run_fromager
 
-    return run_fromager(after_dashes(args.args), profile=args.profile, policy_file=args.policy,
-                        backend=args.backend, readonly=absolute(args.readonly))
+    policy = load_policy(args).with_paths(readonly=absolute(args.readonly))
+    return run_fromager(after_dashes(args.args), policy, backend=args.backend)

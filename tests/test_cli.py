@@ -227,3 +227,15 @@ def test_a_tool_in_a_hidden_path_directory_gets_a_hint_naming_the_flag(shared_di
         assert (shown.returncode, shown.stdout) == (0, "tool ran\n"), shown.stderr
     finally:
         shutil.rmtree(tools)
+
+
+def test_a_rendered_setup_failure_reads_back() -> None:
+    from buildjail.errors import SandboxSetupError, parse_setup_failure, render_setup_failure
+
+    error = SandboxSetupError("the cwd is not reachable", "run from elsewhere")
+    text = render_setup_failure(error)
+    assert text == ("buildjail: sandbox not set up: the cwd is not reachable\n"
+                    "  fix: run from elsewhere")
+    assert parse_setup_failure(text) == (error.reason, error.fix)
+    assert parse_setup_failure(render_setup_failure(SandboxSetupError("no fix"))) == ("no fix", "")
+    assert parse_setup_failure("") == ("", "")

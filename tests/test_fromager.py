@@ -43,6 +43,7 @@ VENV = Path(os.environ.get("BUILDJAIL_TEST_FROMAGER_VENV",
 needs_python312 = pytest.mark.skipif(
     not PYTHON312.exists(), reason=f"fromager needs Python >= 3.12; {PYTHON312} is missing")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+FULL = Policy.profile("full")
 
 
 # --- the start-up check of the hook point (no fromager needed) -------------------------------
@@ -144,7 +145,7 @@ def test_fromager_not_installed_is_a_setup_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "fromager", None)  # makes `import fromager` fail
     monkeypatch.setitem(sys.modules, "fromager.external_commands", None)
     with pytest.raises(SandboxSetupError, match="fromager is not installed"):
-        bj_fromager.install("full")
+        bj_fromager.install(Policy.profile("full"))
 
 
 @pytest.mark.parametrize(("args", "environ"), [
@@ -170,12 +171,26 @@ def test_a_launcher_that_cannot_start_reports_its_reason() -> None:
 def test_network_isolation_is_forced_on_and_helpers_are_absolute() -> None:
     assert bj_fromager.check_arguments(["bootstrap", "six"], {}) == [
         "--network-isolation", "bootstrap", "six"]
-    prefix = bj_fromager.isolation_prefix("full", "policy.toml", "native")
-    options = {"-I", "--profile", "full", "--policy", "--backend", "native",
-               "--sys-path", "--launch-env", "--"}
+    policy = Policy.profile("full").with_paths(readonly=["/opt/tool"])
+    prefix = bj_fromager.isolation_prefix(policy, "native")
+    options = {"-I", "--policy", "--backend", "native", "--sys-path", "--launch-env", "--"}
     launch_env = prefix[prefix.index("--launch-env") + 1]
-    assert all(os.path.isabs(arg) for arg in prefix if arg not in options | {launch_env})
+    carried = prefix[prefix.index("--policy") + 1]
+    assert all(os.path.isabs(arg) for arg in prefix if arg not in options | {launch_env, carried})
+    assert Policy.from_json(carried) == policy  # the policy whole, parsed once on each side
     assert prefix[-1] == "--"
+
+
+def test_the_launcher_has_the_exit_code_of_a_set_up_failure() -> None:
+    """The launcher imports no buildjail before its ``sys.path`` is set: it hands over."""
+    from buildjail.errors import EXIT_SETUP_FAILED
+
+    proc = subprocess.run([*bj_fromager.isolation_prefix(Policy.profile("full"), "native")[:3],
+                           "--policy", "{}", "--sys-path", str(Path(bj_fromager.__file__)
+                                                               .parents[2]), "--", "true"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == EXIT_SETUP_FAILED, proc.stderr
+    assert proc.stderr.startswith("buildjail: not a policy in JSON: "), proc.stderr
 
 
 # --- isolated steps in fromager's own process (the stand-in module, real sandboxes) ----------
@@ -188,7 +203,7 @@ def test_isolated_steps_run_in_process_in_the_sandbox_with_fromagers_variables(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The allow-list stays an allow-list: only fromager's own additions join it."""
     monkeypatch.setenv("FROM_THE_LAUNCH", "x")
-    module = bj_fromager.install("full", backend="native", external_commands=_external_commands())
+    module = bj_fromager.install(FULL, backend="native", external_commands=_external_commands())
     bj_fromager.check_installed(module)
     starter = module.subprocess
     before = starter.served
@@ -208,7 +223,7 @@ def test_isolated_steps_run_in_process_in_the_sandbox_with_fromagers_variables(
 @needs_root
 def test_an_isolated_step_logs_to_fromagers_file_and_keeps_its_exit_code(
         tmp_path: Path) -> None:
-    module = bj_fromager.install("full", backend="native", external_commands=_external_commands())
+    module = bj_fromager.install(FULL, backend="native", external_commands=_external_commands())
     log = tmp_path / "build.log"
     with pytest.raises(subprocess.CalledProcessError) as caught:
         module.run(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], cwd="/",
@@ -222,7 +237,7 @@ def test_a_step_whose_sandbox_cannot_start_fails_closed_with_the_reason(tmp_path
     policy = tmp_path / "policy.toml"
     missing = tmp_path / "missing"
     policy.write_text(f'extends = "full"\n[filesystem]\nwritable = ["{missing}"]\n')
-    module = bj_fromager.install(policy_file=str(policy), backend="native",
+    module = bj_fromager.install(Policy.from_toml(policy), backend="native",
                                  external_commands=_external_commands())
     with pytest.raises(SandboxSetupError) as refused:
         bj_fromager.check_installed(module)
@@ -242,7 +257,7 @@ MOVED_IMPORT = EXTERNAL_COMMANDS.replace("    env = {", "    import subprocess\n
 
 @needs_root
 def test_a_fromager_whose_run_bypasses_the_hook_is_refused_at_start_up() -> None:
-    module = bj_fromager.install("full", backend="native",
+    module = bj_fromager.install(FULL, backend="native",
                                  external_commands=_external_commands(MOVED_IMPORT))
     with pytest.raises(SandboxSetupError) as caught:
         bj_fromager.check_installed(module, "fromager 9.9")
@@ -254,7 +269,7 @@ def test_a_fromager_whose_run_bypasses_the_hook_is_refused_at_start_up() -> None
 
 @needs_root
 def test_other_calls_with_the_prefix_still_run_in_the_sandbox_through_the_launcher() -> None:
-    module = bj_fromager.install("full", backend="native", external_commands=_external_commands())
+    module = bj_fromager.install(FULL, backend="native", external_commands=_external_commands())
     starter = module.subprocess
     done = starter.run([*module.NETWORK_ISOLATION, "/bin/hostname"], capture_output=True,
                        text=True, check=True)  # arguments fromager does not use: the launcher
@@ -264,7 +279,7 @@ def test_other_calls_with_the_prefix_still_run_in_the_sandbox_through_the_launch
 @needs_root
 @pytest.mark.skipif(not (VENV / "bin" / "uv").exists(), reason=f"no uv in {VENV}/bin")
 def test_uv_venv_steps_share_a_private_cache_no_other_step_can_write(tmp_path: Path) -> None:
-    from buildjail._fromager_isolate import StepRunner
+    from buildjail.fromager.steps import StepRunner
 
     tmp_path.chmod(0o755)
     steps = StepRunner(Policy.profile("full"), "native", os.environ, share_uv_cache=True)
@@ -297,7 +312,7 @@ def test_a_step_started_in_fromagers_directory_runs_in_root_and_sees_none_of_it(
 
     The control, under ``none``, reads the settings file.
     """
-    from buildjail._fromager_isolate import StepRunner
+    from buildjail.fromager.steps import StepRunner
 
     tmp_path.chmod(0o755)
     settings = tmp_path / "settings.yaml"
@@ -431,7 +446,8 @@ def _log(workdir: Path) -> str:
 def _ran_in_process(log: str, profile: str) -> None:
     """Every isolated step fromager logged ran in the sandbox, in fromager's own process."""
     isolated = [line for line in log.splitlines()
-                if "running: " in line and f"_fromager_isolate.py --profile {profile} " in line]
+                if "running: " in line and "_launcher.py --policy " in line
+                and f'"name":"{profile}"' in line]
     in_process = [line for line in log.splitlines() if "ran in the sandbox in-process" in line]
     assert isolated and len(in_process) == len(isolated), (len(in_process), len(isolated))
     assert "run_network_isolation.sh" not in log
@@ -621,13 +637,11 @@ def test_a_hook_sees_only_its_own_packages_trees(fromager_venv: Path,
 def test_the_launcher_passes_what_fromager_added_but_not_the_launch_environment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The allow-list stays an allow-list: only fromager's own additions join it."""
-    from buildjail import _fromager_isolate
-
     monkeypatch.setenv("FROM_THE_LAUNCH", "x")
-    prefix = bj_fromager.isolation_prefix("full", None, "native")
+    prefix = bj_fromager.isolation_prefix(FULL, "native")
     env = {**os.environ, "PER_PACKAGE_FLAG": "on", "GITHUB_TOKEN": "secret"}
     proc = subprocess.run(
-        [sys.executable, "-I", _fromager_isolate.__file__, *prefix[3:-1], "--", "/usr/bin/env"],
+        [sys.executable, "-I", bj_fromager.LAUNCHER, *prefix[3:-1], "--", "/usr/bin/env"],
         cwd="/", env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     names = {line.split("=", 1)[0] for line in proc.stdout.splitlines()}
@@ -640,17 +654,15 @@ def test_the_launcher_passes_what_fromager_added_but_not_the_launch_environment(
 @pytest.mark.parametrize("shown", [True, False])
 def test_readonly_paths_reach_the_launchers_steps(tmp_path: Path, shown: bool) -> None:
     """``buildjail fromager --readonly DIR``: each step sees DIR; the control, without, not."""
-    from buildjail import _fromager_isolate
-
     toolchain = Path(tempfile.mkdtemp(prefix="buildjail-toolchain-", dir="/var/lib"))
     try:
         toolchain.chmod(0o755)
         (toolchain / "VERSION").write_text("toolchain 1\n")
         (toolchain / "VERSION").chmod(0o644)
-        prefix = bj_fromager.isolation_prefix("full", None, "native",
-                                              [str(toolchain)] if shown else [])
+        policy = FULL.with_paths(readonly=[str(toolchain)] if shown else [])
+        prefix = bj_fromager.isolation_prefix(policy, "native")
         proc = subprocess.run(
-            [sys.executable, "-I", _fromager_isolate.__file__, *prefix[3:-1], "--",
+            [sys.executable, "-I", bj_fromager.LAUNCHER, *prefix[3:-1], "--",
              "/usr/bin/cat", str(toolchain / "VERSION")],
             cwd="/", capture_output=True, text=True, check=False)
     finally:
@@ -675,7 +687,7 @@ def test_a_readonly_path_that_does_not_exist_is_bad_input(tmp_path: Path) -> Non
 STEP_SCRIPT = """
 import os, sys
 from pyproject_hooks import BuildBackendHookCaller
-from buildjail._fromager_isolate import StepRunner
+from buildjail.fromager.steps import StepRunner
 from buildjail.pep517 import SandboxedHookRunner
 from buildjail.policy import Policy
 

@@ -174,3 +174,15 @@ def get_requires_for_build_sdist(config_settings=None):
         for fd in (saved, read_end, write_end):
             os.close(fd)
     assert "STDIN /dev/null ''" in log.read_text()
+
+
+def test_only_pyproject_hooks_command_of_a_hook_is_decoded() -> None:
+    from buildjail.pep517 import HookCommand, hook_name, parse_hook_command
+
+    cmd = ["/venv/bin/python", "/lib/pyproject_hooks/_in_process/_in_process.py",
+           "build_wheel", "/tmp/control"]
+    assert parse_hook_command(cmd) == HookCommand(*cmd)
+    assert hook_name(cmd) == "build_wheel"
+    assert parse_hook_command(["uv", "venv", "--python", "/x"]) is None
+    assert parse_hook_command(cmd[:3]) is None
+    assert hook_name(["/bin/true"]) == "hook"

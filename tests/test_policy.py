@@ -106,3 +106,30 @@ def test_too_small_a_map_fails_closed() -> None:
 
     with pytest.raises(SandboxSetupError, match="too few ids"):
         choose_range([(0, 1)], [(0, 1)], {0})
+
+
+def test_load_takes_the_file_over_the_profile(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('extends = "none"\nname = "mine"\n')
+    assert Policy.load("network", path).name == "mine"
+    assert Policy.load("network") == Policy.profile("network")
+    assert Policy.load() == Policy.profile("full")
+
+
+def test_a_hit_limit_is_named_in_words() -> None:
+    from buildjail.limits import describe_limit
+
+    assert describe_limit("wall_time") == "the wall time limit"
+    assert describe_limit("memory") == "the memory limit"
+
+
+@pytest.mark.parametrize("name", ["full", "network", "none"])
+def test_a_policy_survives_json(name: str) -> None:
+    policy = Policy.profile(name).with_paths(readonly=["/opt/tool"]).with_limits(cpu_time=9.5)
+    assert Policy.from_json(policy.to_json()) == policy
+
+
+def test_json_that_is_not_a_policy_is_refused() -> None:
+    for text in ("", "[]", '{"name": "x"}', '{"bogus": 1}'):
+        with pytest.raises(PolicyError, match="not a policy in JSON"):
+            Policy.from_json(text)

@@ -70,11 +70,12 @@ class BuildError(BuildjailError):
 
 @dataclasses.dataclass
 class HookRecord:
-    """One hook call: its name, wall time and the sandbox's exit code."""
+    """One hook call: its name, wall time, the sandbox's exit code and the limit it hit."""
 
     name: str
     duration: float
     exit_code: int
+    limit_hit: str | None = None
 
 
 @dataclasses.dataclass
@@ -553,7 +554,8 @@ class _HookCalls:
         finally:
             _current_log.log = None
             for name, result in self.runner.results[before:]:
-                self.report.hooks.append(HookRecord(name, result.duration, result.exit_code))
+                self.report.hooks.append(HookRecord(name, result.duration, result.exit_code,
+                                                    result.limit_hit))
                 self.report.layers = list(result.layers)
 
 

@@ -1,9 +1,13 @@
-"""Exceptions raised by buildjail."""
+"""Exceptions raised by buildjail, their exit codes, and how a set-up failure is told."""
 
 from __future__ import annotations
 
 EXIT_TIMEOUT = 124
 EXIT_SETUP_FAILED = 125
+
+_PROGRAM = "buildjail: "
+_NOT_SET_UP = "sandbox not set up: "
+_FIX = "fix: "
 
 
 class BuildjailError(Exception):
@@ -23,3 +27,22 @@ class SandboxSetupError(BuildjailError):
         self.reason = reason
         self.fix = fix
         super().__init__(f"{reason} (fix: {fix})" if fix else reason)
+
+
+def render_setup_failure(error: SandboxSetupError) -> str:
+    """The lines a program's stderr gets when its sandbox could not be set up."""
+    fix = f"\n  {_FIX}{error.fix}" if error.fix else ""
+    return f"{_PROGRAM}{_NOT_SET_UP}{error.reason}{fix}"
+
+
+def parse_setup_failure(text: str) -> tuple[str, str]:
+    """The reason and the fix in *text*, as :func:`render_setup_failure` wrote them.
+
+    The reason is the first line (whatever it says); either is "" when *text* has none.
+    """
+    lines = [line.removeprefix(_PROGRAM).strip() for line in text.strip().splitlines()]
+    if not lines:
+        return "", ""
+    reason = lines[0].removeprefix(_NOT_SET_UP)
+    fix = next((line.removeprefix(_FIX) for line in lines[1:] if line.startswith(_FIX)), "")
+    return reason, fix

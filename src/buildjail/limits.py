@@ -56,3 +56,8 @@ def parse_duration(text: str | float) -> float:
     if not match:
         raise PolicyError(f"not a duration: {text!r} (use e.g. 90, 90s, 15m, 2h)")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def describe_limit(name: str) -> str:
+    """The words for the limit *name* (a ``RunResult.limit_hit``): ``the wall time limit``."""
+    return f"the {name.replace('_', ' ')} limit"

@@ -7,6 +7,7 @@ the checkout's VCS metadata is read-only and a hook may create none (:mod:`.chec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from . import checkout, trees
 from .errors import BuildjailError
 from .filesystem import installation_paths
+from .limits import describe_limit
 from .logs import HookOutput
 from .policy import Policy
 from .result import RunResult
@@ -42,7 +44,7 @@ class HookFailed(subprocess.CalledProcessError):
 
     def __str__(self) -> str:
         hook = hook_name(self.cmd)
-        why = f"was stopped by the {self.result.limit_hit.replace('_', ' ')} limit" if (
+        why = f"was stopped by {describe_limit(self.result.limit_hit)}" if (
             self.result.limit_hit) else f"exited with {self.returncode}"
         where = f" (whole log: {self.log_path})" if self.log_path else ""
         tail = f"\n{self.log_tail}" if self.log_tail else ""
@@ -86,27 +88,31 @@ class SandboxedHookRunner:
         The tree's VCS metadata stays read-only, and VCS metadata the hook created is
         removed and refused.
         """
+        hook = parse_hook_command(cmd)
+        if hook is None:
+            raise BuildjailError(f"not pyproject_hooks' command of a hook: {list(cmd)!r}")
         cwd = os.path.abspath(cwd or os.getcwd())
         env = dict(os.environ if self.env is None else self.env)
         env.update(extra_environ or {})
-        control = os.path.abspath(cmd[-1])
+        control = os.path.abspath(hook.control_dir)
         writable = [cwd, control, *_output_directories(control), *self.writable]
         metadata = checkout.vcs_metadata(cwd)
-        readonly = [*interpreter_prefixes(cmd[0]), os.path.dirname(os.path.abspath(cmd[1])),
+        readonly = [*interpreter_prefixes(hook.python),
+                    os.path.dirname(os.path.abspath(hook.script)),
                     *self.readonly, *(path for path in metadata
                                       if len(path) < checkout.MAX_BOUND_PATH)]
         result, tail = self._run(cmd, cwd, env, writable, readonly)
-        self.results.append((hook_name(cmd), result))
+        self.results.append((hook.hook, result))
         if self.refuse_escaping:
             refused = trees.refuse_escaping(writable)
             if refused:
                 raise HookOutputRefusedError(
-                    f"the build hook {hook_name(cmd)} left what code outside the sandbox "
+                    f"the build hook {hook.hook} left what code outside the sandbox "
                     f"must not follow (removed): {'; '.join(refused[:3])}")
         created = checkout.refuse_new_vcs_metadata(cwd, metadata)
         if created:
             raise HookOutputRefusedError(
-                f"the build hook {hook_name(cmd)} created version control metadata, which "
+                f"the build hook {hook.hook} created version control metadata, which "
                 f"the user's tools would trust (removed): {'; '.join(created[:3])}")
         if result.exit_code != 0:
             raise HookFailed(cmd, result, self.log_path, tail)
@@ -166,9 +172,27 @@ def _check_output_json(control: str) -> None:
             "outside the sandbox)")
 
 
+@dataclasses.dataclass(frozen=True)
+class HookCommand:
+    """pyproject_hooks' ``python _in_process.py HOOK CONTROL_DIR``, decoded."""
+
+    python: str
+    script: str
+    hook: str
+    control_dir: str
+
+
+def parse_hook_command(cmd: Sequence[str]) -> HookCommand | None:
+    """Decode pyproject_hooks' command that runs one hook; None for any other command."""
+    if len(cmd) != 4 or os.path.basename(cmd[1]) != "_in_process.py":
+        return None
+    return HookCommand(*cmd)
+
+
 def hook_name(cmd: Sequence[str]) -> str:
-    """The hook of pyproject_hooks' ``python _in_process.py HOOK CONTROL_DIR`` command."""
-    return cmd[2] if len(cmd) > 2 else "hook"
+    """The hook *cmd* runs (``hook`` when it is not pyproject_hooks' hook command)."""
+    hook = parse_hook_command(cmd)
+    return hook.hook if hook else "hook"
 
 
 def hook_runner(

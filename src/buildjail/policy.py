@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -119,6 +120,11 @@ class Policy:
         raise PolicyError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
 
     @classmethod
+    def load(cls, profile: str = "full", file: str | os.PathLike[str] | None = None) -> Policy:
+        """Return the policy of *file* when one is given, else the named *profile*."""
+        return cls.from_toml(file) if file else cls.profile(profile)
+
+    @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> Policy:
         """Load a policy from a TOML file (see the README for its keys)."""
         import tomllib  # only here: it is slow to import and most runs use a profile
@@ -131,6 +137,23 @@ class Policy:
         except tomllib.TOMLDecodeError as error:
             raise PolicyError(f"policy {os.fspath(path)} is not valid TOML: {error}") from None
         return cls.from_mapping(data, source=os.fspath(path))
+
+    @classmethod
+    def from_json(cls, text: str) -> Policy:
+        """Read back a policy :meth:`to_json` wrote."""
+        try:
+            data = json.loads(text)
+            return cls(**{**data, "namespaces": frozenset(data["namespaces"]),
+                          "limits": Limits(**data["limits"]),
+                          **{name: tuple(data[name]) for name in _PATTERNS_AND_PATHS}})
+        except (ValueError, TypeError, KeyError) as error:
+            raise PolicyError(f"not a policy in JSON: {error}") from None
+
+    def to_json(self) -> str:
+        """The policy as one line of JSON, for a process that cannot be handed the object."""
+        data = dataclasses.asdict(self)
+        data["namespaces"] = sorted(self.namespaces)
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "policy") -> Policy:
@@ -160,6 +183,10 @@ class Policy:
     def with_limits(self, **changes: Any) -> Policy:
         """Return a copy with some limits replaced (``wall_time``, ``memory``, ...)."""
         return dataclasses.replace(self, limits=dataclasses.replace(self.limits, **changes))
+
+
+_PATTERNS_AND_PATHS = ("readonly", "writable", "masked", "env_keep", "env_delete")
+"""The fields of a policy that are tuples (JSON has lists)."""
 
 
 def _merge(current: tuple[str, ...], more: Iterable[str]) -> tuple[str, ...]:

@@ -7,11 +7,12 @@ queries of the build environment, ``wheel pack`` — through one function,
 in front of the command and starts it with ``subprocess.run``. That module is the one hook
 point, used in two places:
 
-- ``NETWORK_ISOLATION`` holds buildjail's launcher, ``python -I _fromager_isolate.py
-  OPTIONS --``, which runs a command in the sandbox from a new process;
+- ``NETWORK_ISOLATION`` holds buildjail's launcher, ``python -I _launcher.py OPTIONS --``
+  (:mod:`._launcher`), which runs a command in the sandbox from a new process;
 - the module's name ``subprocess`` is an :class:`IsolatedSubprocess`: a command that starts
-  with that launcher runs in fromager's own process instead (the same step runner, without
-  a new interpreter per step); every other command goes to the real ``subprocess``.
+  with that launcher runs in fromager's own process instead (the same step runner,
+  :class:`.steps.StepRunner`, without a new interpreter per step); every other command goes
+  to the real ``subprocess``.
 
 Downloads, build-dependency installation, git and patching are not isolated by fromager
 and stay outside. The hook point is checked at start-up, statically and by running ``true``
@@ -22,7 +23,6 @@ changed.
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 import os
 import subprocess
@@ -32,11 +32,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._fromager_isolate import StepRunner
-from .errors import EXIT_SETUP_FAILED, SandboxSetupError
-from .policy import Policy
+from ..errors import EXIT_SETUP_FAILED, SandboxSetupError, parse_setup_failure
+from ..policy import Policy
+from .steps import StepRunner
 
-ISOLATE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fromager_isolate.py")
+LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launcher.py")
 """The launcher fromager runs in front of each isolated command (by absolute path)."""
 
 RUN_PARAMETERS = ("cmd", "cwd", "extra_environ", "network_isolation", "log_filename")
@@ -67,6 +67,8 @@ def _refuse(version: str, what: str) -> SandboxSetupError:
 
 def check_hook_point(external_commands: Any, version: str = "fromager") -> None:
     """Raise SandboxSetupError unless *external_commands* has the hook point buildjail uses."""
+    import inspect
+
     isolation = getattr(external_commands, "NETWORK_ISOLATION", None)
     if not isinstance(isolation, list):
         raise _refuse(version, "fromager.external_commands.NETWORK_ISOLATION is not a list")
@@ -96,21 +98,17 @@ def check_hook_point(external_commands: Any, version: str = "fromager") -> None:
                       f"fromager.external_commands.run() has no parameter {', '.join(missing)}")
 
 
-def isolation_prefix(profile: str, policy_file: str | None, backend: str,
-                     readonly: Sequence[str] = ()) -> list[str]:
+def isolation_prefix(policy: Policy, backend: str) -> list[str]:
     """The command fromager puts in front of every isolated step: all absolute paths.
 
-    ``--launch-env`` names the variables of the environment buildjail was started with:
-    the launcher passes only those the policy allows, plus whatever fromager added itself
-    (its per-package settings), so the allow-list stays an allow-list.
+    ``--policy`` carries *policy* whole, as JSON. ``--launch-env`` names the variables of
+    the environment buildjail was started with: the launcher passes only those the policy
+    allows, plus whatever fromager added itself (its per-package settings), so the
+    allow-list stays an allow-list.
     """
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    prefix = [os.path.abspath(sys.executable), "-I", ISOLATE_SCRIPT, "--profile", profile]
-    if policy_file:
-        prefix += ["--policy", os.path.abspath(policy_file)]
-    for path in readonly:
-        prefix += ["--readonly", os.path.abspath(path)]
-    return [*prefix, "--backend", backend, "--sys-path", package_parent,
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return [os.path.abspath(sys.executable), "-I", LAUNCHER, "--policy", policy.to_json(),
+            "--backend", backend, "--sys-path", package_parent,
             "--launch-env", ",".join(sorted(os.environ)), "--"]
 
 
@@ -228,11 +226,8 @@ def check_arguments(args: Sequence[str], environ: Mapping[str, str]) -> list[str
     return ["--network-isolation", *args]
 
 
-def install(profile: str = "full", policy_file: str | None = None, backend: str = "auto",
-            external_commands: Any = None, readonly: Sequence[str] = ()) -> Any:
+def install(policy: Policy, backend: str = "auto", external_commands: Any = None) -> Any:
     """Import fromager, check its hook point and route its isolated steps to the sandbox.
-
-    *readonly*: paths every step sees read-only besides the policy's (a toolchain).
 
     Returns ``fromager.external_commands`` (or *external_commands*, a stand-in for it).
     """
@@ -243,9 +238,7 @@ def install(profile: str = "full", policy_file: str | None = None, backend: str 
         except ImportError:
             raise SandboxSetupError("fromager is not installed", INSTALL_FIX) from None
     check_hook_point(external_commands, version)
-    policy = (Policy.from_toml(policy_file) if policy_file else Policy.profile(profile)
-              ).with_paths(readonly=[os.path.abspath(path) for path in readonly])
-    prefix = isolation_prefix(profile, policy_file, backend, readonly)
+    prefix = isolation_prefix(policy, backend)
     external_commands.NETWORK_ISOLATION[:] = prefix
     if list(external_commands.network_isolation_cmd()) != prefix:
         raise _refuse(version, "network_isolation_cmd() does not return the sandbox launcher")
@@ -290,38 +283,29 @@ def check_launcher(prefix: Sequence[str]) -> None:
     done = subprocess.run([*prefix, "true"], stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, check=False)
     if done.returncode != 0:
-        lines = [line.removeprefix("buildjail: ") for line in done.stderr.strip().splitlines()]
-        reason = lines[0].removeprefix("sandbox not set up: ") if lines else (
-            f"the sandbox launcher exited with {done.returncode}")
-        fix = next((line.strip().removeprefix("fix: ") for line in lines[1:]
-                    if line.strip().startswith("fix:")), "run `buildjail doctor`")
-        raise SandboxSetupError(f"fromager's build steps cannot run in the sandbox: {reason}",
-                                fix)
+        reason, fix = parse_setup_failure(done.stderr)
+        raise SandboxSetupError(
+            "fromager's build steps cannot run in the sandbox: "
+            f"{reason or f'the sandbox launcher exited with {done.returncode}'}",
+            fix or "run `buildjail doctor`")
 
 
-def run_fromager(args: Sequence[str], *, profile: str = "full", policy_file: str | None = None,
-                 backend: str = "auto", readonly: Sequence[str] = ()) -> int:
-    """Run ``fromager ARGS`` with every network-isolated step in the sandbox; return its code.
-
-    *readonly*: paths every isolated step sees read-only besides the policy's.
-    """
-    # A bad profile or policy file fails here, once, not in every build step.
-    Policy.from_toml(policy_file) if policy_file else Policy.profile(profile)
+def run_fromager(args: Sequence[str], policy: Policy, backend: str = "auto") -> int:
+    """Run ``fromager ARGS`` with every network-isolated step in the sandbox; return its code."""
     arguments = check_arguments(args, os.environ)
-    external_commands = install(profile, policy_file, backend, readonly=readonly)
+    external_commands = install(policy, backend)
     try:
-        return _run_installed(external_commands, arguments,
-                              isolation_prefix(profile, policy_file, backend, readonly))
+        return _run_installed(external_commands, arguments)
     finally:
         external_commands.subprocess.steps.close()
 
 
-def _run_installed(external_commands: Any, arguments: list[str], prefix: list[str]) -> int:
+def _run_installed(external_commands: Any, arguments: list[str]) -> int:
     check_installed(external_commands, _version())
     # Importing fromager's CLI runs its own check of the isolation (``true`` through it).
     fromager_main = importlib.import_module("fromager.__main__")
     if not getattr(fromager_main, "SUPPORTS_NETWORK_ISOLATION", True):
-        check_launcher(prefix)  # raises, with why
+        check_launcher(external_commands.subprocess.prefix)  # raises, with why
 
     saved = sys.argv
     sys.argv = ["fromager", *arguments]

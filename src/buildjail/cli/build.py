@@ -1,4 +1,4 @@
-"""The ``buildjail build`` command: options to a build, progress, summary and report."""
+"""``buildjail build``: sdists and wheels in the sandbox; progress, summary and report."""
 
 from __future__ import annotations
 
@@ -7,17 +7,59 @@ import json
 import os
 import sys
 import threading
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .build import BuildOptions, PackageReport, build_all
-from .buildenv import IndexOptions
-from .errors import BuildjailError
-from .logs import escape_controls
-from .policy import Policy
+from ..errors import BuildjailError
+from ..logs import escape_controls
+from ..policy import Policy
+from ._options import (
+    absolute,
+    add_backend,
+    add_policy,
+    add_readonly,
+    hidden_tools_hint,
+    load_policy,
+)
+
+if TYPE_CHECKING:
+    from ..build import BuildOptions, PackageReport
 
 
-def run_build(args: argparse.Namespace) -> int:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``build`` to *commands*."""
+    build = commands.add_parser("build", help="build sdists and wheels in the sandbox")
+    build.add_argument("sources", nargs="+", metavar="SRC",
+                       help="a source directory or an sdist (.tar.gz)")
+    build.add_argument("-o", "--outdir", default="dist",
+                       help="output directory (dist); read-only to the hooks when it lies in "
+                            "the source tree")
+    build.add_argument("--overwrite", action="store_true",
+                       help="replace files already in the output directory (never one this "
+                            "run made)")
+    build.add_argument("-s", "--sdist", action="store_true", help="build an sdist")
+    build.add_argument("-w", "--wheel", action="store_true", help="build a wheel")
+    build.add_argument("-C", "--config-setting", metavar="KEY[=VALUE]", action="append",
+                       default=[], help="pass a setting to the backend (repeatable)")
+    add_policy(build, "named policy (default: full)", "policy TOML file")
+    add_backend(build)
+    build.add_argument("-j", "--jobs", type=int, default=1, help="build N sources at once")
+    build.add_argument("--report", metavar="FILE", help="write a JSON report per package")
+    build.add_argument("--find-links", metavar="DIR", action="append", default=[],
+                       help="look for build requirements in DIR")
+    build.add_argument("--index-url", metavar="URL", help="package index for requirements")
+    build.add_argument("--no-index", action="store_true", help="do not use a package index")
+    build.add_argument("--only-binary-build-deps", action="store_true",
+                       help="refuse build requirements that have no wheel, instead of "
+                            "building their wheels in the sandbox")
+    build.add_argument("--logs", metavar="DIR", help="keep each package's build log in DIR")
+    add_readonly(build, "every hook")
+    build.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Build every source of *args*; return 0 when all succeeded, 1 otherwise."""
+    from ..build import build_all
+
     options = _options(args)
     progress = _Progress(len(args.sources), sys.stderr)
     try:
@@ -38,22 +80,22 @@ def run_build(args: argparse.Namespace) -> int:
 
 def _hint_hidden_tools(reports: list[PackageReport], policy: Policy) -> None:
     """After a hook failed (not by a limit): name the PATH directories the view hides."""
-    from .explain import failure_hint
-
     failed = [report for report in reports if report.result != "ok" and (
-        report.step or "").endswith(" hook") and " limit in the sandbox" not in (
-        report.error or "")]
+        report.step or "").endswith(" hook") and not (
+        report.hooks and report.hooks[-1].limit_hit)]
     if failed:
-        hint = failure_hint(policy, os.environ.get("PATH", ""))
+        hint = hidden_tools_hint(policy)
         if hint:
             print(f"hint: {hint}", file=sys.stderr)
 
 
 def _options(args: argparse.Namespace) -> BuildOptions:
-    policy = Policy.from_toml(args.policy) if args.policy else Policy.profile(args.profile)
-    policy = policy.with_paths(readonly=[os.path.abspath(path) for path in args.readonly])
+    from ..build import BuildOptions
+    from ..buildenv import IndexOptions
+
+    policy = load_policy(args).with_paths(readonly=absolute(args.readonly))
     explicit = args.sdist or args.wheel
-    index = IndexOptions(find_links=tuple(os.path.abspath(link) for link in args.find_links),
+    index = IndexOptions(find_links=tuple(absolute(args.find_links)),
                          index_url=args.index_url, no_index=args.no_index)
     return BuildOptions(
         policy=policy,

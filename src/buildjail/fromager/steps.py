@@ -1,12 +1,9 @@
-"""fromager's isolated steps in the sandbox: the step runner, and the launcher that uses it.
+"""fromager's isolated steps in the sandbox: what each may write, see and leave behind.
 
 fromager runs each step it isolates as ``NETWORK_ISOLATION + CMD`` (see
-``buildjail.fromager``). ``buildjail fromager`` runs those steps in fromager's own process
-through :class:`StepRunner`. The same prefix, run as a program, is a launcher doing the same
-from a new process, for any caller of the prefix buildjail does not intercept::
-
-    python -I _fromager_isolate.py --profile P [--policy F] [--readonly PATH]... --backend B
-        --sys-path DIR --launch-env NAMES -- CMD ARGS...
+:mod:`buildjail.fromager`). :class:`StepRunner` runs such a step in the sandbox: in
+fromager's own process for ``buildjail fromager``, or from the launcher
+(``_launcher.py``, the prefix run as a program) through :func:`run_launched`.
 
 What a step may write:
 
@@ -27,9 +24,6 @@ The environment follows the policy's allow-list, plus the variables fromager add
 itself (per-package settings); the delete patterns (tokens, passwords, ...) apply to all.
 A step reads ``/dev/null`` unless fromager gives it an input. Exit code: the step's own,
 124 on timeout, 125 when the sandbox could not be set up (the reason in the step's output).
-
-Only the standard library is imported at module level: the launcher puts buildjail on
-``sys.path`` first.
 """
 
 from __future__ import annotations
@@ -37,62 +31,28 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from buildjail.errors import SandboxSetupError
-    from buildjail.policy import Policy
+from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
+from ..explain import failure_hint
+from ..filesystem import installation_paths, venv_paths, within_any
+from ..limits import describe_limit
+from ..pep517 import (
+    HookFailed,
+    HookOutputRefusedError,
+    SandboxedHookRunner,
+    interpreter_prefixes,
+    parse_hook_command,
+    venv_home,
+)
+from ..policy import Policy
+from ..sandbox import Sandbox
+from ..trees import refuse_escaping
 
-EXIT_SETUP_FAILED = 125
 EXIT_REFUSED = 1
 """A step that left a link out of its directories, or a special file: it fails."""
-
-
-class Options:
-    """The launcher's options and the command after ``--``."""
-
-    def __init__(self) -> None:
-        self.profile = "full"
-        self.policy: str | None = None
-        self.backend = "auto"
-        self.sys_path = ""
-        self.launch_env = ""
-        self.readonly: list[str] = []
-        self.cmd: list[str] = []
-
-
-def parse(argv: Sequence[str]) -> Options:
-    """Parse ``--profile P [--policy F] [--readonly PATH]... --backend B --sys-path DIR -- CMD``.
-
-    By hand, not with argparse: this runs once per build step and start-up time counts.
-    """
-    options = Options()
-    names = {"--profile": "profile", "--policy": "policy", "--backend": "backend",
-             "--sys-path": "sys_path", "--launch-env": "launch_env"}
-    index = 0
-    while index < len(argv) and argv[index] != "--":
-        name = names.get(argv[index])
-        if (name is None and argv[index] != "--readonly") or index + 1 >= len(argv):
-            raise SystemExit(f"buildjail-fromager-isolate: bad option {argv[index]!r}")
-        if name is None:
-            options.readonly.append(argv[index + 1])
-        else:
-            setattr(options, name, argv[index + 1])
-        index += 2
-    options.cmd = list(argv[index + 1:])
-    if not options.cmd or not options.sys_path:
-        raise SystemExit("usage: _fromager_isolate.py --profile P [--policy F] --backend B "
-                         "--sys-path DIR [--launch-env NAMES] -- CMD ARGS...")
-    return options
-
-
-def is_hook(cmd: Sequence[str]) -> bool:
-    """Whether *cmd* is pyproject_hooks' ``python _in_process.py HOOK CONTROL_DIR``."""
-    return len(cmd) == 4 and os.path.basename(cmd[1]) == "_in_process.py"
 
 
 def _option(cmd: Sequence[str], name: str) -> str | None:
@@ -111,8 +71,6 @@ def step_paths(cmd: Sequence[str], cwd: str,
     Only what the step runs: the program's file, and of a virtual environment it comes
     from (fromager's own) the interpreter's files, never the whole environment.
     """
-    from buildjail.pep517 import interpreter_prefixes
-
     writable: list[str] = []
     readonly: list[str] = []
     search = (os.environ if env is None else env).get("PATH")
@@ -154,9 +112,6 @@ def _program_paths(program: str, search: str | None) -> list[str]:
 
 def _tool_interpreter_paths(python: str) -> list[str]:
     """A tool's interpreter (fromager's own venv): its files, not the environment's root."""
-    from buildjail.filesystem import installation_paths, venv_paths
-    from buildjail.pep517 import venv_home
-
     prefix = os.path.dirname(os.path.dirname(os.path.abspath(python)))
     real = os.path.dirname(os.path.dirname(os.path.realpath(python)))
     home = venv_home(prefix)
@@ -171,15 +126,7 @@ def step_directory(cwd: str, writable: Sequence[str], readonly: Sequence[str]) -
     A step fromager starts without a working directory gets fromager's own, the work
     directory with every package's trees, its settings and its log: never shown.
     """
-    from buildjail.filesystem import within_any
-
     return cwd if within_any(cwd, (*writable, *readonly)) else "/"
-
-
-def setup_failure(error: SandboxSetupError) -> str:
-    """The lines a step's output gets when its sandbox could not be set up."""
-    fix = f"\n  fix: {error.fix}" if error.fix else ""
-    return f"buildjail: sandbox not set up: {error.reason}{fix}"
 
 
 class StepRunner:
@@ -212,16 +159,12 @@ class StepRunner:
 
         *output* receives the step's stdout and stderr (default: this process's).
         """
-        from buildjail.pep517 import HookFailed, HookOutputRefusedError, SandboxedHookRunner
-        from buildjail.sandbox import Sandbox
-        from buildjail.trees import refuse_escaping
-
         # Keep what fromager added (its per-package variables), besides what the policy
         # allows; the variables buildjail was started with follow the allow-list, and the
         # delete patterns (tokens, passwords) apply to everything.
         policy = self.policy.with_env(
             keep=[name for name in env if name not in self.launched_with])
-        if is_hook(cmd):
+        if parse_hook_command(cmd) is not None:
             runner = SandboxedHookRunner(policy, backend=self.backend, env=env, output=output,
                                          refuse_escaping=True)
             try:
@@ -263,19 +206,17 @@ class StepRunner:
                          f"follow outside the sandbox (removed): {'; '.join(refused[:3])}")
             return EXIT_REFUSED
         if result.limit_hit:
-            _say(output, f"buildjail: {os.path.basename(cmd[0])} was stopped by the "
-                         f"{result.limit_hit.replace('_', ' ')} limit in the sandbox")
+            _say(output, f"buildjail: {os.path.basename(cmd[0])} was stopped by "
+                         f"{describe_limit(result.limit_hit)} in the sandbox")
         return result.exit_code
 
     def run(self, cmd: Sequence[str], *, cwd: str, env: Mapping[str, str],
             stdin: int | None = None, output: int | None = None) -> int:
         """Run one step; return its exit code, 125 (the reason in *output*) if it cannot run."""
-        from buildjail.errors import BuildjailError, SandboxSetupError
-
         try:
             return self.execute(cmd, cwd=cwd, env=env, stdin=stdin, output=output)
         except SandboxSetupError as error:
-            _say(output, setup_failure(error))
+            _say(output, render_setup_failure(error))
         except BuildjailError as error:
             _say(output, f"buildjail: {error}")
         return EXIT_SETUP_FAILED
@@ -283,8 +224,6 @@ class StepRunner:
 
 def _hint_hidden_tools(policy: Policy, env: Mapping[str, str], output: int | None) -> None:
     """After a failed hook: name the PATH directories the sandbox does not show."""
-    from buildjail.explain import failure_hint
-
     hint = failure_hint(policy, env.get("PATH", ""))
     if hint:
         _say(output, f"buildjail: hint: {hint}")
@@ -297,25 +236,12 @@ def _say(output: int | None, text: str) -> None:
         data = data[os.write(fd, data):]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one isolated step of fromager in the sandbox; return its exit code."""
-    args = parse(sys.argv[1:] if argv is None else argv)
-    sys.path.insert(0, args.sys_path)
-    from buildjail.errors import BuildjailError, SandboxSetupError
-    from buildjail.policy import Policy
-
+def run_launched(policy: str, backend: str, launched_with: Iterable[str],
+                 cmd: Sequence[str]) -> int:
+    """The launcher's step: *cmd* here, in *policy* (its JSON); its exit code, or 125."""
     try:
-        policy = (Policy.from_toml(args.policy) if args.policy else Policy.profile(args.profile)
-                  ).with_paths(readonly=args.readonly)
-    except SandboxSetupError as error:
-        _say(None, setup_failure(error))
-        return EXIT_SETUP_FAILED
+        steps = StepRunner(Policy.from_json(policy), backend, launched_with)
     except BuildjailError as error:
         _say(None, f"buildjail: {error}")
         return EXIT_SETUP_FAILED
-    steps = StepRunner(policy, args.backend, args.launch_env.split(","))
-    return steps.run(args.cmd, cwd=os.getcwd(), env=os.environ)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return steps.run(cmd, cwd=os.getcwd(), env=os.environ)

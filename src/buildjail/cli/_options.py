@@ -1,0 +1,59 @@
+"""What the subcommands share: option definitions, the policy they name, stderr messages."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable
+
+from ..backends import BACKENDS
+from ..policy import PROFILES, Policy
+
+BACKEND_CHOICES = ("auto", *BACKENDS)
+
+
+def add_policy(parser: argparse.ArgumentParser, profile_help: str, file_help: str) -> None:
+    """Add ``--profile`` and ``--policy FILE``."""
+    parser.add_argument("--profile", choices=PROFILES, default="full", help=profile_help)
+    parser.add_argument("--policy", metavar="FILE", help=file_help)
+
+
+def add_backend(parser: argparse.ArgumentParser) -> None:
+    """Add ``--backend``."""
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                        help="what enforces the policy (default: auto; see `buildjail doctor`)")
+
+
+def add_readonly(parser: argparse.ArgumentParser, to: str) -> None:
+    """Add ``--readonly PATH`` (repeatable): paths shown read-only *to* what runs."""
+    parser.add_argument("--readonly", metavar="PATH", action="append", default=[],
+                        help=f"show PATH read-only to {to}, e.g. a toolchain outside /usr "
+                             "(repeatable)")
+
+
+def load_policy(args: argparse.Namespace) -> Policy:
+    """The policy ``--profile``/``--policy`` name."""
+    return Policy.load(args.profile, args.policy)
+
+
+def absolute(paths: Iterable[str]) -> list[str]:
+    """*paths*, made absolute."""
+    return [os.path.abspath(path) for path in paths]
+
+
+def after_dashes(args: list[str]) -> list[str]:
+    """The arguments of ``-- ARGS...`` (argparse keeps the ``--`` of a REMAINDER)."""
+    return args[1:] if args[:1] == ["--"] else args
+
+
+def error(message: str) -> None:
+    """Print ``buildjail: MESSAGE`` on stderr."""
+    print(f"buildjail: {message}", file=sys.stderr)
+
+
+def hidden_tools_hint(policy: Policy) -> str:
+    """After a failure: the hint naming the PATH directories *policy*'s view hides."""
+    from ..explain import failure_hint
+
+    return failure_hint(policy, os.environ.get("PATH", ""))

@@ -1,0 +1,34 @@
+"""``buildjail fromager``: fromager with every isolated build step in the sandbox."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._options import (
+    absolute,
+    add_backend,
+    add_policy,
+    add_readonly,
+    after_dashes,
+    load_policy,
+)
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``fromager`` to *commands*."""
+    fromager = commands.add_parser(
+        "fromager", help="run fromager with every build hook in the sandbox")
+    add_policy(fromager, "named policy for fromager's isolated steps (default: full)",
+               "policy TOML file")
+    add_backend(fromager)
+    add_readonly(fromager, "every isolated step")
+    fromager.add_argument("args", nargs=argparse.REMAINDER, metavar="-- FROMAGER_ARGS...")
+    fromager.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run ``buildjail fromager``; return fromager's exit code."""
+    from ..fromager import run_fromager
+
+    policy = load_policy(args).with_paths(readonly=absolute(args.readonly))
+    return run_fromager(after_dashes(args.args), policy, backend=args.backend)

@@ -1,0 +1,76 @@
+"""``buildjail run``: one command in the sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from ..limits import describe_limit, parse_duration, parse_size
+from ._options import (
+    absolute,
+    add_backend,
+    add_policy,
+    after_dashes,
+    error,
+    hidden_tools_hint,
+    load_policy,
+)
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``run`` to *commands*."""
+    run = commands.add_parser("run", help="run one command in the sandbox")
+    add_policy(run, "named policy (default: full)", "policy TOML file (overrides --profile)")
+    add_backend(run)
+    run.add_argument("--writable", metavar="PATH", action="append", default=[],
+                     help="make PATH writable in the sandbox (repeatable)")
+    run.add_argument("--readonly", metavar="PATH", action="append", default=[],
+                     help="make PATH visible read-only, even under a masked path (repeatable)")
+    run.add_argument("--mask", metavar="PATH", action="append", default=[],
+                     help="hide PATH in the sandbox (repeatable)")
+    run.add_argument("--keep-env", metavar="PATTERN", action="append", default=[],
+                     help="pass environment variables matching PATTERN (repeatable)")
+    run.add_argument("--timeout", metavar="SECONDS", type=parse_duration,
+                     help="wall-time limit (exit code 124 when hit)")
+    run.add_argument("--memory", metavar="SIZE", type=parse_size, help="memory limit, e.g. 2G")
+    run.add_argument("--json-report", metavar="FILE", help="write the run's result as JSON")
+    run.add_argument("--explain", action="store_true",
+                     help="print what the sandbox would show and give the command; run nothing")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+    run.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run ``buildjail run``; return the command's exit code."""
+    from ..backends import choose_backend
+    from ..sandbox import Sandbox
+
+    cmd = after_dashes(args.cmd)
+    if not cmd:
+        parser.error("run: no command given (buildjail run [OPTIONS] -- CMD ARGS...)")
+    policy = load_policy(args).with_paths(
+        readonly=absolute(args.readonly), writable=absolute(args.writable),
+        masked=absolute(args.mask),
+    ).with_env(keep=args.keep_env)
+    if args.timeout is not None:
+        policy = policy.with_limits(wall_time=args.timeout)
+    if args.memory is not None:
+        policy = policy.with_limits(memory=args.memory)
+    if args.explain:
+        from ..explain import explain
+
+        backend = choose_backend()[0] if args.backend == "auto" else args.backend
+        print(explain(policy, cmd, os.getcwd(), os.environ, backend))
+        return 0
+    result = Sandbox(policy, backend=args.backend).run(cmd)
+    if args.json_report:
+        with open(args.json_report, "w") as stream:
+            json.dump(result.to_dict(), stream, indent=2)
+    if result.limit_hit:
+        error(f"stopped: {describe_limit(result.limit_hit)} was hit")
+    elif result.exit_code == 127:  # a shell's "command not found"
+        hint = hidden_tools_hint(policy)
+        if hint:
+            error(hint)
+    return result.exit_code

@@ -84,7 +84,7 @@ def require_backend(name: str) -> str:
 
 def hide_bubblewrap() -> None:
     """In a child process only: a private mount namespace where /dev/null covers every bwrap."""
-    from buildjail import _kernel as k
+    from buildjail._linux import kernel as k
     from buildjail.backends.bwrap import CANDIDATES
 
     k.unshare(k.CLONE_NEWNS)

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from buildjail import _kernel as k
-from buildjail import seccomp
+from buildjail._linux import kernel as k
+from buildjail._linux import seccomp
+from buildjail._linux.filesystem import STAGE_DIR
+from buildjail._linux.identity import Identity
 from buildjail.backends._supervisor import plan_sandbox
 from buildjail.backends.base import Launch, Request, SandboxPlan
 from buildjail.backends.bwrap import plan_bwrap
 from buildjail.backends.native import plan_native
-from buildjail.filesystem import STAGE_DIR
-from buildjail.identity import Identity
 from buildjail.policy import Policy
 
 BWRAP = "/opt/nowhere/bwrap"

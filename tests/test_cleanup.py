@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from buildjail import Sandbox, identity
+from buildjail import Sandbox
+from buildjail._linux import identity
 from conftest import NONROOT_UID, SRC, SYSTEM_PYTHON, Runner, host_processes
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from buildjail import _kernel as k
-from buildjail import container
+from buildjail._linux import container
+from buildjail._linux import kernel as k
 
 pytestmark = [
     pytest.mark.root,
@@ -222,7 +222,7 @@ def _refuse_sethostname() -> None:
     import errno
     import struct
 
-    from buildjail import seccomp
+    from buildjail._linux import seccomp
 
     number = {"x86_64": 170, "aarch64": 161}[os.uname().machine]
     program = b"".join(struct.pack("<HBBI", *insn) for insn in (
@@ -239,7 +239,7 @@ def test_a_container_sharing_the_hosts_uts_keeps_no_hostname(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """--uts=host or hostNetwork: the container's name is the host's, so a refused
     sethostname fails closed instead of being reported as a degraded layer."""
-    from buildjail import hostname
+    from buildjail._linux import hostname
 
     assert hostname.in_the_hosts_uts_namespace(), "this test runs in the host's UTS namespace"
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")  # a pod's mark
@@ -256,7 +256,7 @@ def test_a_container_sharing_the_hosts_uts_keeps_no_hostname(
 def test_a_container_with_its_own_uts_keeps_its_hostname_degraded(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The control: in a UTS namespace of its own the same refusal is a degraded layer."""
-    from buildjail import hostname
+    from buildjail._linux import hostname
 
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from buildjail import _kernel as k
-from buildjail import diagnosis, seccomp
+from buildjail._linux import diagnosis, seccomp
+from buildjail._linux import kernel as k
 from buildjail.doctor import LAYERS, check_host
 from buildjail.doctor.diagnose import diagnose
 from conftest import hide_bubblewrap, require_backend

@@ -249,7 +249,7 @@ def test_a_non_root_build_leaves_no_set_id_or_writable_files(
 
 
 def _quarantined() -> set[int]:
-    from buildjail import identity
+    from buildjail._linux import identity
 
     return identity.quarantined_ids()
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from buildjail import Policy, PolicyError
-from buildjail.identity import IdRange, choose_range
+from buildjail._linux.identity import IdRange, choose_range
 from buildjail.limits import parse_duration, parse_size
 
 

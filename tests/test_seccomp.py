@@ -1,4 +1,4 @@
-"""Tests for buildjail.seccomp: the program's shape, its logic, and real attacks.
+"""Tests for buildjail._linux.seccomp: the program's shape, its logic, and real attacks.
 
 Every attack runs in a forked child that sets no_new_privs, installs the
 filter, tries the attack and reports the result to the parent through a pipe.
@@ -32,8 +32,8 @@ import pytest
 if importlib.util.find_spec("buildjail") is None:  # a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from buildjail import seccomp
-from buildjail.seccomp import (
+from buildjail._linux import seccomp
+from buildjail._linux.seccomp import (
     DENIED_SYSCALLS,
     SUPPORTED_ARCHES,
     UnsupportedArchitecture,
@@ -478,7 +478,7 @@ def run_true() -> int:
 
 def read_this_file() -> bool:
     """Read a regular file."""
-    return Path(__file__).read_bytes().startswith(b'"""Tests for buildjail.seccomp')
+    return Path(__file__).read_bytes().startswith(b'"""Tests for buildjail._linux.seccomp')
 
 
 def window_size_ioctl() -> int:

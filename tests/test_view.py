@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from buildjail import _kernel as k
+from buildjail._linux import kernel as k
 from conftest import Runner
 
 pytestmark = [pytest.mark.root,

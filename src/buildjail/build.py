@@ -40,9 +40,9 @@ from packaging.requirements import Requirement
 from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
 
 from . import trees
+from ._linux.filesystem import PRIVATE_TMPFS, within_any
 from .buildenv import BuildEnvironment, BuildEnvironmentError, IndexOptions, MissingWheels
 from .errors import BuildjailError, SandboxSetupError
-from .filesystem import PRIVATE_TMPFS, within_any
 from .logs import BuildLog, default_directory, private_directory
 from .outputs import OutputDirectory, OutputRefused
 from .policy import Policy

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+from ._linux.filesystem import PRIVATE_TMPFS, MountPlan, interpreter_paths, plan_mounts, within_any
+from ._linux.identity import Identity
 from .environment import filter_environment
-from .filesystem import PRIVATE_TMPFS, MountPlan, interpreter_paths, plan_mounts, within_any
-from .identity import Identity
 from .policy import Policy
 
 

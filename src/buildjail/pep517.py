@@ -15,8 +15,8 @@ import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from . import checkout, trees
+from ._linux.filesystem import installation_paths
 from .errors import BuildjailError
-from .filesystem import installation_paths
 from .limits import describe_limit
 from .logs import HookOutput
 from .policy import Policy

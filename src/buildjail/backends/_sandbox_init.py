@@ -20,11 +20,11 @@ import signal
 import socket
 from typing import NoReturn
 
-from .. import _kernel as k
-from .. import seccomp, usage
-from ..diagnosis import explain_error  # imported here: the package may be hidden inside
+from .._linux import kernel as k
+from .._linux import seccomp, usage
+from .._linux.diagnosis import explain_error  # imported here: the package may be hidden inside
+from .._linux.filesystem import SCRATCH_TMPFS, apply_mounts, stage_trees
 from ..errors import EXIT_SETUP_FAILED  # stdlib-only, and imported before the fork
-from ..filesystem import SCRATCH_TMPFS, apply_mounts, stage_trees
 from ..limits import Limits
 from .base import InitPlan
 from .messages import InitStatus, SetupFailure

@@ -20,13 +20,13 @@ import stat
 import time
 from typing import NoReturn, cast
 
-from .. import _kernel as k
-from .. import cgroups, identity, ownership, seccomp, userns
-from ..diagnosis import explain_error  # not imported after a fork: the import lock
-from ..disk import DiskWatch
+from .._linux import cgroups, identity, ownership, seccomp, userns
+from .._linux import kernel as k
+from .._linux.diagnosis import explain_error  # not imported after a fork: the import lock
+from .._linux.disk import DiskWatch
+from .._linux.filesystem import MountPlan, interpreter_paths, plan_mounts
+from .._linux.hostname import DEGRADED_LAYER, plan_hostname
 from ..errors import EXIT_SETUP_FAILED, EXIT_TIMEOUT, SandboxSetupError
-from ..filesystem import MountPlan, interpreter_paths, plan_mounts
-from ..hostname import DEGRADED_LAYER, plan_hostname
 from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult

@@ -12,9 +12,9 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from .. import _kernel as k
-from ..filesystem import MountPlan
-from ..identity import Identity
+from .._linux import kernel as k
+from .._linux.filesystem import MountPlan
+from .._linux.identity import Identity
 from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult

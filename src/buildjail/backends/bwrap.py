@@ -18,15 +18,15 @@ import re
 import subprocess
 import tempfile
 
-from .. import _kernel as k
-from ..errors import SandboxSetupError
-from ..filesystem import (
+from .._linux import kernel as k
+from .._linux.filesystem import (
     MASK_TMPFS_SIZE,
     PRIVATE_TMPFS_MODES,
     STAGE_DIR,
     MountPlan,
     untraversable_ancestors,
 )
+from ..errors import SandboxSetupError
 from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult

@@ -10,8 +10,8 @@ import signal
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .. import _kernel as k
-from .. import userns
+from .._linux import kernel as k
+from .._linux import userns
 from ..errors import SandboxSetupError
 from .report import IDENTITIES, IdentityKind
 

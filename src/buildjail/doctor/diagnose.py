@@ -6,9 +6,9 @@ import errno
 import os
 from typing import Any
 
-from .. import cgroups, container
-from ..diagnosis import explain, seccomp_refusal, userns_refusal
-from ..procfs import read_setting, seccomp_mode
+from .._linux import cgroups, container
+from .._linux.diagnosis import explain, seccomp_refusal, userns_refusal
+from .._linux.procfs import read_setting, seccomp_mode
 from .child import DROP, ROOT_USERNS, USERNS, USERNS_MAP
 from .layers import capabilities
 from .report import IdentityKind

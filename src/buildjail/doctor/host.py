@@ -6,9 +6,9 @@ import dataclasses
 import os
 import sys
 
-from .. import cgroups, container, userns
+from .._linux import cgroups, container, userns
+from .._linux.procfs import read_setting, seccomp_mode
 from ..backends import choose_backend
-from ..procfs import read_setting, seccomp_mode
 from .child import Layer, run_probe
 from .diagnose import CGROUP_FALLBACK, diagnose
 from .layers import LAYER_PROBES

@@ -7,12 +7,12 @@ import errno
 import os
 import socket
 
-from .. import _kernel as k
-from .. import cgroups, container, identity, seccomp
-from .. import hostname as hostname_layer
+from .._linux import cgroups, container, identity, seccomp
+from .._linux import hostname as hostname_layer
+from .._linux import kernel as k
+from .._linux.procfs import seccomp_mode
 from ..backends import bwrap as _bwrap
 from ..backends import native as _native  # noqa: F401 - loaded before a probe drops privileges
-from ..procfs import seccomp_mode
 from ..sandbox import Sandbox
 from .child import Degraded, Layer, Probe, Stages, in_grandchild, in_id_mapped_namespace
 from .report import IDENTITIES, IdentityKind

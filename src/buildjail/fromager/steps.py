@@ -35,9 +35,9 @@ import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 
+from .._linux.filesystem import installation_paths, venv_paths, within_any
 from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
 from ..explain import failure_hint
-from ..filesystem import installation_paths, venv_paths, within_any
 from ..limits import describe_limit
 from ..pep517 import (
     HookFailed,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 
-from . import _kernel as k
+from . import kernel as k
 
 
 def contained_root() -> bool:

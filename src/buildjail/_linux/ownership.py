@@ -26,7 +26,7 @@ import stat
 import time
 from collections.abc import Iterable
 
-from . import trees
+from .. import trees
 
 SENSITIVE_XATTRS = ("system.posix_acl_access", "system.posix_acl_default",
                     "security.capability")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import os
 
+from ..errors import SandboxSetupError
 from . import container
-from .errors import SandboxSetupError
 from .procfs import read_setting, seccomp_mode
 
 _GENERIC_SECCOMP_CAUSE = ("this process runs under a seccomp filter (seccomp mode 2) that "

@@ -10,7 +10,7 @@ import os
 import random
 import struct
 
-from .errors import SandboxSetupError
+from ..errors import SandboxSetupError
 
 LOCK_DIR = "/run/buildjail"
 LOCK_FILE = "ids.lock"

@@ -14,9 +14,9 @@ import functools
 import os
 import socket
 
-from . import _kernel as k
+from ..errors import SandboxSetupError
 from . import container, userns
-from .errors import SandboxSetupError
+from . import kernel as k
 from .procfs import seccomp_mode
 
 DEGRADED_LAYER = "hostname:degraded"

@@ -21,9 +21,9 @@ import re
 import stat
 import sys
 
-from . import _kernel as k
+from ..policy import VIEW_ETC, VIEW_SYSTEM
+from . import kernel as k
 from .identity import Identity, account_entries, group_text, passwd_text
-from .policy import VIEW_ETC, VIEW_SYSTEM
 
 PRIVATE_TMPFS_MODES = {"/tmp": "1777", "/var/tmp": "1777", "/run": "0755"}
 """The private tmpfs mounts of the view, and the mode of each."""

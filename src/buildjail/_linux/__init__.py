@@ -1,0 +1,1 @@
+"""The Linux machinery the backends and the doctor share (private)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import glob
 import http.server
 import io
@@ -36,9 +37,12 @@ from conftest import require_backend
 REPO = Path(__file__).resolve().parent.parent
 PYTHON312 = Path("/root/.pyenv/versions/3.12.1/bin/python")
 FROMAGER_VERSION = "0.101.0"  # the version these tests ran against
-VENV = Path(os.environ.get("BUILDJAIL_TEST_FROMAGER_VENV",
-                           Path.home() / ".cache" / "buildjail-tests" / "fromager-venv"))
-"""Where the fromager venv is kept (set BUILDJAIL_TEST_FROMAGER_VENV for a checkout's own)."""
+VENV = Path(os.environ.get(
+    "BUILDJAIL_TEST_FROMAGER_VENV",
+    Path.home() / ".cache" / "buildjail-tests"
+    / f"fromager-venv-{hashlib.sha256(str(REPO).encode()).hexdigest()[:12]}"))
+"""Where the fromager venv is kept: one per checkout, so that two checkouts' test runs never
+install themselves into the same venv under each other (BUILDJAIL_TEST_FROMAGER_VENV sets it)."""
 
 needs_python312 = pytest.mark.skipif(
     not PYTHON312.exists(), reason=f"fromager needs Python >= 3.12; {PYTHON312} is missing")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import glob
+import hashlib
 import http.server
 import io
 import json

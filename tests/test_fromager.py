@@ -281,8 +281,8 @@ def test_other_calls_with_the_prefix_still_run_in_the_sandbox_through_the_launch
 
 
 @needs_root
-@pytest.mark.skipif(not (VENV / "bin" / "uv").exists(), reason=f"no uv in {VENV}/bin")
-def test_uv_venv_steps_share_a_private_cache_no_other_step_can_write(tmp_path: Path) -> None:
+def test_uv_venv_steps_share_a_private_cache_no_other_step_can_write(
+        tmp_path: Path, fromager_venv: Path) -> None:
     from buildjail.fromager.steps import StepRunner
 
     tmp_path.chmod(0o755)
@@ -291,8 +291,8 @@ def test_uv_venv_steps_share_a_private_cache_no_other_step_can_write(tmp_path: P
     with open(os.devnull, "wb") as null:
         for name in ("one", "two"):
             venv = ["uv", "venv", "--python", sys.executable, "--no-project", str(tmp_path / name)]
-            assert steps.run([str(VENV / "bin" / "uv"), *venv[1:]], cwd=str(tmp_path), env=env,
-                             output=null.fileno()) == 0
+            assert steps.run([str(fromager_venv / "bin" / "uv"), *venv[1:]], cwd=str(tmp_path),
+                             env=env, output=null.fileno()) == 0
         cache = Path(str(steps.uv_cache))
         assert cache.is_dir() and any(cache.iterdir())  # uv kept what it learnt there
         assert {path.stat().st_uid for path in [cache, *cache.rglob("*")]} == {0}  # handed back
@@ -356,6 +356,8 @@ def fromager_venv() -> Path:
         subprocess.run([str(PYTHON312), "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q",
                         f"fromager=={FROMAGER_VERSION}"], check=True)
+    if not (VENV / "bin" / "uv").exists():  # fromager runs `uv venv` steps: a user has uv
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "uv"], check=True)
     where = subprocess.run([str(python), "-c", "import buildjail; print(buildjail.__file__)"],
                            capture_output=True, text=True, check=False).stdout.strip()
     if not where.startswith(str(REPO / "src")):

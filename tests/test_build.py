@@ -101,6 +101,60 @@ def test_wheel_only_and_sdist_input(tmp_path: Path, build: Builder) -> None:
     assert [path.name for path in wheels.iterdir()] == ["intree-2.0-py3-none-any.whl"]
 
 
+ONE_COMPILE_HOOKS = [
+    "get_requires_for_build_wheel", "prepare_metadata_for_build_wheel", "build_wheel"]
+
+
+def build_onecompile(tmp_path: Path, build: Builder, metadata_hook: str | None = None,
+                     ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], list[str]]:
+    """Build the one-compile project's wheel (with a metadata hook stating *metadata_hook*).
+
+    Returns the run, its report and the backend's record of its ``build_wheel`` calls.
+    """
+    project = copy_project("onecompile", tmp_path)
+    if metadata_hook is not None:
+        (project / "METADATA_HOOK").write_text(metadata_hook)
+    report = tmp_path / "report.json"
+    proc = build(str(project), "--wheel", "-o", str(tmp_path / "dist"), "--report", str(report),
+                 "--no-index")
+    [entry] = json.loads(report.read_text())
+    return proc, entry, (project / "build_wheel_calls").read_text().splitlines()
+
+
+def test_a_backend_without_a_metadata_hook_builds_its_wheel_once(
+    tmp_path: Path, no_leftovers: None, build: Builder,
+) -> None:
+    proc, entry, calls = build_onecompile(tmp_path, build)
+    assert proc.returncode == 0, proc.stderr
+    assert calls == ["build_wheel metadata_directory=None"]
+    assert [path.name for path in (tmp_path / "dist").iterdir()] == [
+        "onecompile-1.0-py3-none-any.whl"]
+    assert (entry["name"], entry["version"]) == ("onecompile", "1.0")
+    assert [hook["name"] for hook in entry["hooks"]] == ONE_COMPILE_HOOKS
+
+
+@pytest.mark.parametrize(
+    ("stated", "error"),
+    [("onecompile 1.0", None),
+     ("onecompile 9.9", "its metadata says version '9.9', the wheel '1.0'"),
+     ("other 1.0", "its metadata names 'other', the wheel 'onecompile'")],
+    ids=["agreeing", "other-version", "other-name"],
+)
+def test_a_metadata_hook_is_called_and_the_wheel_held_to_it(
+    tmp_path: Path, build: Builder, stated: str, error: str | None,
+) -> None:
+    proc, entry, calls = build_onecompile(tmp_path, build, metadata_hook=stated)
+    assert [hook["name"] for hook in entry["hooks"]] == ONE_COMPILE_HOOKS
+    assert len(calls) == 1
+    if error is None:
+        assert proc.returncode == 0, proc.stderr
+        assert (entry["name"], entry["version"]) == ("onecompile", "1.0")
+    else:
+        assert proc.returncode != 0
+        assert entry["step"] == "checking the wheel" and error in entry["error"]
+        assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
+
+
 def test_setuptools_project_with_a_local_wheelhouse(
     tmp_path: Path,
     wheelhouse: Path,

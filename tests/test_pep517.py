@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller
+from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
 
 from buildjail import HookFailed, SandboxedHookRunner, hook_runner
 
@@ -60,6 +60,25 @@ def test_every_hook_runs_in_the_sandbox_and_outputs_come_back(intree: Path,
     for path in (wheels / wheel, sdists / sdist, metadata / "intree-2.0.dist-info" / "METADATA"):
         assert path.stat().st_uid == 0, f"{path} was not handed back to the caller"
     assert "tinybackend: building the wheel" in (tmp_path / "build.log").read_text()
+
+
+def test_control_pyproject_hooks_fallback_builds_the_wheel_twice(tmp_path: Path,
+                                                                 sandbox_backend: str) -> None:
+    """The flow ``buildjail build`` left: metadata by the fallback, then ``build_wheel``."""
+    project = tmp_path / "onecompile"
+    shutil.copytree(PROJECTS / "onecompile", project)
+    caller = _caller(project, hook_runner("full", backend=sandbox_backend),
+                     backend="onecompile_backend")
+    metadata, wheels = tmp_path / "meta", tmp_path / "wheels"
+    metadata.mkdir()
+    wheels.mkdir()
+    with pytest.raises(HookMissing):
+        caller.prepare_metadata_for_build_wheel(str(metadata), _allow_fallback=False)
+    assert not (project / "build_wheel_calls").exists()
+    assert caller.prepare_metadata_for_build_wheel(str(metadata), _allow_fallback=True) == (
+        "onecompile-1.0.dist-info")
+    assert caller.build_wheel(str(wheels)) == "onecompile-1.0-py3-none-any.whl"
+    assert len((project / "build_wheel_calls").read_text().splitlines()) == 2
 
 
 def test_a_failing_hook_raises_calledprocesserror_with_the_log_tail(intree: Path,

@@ -37,14 +37,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from packaging.requirements import Requirement
-from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
+from packaging.utils import (
+    InvalidSdistFilename,
+    canonicalize_name,
+    canonicalize_version,
+    parse_sdist_filename,
+)
 
 from . import trees
 from ._linux.filesystem import PRIVATE_TMPFS, within_any
 from .buildenv import BuildEnvironment, BuildEnvironmentError, IndexOptions, MissingWheels
 from .errors import BuildjailError, SandboxSetupError
 from .logs import BuildLog, default_directory, private_directory
-from .outputs import OutputDirectory, OutputRefused
+from .outputs import OutputDirectory, OutputRefused, project_of
 from .policy import Policy
 from .requirements import RequirementRefused, parse_requirements
 
@@ -405,16 +410,33 @@ class _PackageBuild:
             raise BuildError(label, "checking the build requirements", str(error)) from None
         self._install(env, extra, f"installing the {kind}'s extra requirements")
         staging = tempfile.mkdtemp(prefix=f"out-{kind}-", dir=self.work)
+        metadata = None
         if kind == "wheel":
-            metadata = tempfile.mkdtemp(prefix="metadata-", dir=self.work)
-            dist_info = hooks.call("prepare_metadata_for_build_wheel", metadata, config,
-                                   _allow_fallback=True)
-            _read_metadata(_hook_output(metadata, dist_info, stat.S_ISDIR, label), report)
+            metadata = self._prepare_metadata(hooks, config)
             filename = hooks.call("build_wheel", staging, config)
         else:
             filename = hooks.call("build_sdist", staging, config)
         output = _hook_output(staging, filename, stat.S_ISREG, label)
-        return self._publish(output, kind, label)
+        return self._publish(output, kind, label, metadata)
+
+    def _prepare_metadata(self, hooks: _HookCalls,
+                          config: Mapping[str, str | list[str]] | None) -> WheelMetadata | None:
+        """The wheel's metadata from the backend's hook; None when the backend has none.
+
+        pyproject_hooks' fallback for a backend without the hook (meson-python,
+        scikit-build-core) builds the whole wheel to read its metadata, and ``build_wheel``
+        would build it again: it is not used. The metadata then comes from the wheel itself,
+        whose ``METADATA`` the output checks hold to its file name (:mod:`.archives`).
+        """
+        directory = tempfile.mkdtemp(prefix="metadata-", dir=self.work)
+        defined, dist_info = hooks.call_if_defined("prepare_metadata_for_build_wheel",
+                                                   directory, config)
+        if not defined:
+            return None
+        metadata = _read_metadata(_hook_output(directory, dist_info, stat.S_ISDIR, self.label),
+                                  self.label)
+        self.report.name, self.report.version = metadata.name, metadata.version
+        return metadata
 
     def _read_only_outputs(self, project: str) -> list[str]:
         """The output directory, when it lies in a tree hooks may write: read-only there.
@@ -493,24 +515,28 @@ class _PackageBuild:
             self.batch.built[name] = record
             self.report.build_requirements.append(record)
 
-    def _publish(self, path: str, kind: str, label: str) -> str:
-        """Publish a checked copy of an output of the sandbox; return its path."""
+    def _publish(self, path: str, kind: str, label: str,
+                 metadata: WheelMetadata | None = None) -> str:
+        """Publish a checked copy of an output of the sandbox; return its path.
+
+        A wheel must be of the project and version its prepared *metadata* states (checked
+        before it is published: the output checks hold its ``METADATA`` to its file name).
+        """
         report = self.report
         expected = self.expected
-        if kind == "wheel" and report.name:
-            expected = expected or canonicalize_name(report.name)
+        if metadata is not None and metadata.name:
+            expected = expected or canonicalize_name(metadata.name)
         try:
+            if metadata is not None:
+                metadata.check(os.path.basename(path))
             published = self.output.publish(path, kind, expected)
         except OutputRefused as error:
             raise BuildError(label, f"checking the {kind}", str(error)) from None
-        if kind == "wheel" and report.name and canonicalize_name(report.name) != (
-                published.name):
-            raise BuildError(label, "checking the wheel", f"its metadata names "
-                             f"{report.name!r}, the wheel {published.name!r}")
         if kind == "sdist":
             self.expected = self.expected or published.name
-            report.name = report.name or published.name
-            report.version = report.version or published.version
+        # Without prepared metadata, the name and version are those of the checked output.
+        report.name = report.name or published.name
+        report.version = report.version or published.version
         report.outputs.append({"kind": kind, "path": published.path,
                                "sha256": published.sha256})
         return published.path
@@ -526,7 +552,26 @@ class _HookCalls:
         self.log = log
 
     def call(self, hook: str, *args: Any, **kwargs: Any) -> Any:
-        from pyproject_hooks import BackendUnavailable, HookMissing, UnsupportedOperation
+        """Call *hook*; return what it returned (untrusted)."""
+        from pyproject_hooks import HookMissing, UnsupportedOperation
+
+        try:
+            return self._call(hook, *args, **kwargs)
+        except (HookMissing, UnsupportedOperation) as error:
+            raise BuildError(self.label, f"the {hook} hook",
+                             f"the backend does not support it ({error!r})") from None
+
+    def call_if_defined(self, hook: str, *args: Any) -> tuple[bool, Any]:
+        """Call an optional hook, never pyproject_hooks' fallback for it: (defined, result)."""
+        from pyproject_hooks import HookMissing
+
+        try:
+            return True, self._call(hook, *args, _allow_fallback=False)
+        except HookMissing:
+            return False, None
+
+    def _call(self, hook: str, *args: Any, **kwargs: Any) -> Any:
+        from pyproject_hooks import BackendUnavailable
 
         from .pep517 import HookFailed, HookOutputRefusedError
 
@@ -544,9 +589,6 @@ class _HookCalls:
             raise BuildError(self.label, "importing the build backend",
                              f"{error.backend_name or 'the backend'} cannot be imported "
                              f"in its build environment:\n{tail}") from None
-        except (HookMissing, UnsupportedOperation) as error:
-            raise BuildError(self.label, f"the {hook} hook",
-                             f"the backend does not support it ({error!r})") from None
         except (ValueError, TypeError, KeyError) as error:
             # pyproject_hooks reading a hostile output.json, or a backend-path it refuses.
             raise BuildError(self.label, f"the {hook} hook",
@@ -580,22 +622,39 @@ def _hook_output(directory: str, name: object, kind: Callable[[int], bool], labe
     return path
 
 
-def _read_metadata(dist_info: str, report: PackageReport) -> None:
+@dataclasses.dataclass(frozen=True)
+class WheelMetadata:
+    """What ``prepare_metadata_for_build_wheel`` said of the wheel: its name and version."""
+
+    name: str | None
+    version: str | None
+
+    def check(self, wheel: str) -> None:
+        """Refuse the wheel file name *wheel* unless it has the name and version stated."""
+        name, version = project_of(wheel, "wheel")
+        if self.name and canonicalize_name(self.name) != name:
+            raise OutputRefused(f"its metadata names {self.name!r}, the wheel {name!r}")
+        if self.version and canonicalize_version(self.version) != canonicalize_version(version):
+            raise OutputRefused(f"its metadata says version {self.version!r}, the wheel "
+                                f"{version!r}")
+
+
+def _read_metadata(dist_info: str, label: str) -> WheelMetadata:
+    """The name and version of a prepared dist-info's ``METADATA``, read bounded."""
     from email.parser import HeaderParser
 
     try:
         fd = os.open(os.path.join(dist_info, "METADATA"),
                      os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
-        raise BuildError(_label(report.source), "reading the metadata",
+        raise BuildError(label, "reading the metadata",
                          f"METADATA: {error.strerror}") from None
     with os.fdopen(fd, "rb") as stream:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BuildError(_label(report.source), "reading the metadata",
-                             "METADATA is not a file")
+            raise BuildError(label, "reading the metadata", "METADATA is not a file")
         text = stream.read(1 << 20).decode("utf-8", errors="replace")
     headers = HeaderParser().parsestr(text)
-    report.name, report.version = headers.get("Name"), headers.get("Version")
+    return WheelMetadata(headers.get("Name"), headers.get("Version"))
 
 
 def _extract(label: str, sdist: str, destination: str, step: str) -> str:

@@ -89,7 +89,10 @@ PROBE_ON_TERMINAL = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import probes
-print(json.dumps(probes.probe_tiocsti({"terminal": json.loads(sys.argv[2])})))
+try:
+    print(json.dumps(probes.probe_tiocsti({"terminal": json.loads(sys.argv[2])})))
+except probes.NotApplicableError as exc:
+    print(json.dumps(["not_applicable", str(exc)]))
 """
 
 

@@ -13,16 +13,16 @@ _LABELS = {"blocked": "Blocked", "vulnerable": "VULNERABLE", "not_applicable": "
 
 
 def print_table(report: AuditReport, stream: TextIO, evidence: bool = False) -> None:
-    """Print the evidence (if asked) and notes, then the verdict: sandboxes, table, summary."""
+    """Print the evidence (if asked), the sandboxes and notes, then the table and summary."""
     if evidence:
         print("evidence:", file=stream)
         for finding in report.findings:
             print(f"  {finding.vector} [{finding.profile}/{finding.backend}] "
                   f"{_LABELS[finding.verdict]}: {finding.evidence}", file=stream)
-    for error in report.errors:
-        print(f"note: {error}", file=stream)
     for status in report.sandboxes:
         print(_sandbox_line(status), file=stream)
+    for error in report.errors:
+        print(f"note: {error}", file=stream)
     _print_verdicts(report, stream)
     print(summary(report), file=stream)
 

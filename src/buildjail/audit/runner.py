@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BuildjailError
+from ..limits import describe_limit
 from ..policy import Policy
 from .vectors import CONFIG_FILE, LIMITS, PROBE_MARKER, VECTORS
 
@@ -252,7 +253,8 @@ def _build_probe(project: Path, workdir: Path, policy: Policy, *, backend: str,
         except HookFailed as error:
             limit = error.result.limit_hit
             if limit and name in SEPARATE_BUILDS:
-                run.stopped[name] = f"the sandbox's {limit.replace('_', ' ')} limit stopped it"
+                limit_words = describe_limit(limit).removeprefix("the ")
+                run.stopped[name] = f"the sandbox's {limit_words} stopped it"
             else:
                 errors.append(f"{policy.name}/{backend}: {name}: {error.returncode}")
         except SandboxSetupError as error:

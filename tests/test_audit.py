@@ -192,7 +192,7 @@ def test_the_probe_projects_copies_of_the_protocol_match() -> None:
 
 SANDBOX_REFUSED = """
 import sys
-from buildjail import seccomp
+from buildjail._linux import seccomp
 from buildjail.cli import main
 seccomp.install_filter(seccomp.build_filter())  # no namespaces for this process any more
 sys.exit(main(["audit", "--profile", "full", "--backend", sys.argv[1], "--json"]))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BuildjailError
+from ..limits import describe_limit
 from ..policy import Policy
 from .terminal import TerminalSpec
 from .vectors import CONFIG_FILE, LIMITS, PROBE_MARKER, VECTORS
@@ -318,7 +319,8 @@ def call_probes(calls: Sequence[tuple[str, Callable[[], object]]], runner: Sandb
         except HookFailed as error:
             limit = error.result.limit_hit
             if limit and name in SEPARATE_BUILDS:
-                run.stopped[name] = f"the sandbox's {limit.replace('_', ' ')} limit stopped it"
+                limit_words = describe_limit(limit).removeprefix("the ")
+                run.stopped[name] = f"the sandbox's {limit_words} stopped it"
             else:
                 errors.append(f"{profile}/{backend}: {name}: {error.returncode}")
         except SandboxSetupError as error:

@@ -636,7 +636,8 @@ def test_wheel_versions_compare_under_pep_440(tmp_path: Path) -> None:
     """1.0.0 is 1.0 (the old text comparison refused it); a post- or pre-release is not."""
     path = tmp_path / "demo-1.0-py3-none-any.whl"
     assert validate_wheel(make_wheel(path, metadata_version="1.0.0")).version == "1.0"
-    for version in ("1.0.post1", "1.0rc1", "1.0.dev0", "not a version", "1.0\x00"):
+    for version in ("1.0.post1", "1.0rc1", "1.0.dev0", "not a version", "1.0\x00",
+                    "1" * 5000):  # past int()'s digit limit: a ValueError, not InvalidVersion
         wheel_refused(make_wheel(path, metadata_version=version), "METADATA", "has version")
 
 
@@ -690,6 +691,7 @@ def test_sdist_versions_compare_under_pep_440(tmp_path: Path) -> None:
     release = make_sdist(tmp_path / "demo-1.0.1.tar.gz")
     sdist_refused(release, "expected '1.0-1'", expected_version="1.0-1")
     sdist_refused(release, "expected 'not a version'", expected_version="not a version")
+    sdist_refused(release, "expected", expected_version="1" * 5000)
     post = make_sdist(tmp_path / "demo-1.0.post1.tar.gz")
     validate_sdist(post, expected_version="1.0-1")
     sdist_refused(post, "expected '1.0'", expected_version="1.0")

@@ -370,7 +370,8 @@ def test_without_user_namespaces_nonroot_run_exits_125(host_before: HostState,
 
 SECCOMP_PARENT = """
 import json, sys
-from buildjail import Sandbox, SandboxSetupError, seccomp
+from buildjail import Sandbox, SandboxSetupError
+from buildjail._linux import seccomp
 from buildjail.cli import main
 seccomp.install_filter(seccomp.build_filter())
 try:

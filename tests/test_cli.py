@@ -239,3 +239,53 @@ def test_a_rendered_setup_failure_reads_back() -> None:
     assert parse_setup_failure(text) == (error.reason, error.fix)
     assert parse_setup_failure(render_setup_failure(SandboxSetupError("no fix"))) == ("no fix", "")
     assert parse_setup_failure("") == ("", "")
+
+
+BAD_INPUTS = {
+    "memory": ["run", "--memory", "lots", "--", "/bin/true"],
+    "timeout": ["run", "--timeout", "abc", "--", "/bin/true"],
+    "jobs": ["build", "-j", "x", "{project}"],
+    "no jobs": ["build", "-j", "0", "{project}"],
+    "outdir is a file": ["build", "-o", "{file}", "{project}"],
+    "logs is a file": ["build", "--logs", "{file}", "{project}"],
+    "report in a missing directory": ["build", "--report", "{tmp}/nope/r.json", "{project}"],
+    "report is a directory": ["build", "--report", "{tmp}", "{project}"],
+    "json report is a directory": ["run", "--json-report", "{tmp}", "--", "/bin/true"],
+    "json report in a missing directory": ["run", "--json-report", "{tmp}/nope/r.json", "--",
+                                           "/bin/true"],
+    "unknown run option": ["run", "--frobnicate", "--", "/bin/true"],
+    "unknown build option": ["build", "--frobnicate", "{project}"],
+    "unknown command": ["frobnicate"],
+    "no command": [],
+    "bad profile": ["audit", "--profile", "bogus"],
+    "missing readonly": ["build", "--readonly", "{tmp}/nope", "{project}"],
+    "missing writable": ["run", "--writable", "{tmp}/nope", "--", "/bin/true"],
+    "missing policy": ["run", "--policy", "{tmp}/nope.toml", "--", "/bin/true"],
+    "missing find-links": ["build", "--find-links", "{tmp}/nope", "{project}"],
+    "missing source": ["build", "{tmp}/nope"],
+    "no project": ["build", "{empty}"],
+    "corrupt sdist": ["build", "{corrupt}"],
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_and_exit_2_with_nothing_created(tmp_path: Path,
+                                                                case: str) -> None:
+    """Every bad value: ``buildjail: ...`` in one line, exit 2, no traceback, nothing made."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[build-system]\nrequires = []\n'
+                                            'build-backend = "nothing"\n')
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("a file\n")
+    (tmp_path / "demo-1.0.tar.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not a gzip stream")
+    before = sorted(tmp_path.rglob("*"))
+    argv = [arg.format(tmp=tmp_path, project=project, file=tmp_path / "file",
+                       empty=tmp_path / "empty", corrupt=tmp_path / "demo-1.0.tar.gz")
+            for arg in BAD_INPUTS[case]]
+    proc = buildjail(*argv, cwd=str(tmp_path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("buildjail: "), proc.stderr
+    assert sorted(tmp_path.rglob("*")) == before  # no output dir, report or logs

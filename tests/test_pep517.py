@@ -205,3 +205,14 @@ def test_only_pyproject_hooks_command_of_a_hook_is_decoded() -> None:
     assert parse_hook_command(["uv", "venv", "--python", "/x"]) is None
     assert parse_hook_command(cmd[:3]) is None
     assert hook_name(["/bin/true"]) == "hook"
+
+
+def test_the_hook_command_is_recognised_from_a_zipped_pyproject_hooks() -> None:
+    """Imported from a zip (zipapp, pex), pyproject_hooks runs a temporary copy of its script."""
+    from buildjail.pep517 import parse_hook_command
+
+    command = parse_hook_command(["/usr/bin/python3", "/tmp/tmpab12_in_process.py",
+                                  "build_wheel", "/tmp/control"])
+    assert command is not None and command.hook == "build_wheel"
+    assert parse_hook_command(["/usr/bin/python3", "/tmp/setup.py", "build_wheel", "/x"]) is None
+    assert parse_hook_command(["/usr/bin/python3", "_in_process.py", "build_wheel"]) is None

@@ -31,13 +31,11 @@ from pathlib import Path
 from typing import IO
 
 from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
     canonicalize_name,
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from .errors import BuildjailError
 
@@ -693,7 +691,7 @@ def _packaging_accepts(parse: Callable[[str], object], filename: str) -> bool:
     """Whether packaging's file name parser *parse* accepts *filename*."""
     try:
         parse(filename)
-    except (InvalidSdistFilename, InvalidWheelFilename, InvalidVersion):
+    except ValueError:  # packaging's Invalid* errors, and int()'s refusal of a huge number
         return False
     return True
 
@@ -721,7 +719,7 @@ def _same_version(first: str, second: str) -> bool:
     """Whether two versions are equal under PEP 440; one that is not a version equals none."""
     try:
         return Version(first) == Version(second)
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or a number past int()'s digit limit
         return False
 
 

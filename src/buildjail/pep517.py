@@ -184,7 +184,7 @@ class HookCommand:
 
 def parse_hook_command(cmd: Sequence[str]) -> HookCommand | None:
     """Decode pyproject_hooks' command that runs one hook; None for any other command."""
-    if len(cmd) != 4 or os.path.basename(cmd[1]) != "_in_process.py":
+    if len(cmd) != 4 or not os.path.basename(cmd[1]).endswith("_in_process.py"):
         return None
     return HookCommand(*cmd)
 

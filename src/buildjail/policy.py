@@ -146,7 +146,7 @@ class Policy:
             return cls(**{**data, "namespaces": frozenset(data["namespaces"]),
                           "limits": Limits(**data["limits"]),
                           **{name: tuple(data[name]) for name in _PATTERNS_AND_PATHS}})
-        except (ValueError, TypeError, KeyError) as error:
+        except (ValueError, TypeError, KeyError, RecursionError) as error:
             raise PolicyError(f"not a policy in JSON: {error}") from None
 
     def to_json(self) -> str:

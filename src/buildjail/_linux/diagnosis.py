@@ -80,17 +80,9 @@ def explain(stage: str, error: OSError) -> SandboxSetupError:
 
 
 def _namespaces_refused(text: str, code: int) -> SandboxSetupError:
-    found = container.detect()
     if code == errno.EPERM and seccomp_mode() == 2:
-        fix = container.namespaces_fix(found)
-        if fix is not None and found is not None:
-            return SandboxSetupError(
-                f"cannot create namespaces ({text}): {found.title}'s default seccomp profile "
-                "refuses them to a container without CAP_SYS_ADMIN", fix)
-        return SandboxSetupError(
-            f"cannot create namespaces ({text}): a seccomp filter on this process refuses them",
-            "run it without that filter (a container: --security-opt seccomp=unconfined), or "
-            "with a seccomp profile allowing unshare and clone with CLONE_NEW* flags")
+        cause, fix = seccomp_refusal()
+        return SandboxSetupError(f"cannot create namespaces ({text}): {cause}", fix)
     if os.geteuid() != 0:
         return SandboxSetupError(f"cannot create namespaces ({text})", userns_refusal(code)[1])
     return SandboxSetupError(

@@ -12,29 +12,50 @@ _LABELS = {"blocked": "Blocked", "vulnerable": "VULNERABLE", "not_applicable": "
            "degraded": "degraded", "error": "ERROR"}
 
 
-def print_table(report: AuditReport, stream: TextIO, evidence: bool = True) -> None:
-    """Print whether each sandbox was set up, vector x profile/backend → verdict, the evidence."""
-    columns = [(profile, backend) for backend in report.backends for profile in report.profiles]
+def print_table(report: AuditReport, stream: TextIO, evidence: bool = False) -> None:
+    """Print the evidence (if asked), the sandboxes and notes, then the table and summary."""
+    if evidence:
+        print("evidence:", file=stream)
+        for finding in report.findings:
+            print(f"  {finding.vector} [{finding.profile}/{finding.backend}] "
+                  f"{_LABELS[finding.verdict]}: {finding.evidence}", file=stream)
     for status in report.sandboxes:
         print(_sandbox_line(status), file=stream)
-    cells = {(f.vector, f.profile, f.backend): f for f in report.findings}
+    for error in report.errors:
+        print(f"note: {error}", file=stream)
+    _print_verdicts(report, stream)
+    print(summary(report), file=stream)
+
+
+def _print_verdicts(report: AuditReport, stream: TextIO) -> None:
+    """The table: one row per vector, one column per profile/backend."""
+    columns = _columns(report)
+    cells = {(f.vector, f.profile, f.backend): f.verdict for f in report.findings}
     width = max(len(vector.id) for vector in VECTORS) + 2
     header = "".join(f"{profile + '/' + backend:>18}" for profile, backend in columns)
     print(f"{'vector':{width}}{header}", file=stream)
     for vector in VECTORS:
-        row = "".join(
-            f"{_LABELS.get(cells[(vector.id, p, b)].verdict, '?') if (vector.id, p, b) in cells else '-':>18}"  # noqa: E501
-            for p, b in columns)
+        row = "".join(f"{_label(cells.get((vector.id, p, b))):>18}" for p, b in columns)
         print(f"{vector.id:{width}}{row}", file=stream)
-    for profile, backend in columns:
-        print(f"{profile}/{backend}: {_counts(report, profile, backend)}", file=stream)
-    if evidence:
-        print("\nevidence:", file=stream)
-        for finding in report.findings:
-            print(f"  {finding.vector} [{finding.profile}/{finding.backend}] "
-                  f"{_LABELS[finding.verdict]}: {finding.evidence}", file=stream)
-    for error in report.errors:
-        print(f"note: {error}", file=stream)
+
+
+def summary(report: AuditReport) -> str:
+    """One line: the counts of every column, and whether ``full`` passed."""
+    counts = "; ".join(f"{profile}/{backend}: {_counts(report, profile, backend)}"
+                       for profile, backend in _columns(report))
+    if "full" not in report.profiles:
+        return counts
+    if report.failed("full"):
+        return f"{counts} (full FAILED: an attack got through or was not judged)"
+    return f"{counts} (full: no attack got through)"
+
+
+def _columns(report: AuditReport) -> list[tuple[str, str]]:
+    return [(profile, backend) for backend in report.backends for profile in report.profiles]
+
+
+def _label(verdict: str | None) -> str:
+    return "-" if verdict is None else _LABELS.get(verdict, "?")
 
 
 def _sandbox_line(status: SandboxStatus) -> str:

@@ -16,22 +16,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BuildjailError
+from ..limits import describe_limit
 from ..policy import Policy
+from .terminal import TerminalSpec
 from .vectors import CONFIG_FILE, LIMITS, PROBE_MARKER, VECTORS
 
 if TYPE_CHECKING:
+    from pyproject_hooks import BuildBackendHookCaller
+
+    from ..pep517 import SandboxedHookRunner
     from .bait import Bait
+    from .terminal import AuditTerminal
 
 PROBE_PROJECT = Path(__file__).with_name("probe_project")
 _WRITE_VECTORS = frozenset({
     "pth_interpreter", "pth_build_env", "sitecustomize", "shell_profile", "cron", "pip_conf",
     "write_etc", "other_build", "other_output", "shared_cache", "tmp_shared",
 })
-_JUDGED_OUTSIDE = (_WRITE_VECTORS - {"tmp_shared"}) | {"net_udp"}
+_JUDGED_OUTSIDE = (_WRITE_VECTORS - {"tmp_shared"}) | {"net_udp", "tiocsti"}
 """Attacks whose success is what reaches the host: a file there, a datagram that arrived.
 
-A probe that wrote into the sandbox's own private view (its /tmp, its HOME) or sent a
-datagram nowhere succeeded only inside; the host decides."""
+A probe that wrote into the sandbox's own private view (its /tmp, its HOME), sent a
+datagram nowhere or injected into a terminal that is not the audit's succeeded only
+inside; the host decides."""
+TERMINAL_VECTORS = ("tiocsti",)
+"""Probes run on the audit's own pty, from a session of their own (see ``terminal``)."""
+SELECT_SETTING = "buildjail-probes"
+"""The config setting naming the probes of a hook call (``probes.SELECT_SETTING``)."""
 _TARGETED = {"proc_parent_environ": ("parent_pid",), "proc_parent_cmdline": ("parent_pid",),
              "proc_visibility": ("parent_pid", "victim_pid"), "ptrace": ("victim_pid",),
              "process_vm_readv": ("victim_pid",), "signal": ("victim_pid",)}
@@ -130,43 +141,70 @@ def _audit_one(profile: str, backend: str, keep_workdir: bool,
                errors: list[str]) -> tuple[list[Finding], SandboxStatus]:
     from .bait import Bait
 
-    with _workdir(keep_workdir) as workdir, Bait(workdir, _tag(profile, backend)) as bait:
+    with _workdir(keep_workdir) as workdir, Bait(workdir, _tag(profile, backend)) as bait, \
+            _audit_terminal(profile, backend, errors) as terminal:
         project = workdir / "probe"
         shutil.copytree(PROBE_PROJECT, project,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         _open_up(project)
         config = bait.config(project)
+        if terminal is not None:
+            config["terminal"] = terminal.signature
         (project / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         log = workdir / "probe.log"
         run = _build_probe(project, workdir, audit_policy(profile), backend=backend,
-                           env=bait.env(), log=log, errors=errors)
-        text = log.read_text(errors="replace") if log.exists() else ""
+                           env=bait.env(), log=log, errors=errors, terminal=terminal)
+        text = "".join(_read_log(path) for path in (log, log.with_name("terminal-probe.log")))
         status = SandboxStatus(profile, backend, run.setup_error is None, run.setup_error,
                                run.layers, run.degraded)
         findings = judge_probe_log(text, bait, config, profile=profile, backend=backend,
                                    stopped=run.stopped, degraded=run.degraded,
-                                   setup_error=run.setup_error)
+                                   setup_error=run.setup_error, outside=run.outside)
         return findings, status
+
+
+def _read_log(path: Path) -> str:
+    """The text of a probe log, or nothing when the build never wrote it."""
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextlib.contextmanager
+def _audit_terminal(profile: str, backend: str,
+                    errors: list[str]) -> Iterator[AuditTerminal | None]:
+    """The pty the terminal probe attacks, or None (an error noted) when none can be opened."""
+    from .terminal import AuditTerminal
+
+    try:
+        terminal = AuditTerminal()
+    except OSError as error:
+        errors.append(f"{profile}/{backend}: no pseudo-terminal for the terminal probe: "
+                      f"{error.strerror or error}")
+        yield None
+        return
+    with terminal:
+        yield terminal
 
 
 def judge_probe_log(text: str, bait: Bait, config: Mapping[str, Any], *, profile: str,
                     backend: str, stopped: Mapping[str, str] | None = None,
                     degraded: Mapping[str, str] | None = None,
-                    setup_error: str | None = None) -> list[Finding]:
+                    setup_error: str | None = None,
+                    outside: Mapping[str, str] | None = None) -> list[Finding]:
     """Judge every vector from a build's probe log, the probes a limit stopped, and the bait.
 
     *text* is the output of the probe project's hooks, as any frontend logged it;
     *config* its ``audit-config.json``; *stopped* maps a vector to why the sandbox stopped
     the hook that ran it (a limit); *degraded* is the sandbox's ``RunResult.degraded``;
     *setup_error* why the sandbox could not be set up, if so (every vector is then an
-    error: nothing ran). Call it right after the build, with the bait planted.
+    error: nothing ran); *outside* what the auditor saw itself, by vector (the terminal's
+    master side). Call it right after the build, with the bait planted.
     """
     from .bait import observe
 
     results = parse_probe_log(text)
     for vector, why in (stopped or {}).items():
         results.setdefault(vector, {"vector": vector, "outcome": "failed", "detail": why})
-    evidence = observe(bait, dict(config), results)
+    evidence = {**observe(bait, dict(config), results), **(outside or {})}
     targets = {key: _start_time(config.get(key)) for key in ("parent_pid", "victim_pid")}
     context = _Context(profile, backend, dict(degraded or {}), setup_error,
                        socket.gethostname(), targets)
@@ -211,6 +249,9 @@ def audit_policy(profile: str) -> Policy:
 SEPARATE_BUILDS = ("daemon", "disk_filler", "fork_bomb", "memory_hog", "disk_files",
                    "memory_sysv", "memory_sockets")
 """Probes that get a build_wheel call of their own: a limit stops the whole sandbox."""
+MAIN_VECTORS = tuple(vector.id for vector in VECTORS
+                     if vector.id not in SEPARATE_BUILDS + TERMINAL_VECTORS)
+"""The probes of the first hook call: all but the separate builds and the terminal's."""
 
 
 @dataclasses.dataclass
@@ -222,51 +263,90 @@ class _ProbeRun:
     setup_error: str | None = None
     layers: tuple[str, ...] = ()
     degraded: dict[str, str] = dataclasses.field(default_factory=dict)
+    outside: dict[str, str] = dataclasses.field(default_factory=dict)
+    """What the auditor itself saw of a probe (the terminal's master side), by vector."""
 
 
 def _build_probe(project: Path, workdir: Path, policy: Policy, *, backend: str,
-                 env: dict[str, str], log: Path, errors: list[str]) -> _ProbeRun:
-    """Call the probe's hooks in the sandbox; return what its sandbox reported."""
-    from pyproject_hooks import BuildBackendHookCaller
-
+                 env: dict[str, str], log: Path, errors: list[str],
+                 terminal: AuditTerminal | None) -> _ProbeRun:
+    """Call the probe's hooks in the sandbox, then the terminal probe on the audit's own pty."""
     from ..buildenv import BuildEnvironment
-    from ..errors import SandboxSetupError
-    from ..pep517 import HookFailed, hook_runner
 
     environment = BuildEnvironment(str(workdir / "env"))
-    runner = hook_runner(policy, backend=backend, log_path=log,
-                         env=environment.hook_environment(env))
-    caller = BuildBackendHookCaller(str(project), "probe_backend", ["."], runner=runner,
-                                    python_executable=environment.python)
+    hook_env = environment.hook_environment(env)
+    runner, caller = probe_caller(str(project), environment.python, policy, backend=backend,
+                                  log=str(log), env=hook_env)
     outdir = workdir / "dist"
     outdir.mkdir()
     outdir.chmod(0o755)
-    run = _ProbeRun()
     calls: list[tuple[str, Callable[[], object]]] = [
-        ("the other probes", caller.get_requires_for_build_wheel)]
+        ("the other probes", lambda: caller.get_requires_for_build_wheel(
+            config_settings={SELECT_SETTING: list(MAIN_VECTORS)}))]
     calls += [(name, lambda name=name: caller.build_wheel(  # type: ignore[misc]
-        str(outdir), config_settings={"buildjail-probes": name})) for name in SEPARATE_BUILDS]
+        str(outdir), config_settings={SELECT_SETTING: name})) for name in SEPARATE_BUILDS]
+    run = call_probes(calls, runner, policy.name, backend, errors)
+    if run.setup_error is None:
+        spec = TerminalSpec(str(project), environment.python, hook_env, policy.name, backend,
+                            str(log.with_name("terminal-probe.log")))
+        _probe_terminal(spec, terminal, workdir, run, errors)
+    return run
+
+
+def probe_caller(project: str, python: str, policy: Policy, *, backend: str, log: str,
+                 env: dict[str, str]) -> tuple[SandboxedHookRunner, BuildBackendHookCaller]:
+    """The sandboxed hook runner and the hook caller of the probe project."""
+    from pyproject_hooks import BuildBackendHookCaller
+
+    from ..pep517 import hook_runner
+
+    runner = hook_runner(policy, backend=backend, log_path=log, env=env)
+    caller = BuildBackendHookCaller(project, "probe_backend", ["."], runner=runner,
+                                    python_executable=python)
+    return runner, caller
+
+
+def call_probes(calls: Sequence[tuple[str, Callable[[], object]]], runner: SandboxedHookRunner,
+                profile: str, backend: str, errors: list[str]) -> _ProbeRun:
+    """Make each hook call of *calls*; return what the sandbox reported, add to *errors*."""
+    from ..errors import SandboxSetupError
+    from ..pep517 import HookFailed
+
+    run = _ProbeRun()
     for name, call in calls:
         try:
             call()
         except HookFailed as error:
             limit = error.result.limit_hit
             if limit and name in SEPARATE_BUILDS:
-                run.stopped[name] = f"the sandbox's {limit.replace('_', ' ')} limit stopped it"
+                limit_words = describe_limit(limit).removeprefix("the ")
+                run.stopped[name] = f"the sandbox's {limit_words} stopped it"
             else:
-                errors.append(f"{policy.name}/{backend}: {name}: {error.returncode}")
+                errors.append(f"{profile}/{backend}: {name}: {error.returncode}")
         except SandboxSetupError as error:
             fix = f" (fix: {error.fix})" if error.fix else ""
             run.setup_error = f"{error.reason}{fix}"
-            errors.append(f"{policy.name}/{backend}: {name}: the sandbox was not set up: "
+            errors.append(f"{profile}/{backend}: {name}: the sandbox was not set up: "
                           f"{run.setup_error}")
             break  # every other call would fail the same way
         except BuildjailError as error:
-            errors.append(f"{policy.name}/{backend}: {name}: {error}")
+            errors.append(f"{profile}/{backend}: {name}: {error}")
     if runner.results:
         last = runner.results[-1][1]
         run.layers, run.degraded = last.layers, dict(last.degraded)
     return run
+
+
+def _probe_terminal(spec: TerminalSpec, terminal: AuditTerminal | None, workdir: Path,
+                    run: _ProbeRun, errors: list[str]) -> None:
+    """Run the terminal probe on the audit's pty; record what its master side read."""
+    from .terminal import describe_received, run_on_terminal
+
+    if terminal is None:
+        return  # no pty: the probe has no report, so it is an error, never blocked
+    helper = run_on_terminal(spec, terminal, workdir)
+    errors += [f"{spec.profile}/{spec.backend}: {error}" for error in helper.get("errors", [])]
+    run.outside["tiocsti"] = describe_received(terminal.received())
 
 
 def parse_probe_log(text: str) -> dict[str, dict[str, str]]:
@@ -347,6 +427,8 @@ def _seen_from_outside(vector: str, outside: str | None) -> bool:
         return not outside.startswith("UDP socket received 0 ")
     if vector == "host_unix_socket":
         return " accepted 0 connection" not in outside
+    if vector == "tiocsti":
+        return outside.startswith("the audit's terminal received the injected ")
     return vector in _WRITE_VECTORS and outside.endswith(" exists")
 
 

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
 from . import audit, build, doctor, fromager, run
 from ._options import error
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with every usage error in one line: ``buildjail: MESSAGE``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print *message* in one line and exit 2."""
+        command = self.prog.removeprefix("buildjail").strip()
+        hint = f"buildjail {command} --help" if command else "buildjail --help"
+        error(f"{message} (see {hint})")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``buildjail`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="buildjail", description="Run Python build backends inside a Linux sandbox."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -28,25 +39,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        _check_paths(args)
         code: int = args.handler(args, parser)
         return code
     except SandboxSetupError as failure:
         print(render_setup_failure(failure), file=sys.stderr)
         return EXIT_SETUP_FAILED
     except BuildjailError as failure:
-        error(str(failure))
+        error(" ".join(str(failure).split("\n")))
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def _check_paths(args: argparse.Namespace) -> None:
-    """Refuse a --readonly or --writable path that does not exist: bad input, exit 2."""
-    for option in ("readonly", "writable"):
-        for path in getattr(args, option, ()):
-            if not os.path.lexists(path):
-                raise BuildjailError(f"--{option} {path}: no such file or directory")
 
 
 __all__ = ["build_parser", "main"]

@@ -47,6 +47,20 @@ def after_dashes(args: list[str]) -> list[str]:
     return args[1:] if args[:1] == ["--"] else args
 
 
+def write_report(path: str, data: object) -> None:
+    """Write *data* as JSON to *path* (checked before the run); BuildjailError if it fails."""
+    import json
+
+    from ..errors import BuildjailError
+
+    try:
+        with open(path, "w") as stream:
+            json.dump(data, stream, indent=2)
+    except OSError as failure:
+        raise BuildjailError(f"cannot write the report {path}: "
+                             f"{failure.strerror or failure}") from None
+
+
 def error(message: str) -> None:
     """Print ``buildjail: MESSAGE`` on stderr."""
     print(f"buildjail: {message}", file=sys.stderr)

@@ -17,6 +17,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     audit.add_argument("--backend", action="append", choices=BACKEND_CHOICES,
                        dest="backends", help="backend to audit (repeatable; default: auto)")
     audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    audit.add_argument("-v", "--verbose", action="store_true",
+                       help="print each probe's evidence before the table")
     audit.add_argument("--keep-workdir", action="store_true",
                        help="keep the audit's work directory (logs, the probe project)")
     audit.set_defaults(handler=main)
@@ -37,5 +39,5 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.json:
         print_json(report, sys.stdout)
     else:
-        print_table(report, sys.stdout)
+        print_table(report, sys.stdout, evidence=args.verbose)
     return 1 if report.failed("full") else 0

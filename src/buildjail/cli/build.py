@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
@@ -12,6 +11,13 @@ from typing import TYPE_CHECKING, TextIO
 from ..errors import BuildjailError
 from ..logs import escape_controls
 from ..policy import Policy
+from ._checks import (
+    BadInputError,
+    check_directory_option,
+    check_existing_paths,
+    check_output_file,
+    check_source,
+)
 from ._options import (
     absolute,
     add_backend,
@@ -19,6 +25,7 @@ from ._options import (
     add_readonly,
     hidden_tools_hint,
     load_policy,
+    write_report,
 )
 
 if TYPE_CHECKING:
@@ -60,11 +67,12 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Build every source of *args*; return 0 when all succeeded, 1 otherwise."""
     from ..build import build_all
 
+    _check_inputs(args)
     options = _options(args)
     progress = _Progress(len(args.sources), sys.stderr)
     try:
         reports = build_all([os.path.abspath(src) for src in args.sources], args.outdir,
-                            options, jobs=max(1, args.jobs), progress=progress.update)
+                            options, jobs=args.jobs, progress=progress.update)
     except OSError as error:
         raise BuildjailError(f"cannot use the output directory {args.outdir}: "
                              f"{error.strerror or error}") from None
@@ -73,9 +81,22 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _print_summary(reports)
     _hint_hidden_tools(reports, options.policy)
     if args.report:
-        with open(args.report, "w") as stream:
-            json.dump([report.to_dict() for report in reports], stream, indent=2)
+        write_report(args.report, [report.to_dict() for report in reports])
     return 0 if all(report.result == "ok" for report in reports) else 1
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Refuse, before anything is built or created, every source and path that cannot work."""
+    check_existing_paths("--readonly", args.readonly)
+    check_existing_paths("--policy", [args.policy] if args.policy else [])
+    check_existing_paths("--find-links", [path for path in args.find_links if "://" not in path])
+    check_directory_option("-o/--outdir", args.outdir)
+    check_directory_option("--logs", args.logs)
+    check_output_file("--report", args.report)
+    if args.jobs < 1:
+        raise BadInputError(f"-j/--jobs {args.jobs}: must be at least 1")
+    for source in args.sources:
+        check_source(source)
 
 
 def _hint_hidden_tools(reports: list[PackageReport], policy: Policy) -> None:

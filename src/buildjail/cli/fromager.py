@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ._checks import check_existing_paths
 from ._options import (
     absolute,
     add_backend,
@@ -30,5 +31,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run ``buildjail fromager``; return fromager's exit code."""
     from ..fromager import run_fromager
 
+    check_existing_paths("--readonly", args.readonly)
+    check_existing_paths("--policy", [args.policy] if args.policy else [])
     policy = load_policy(args).with_paths(readonly=absolute(args.readonly))
     return run_fromager(after_dashes(args.args), policy, backend=args.backend)

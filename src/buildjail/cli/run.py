@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
-from ..limits import describe_limit, parse_duration, parse_size
+from ..limits import describe_limit
+from ._checks import check_existing_paths, check_output_file, duration_value, size_value
 from ._options import (
     absolute,
     add_backend,
@@ -15,6 +15,7 @@ from ._options import (
     error,
     hidden_tools_hint,
     load_policy,
+    write_report,
 )
 
 
@@ -31,9 +32,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                      help="hide PATH in the sandbox (repeatable)")
     run.add_argument("--keep-env", metavar="PATTERN", action="append", default=[],
                      help="pass environment variables matching PATTERN (repeatable)")
-    run.add_argument("--timeout", metavar="SECONDS", type=parse_duration,
+    run.add_argument("--timeout", metavar="SECONDS", type=duration_value,
                      help="wall-time limit (exit code 124 when hit)")
-    run.add_argument("--memory", metavar="SIZE", type=parse_size, help="memory limit, e.g. 2G")
+    run.add_argument("--memory", metavar="SIZE", type=size_value, help="memory limit, e.g. 2G")
     run.add_argument("--json-report", metavar="FILE", help="write the run's result as JSON")
     run.add_argument("--explain", action="store_true",
                      help="print what the sandbox would show and give the command; run nothing")
@@ -49,6 +50,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cmd = after_dashes(args.cmd)
     if not cmd:
         parser.error("run: no command given (buildjail run [OPTIONS] -- CMD ARGS...)")
+    _check_inputs(args)
     policy = load_policy(args).with_paths(
         readonly=absolute(args.readonly), writable=absolute(args.writable),
         masked=absolute(args.mask),
@@ -65,8 +67,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 0
     result = Sandbox(policy, backend=args.backend).run(cmd)
     if args.json_report:
-        with open(args.json_report, "w") as stream:
-            json.dump(result.to_dict(), stream, indent=2)
+        write_report(args.json_report, result.to_dict())
     if result.limit_hit:
         error(f"stopped: {describe_limit(result.limit_hit)} was hit")
     elif result.exit_code == 127:  # a shell's "command not found"
@@ -74,3 +75,12 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if hint:
             error(hint)
     return result.exit_code
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Refuse, before the sandbox starts, paths that do not exist and a report path that
+    cannot be written."""
+    check_existing_paths("--writable", args.writable)
+    check_existing_paths("--readonly", args.readonly)
+    check_existing_paths("--policy", [args.policy] if args.policy else [])
+    check_output_file("--json-report", args.json_report)

@@ -77,6 +77,9 @@ PTRACE_DETACH = 17
 WALL = 0x40000000
 SHM_RDONLY = 0o10000
 TIOCSTI = 0x5412
+TIOCGWINSZ = 0x5413
+TERMINAL_MARKER = b"BUILDJAIL-TIOCSTI"
+"""What the terminal probe injects: the auditor looks for it on its terminal's master."""
 KEY_SPEC_PROCESS_KEYRING = -2
 KEYCTL_INVALIDATE = 21
 SYSCALLS = {  # add_key, keyctl
@@ -709,30 +712,63 @@ def probe_tmp_shared(config):
 # --------------------------------------------------------------------------- privileges
 
 def probe_tiocsti(config):
-    import fcntl
+    """Inject TERMINAL_MARKER into the audit's own terminal, and never into another one.
 
-    attempts = []
-    fds = [(fd, f"fd {fd}") for fd in (0, 1, 2) if os.isatty(fd)]
-    opened = None
+    The auditor gives the build's session a pseudo-terminal whose window size is the
+    config's ``terminal`` signature; a terminal without it (the user's) is left alone.
+    """
+    signature = need(config, "terminal")
+    attempts, reached = [], []
+    for fd, name, opened in terminal_candidates(attempts):
+        try:
+            if window_size(fd) != signature:
+                reached.append(f"{name}: a terminal that is not the audit's, left alone")
+                continue
+            return inject(fd, name, attempts)
+        except OSError as exc:
+            attempts.append(f"{name}: {errname(exc)}")
+        finally:
+            if opened:
+                os.close(fd)
+    if reached and not attempts:
+        raise NotApplicableError("; ".join(reached))
+    if not attempts:
+        raise NotApplicableError("no terminal reachable from the build")
+    return "failed", "; ".join(attempts + reached)
+
+
+def terminal_candidates(attempts):
+    """(fd, name, opened) of the build's terminal streams and its controlling terminal."""
+    candidates = [(fd, f"fd {fd}", False) for fd in (0, 1, 2) if os.isatty(fd)]
     try:
         opened = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        fds.append((opened, "/dev/tty"))
     except OSError as exc:
         attempts.append(f"/dev/tty: {errname(exc)}")
-    try:
-        if not fds:
-            raise NotApplicableError("no terminal reachable from the build")
-        for fd, name in fds:
-            try:
-                fcntl.ioctl(fd, TIOCSTI, b"x")
-            except OSError as exc:
-                attempts.append(f"{name}: {errname(exc)}")
-            else:
-                return "succeeded", f"TIOCSTI on {name} injected a keystroke"
-    finally:
-        if opened is not None:
-            os.close(opened)
-    return "failed", "; ".join(attempts)
+    else:
+        candidates.append((opened, "/dev/tty", True))
+    return candidates
+
+
+def window_size(fd):
+    """The terminal's (rows, columns, xpixel, ypixel), as a list like the config's."""
+    import fcntl
+    import struct
+
+    packed = fcntl.ioctl(fd, TIOCGWINSZ, b"\0" * 8)
+    return list(struct.unpack("HHHH", packed))
+
+
+def inject(fd, name, attempts):
+    """Push TERMINAL_MARKER into the input queue of the terminal *fd*, byte by byte."""
+    import fcntl
+
+    for byte in TERMINAL_MARKER:
+        try:
+            fcntl.ioctl(fd, TIOCSTI, bytes([byte]))
+        except OSError as exc:
+            attempts.append(f"TIOCSTI on {name}: {errname(exc)}")
+            return "failed", "; ".join(attempts)
+    return "succeeded", f"TIOCSTI on {name} injected {TERMINAL_MARKER.decode()!r}"
 
 
 def probe_setuid(config):

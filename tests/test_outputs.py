@@ -39,20 +39,25 @@ def _impostor(shared_dir: Path) -> Path:
     return write_wheel(directory, "victim", files={"victim.py": b"EVIL = 1\n"})
 
 
+@pytest.mark.parametrize("metadata_hook", [True, False], ids=["metadata-hook", "no-metadata-hook"])
 def test_a_build_cannot_publish_another_projects_wheel(
-        identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
+        identity: Identity, sandbox_backend: str, shared_dir: Path, metadata_hook: bool) -> None:
     impostor = _impostor(shared_dir)
     victim = make_project(shared_dir / "victim", "victim")
     attacker = make_project(shared_dir / "evilpkg", "evilpkg",
-                            attack={"wheel_file": str(impostor)})
+                            attack={"wheel_file": str(impostor),
+                                    "no_metadata_hook": not metadata_hook})
     out, report = shared_dir / "out", shared_dir / "report.json"
     identity.own(shared_dir)
     proc = identity.buildjail(str(victim), str(attacker), "--wheel", "-o", str(out),
                               "--report", str(report), "--readonly", str(impostor.parent),
                               backend=sandbox_backend)  # shown: the hook fetches it there
     assert proc.returncode == 1
-    assert ("evilpkg: checking the wheel failed: victim-1.0-py3-none-any.whl is a wheel of "
-            "'victim', but 'evilpkg' is being built") in proc.stderr, proc.stderr
+    # Held to the metadata its own hook stated, else to the project's name; before anything
+    # is published.
+    reason = ("its metadata names 'evilpkg', the wheel 'victim'" if metadata_hook else
+              "victim-1.0-py3-none-any.whl is a wheel of 'victim', but 'evilpkg' is being built")
+    assert f"evilpkg: checking the wheel failed: {reason}" in proc.stderr, proc.stderr
     assert [path.name for path in out.iterdir()] == ["victim-1.0-py3-none-any.whl"]
     published = out / "victim-1.0-py3-none-any.whl"
     entries = json.loads(report.read_text())

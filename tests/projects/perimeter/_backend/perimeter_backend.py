@@ -251,3 +251,7 @@ def build_sdist(sdist_directory, config_settings=None):
         info.size = len(_metadata())
         archive.addfile(info, io.BytesIO(_metadata().encode()))
     return filename
+
+
+if ATTACK.get("no_metadata_hook"):  # like meson-python: the wheel is the only metadata
+    del prepare_metadata_for_build_wheel

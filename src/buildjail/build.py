@@ -668,22 +668,30 @@ def _extract(label: str, sdist: str, destination: str, step: str) -> str:
 
 
 def build_all(sources: Sequence[str], outdir: str, options: BuildOptions, jobs: int = 1,
-              progress: Progress | None = None) -> list[PackageReport]:
+              progress: Progress | None = None, *,
+              done: Callable[[PackageReport], None] | None = None) -> list[PackageReport]:
     """Build every source, *jobs* at a time; return one report per source, in order.
 
+    *progress* hears each step of each build, *done* each report as its build ends.
     Raises BuildjailError only when the output or log directory cannot be used; a source
     that fails, however, fails alone in its report.
     """
     batch = _Batch(outdir, options)
+
+    def build_one(source: str) -> PackageReport:
+        report = _build_in_batch(source, batch, progress)
+        if done is not None:
+            done(report)
+        return report
+
     try:
         with _backend_warnings_to_logs():
             if jobs <= 1 or len(sources) <= 1:
-                return [_build_in_batch(source, batch, progress) for source in sources]
+                return [build_one(source) for source in sources]
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                return list(pool.map(
-                    lambda source: _build_in_batch(source, batch, progress), sources))
+                return list(pool.map(build_one, sources))
     finally:
         batch.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
 from . import audit, build, doctor, fromager, run
@@ -23,11 +23,38 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: print ``buildjail X.Y.Z`` from the installed metadata, exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print buildjail's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> NoReturn:
+        """Print the version (read only now: the metadata look-up is not free) and exit."""
+        print(f"buildjail {installed_version()}")
+        parser.exit(0)
+
+
+def installed_version() -> str:
+    """buildjail's version from its installed metadata (the package's own when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("buildjail")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``buildjail`` command."""
     parser = _Parser(
         prog="buildjail", description="Run Python build backends inside a Linux sandbox."
     )
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (run, build, audit, fromager, doctor):
         command.add_parser(commands)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 from typing import TYPE_CHECKING, TextIO
 
 from ..errors import BuildjailError
 from ..logs import escape_controls
 from ..policy import Policy
+from ..progress import open_progress
 from ._checks import (
     BadInputError,
     check_directory_option,
@@ -60,6 +60,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             "building their wheels in the sandbox")
     build.add_argument("--logs", metavar="DIR", help="keep each package's build log in DIR")
     add_readonly(build, "every hook")
+    loudness = build.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true",
+                          help="print only failures and the final summary")
+    loudness.add_argument("-v", "--verbose", action="store_true",
+                          help="also print, under each package's summary line, every hook "
+                               "with its duration and exit code, and the log's path when it "
+                               "is kept (--logs, or a failure)")
     build.set_defaults(handler=main)
 
 
@@ -69,16 +76,18 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     _check_inputs(args)
     options = _options(args)
-    progress = _Progress(len(args.sources), sys.stderr)
+    sources = [os.path.abspath(src) for src in args.sources]
+    progress = open_progress(sources, sys.stderr, quiet=args.quiet)
     try:
-        reports = build_all([os.path.abspath(src) for src in args.sources], args.outdir,
-                            options, jobs=args.jobs, progress=progress.update)
+        reports = build_all(sources, args.outdir, options, jobs=args.jobs,
+                            progress=progress.step,
+                            done=lambda report: progress.done(report.source))
     except OSError as error:
         raise BuildjailError(f"cannot use the output directory {args.outdir}: "
                              f"{error.strerror or error}") from None
     finally:
-        progress.finish()
-    _print_summary(reports)
+        progress.close()
+    _print_summary(reports, verbose=args.verbose)
     _hint_hidden_tools(reports, options.policy)
     if args.report:
         write_report(args.report, [report.to_dict() for report in reports])
@@ -146,43 +155,30 @@ def _config_settings(items: list[str]) -> dict[str, str | list[str]]:
     return settings
 
 
-class _Progress:
-    """One status line rewritten in place on a terminal; plain lines otherwise."""
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total, self.stream = total, stream
-        self.tty = stream.isatty()
-        self.lock = threading.Lock()
-        self.width = 0
-
-    def update(self, source: str, step: str) -> None:
-        name = escape_controls(os.path.basename(source.rstrip("/")))
-        step = escape_controls(step)
-        with self.lock:
-            if self.tty:
-                line = f"[{self.total} to build] {name}: {step}"[:100]
-                print("\r" + line.ljust(self.width), end="", file=self.stream, flush=True)
-                self.width = len(line)
-            else:
-                print(f"buildjail: {name}: {step}", file=self.stream, flush=True)
-
-    def finish(self) -> None:
-        if self.tty and self.width:
-            print("\r" + " " * self.width + "\r", end="", file=self.stream, flush=True)
-
-
-def _print_summary(reports: list[PackageReport]) -> None:
+def _print_summary(reports: list[PackageReport], *, verbose: bool = False) -> None:
     """One line per package; a failure's reason, then the end of its log, escaped.
 
     Names, versions and log lines come from the build: control characters (a clipboard
     write through OSC 52, a carriage return faking a success line) are shown, not sent.
+    With *verbose*, every hook's duration and exit code and the kept log's path follow.
     """
     for report in reports:
+        stream = sys.stdout if report.result == "ok" else sys.stderr
         if report.result == "ok":
             outputs = ", ".join(os.path.basename(item["path"]) for item in report.outputs)
             print(escape_controls(f"ok     {report.name or report.source} "
                                   f"{report.version or ''}: {outputs}"))
         else:
             print(f"FAILED {escape_controls(report.error or 'failed')}", file=sys.stderr)
-            if report.log:
-                print(f"       log: {escape_controls(report.log)}", file=sys.stderr)
+        if verbose:
+            _print_hooks(report, stream)
+        if report.log and (verbose or report.result != "ok"):
+            print(f"       log: {escape_controls(report.log)}", file=stream)
+
+
+def _print_hooks(report: PackageReport, stream: TextIO) -> None:
+    """A line per hook *report* called: its name, duration, exit code and limit hit."""
+    for hook in report.hooks:
+        limit = f", {escape_controls(hook.limit_hit)}" if hook.limit_hit else ""
+        print(f"       {hook.name}: {hook.duration:.2f} s, exit {hook.exit_code}{limit}",
+              file=stream)

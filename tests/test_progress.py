@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from buildjail.progress import PlainProgress, QuietProgress, column_widths, format_elapsed
+from buildjail.progress import (
+    LiveProgress,
+    PlainProgress,
+    QuietProgress,
+    column_widths,
+    format_elapsed,
+)
 
 PROJECTS = Path(__file__).parent / "projects"
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
@@ -53,6 +59,36 @@ def test_columns_fit_the_width() -> None:
     name, step = column_widths(30, [130, 15], [8, 200])
     assert name == 10 and name + step + 7 + 2 == 30
     assert column_widths(3, [5], [5]) == (1, 1)
+
+
+def test_live_rows_count_done_and_show_a_requirement_on_its_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Done packages leave the table and count; a build requirement's steps show on the row
+    of the package waiting for it (one at a time), never as a package of their own."""
+    from rich.console import Console
+
+    monkeypatch.setenv("COLUMNS", "100")  # rich sizes by the standard streams' terminal
+    master, slave = os.openpty()
+    try:
+        with open(slave, "w", encoding="utf-8", closefd=False) as stream:
+            progress = LiveProgress(["/src/a", "/src/b"], stream)
+            progress.step("/src/a", "build_wheel")
+            progress.step("/src/b", "wheel: installing build requirements")
+            progress.step("/src/b", "building the build requirement flit-core")
+            progress.step("/work/flit_core-3.9.tar.gz", "build_wheel")
+            progress.done("/src/a")
+            table = progress.render()
+            progress.close()
+    finally:
+        os.close(slave)
+        os.close(master)
+    out = io.StringIO()
+    Console(file=out, width=100).print(table)
+    lines = [line.rstrip() for line in out.getvalue().splitlines()]
+    assert len(lines) == 2 and "1/2 done" in lines[0], lines
+    assert re.fullmatch(r"b\s+building the build requirement flit-core: flit_core-3\.9\.tar\.gz:"
+                        r" build_wheel\s+0:00", lines[1]), lines
 
 
 def test_elapsed_time() -> None:

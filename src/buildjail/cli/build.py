@@ -53,7 +53,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     build.add_argument("--report", metavar="FILE", help="write a JSON report per package")
     build.add_argument("--find-links", metavar="DIR", action="append", default=[],
                        help="look for build requirements in DIR")
-    build.add_argument("--index-url", metavar="URL", help="package index for requirements")
+    build.add_argument("--installer", choices=("uv", "pip"), default="uv",
+                       help="what installs the build requirements (uv, found through its "
+                            "Python package; pip: this interpreter's); each reads the user's "
+                            "own index configuration, never a project's")
+    build.add_argument("--index-url", metavar="URL",
+                       help="package index for requirements (over the installer's "
+                            "configuration)")
+    build.add_argument("--extra-index-url", metavar="URL", action="append", default=[],
+                       help="another package index for requirements (repeatable; in place of "
+                            "the extra indexes of the installer's environment)")
     build.add_argument("--no-index", action="store_true", help="do not use a package index")
     build.add_argument("--only-binary-build-deps", action="store_true",
                        help="refuse build requirements that have no wheel, instead of "
@@ -117,7 +126,8 @@ def _options(args: argparse.Namespace) -> BuildOptions:
     policy = load_policy(args).with_paths(readonly=absolute(args.readonly))
     explicit = args.sdist or args.wheel
     index = IndexOptions(find_links=tuple(absolute(args.find_links)),
-                         index_url=args.index_url, no_index=args.no_index)
+                         index_url=args.index_url, no_index=args.no_index,
+                         extra_index_urls=tuple(args.extra_index_url))
     return BuildOptions(
         policy=policy,
         backend=args.backend,
@@ -126,6 +136,7 @@ def _options(args: argparse.Namespace) -> BuildOptions:
         wheel_from_sdist=not explicit,
         config_settings=_config_settings(args.config_setting),
         index=index,
+        installer=args.installer,
         keep_logs=os.path.abspath(args.logs) if args.logs else None,
         only_binary_build_deps=args.only_binary_build_deps,
         overwrite=args.overwrite,

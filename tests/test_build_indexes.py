@@ -5,12 +5,14 @@ Loopback PEP 503 indexes each serve another version of the build requirement ``b
 record the requests they get: one configured for pip (``PIP_INDEX_URL`` or a ``pip.conf``
 through ``PIP_CONFIG_FILE``), one for uv (``UV_INDEX_URL`` or a user-level ``uv.toml``
 through ``XDG_CONFIG_HOME``), one named by ``--index-url``, and an attacker's, named by the
-project's own ``uv.toml``. Judged by which servers were asked.
+project's own ``uv.toml``. Judged by which servers were asked. Then ``--build-constraint``:
+versions held, hashes checked by uv (a tampered wheel refused), refused with pip.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -201,3 +203,64 @@ def test_installer_uv_does_not_need_uv_on_path(
     assert entry["installer"]["name"] == "uv" and entry["installer"]["path"] == uv_binary()
     assert _asked(indexes) == {"uv"}
 
+
+def _links_with_two_versions(tmp_path: Path) -> Path:
+    links = tmp_path / "links"
+    links.mkdir()
+    write_wheel(links, "bjdep", "1.0")
+    write_wheel(links, "bjdep", "2.0")
+    return links
+
+
+def _offline(tmp_path: Path, links: Path) -> tuple[list[str], dict[str, str]]:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PIP_", "UV_"))}
+    env.update(PIP_CONFIG_FILE=os.devnull, UV_CACHE_DIR=str(tmp_path / "uv-cache"))
+    return ["--no-index", "--find-links", str(links)], env
+
+
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_build_constraint_holds_every_build_requirement(tmp_path: Path, installer: str) -> None:
+    links = _links_with_two_versions(tmp_path)
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("bjdep<2\n")
+    flags, env = _offline(tmp_path, links)
+    project = make_project(tmp_path / "perimeter", requires=["bjdep"])
+    _, log = _build(tmp_path, project, "--installer", installer, "--build-constraint",
+                    str(constraints), *flags, env=env)
+    assert f"-c {constraints}" in log
+    assert "bjdep==1.0" in log or "bjdep-1.0" in log
+    assert "bjdep==2.0" not in log and "bjdep-2.0" not in log
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_build_constraint_hashes_are_checked_by_uv(tmp_path: Path, tampered: bool) -> None:
+    """A wheel replaced on the index (here: a hash that is not its own) is refused; the
+    control, its real hash, installs."""
+    links = _links_with_two_versions(tmp_path)
+    wheel = links / "bjdep-1.0-py3-none-any.whl"
+    digest = hashlib.sha256(b"another wheel" if tampered else wheel.read_bytes()).hexdigest()
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(f"bjdep==1.0 --hash=sha256:{digest}\n")
+    flags, env = _offline(tmp_path, links)
+    project = make_project(tmp_path / "perimeter", requires=["bjdep"])
+    proc = buildjail(str(project), "--wheel", "-o", str(tmp_path / "dist"), "--installer", "uv",
+                     "--build-constraint", str(constraints), *flags, env=env)
+    if tampered:
+        assert proc.returncode == 1 and "hash" in proc.stderr.lower(), proc.stderr
+        assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
+    else:
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_build_constraint_hashes_with_pip_are_refused(tmp_path: Path) -> None:
+    """pip checks hashes only of pinned requirements: refused, not silently unchecked."""
+    links = _links_with_two_versions(tmp_path)
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(f"bjdep==1.0 --hash=sha256:{'0' * 64}\n")
+    flags, env = _offline(tmp_path, links)
+    project = make_project(tmp_path / "perimeter", requires=["bjdep"])
+    proc = buildjail(str(project), "--wheel", "-o", str(tmp_path / "dist"), "--installer",
+                     "pip", "--build-constraint", str(constraints), *flags, env=env)
+    assert proc.returncode == 1
+    assert "pip checks only for requirements pinned with ==" in proc.stderr

@@ -45,6 +45,8 @@ from .requirements import as_arguments
 
 MAX_SCRIPT = 1 << 20
 """Scripts larger than this are not rewritten (a generated launcher is a few hundred bytes)."""
+MAX_CONSTRAINTS = 1 << 20
+"""The most of a ``--build-constraint`` file read to see whether it pins hashes."""
 _UV_NEEDS_WHEEL = re.compile(r"Wheels are required for `([^`]+)`")
 _PIP_NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
 
@@ -73,6 +75,8 @@ class IndexOptions:
     index_url: str | None = None
     no_index: bool = False
     extra_index_urls: tuple[str, ...] = ()
+    build_constraint: str | None = None
+    """A constraints file for every build requirement (uv checks the hashes it pins)."""
 
     def arguments(self, extra_find_links: Iterable[str] = ()) -> list[str]:
         """The installer's options (the index URL travels in the environment, see below)."""
@@ -105,6 +109,16 @@ class IndexOptions:
             places.append(f"index {redact(self.index_url)}")
         places += [f"extra index {redact(url)}" for url in self.extra_index_urls]
         return ", ".join(places) or "the default index"
+
+
+def has_hashes(path: str) -> bool:
+    """Whether the requirements file *path* pins hashes (``--hash=sha256:...``)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            return "--hash" in stream.read(MAX_CONSTRAINTS)
+    except OSError as error:
+        raise BuildEnvironmentError(f"cannot read the build constraints {path}: "
+                                    f"{error.strerror or error}") from None
 
 
 def base_interpreter() -> str:
@@ -166,8 +180,8 @@ class BuildEnvironment:
 
     def _uv_command(self, wanted: list[Requirement], find_links: Iterable[str]) -> list[str]:
         return [*self.installer.program, "--python", self.base, "--prefix", self.path,
-                "--only-binary", ":all:", *self.index.arguments(find_links), "--",
-                *as_arguments(wanted)]
+                "--only-binary", ":all:", *self.index.arguments(find_links),
+                *self._constraint_arguments(), "--", *as_arguments(wanted)]
 
     def _install_with_pip(self, wanted: list[Requirement], find_links: Iterable[str]) -> None:
         stage = tempfile.mkdtemp(prefix="pip-target-", dir=os.path.dirname(self.path))
@@ -175,11 +189,24 @@ class BuildEnvironment:
             self._run_installer(
                 [*self.installer.program, "--disable-pip-version-check",
                  "--no-input", "--no-warn-script-location", "--target", stage,
-                 "--only-binary", ":all:", *self.index.arguments(find_links), "--",
-                 *as_arguments(wanted)], wanted)
+                 "--only-binary", ":all:", *self.index.arguments(find_links),
+                 *self._constraint_arguments(), "--", *as_arguments(wanted)], wanted)
             self._replace_packages(stage)
         finally:
             trees.remove_tree(stage)
+
+    def _constraint_arguments(self) -> list[str]:
+        """``-c FILE``; with hashes in it, uv checks them and pip cannot (refused)."""
+        path = self.index.build_constraint
+        if path is None:
+            return []
+        if not has_hashes(path):
+            return ["-c", path]
+        if self.installer.name == "uv":
+            return ["-c", path, "--verify-hashes"]
+        raise BuildEnvironmentError(
+            f"the build constraints {path} pin hashes, which pip checks only for requirements "
+            "pinned with ==, never for constraints: use --installer uv")
 
     def _replace_packages(self, stage: str) -> None:
         """Make the pip --target directory *stage* the environment's packages and scripts."""

@@ -64,6 +64,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="another package index for requirements (repeatable; in place of "
                             "the extra indexes of the installer's environment)")
     build.add_argument("--no-index", action="store_true", help="do not use a package index")
+    build.add_argument("--build-constraint", metavar="FILE",
+                       help="constraints for every build requirement (with --hash lines, "
+                            "every one must match a hash)")
     build.add_argument("--only-binary-build-deps", action="store_true",
                        help="refuse build requirements that have no wheel, instead of "
                             "building their wheels in the sandbox")
@@ -98,6 +101,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
     """Refuse, before anything is built or created, every source and path that cannot work."""
     check_existing_paths("--readonly", args.readonly)
     check_existing_paths("--policy", [args.policy] if args.policy else [])
+    check_existing_paths("--build-constraint",
+                         [args.build_constraint] if args.build_constraint else [])
     check_existing_paths("--find-links", [path for path in args.find_links if "://" not in path])
     check_directory_option("-o/--outdir", args.outdir)
     check_directory_option("--logs", args.logs)
@@ -127,7 +132,9 @@ def _options(args: argparse.Namespace) -> BuildOptions:
     explicit = args.sdist or args.wheel
     index = IndexOptions(find_links=tuple(absolute(args.find_links)),
                          index_url=args.index_url, no_index=args.no_index,
-                         extra_index_urls=tuple(args.extra_index_url))
+                         extra_index_urls=tuple(args.extra_index_url),
+                         build_constraint=absolute([args.build_constraint])[0]
+                         if args.build_constraint else None)
     return BuildOptions(
         policy=policy,
         backend=args.backend,

@@ -9,6 +9,7 @@ import threading
 from typing import TYPE_CHECKING, TextIO
 
 from ..errors import BuildjailError
+from ..installers import DEFAULT_INSTALLER, INSTALLERS
 from ..logs import escape_controls
 from ..policy import Policy
 from ._checks import (
@@ -53,7 +54,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     build.add_argument("--report", metavar="FILE", help="write a JSON report per package")
     build.add_argument("--find-links", metavar="DIR", action="append", default=[],
                        help="look for build requirements in DIR")
-    build.add_argument("--installer", choices=("uv", "pip"), default="uv",
+    build.add_argument("--installer", choices=INSTALLERS, default=DEFAULT_INSTALLER,
                        help="what installs the build requirements (uv, found through its "
                             "Python package; pip: this interpreter's); each reads the user's "
                             "own index configuration, never a project's")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import http.server
@@ -162,13 +163,20 @@ def wheelhouse() -> Path:
 
 @pytest.fixture(scope="session")
 def nonroot_site() -> Path:
-    """pyproject_hooks and packaging, importable by a non-root user's /usr/bin/python3.11."""
+    """pyproject_hooks, packaging and uv, importable by a non-root user's /usr/bin/python3.11."""
     site = Path("/var/lib/buildjail-tests/nonroot-site")
     if not (site / "pyproject_hooks").exists():
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target",
                         str(site), "pyproject_hooks", "packaging"], check=True)
+    if not (site / "bin" / "uv").exists():  # the --target layout uv.find_uv_bin() knows
+        import uv
+
+        shutil.copytree(Path(uv.__file__).parent, site / "uv", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        (site / "bin").mkdir(exist_ok=True)
+        shutil.copy(uv.find_uv_bin(), site / "bin" / "uv")
     for path in [site.parent, site, *site.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+        path.chmod(0o755 if path.is_dir() or path.parent == site / "bin" else 0o644)
     return site
 
 
@@ -275,6 +283,13 @@ def http_server(tmp_path: Path) -> Iterator[Server]:
     """A loopback HTTP server serving a fresh directory and recording the requests."""
     root = tmp_path / "served"
     root.mkdir()
+    with serve_directory(root) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path) -> Iterator[Server]:
+    """A loopback HTTP server, in a thread, serving *root* and recording the requests."""
     requests: list[str] = []
     authorizations: list[str | None] = []
     handler = type("Handler", (_RecordingHandler,), {"requests": requests,

@@ -2,10 +2,11 @@
 in the sandbox.
 
 Real wheels and sdists from a local find-links directory, through ``buildjail build`` as
-root and as a non-root user, on both backends, with both installers (uv, and pip when uv
-is not on ``PATH``). Judged from outside: markers a ``.pth`` file or an sdist's backend
-would write as whoever runs it, and the requests a loopback server receives. The controls
-run the installer as buildjail used to (``--python ENV/bin/python``) and show the attack.
+root and as a non-root user, on both backends, with both installers (``--installer uv``,
+the default, and ``--installer pip``). Judged from outside: markers a ``.pth`` file or an
+sdist's backend would write as whoever runs it, and the requests a loopback server
+receives. The controls run the installer as buildjail used to (``--python
+ENV/bin/python``) and show the attack.
 """
 
 from __future__ import annotations
@@ -38,12 +39,8 @@ def _links(shared_dir: Path, identity: Identity) -> Path:
     return links
 
 
-def _installer_env(identity: Identity, installer: str) -> dict[str, str]:
-    """PATH with uv (buildjail uses it) or without it (buildjail falls back to pip)."""
-    if installer == "uv":
-        if UV is None:
-            pytest.skip("uv is not installed next to this Python")
-        return {}
+def _without_uv_on_path(identity: Identity) -> dict[str, str]:
+    """PATH without uv: ``--installer`` alone says which installer runs, never PATH."""
     path = identity.environment()["PATH"]
     return {"PATH": os.pathsep.join(part for part in path.split(os.pathsep)
                                     if part and not (Path(part) / "uv").exists())}
@@ -65,7 +62,8 @@ def test_a_pth_file_from_a_requirement_never_runs_outside(
     logs = shared_dir / "logs"
     proc = identity.buildjail(str(project), "--wheel", "-o", str(shared_dir / "out"),
                               "--no-index", "--find-links", str(links), "--logs", str(logs),
-                              backend=sandbox_backend, env=_installer_env(identity, installer))
+                              "--installer", installer, backend=sandbox_backend,
+                              env=_without_uv_on_path(identity))
     assert proc.returncode == 0, proc.stderr
     log = (logs / "perimeter.log").read_text()
     assert "PTHDROP ran as uid" in log  # the .pth is live: it ran, in the sandbox's hooks

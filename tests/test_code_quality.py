@@ -51,8 +51,8 @@ def test_readme_examples_pass_mypy_strict(tmp_path: Path) -> None:
 
 # The layers of docs/architecture.md, lowest first: a module imports its own and lower ones.
 CORE = {"errors", "limits", "policy", "result", "environment", "credentials", "trees"}
-FRONTENDS = {"explain", "pep517", "build", "buildenv", "sources", "requirements", "outputs",
-             "archives", "checkout", "logs", "progress", "audit", "doctor", "fromager",
+FRONTENDS = {"explain", "pep517", "build", "buildenv", "installers", "sources", "requirements",
+             "outputs", "archives", "checkout", "logs", "progress", "audit", "doctor", "fromager",
              "examples"}
 VIEW_HELPERS = {"_linux.filesystem", "_linux.identity"}
 STDLIB_ONLY = {"audit.bait", "audit.vectors", "examples.whoami", "_linux.procfs",

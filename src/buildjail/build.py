@@ -48,6 +48,7 @@ from . import trees
 from ._linux.filesystem import PRIVATE_TMPFS, within_any
 from .buildenv import BuildEnvironment, BuildEnvironmentError, IndexOptions, MissingWheels
 from .errors import BuildjailError, SandboxSetupError
+from .installers import DEFAULT_INSTALLER
 from .logs import BuildLog, default_directory, private_directory
 from .outputs import OutputDirectory, OutputRefused, project_of
 from .policy import Policy
@@ -96,6 +97,8 @@ class PackageReport:
     outputs: list[dict[str, str]] = dataclasses.field(default_factory=list)
     build_requirements: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Build requirements that had only an sdist, with the report of their wheel's build."""
+    installer: dict[str, Any] | None = None
+    """The installer of the build requirements and the index it used (redacted)."""
     result: str = "pending"
     error: str | None = None
     step: str | None = None
@@ -116,6 +119,8 @@ class BuildOptions:
     wheel: bool = True
     config_settings: Mapping[str, str | list[str]] = dataclasses.field(default_factory=dict)
     index: IndexOptions = dataclasses.field(default_factory=IndexOptions)
+    installer: str = DEFAULT_INSTALLER
+    """Which installer puts the build requirements in place: ``uv`` or ``pip``."""
     backend: str = "auto"
     keep_logs: str | None = None
     wheel_from_sdist: bool = True
@@ -135,6 +140,9 @@ class _Batch:
 
     def __init__(self, outdir: str, options: BuildOptions) -> None:
         self.options = options
+        self.installer = options.index.installer(options.installer)
+        self.index = options.index.as_used_by(self.installer)
+        """Where sdists of build requirements are looked up: the installer's indexes."""
         self.output = OutputDirectory(outdir, overwrite=options.overwrite)
         self.work = ""
         self.log_fd = -1
@@ -203,7 +211,7 @@ def _build_in_batch(source: str, batch: _Batch, progress: Progress | None, *,
                     options: BuildOptions | None = None) -> PackageReport:
     """Build *source* with what the batch shares; every failure goes into the report."""
     options = options or batch.options
-    report = PackageReport(source=source)
+    report = PackageReport(source=source, installer=batch.installer.to_dict())
     started = time.monotonic()
     note = progress or (lambda _source, _step: None)
     label = _label(source)
@@ -389,7 +397,7 @@ class _PackageBuild:
         self.note(report.source, f"{kind}: installing build requirements")
         try:
             env = BuildEnvironment(tempfile.mkdtemp(prefix=f"env-{kind}-", dir=self.work),
-                                   options.index, self.log)
+                                   options.index, self.log, self.batch.installer)
         except BuildEnvironmentError as error:
             raise BuildError(label, f"preparing the {kind} build environment",
                              str(error)) from None
@@ -496,7 +504,7 @@ class _PackageBuild:
                 return
             self.note(self.report.source, f"building the build requirement {name}")
             try:
-                sdist = find_sdist(requirement, options.index, self.work)
+                sdist = find_sdist(requirement, self.batch.index, self.work)
             except SourceNotFound as error:
                 raise BuildError(label, step, f"no wheel of the build requirement {name} "
                                  "was found (is the index reachable? see --index-url/"

@@ -8,10 +8,12 @@ file of ``bin``). So no installer is pointed at the environment's interpreter (p
 interpreter — the base installation the venv was made from, which no hook can write —
 and installs into the environment's directories:
 
-- uv: ``uv pip install --no-config --python BASE --prefix ENV --only-binary :all: -- REQS``;
-- pip (when uv is not on ``PATH``): the caller's own interpreter installs every
-  requirement so far with ``--target`` into a fresh directory, moved into the environment.
+- uv (the default): ``uv pip install --no-config [--config-file USER_UV_TOML] --python BASE
+  --prefix ENV --only-binary :all: -- REQS``, uv found through its Python package;
+- pip (``--installer pip``): the caller's own interpreter installs every requirement so far
+  with ``--target`` into a fresh directory, moved into the environment.
 
+Each reads the user's index configuration, never a project's (:mod:`.installers`).
 Scripts are then pointed at the environment's interpreter. Only wheels are installed; a
 requirement that has only an sdist is reported (:class:`MissingWheels`), so the caller can
 build its wheel in the sandbox first. The installer never reads configuration from the
@@ -23,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -38,11 +39,14 @@ from packaging.utils import canonicalize_name
 from . import trees
 from .credentials import redact
 from .errors import BuildjailError
+from .installers import DEFAULT_INSTALLER, Installer, InstallerError, find_installer
 from .logs import BuildLog
 from .requirements import as_arguments
 
 MAX_SCRIPT = 1 << 20
 """Scripts larger than this are not rewritten (a generated launcher is a few hundred bytes)."""
+MAX_CONSTRAINTS = 1 << 20
+"""The most of a ``--build-constraint`` file read to see whether it pins hashes."""
 _UV_NEEDS_WHEEL = re.compile(r"Wheels are required for `([^`]+)`")
 _PIP_NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
 
@@ -62,11 +66,17 @@ class MissingWheels(BuildEnvironmentError):  # noqa: N818 - says what is missing
 
 @dataclasses.dataclass(frozen=True)
 class IndexOptions:
-    """Where build requirements come from: find-links directories and an index URL."""
+    """Where build requirements come from: buildjail's find-links, index and extra indexes.
+
+    What is not given here comes from the installer's own (the user's) configuration.
+    """
 
     find_links: tuple[str, ...] = ()
     index_url: str | None = None
     no_index: bool = False
+    extra_index_urls: tuple[str, ...] = ()
+    build_constraint: str | None = None
+    """A constraints file for every build requirement (uv checks the hashes it pins)."""
 
     def arguments(self, extra_find_links: Iterable[str] = ()) -> list[str]:
         """The installer's options (the index URL travels in the environment, see below)."""
@@ -77,11 +87,18 @@ class IndexOptions:
             arguments.append("--no-index")
         return arguments
 
-    def environment(self) -> dict[str, str]:
-        """The index URL as pip and uv read it: kept off command lines other users can see."""
-        if self.index_url is None:
-            return {}
-        return {"UV_INDEX_URL": self.index_url, "PIP_INDEX_URL": self.index_url}
+    def installer(self, name: str = DEFAULT_INSTALLER,
+                  environ: Mapping[str, str] | None = None) -> Installer:
+        """The installer *name*, these options over the user's configuration in *environ*."""
+        return find_installer(name, index_url=self.index_url,
+                              extra_index_urls=self.extra_index_urls, no_index=self.no_index,
+                              environ=os.environ if environ is None else environ)
+
+    def as_used_by(self, installer: Installer) -> IndexOptions:
+        """These find-links with the indexes *installer* will actually ask."""
+        return dataclasses.replace(self, index_url=installer.index.url,
+                                   extra_index_urls=installer.index.extra,
+                                   no_index=installer.index.url is None)
 
     def describe(self) -> str:
         """Where requirements come from, for the log (credentials redacted)."""
@@ -90,7 +107,18 @@ class IndexOptions:
             places.append("no index")
         elif self.index_url:
             places.append(f"index {redact(self.index_url)}")
+        places += [f"extra index {redact(url)}" for url in self.extra_index_urls]
         return ", ".join(places) or "the default index"
+
+
+def has_hashes(path: str) -> bool:
+    """Whether the requirements file *path* pins hashes (``--hash=sha256:...``)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            return "--hash" in stream.read(MAX_CONSTRAINTS)
+    except OSError as error:
+        raise BuildEnvironmentError(f"cannot read the build constraints {path}: "
+                                    f"{error.strerror or error}") from None
 
 
 def base_interpreter() -> str:
@@ -102,11 +130,14 @@ class BuildEnvironment:
     """An isolated virtual environment holding one package's build requirements."""
 
     def __init__(self, path: str, index: IndexOptions | None = None,
-                 log: BuildLog | None = None) -> None:
+                 log: BuildLog | None = None, installer: Installer | None = None) -> None:
         self.path = path
         self.index = index or IndexOptions()
         self.log = log
-        self.uv = shutil.which("uv")
+        try:
+            self.installer = installer or self.index.installer()
+        except InstallerError as error:
+            raise BuildEnvironmentError(str(error)) from None
         self.base = base_interpreter()
         self.installed: list[Requirement] = []
         self._create()
@@ -140,7 +171,7 @@ class BuildEnvironment:
         wanted = [*self.installed, *requirements]
         if not as_arguments(wanted) or as_arguments(wanted) == as_arguments(self.installed):
             return
-        if self.uv:
+        if self.installer.name == "uv":
             self._run_installer(self._uv_command(wanted, find_links), wanted)
         else:
             self._install_with_pip(wanted, find_links)
@@ -148,22 +179,34 @@ class BuildEnvironment:
         self._point_scripts_here()
 
     def _uv_command(self, wanted: list[Requirement], find_links: Iterable[str]) -> list[str]:
-        assert self.uv is not None
-        return [self.uv, "pip", "install", "--no-config", "--python", self.base, "--prefix",
-                self.path, "--only-binary", ":all:", *self.index.arguments(find_links), "--",
-                *as_arguments(wanted)]
+        return [*self.installer.program, "--python", self.base, "--prefix", self.path,
+                "--only-binary", ":all:", *self.index.arguments(find_links),
+                *self._constraint_arguments(), "--", *as_arguments(wanted)]
 
     def _install_with_pip(self, wanted: list[Requirement], find_links: Iterable[str]) -> None:
         stage = tempfile.mkdtemp(prefix="pip-target-", dir=os.path.dirname(self.path))
         try:
             self._run_installer(
-                [sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+                [*self.installer.program, "--disable-pip-version-check",
                  "--no-input", "--no-warn-script-location", "--target", stage,
-                 "--only-binary", ":all:", *self.index.arguments(find_links), "--",
-                 *as_arguments(wanted)], wanted)
+                 "--only-binary", ":all:", *self.index.arguments(find_links),
+                 *self._constraint_arguments(), "--", *as_arguments(wanted)], wanted)
             self._replace_packages(stage)
         finally:
             trees.remove_tree(stage)
+
+    def _constraint_arguments(self) -> list[str]:
+        """``-c FILE``; with hashes in it, uv checks them and pip cannot (refused)."""
+        path = self.index.build_constraint
+        if path is None:
+            return []
+        if not has_hashes(path):
+            return ["-c", path]
+        if self.installer.name == "uv":
+            return ["-c", path, "--verify-hashes"]
+        raise BuildEnvironmentError(
+            f"the build constraints {path} pin hashes, which pip checks only for requirements "
+            "pinned with ==, never for constraints: use --installer uv")
 
     def _replace_packages(self, stage: str) -> None:
         """Make the pip --target directory *stage* the environment's packages and scripts."""
@@ -183,14 +226,14 @@ class BuildEnvironment:
         os.mkdir(stage)  # removed by the caller
 
     def _run_installer(self, cmd: list[str], wanted: list[Requirement]) -> None:
-        env = {**os.environ, **self.index.environment()}
+        env = self.installer.env(os.environ)
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
                               check=False, env=env, cwd=os.path.dirname(self.path),
                               stdin=subprocess.DEVNULL)
         output = redact(proc.stdout + proc.stderr)
         if self.log is not None:
-            self.log.write(f"$ {' '.join(cmd)}\n(requirements from {self.index.describe()})\n"
-                           f"{output}")
+            self.log.write(f"$ {redact(' '.join(cmd))}\n(build requirements from "
+                           f"{self.installer.describe()})\n{output}")
         if proc.returncode == 0:
             return
         missing = _missing_wheels(output, wanted)
@@ -209,9 +252,9 @@ class BuildEnvironment:
 
     def _create(self) -> None:
         try:
-            if self.uv:
-                subprocess.run([self.uv, "venv", "--no-config", "--quiet", "--python",
-                                self.base, self.path], check=True, capture_output=True,
+            if self.installer.name == "uv":
+                subprocess.run([self.installer.program[0], "venv", "--no-config", "--quiet",
+                                "--python", self.base, self.path], check=True, capture_output=True,
                                cwd=os.path.dirname(self.path), stdin=subprocess.DEVNULL)
             else:
                 venv.EnvBuilder(with_pip=False, symlinks=True).create(self.path)

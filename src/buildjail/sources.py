@@ -2,10 +2,11 @@
 
 When a build requirement exists only as an sdist, buildjail builds its wheel in the
 sandbox (see :mod:`buildjail.build`). The sdist is looked up here — in the
-``--find-links`` directories and on the index (PEP 691 JSON or PEP 503 HTML; PyPI by
-default) — and downloaded with its hash checked, its size bounded. Nothing of it is built
-or run outside the sandbox; installers cannot do that (``pip download`` prepares an
-sdist's metadata by running its build backend), so this module does the fetching itself.
+``--find-links`` directories and on the indexes the installer uses (PEP 691 JSON or
+PEP 503 HTML; the user's configuration, else PyPI) — and downloaded with its hash checked,
+its size bounded. Nothing of it is built or run outside the sandbox; installers cannot do
+that (``pip download`` prepares an sdist's metadata by running its build backend), so this
+module does the fetching itself.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from packaging.version import Version
 from .buildenv import IndexOptions
 from .credentials import redact
 from .errors import BuildjailError
+from .installers import PYPI
 
-DEFAULT_INDEX = "https://pypi.org/simple/"
+DEFAULT_INDEX = PYPI
 """The index used when neither ``--index-url`` nor ``--no-index`` is given."""
 MAX_PAGE = 16 << 20
 """The largest index page read."""
@@ -54,6 +56,8 @@ class Candidate:
     location: str
     sha256: str | None = None
     local: bool = False
+    index_url: str | None = None
+    """The index it was found on (whose credentials its download may carry)."""
 
 
 def find_sdist(requirement: Requirement, index: IndexOptions, destination: str) -> str:
@@ -73,7 +77,8 @@ def _candidates(name: str, index: IndexOptions) -> Iterator[Candidate]:
     for directory in index.find_links:
         yield from _directory_candidates(name, directory)
     if not index.no_index:
-        yield from _index_candidates(name, index.index_url or DEFAULT_INDEX)
+        for index_url in (index.index_url or DEFAULT_INDEX, *index.extra_index_urls):
+            yield from _index_candidates(name, index_url)
 
 
 def _sdist_version(filename: str, name: str) -> Version | None:
@@ -109,7 +114,7 @@ def _index_candidates(name: str, index_url: str) -> Iterator[Candidate]:
         version = _sdist_version(filename, name)
         if version is None or yanked or not _supports(requires_python, python):
             continue
-        yield Candidate(filename, version, url, sha256)
+        yield Candidate(filename, version, url, sha256, index_url=index_url)
 
 
 def _supports(requires_python: str | None, python: str) -> bool:
@@ -221,7 +226,8 @@ def _download(candidate: Candidate, index: IndexOptions, destination: str) -> st
                 urllib.parse.urlsplit(candidate.location).path), "rb")
         else:
             source = urllib.request.urlopen(
-                _request(candidate.location, index.index_url or DEFAULT_INDEX),
+                _request(candidate.location,
+                         candidate.index_url or index.index_url or DEFAULT_INDEX),
                 timeout=TIMEOUT)
         with source, open(path, "xb") as out:
             while chunk := source.read(_CHUNK):

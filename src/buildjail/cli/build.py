@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from ..errors import BuildjailError
+from ..installers import DEFAULT_INSTALLER, INSTALLERS
 from ..logs import escape_controls
 from ..policy import Policy
 from ..progress import open_progress
@@ -53,8 +54,20 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     build.add_argument("--report", metavar="FILE", help="write a JSON report per package")
     build.add_argument("--find-links", metavar="DIR", action="append", default=[],
                        help="look for build requirements in DIR")
-    build.add_argument("--index-url", metavar="URL", help="package index for requirements")
+    build.add_argument("--installer", choices=INSTALLERS, default=DEFAULT_INSTALLER,
+                       help="what installs the build requirements (uv, found through its "
+                            "Python package; pip: this interpreter's); each reads the user's "
+                            "own index configuration, never a project's")
+    build.add_argument("--index-url", metavar="URL",
+                       help="package index for requirements (over the installer's "
+                            "configuration)")
+    build.add_argument("--extra-index-url", metavar="URL", action="append", default=[],
+                       help="another package index for requirements (repeatable; in place of "
+                            "the extra indexes of the installer's environment)")
     build.add_argument("--no-index", action="store_true", help="do not use a package index")
+    build.add_argument("--build-constraint", metavar="FILE",
+                       help="constraints for every build requirement (with --hash lines, "
+                            "every one must match a hash)")
     build.add_argument("--only-binary-build-deps", action="store_true",
                        help="refuse build requirements that have no wheel, instead of "
                             "building their wheels in the sandbox")
@@ -98,6 +111,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
     """Refuse, before anything is built or created, every source and path that cannot work."""
     check_existing_paths("--readonly", args.readonly)
     check_existing_paths("--policy", [args.policy] if args.policy else [])
+    check_existing_paths("--build-constraint",
+                         [args.build_constraint] if args.build_constraint else [])
     check_existing_paths("--find-links", [path for path in args.find_links if "://" not in path])
     check_directory_option("-o/--outdir", args.outdir)
     check_directory_option("--logs", args.logs)
@@ -126,7 +141,10 @@ def _options(args: argparse.Namespace) -> BuildOptions:
     policy = load_policy(args).with_paths(readonly=absolute(args.readonly))
     explicit = args.sdist or args.wheel
     index = IndexOptions(find_links=tuple(absolute(args.find_links)),
-                         index_url=args.index_url, no_index=args.no_index)
+                         index_url=args.index_url, no_index=args.no_index,
+                         extra_index_urls=tuple(args.extra_index_url),
+                         build_constraint=absolute([args.build_constraint])[0]
+                         if args.build_constraint else None)
     return BuildOptions(
         policy=policy,
         backend=args.backend,
@@ -135,6 +153,7 @@ def _options(args: argparse.Namespace) -> BuildOptions:
         wheel_from_sdist=not explicit,
         config_settings=_config_settings(args.config_setting),
         index=index,
+        installer=args.installer,
         keep_logs=os.path.abspath(args.logs) if args.logs else None,
         only_binary_build_deps=args.only_binary_build_deps,
         overwrite=args.overwrite,

@@ -126,21 +126,54 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """One process of the host, as /proc shows it."""
+
+    pid: int
+    ppid: int
+    uids: frozenset[int]  # real, effective, saved, fs
+    cmdline: bytes
+    environ: bytes  # empty where it cannot be read
+
+    def carries(self, marker: bytes) -> bool:
+        """Whether *marker* is in the process's command line or environment."""
+        return marker in self.cmdline or marker in self.environ
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except PermissionError:
+        return b""
+
+
+def read_process(pid: int) -> Process | None:
+    """The process *pid*, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            ppid = int(stream.read().rsplit(b")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/status") as stream:
+            uids = next(line for line in stream if line.startswith("Uid:"))
+        cmdline = _read_bytes(f"/proc/{pid}/cmdline")
+        environ = _read_bytes(f"/proc/{pid}/environ")
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return Process(pid, ppid, frozenset(int(uid) for uid in uids.split()[1:]), cmdline,
+                   environ)
+
+
+def processes_of_host() -> list[Process]:
+    """Every process of the host: to pick a test's own from, never to compare."""
+    found = (read_process(int(name)) for name in os.listdir("/proc") if name.isdigit())
+    return [process for process in found if process is not None]
+
+
 def host_processes() -> list[tuple[int, set[int], bytes]]:
     """Every process of the host: pid, its uids (real, effective, saved, fs), cmdline."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status") as stream:
-                uids = next(line for line in stream if line.startswith("Uid:"))
-            with open(f"/proc/{name}/cmdline", "rb") as stream:
-                cmdline = stream.read()
-        except (OSError, StopIteration):
-            continue
-        found.append((int(name), {int(uid) for uid in uids.split()[1:]}, cmdline))
-    return found
+    return [(process.pid, set(process.uids), process.cmdline)
+            for process in processes_of_host()]
 
 
 BUILD_REQUIREMENTS = ("setuptools==75.8.0", "wheel==0.45.1")

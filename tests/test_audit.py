@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from buildjail.audit import AuditReport, run_audit
+from buildjail.audit import AuditReport, run_audit, runner
 from buildjail.audit.runner import VERDICTS, _Context, _verdict
 from buildjail.audit.vectors import VECTORS
 from buildjail.backends.bwrap import find_bwrap
@@ -94,34 +96,38 @@ def test_every_probe_reported_in_every_column(report: AuditReport) -> None:
     assert not errors, errors
 
 
-def _host_state() -> dict[str, Any]:
-    """What audits plant on the host, by name (``bj-audit-``): only that, so that the rest of
-    a busy host, changing at any time, cannot fail the comparison."""
+def _audit_prefixes(owner: int) -> tuple[str, ...]:
+    """How the names an audit of process *owner* plants begin (its tags: ``PID-N-...``)."""
+    return (f"bj-audit-{owner}-", f"bj-audit-t{owner}-")
+
+
+def _host_state(owner: int) -> dict[str, Any]:
+    """What the audits of process *owner* plant on the host, by their tags and their
+    creator: only that, so that the rest of a busy host (other audits included), changing at
+    any time, cannot fail the comparison."""
+    prefixes = _audit_prefixes(owner)
+
     def listing(path: str) -> list[str]:
         try:
-            return sorted(name for name in os.listdir(path) if "bj-audit" in name)
+            return sorted(name for name in os.listdir(path) if name.startswith(prefixes))
         except FileNotFoundError:
             return []
 
-    with open("/proc/sysvipc/shm") as stream:
-        shm = sorted(line.split()[1] for line in stream.readlines()[1:])
     with open("/etc/passwd") as stream:
-        passwd = [line for line in stream if "bj-audit" in line]
+        passwd = [line for line in stream if any(prefix in line for prefix in prefixes)]
     return {
         "etc": listing("/etc"), "home": listing("/home"), "run": listing("/run"),
         "run_secrets": listing("/run/secrets"), "dev_shm": listing("/dev/shm"),
         "tmp": listing("/tmp"), "opt": listing("/opt"), "srv": listing("/srv"),
-        "var_cache": listing("/var/cache"),
-        "var_lib": [name for name in os.listdir("/var/lib") if name.startswith("buildjail-audit")],
-        "shm": _audit_shm(shm), "passwd": passwd,
-        "victims": _audit_victims(),
+        "var_cache": listing("/var/cache"), "shm": _audit_shm(owner), "passwd": passwd,
+        "victims": _audit_victims(owner),
     }
 
 
-def _audit_victims() -> int:
-    """Processes with a canary of this process's audits in their environment (their tags
-    start with this pid): the victims, and anything of the builds that outlived them."""
-    ours = f"bj-audit-{os.getpid()}-".encode()
+def _audit_victims(owner: int) -> int:
+    """Processes with a canary of *owner*'s audits in their environment (their tags start
+    with its pid): the victims, and anything of the builds that outlived them."""
+    ours = f"bj-audit-{owner}-".encode()
     count = 0
     for name in os.listdir("/proc"):
         try:
@@ -132,31 +138,71 @@ def _audit_victims() -> int:
     return count
 
 
-def _audit_shm(keys: list[str]) -> list[str]:
-    """System V keys in the range audits take theirs from (0x40000000 and up)."""
-    return [key for key in keys if int(key) >= 0x40000000]
+def _audit_shm(owner: int) -> list[str]:
+    """System V segments that process *owner* created in the range audits take their keys
+    from (0x40000000 and up)."""
+    with open("/proc/sysvipc/shm") as stream:
+        rows = [line.split() for line in stream.readlines()[1:]]
+    return sorted(row[0] for row in rows if int(row[0]) >= 0x40000000 and int(row[4]) == owner)
 
 
-def test_the_audit_leaves_the_host_as_it_found_it(report: AuditReport) -> None:
-    before = _host_state()
+@pytest.fixture
+def audit_workdirs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The work directories the audits of this process make (random names in /var/lib)."""
+    made: list[Path] = []
+    workdir = runner._workdir
+
+    @contextlib.contextmanager
+    def recording(keep: bool) -> Iterator[Path]:
+        with workdir(keep) as path:
+            made.append(path)
+            yield path
+
+    monkeypatch.setattr(runner, "_workdir", recording)
+    return made
+
+
+def test_the_audit_leaves_the_host_as_it_found_it(report: AuditReport,
+                                                  audit_workdirs: list[Path]) -> None:
+    before = _host_state(os.getpid())
     run_audit(["none"], ["native"])
-    assert _host_state() == before
+    assert _host_state(os.getpid()) == before
+    assert audit_workdirs and not [path for path in audit_workdirs if path.exists()]
+
+
+AUDIT_SAYING_WORKDIRS = """
+import contextlib, sys
+from buildjail.audit import runner
+from buildjail.cli import main
+workdir = runner._workdir
+@contextlib.contextmanager
+def saying(keep):
+    with workdir(keep) as path:
+        print(path, flush=True)
+        yield path
+runner._workdir = saying
+sys.exit(main(sys.argv[1:]))
+"""
+"""``buildjail ARGS``, printing each audit work directory it makes on stdout."""
 
 
 def test_an_interrupted_audit_leaves_nothing_behind() -> None:
-    before = _host_state()
-    proc = subprocess.Popen([sys.executable, "-m", "buildjail", "audit", "--profile", "none",
-                             "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            cwd="/")
+    proc = subprocess.Popen([sys.executable, "-c", AUDIT_SAYING_WORKDIRS, "audit",
+                             "--profile", "none", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd="/", text=True)
+    nothing = _host_state(proc.pid)  # no name carries its pid yet: all empty
+    prefixes = _audit_prefixes(proc.pid)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(
-            name.startswith("bj-audit") for name in os.listdir("/dev/shm")):
+            name.startswith(prefixes) for name in os.listdir("/dev/shm")):
         time.sleep(0.05)
     time.sleep(0.5)  # well inside the probe build
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    out, _ = proc.communicate(timeout=60)
     time.sleep(0.5)
-    assert _host_state() == before
+    assert _host_state(proc.pid) == nothing
+    workdirs = [Path(line) for line in out.splitlines() if line.startswith("/")]
+    assert workdirs and not [path for path in workdirs if path.exists()]
 
 
 def test_cli_exit_code_gates_on_full(tmp_path: Path) -> None:

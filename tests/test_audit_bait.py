@@ -52,24 +52,31 @@ def _names(directory: str, tag: str) -> list[str] | None:
     return sorted(name for name in names if tag in name)
 
 
-def _tree(directory: str) -> list[str] | None:
-    if not os.path.isdir(directory):
-        return None
-    return sorted(os.path.join(top, name) for top, dirs, files in os.walk(directory)
-                  for name in dirs + files)
-
-
 def _sysv_keys() -> set[int]:
     with open("/proc/sysvipc/shm") as stream:
         return {int(line.split()[0]) for line in stream.read().splitlines()[1:] if line.strip()}
 
 
-def _listening_ports(table: str) -> set[int]:
+def _own_sockets() -> set[str]:
+    """The inodes of the sockets this process holds (the bait's listeners among them)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                found.add(target[len("socket:["):-1])
+    return found
+
+
+def _own_listening_ports(table: str) -> set[int]:
+    """The ports this process listens on (TCP) or is bound to (UDP): only its own sockets,
+    since anything else on the host may take a port the bait has given back."""
     ports = set()
+    own = _own_sockets()
     with open(table) as stream:
         for line in stream.read().splitlines()[1:]:
             fields = line.split()
-            if table.endswith("udp") or fields[3] == "0A":
+            if (table.endswith("udp") or fields[3] == "0A") and fields[9] in own:
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
 
@@ -77,6 +84,14 @@ def _listening_ports(table: str) -> set[int]:
 def _abstract_names(tag: str) -> set[str]:
     with open("/proc/net/unix") as stream:
         return {line.split()[-1] for line in stream if f"@bj-audit-{tag}" in line}
+
+
+def _k8s_token_of(tag: str) -> bool:
+    """Whether the token bait at the fixed path is *tag*'s (another run's may be there)."""
+    try:
+        return f"bj-audit-{tag}-".encode() in K8S_TOKEN.read_bytes()
+    except OSError:
+        return False
 
 
 def _sleepers(tag: str) -> set[int]:
@@ -101,7 +116,7 @@ def snapshot(tag: str) -> dict[str, Any]:
     return {
         "home": _names("/home", tag),
         "run_secrets": _names("/run/secrets", tag),
-        "var_run_secrets": _tree("/var/run/secrets"),
+        "k8s_token": _k8s_token_of(tag),
         "dev_shm": _names("/dev/shm", tag),
         "tmp": sorted(name for name in os.listdir("/tmp") if f"bj-audit-{tag}" in name),
         "etc": _names("/etc", tag),
@@ -120,13 +135,14 @@ def snapshot(tag: str) -> dict[str, Any]:
 
 def _gone(config: dict[str, Any], bait: Bait) -> None:
     """The bait's own sockets, IPC key, victim and paths are gone."""
-    assert config["tcp_port"] not in _listening_ports("/proc/net/tcp")
-    assert config["udp_port"] not in _listening_ports("/proc/net/udp")
+    assert config["tcp_port"] not in _own_listening_ports("/proc/net/tcp")
+    assert config["udp_port"] not in _own_listening_ports("/proc/net/udp")
     assert config["sysv_shm_key"] not in _sysv_keys()
     assert not os.path.exists(f"/proc/{config['victim_pid']}")
+    assert not _k8s_token_of(bait.tag)  # its fixed path may hold another run's token now
     for path in [*config["secrets"].values(), *config["writes"].values(), config["home"],
                  config["posix_shm"], config["setuid_binary"], config["host_tmp_marker"]]:
-        if path not in ("/etc/shadow", _HOSTS_OWN_K8S_TOKEN) and os.path.isabs(path):
+        if path not in ("/etc/shadow", str(K8S_TOKEN)) and os.path.isabs(path):
             assert not os.path.lexists(path), path
     assert bait.cleanup_errors == []
 
@@ -173,12 +189,15 @@ def test_plants_every_piece_of_bait(workdir: Path, tag: str) -> None:
         assert bait.canaries["cred_run_secrets"] in Path(
             config["secrets"]["cred_run_secrets"]).read_text()
         assert Path(config["secrets"]["cred_k8s_token"]).is_file()
+        assert _HOSTS_OWN_K8S_TOKEN is not None or _k8s_token_of(tag)  # the check works
         setuid = Path(config["setuid_binary"]).stat()
         assert (setuid.st_uid, stat.S_IMODE(setuid.st_mode)) == (0, 0o4755)
         assert stat.S_IMODE(workdir.stat().st_mode) == 0o755
         environ = Path(f"/proc/{config['victim_pid']}/environ").read_bytes()
         assert f"VICTIM_SECRET={bait.canaries['victim']}".encode() in environ
         assert config["sysv_shm_key"] in _sysv_keys()
+        assert config["tcp_port"] in _own_listening_ports("/proc/net/tcp")  # the check works
+        assert config["udp_port"] in _own_listening_ports("/proc/net/udp")
         assert Path(config["posix_shm"]).is_file() and Path(config["host_tmp_marker"]).is_file()
         env = bait.env()
         assert env["HOME"] == config["home"]

@@ -1,88 +1,230 @@
-"""Nothing is left on the host: after many runs at once, a killed caller, failed set-ups."""
+"""Nothing is left on the host: after many runs at once, a killed caller, failed set-ups.
+
+Every check looks only at what the test's own sandboxes made (see `OwnRuns`): the host is
+shared, and other test runs, other users' sandboxes and anything else on it come and go
+while a test runs.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from buildjail import Sandbox
-from buildjail._linux import identity
-from conftest import NONROOT_UID, SRC, SYSTEM_PYTHON, Runner, host_processes
+from buildjail._linux import cgroups, identity
+from conftest import (
+    NONROOT_UID,
+    SRC,
+    SYSTEM_PYTHON,
+    Process,
+    Runner,
+    processes_of_host,
+    read_process,
+)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 EPHEMERAL_BASE = identity.PREFERRED_BASE
+MARKER_VARIABLE = "BJ_TEST_MARKER"
+"""The environment variable carrying a test's marker into the callers it starts."""
 
 
-# --- the state of the host ------------------------------------------------------------
+# --- the processes of the host ----------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class HostState:
-    """What a sandbox could leave behind on the host."""
-
-    processes: frozenset[tuple[int, int, bytes]]  # pid, uid, cmdline
-    mounts: frozenset[str]
-    locks: frozenset[str]
-    cgroups: frozenset[str]
-
-    @classmethod
-    def now(cls) -> HostState:
-        return cls(_sandbox_processes(), _mounts(), _identity_locks(), _cgroup_dirs())
-
-    def new_since(self, before: HostState) -> dict[str, list[Any]]:
-        """What appeared since *before* (mounts: also what disappeared)."""
-        found: dict[str, list[Any]] = {
-            "processes": sorted(self.processes - before.processes),
-            "mounts": sorted(self.mounts ^ before.mounts),
-            "identity locks": sorted(self.locks - before.locks),
-            "cgroups": sorted(self.cgroups - before.cgroups),
-        }
-        return {kind: items for kind, items in found.items() if items}
+def descendants(processes: Iterable[Process], ancestor: int) -> set[int]:
+    """The pids of *ancestor*'s children, their children, and so on."""
+    children: dict[int, list[int]] = {}
+    for process in processes:
+        children.setdefault(process.ppid, []).append(process.pid)
+    found: set[int] = set()
+    pending = list(children.get(ancestor, []))
+    while pending:
+        pid = pending.pop()
+        if pid not in found:
+            found.add(pid)
+            pending.extend(children.get(pid, []))
+    return found
 
 
-def _sandbox_processes(marker: str = "") -> frozenset[tuple[int, int, bytes]]:
-    """Processes running with an ephemeral uid, or with *marker* in their command line."""
-    return frozenset(
-        (pid, max(uids), cmdline) for pid, uids, cmdline in host_processes()
-        if max(uids) >= EPHEMERAL_BASE or (marker and marker.encode() in cmdline)
-    )
+# --- the identity locks: byte N of the lock file is the uid range's start + N -----------
 
 
-def _mounts() -> frozenset[str]:
-    with open("/proc/self/mountinfo") as stream:
-        return frozenset(stream.read().splitlines())
-
-
-def _identity_locks() -> frozenset[str]:
-    """The OFD locks held on the identity lock file (one per leased identity)."""
+def _lock_device() -> str | None:
+    """How /proc/locks names the identity lock file (``MAJOR:MINOR:INODE``, hex device)."""
     try:
         info = os.stat(os.path.join(identity.LOCK_DIR, identity.LOCK_FILE))
     except FileNotFoundError:
-        return frozenset()
-    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+        return None
+    return f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+
+
+def _locked_slots(lines: Iterable[str], device: str) -> set[int]:
+    """The slots locked on the lock file in lock lines (/proc/locks or an fdinfo's)."""
+    slots = set()
+    for line in lines:
+        fields = line.split()
+        if "->" not in fields and device in fields:  # "->": a waiter, not a holder
+            slots.add(int(fields[-2]))
+    return slots
+
+
+def slots_held_by(pid: int, device: str) -> set[int]:
+    """The identity slots that process *pid* holds locked (through any descriptor)."""
+    slots: set[int] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/fdinfo/{fd}") as stream:
+                slots |= _locked_slots(
+                    (line for line in stream if line.startswith("lock:")), device)
+    return slots
+
+
+def slots_held_on_host(device: str) -> set[int]:
+    """Every identity slot locked on the host, by whoever holds it."""
     with open("/proc/locks") as stream:
-        return frozenset(line.split(":", 1)[1].strip() for line in stream
-                         if "->" not in line and device in line.split())
+        return _locked_slots(stream, device)
 
 
-def _cgroup_dirs() -> frozenset[str]:
-    """Sandbox cgroups, in the memory and pids hierarchies (v1) or the unified one."""
-    return frozenset(os.path.join(directory, name)
-                     for directory, subdirs, _ in os.walk("/sys/fs/cgroup")
-                     for name in subdirs if name.startswith("buildjail-"))
+def slot_of(uid: int) -> int:
+    return uid - identity.host_range().start
+
+
+# --- what a test's own sandboxes made ---------------------------------------------------
+
+
+def _mounts_mentioning(paths: Iterable[Path]) -> frozenset[str]:
+    """The mount table's lines naming one of *paths* (or a path below one)."""
+    names = tuple(str(path) for path in paths)
+    below = tuple(f"{name}/" for name in names)
+    with open("/proc/self/mountinfo") as stream:
+        return frozenset(line for line in stream.read().splitlines()
+                         if any(field in names or field.startswith(below)
+                                for field in line.split()))
+
+
+def _cgroup_dirs_named(names: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    """Cgroup directories (any v1 hierarchy, or v2) called one of *names* or starting with
+    one of *prefixes*."""
+    return sorted(os.path.join(directory, name)
+                  for directory, subdirs, _ in os.walk(cgroups.ROOT)
+                  for name in subdirs if name in names or name.startswith(prefixes))
+
+
+@dataclasses.dataclass
+class OwnRuns:
+    """A test's own sandboxes, and what they could leave behind on the host.
+
+    They are the processes carrying the test's *marker* (in their command line or
+    environment), the test process's descendants, and the processes running as an
+    ephemeral uid the test's runs leased (*uids*) unless someone else leases it again
+    now; their identity locks are the ones those processes (or the test process) hold;
+    their cgroups are named for those uids (``buildjail-UID``) or for a caller
+    (``buildjail-PID-N``); their mounts name the test's own *paths*.
+    """
+
+    marker: str
+    paths: tuple[Path, ...]
+    uids: set[int] = dataclasses.field(default_factory=set)
+    callers: set[int] = dataclasses.field(default_factory=set)
+    earlier_children: frozenset[int] = frozenset()
+    mounts_before: frozenset[str] = frozenset()
+
+    def leased(self, uid: int | None) -> None:
+        """Count *uid* as leased by one of the test's runs (None: the run leased none)."""
+        if uid is not None and uid >= EPHEMERAL_BASE:
+            self.uids.add(uid)
+
+    def started(self, pid: int) -> None:
+        """Count *pid* as a caller (a ``buildjail`` or a driver) the test started."""
+        self.callers.add(pid)
+
+    def env(self, pythonpath: str = str(SRC)) -> dict[str, str]:
+        """The environment for a caller the test starts: the package, and the marker."""
+        return {**python_env(pythonpath), MARKER_VARIABLE: self.marker}
+
+    def processes(self) -> list[Process]:
+        """The test's own processes still running (not the test process itself)."""
+        return self._find().processes
+
+    def cgroups(self) -> list[str]:
+        """The cgroup directories named for the test's leased uids or its callers."""
+        return self._cgroups(self._find())
+
+    def leftovers(self) -> dict[str, list[Any]]:
+        """What the test's own sandboxes left on the host, by kind (none: empty)."""
+        found = self._find()
+        kinds: dict[str, list[Any]] = {
+            "processes": sorted((p.pid, max(p.uids), p.cmdline) for p in found.processes),
+            "mounts": sorted(_mounts_mentioning(self.paths) ^ self.mounts_before),
+            "identity locks": sorted(identity.host_range().start + slot
+                                     for slot in found.locked),
+            "cgroups": self._cgroups(found),
+        }
+        return {kind: items for kind, items in kinds.items() if items}
+
+    def assert_clean(self, writable: Iterable[Path] = (), within: float = 5.0) -> None:
+        """Require nothing of the test's sandboxes left (waiting up to *within* s)."""
+        deadline = time.monotonic() + within
+        while (found := self.leftovers()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not found, f"left on the host: {found}"
+        assert not _ephemeral_files(writable), "files still owned by an ephemeral identity"
+
+    def _find(self) -> _Found:
+        everything = processes_of_host()
+        mine = descendants(everything, os.getpid()) - self.earlier_children
+        marker = self.marker.encode()
+        own = {p.pid: p for p in everything
+               if (p.pid in mine or p.carries(marker)) and p.pid != os.getpid()}
+        device = _lock_device()
+        if device is None:
+            return _Found(sorted(own.values(), key=_pid), set(), set())
+        on_host = slots_held_on_host(device)
+        elsewhere = on_host - _slots_held(own, device)
+        leased = {uid for uid in self.uids if slot_of(uid) not in elsewhere}
+        own.update({p.pid: p for p in everything if p.uids & leased})
+        locked = _slots_held(own, device)
+        return _Found(sorted(own.values(), key=_pid), locked, on_host - locked)
+
+    def _cgroups(self, found: _Found) -> list[str]:
+        names = {f"buildjail-{uid}" for uid in self.uids
+                 if slot_of(uid) not in found.elsewhere}
+        prefixes = tuple(f"buildjail-{pid}-" for pid in {os.getpid(), *self.callers})
+        return _cgroup_dirs_named(names, prefixes)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Found:
+    processes: list[Process]  # the test's own, but the test process
+    locked: set[int]  # the identity slots they or the test process hold
+    elsewhere: set[int]  # the identity slots anyone else holds
+
+
+def _pid(process: Process) -> int:
+    return process.pid
+
+
+def _slots_held(own: dict[int, Process], device: str) -> set[int]:
+    """The identity slots held by the test process and the processes *own*."""
+    slots = slots_held_by(os.getpid(), device)
+    for pid in own:
+        slots |= slots_held_by(pid, device)
+    return slots
 
 
 def _ephemeral_files(paths: Iterable[Path]) -> list[tuple[str, int, int]]:
@@ -96,19 +238,178 @@ def _ephemeral_files(paths: Iterable[Path]) -> list[tuple[str, int, int]]:
     return found
 
 
-def assert_no_leftovers(before: HostState, writable: Iterable[Path] = (),
-                        within: float = 5.0) -> None:
-    """Require the host to be back to *before* (waiting up to *within* s for it)."""
-    deadline = time.monotonic() + within
-    while (new := HostState.now().new_since(before)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not new, f"left on the host: {new}"
-    assert not _ephemeral_files(writable), "files still owned by an ephemeral identity"
-
-
 @pytest.fixture
-def host_before() -> HostState:
-    return HostState.now()
+def own_runs(tmp_path: Path, shared_dir: Path,
+             monkeypatch: pytest.MonkeyPatch) -> OwnRuns:
+    """The test's own sandboxes: a fresh marker; every identity leased in this process is
+    recorded (in-process runs, failed set-ups included)."""
+    own = OwnRuns(marker=f"bj-cleanup-{uuid.uuid4().hex}", paths=(tmp_path, shared_dir),
+                  earlier_children=frozenset(descendants(processes_of_host(), os.getpid())),
+                  mounts_before=_mounts_mentioning((tmp_path, shared_dir)))
+    acquire = identity.acquire
+
+    def recording_acquire(id_range: identity.IdRange | None = None) -> identity.Lease:
+        lease = acquire(id_range)
+        own.leased(lease.identity.uid)
+        return lease
+
+    monkeypatch.setattr(identity, "acquire", recording_acquire)
+    return own
+
+
+# --- every check can fail: a leftover the test plants itself is reported ---------------
+
+
+def _orphan(cmd: list[str], env: dict[str, str] | None = None, *,
+            uid: int | None = None) -> int:
+    """Start *cmd* in the background of a shell that exits: a process that is nobody's
+    child here (like a sandbox that outlived its caller). Return its pid."""
+    user = [] if uid is None else ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}",
+                                   "--clear-groups"]
+    line = " ".join([*user, *cmd])
+    done = subprocess.run(["/bin/sh", "-c", f"{line} >/dev/null 2>&1 & echo $!"],
+                          env=env if env is not None else {"PATH": "/usr/bin:/bin"}, cwd="/",
+                          capture_output=True, text=True, timeout=10, check=True)
+    return int(done.stdout)
+
+
+@contextlib.contextmanager
+def _killed_afterwards(pid: int) -> Iterator[int]:
+    try:
+        yield pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for_uid(pid: int, uid: int, timeout: float = 10.0) -> None:
+    """Wait until process *pid* runs as *uid* (setpriv has switched to it)."""
+    deadline = time.monotonic() + timeout
+    while (process := read_process(pid)) is None or uid not in process.uids:
+        assert time.monotonic() < deadline, f"process {pid} never ran as {uid}"
+        time.sleep(0.02)
+
+
+def _reported_pids(own: OwnRuns) -> set[int]:
+    return {pid for pid, _, _ in own.leftovers().get("processes", [])}
+
+
+SLEEPER = [SYSTEM_PYTHON, "-c", "'import time; time.sleep(60)'"]
+
+
+@needs_root  # reads other processes' environments
+@pytest.mark.parametrize("where", ["cmdline", "environ"])
+def test_control_a_process_carrying_the_marker_is_reported(own_runs: OwnRuns,
+                                                           where: str) -> None:
+    cmdline = [*SLEEPER, own_runs.marker] if where == "cmdline" else SLEEPER
+    env = {"PATH": "/usr/bin:/bin", **({MARKER_VARIABLE: own_runs.marker}
+                                       if where == "environ" else {})}
+    with _killed_afterwards(_orphan(cmdline, env)) as pid:
+        assert pid in _reported_pids(own_runs)
+        assert pid not in _reported_pids(dataclasses.replace(own_runs, marker="bj-other"))
+
+
+def test_control_a_child_of_the_test_is_reported(own_runs: OwnRuns) -> None:
+    child = subprocess.Popen(["/bin/sleep", "60"])
+    try:
+        assert child.pid in _reported_pids(own_runs)
+    finally:
+        child.kill()
+        child.wait()
+    assert not own_runs.leftovers()
+
+
+@needs_root
+def test_control_a_process_of_a_leased_uid_is_reported(own_runs: OwnRuns) -> None:
+    lease = identity.acquire()
+    lease.release()  # what a sandbox's process left running after its run ended
+    with _killed_afterwards(_orphan(["/bin/sleep", "60"], uid=lease.identity.uid)) as pid:
+        _wait_for_uid(pid, lease.identity.uid)
+        assert pid in _reported_pids(own_runs)
+        own_runs.uids.clear()
+        assert pid not in _reported_pids(own_runs)
+
+
+@needs_root
+def test_control_an_identity_lock_held_is_reported(own_runs: OwnRuns) -> None:
+    lease = identity.acquire()  # held by this process: a lease a run did not give back
+    try:
+        assert own_runs.leftovers().get("identity locks") == [lease.identity.uid]
+    finally:
+        lease.release()
+    assert not own_runs.leftovers()
+
+
+@needs_root
+def test_control_a_cgroup_for_a_leased_uid_is_reported(own_runs: OwnRuns) -> None:
+    lease = identity.acquire()
+    lease.release()
+    group = cgroups.create(f"buildjail-{lease.identity.uid}", None, None)
+    if group is None:
+        pytest.skip("no cgroup can be created here")
+    try:
+        found = own_runs.leftovers().get("cgroups", [])
+        assert found and all(path.endswith(f"/buildjail-{lease.identity.uid}")
+                             for path in found), found
+    finally:
+        group.remove()
+    assert not own_runs.leftovers()
+
+
+@needs_root
+def test_control_a_cgroup_for_the_caller_is_reported(own_runs: OwnRuns) -> None:
+    group = cgroups.create(f"buildjail-{os.getpid()}-{uuid.uuid4().hex[:8]}", None, None)
+    if group is None:
+        pytest.skip("no cgroup can be created here")
+    try:
+        assert own_runs.leftovers().get("cgroups"), own_runs.leftovers()
+    finally:
+        group.remove()
+    assert not own_runs.leftovers()
+
+
+@needs_root
+def test_control_a_mount_under_the_tests_directory_is_reported(own_runs: OwnRuns,
+                                                               shared_dir: Path) -> None:
+    point = shared_dir / "mounted"
+    point.mkdir()
+    subprocess.run(["/usr/bin/mount", "--bind", str(point), str(point)], check=True)
+    try:
+        found = own_runs.leftovers().get("mounts", [])
+        assert found and all(str(point) in line for line in found), found
+    finally:
+        subprocess.run(["/usr/bin/umount", str(point)], check=True)
+    assert not own_runs.leftovers()
+
+
+@needs_root
+def test_another_runs_sandbox_is_not_a_leftover(own_runs: OwnRuns, sandbox_backend: str) -> None:
+    """Someone else's sandbox, running on the same host (its caller, its init, its
+    leased identity and cgroup), fails none of the checks."""
+    other = Path(tempfile.mkdtemp(dir="/var/lib/buildjail-tests", prefix="bj-other-run-"))
+    other.chmod(0o777)
+    started = other / "started"
+    cmd = [sys.executable, "-m", "buildjail", "run", "--backend", sandbox_backend,
+           "--writable", str(other), "--", "/bin/sh", "-c", f"'touch {started}; sleep 30'"]
+    try:
+        with _killed_afterwards(_orphan(cmd, python_env())) as pid:
+            _wait_for(started)
+            assert started.stat().st_uid >= EPHEMERAL_BASE  # a leased identity
+            assert pid not in _reported_pids(own_runs)
+            assert not own_runs.leftovers()
+            own_runs.leased(started.stat().st_uid)  # as if it were leased again after ours
+            assert not own_runs.leftovers()
+        _wait_for_hand_back(started)
+    finally:
+        shutil.rmtree(other)
+
+
+def _wait_for_hand_back(path: Path, timeout: float = 20.0) -> None:
+    """Wait until *path* is root's again: the sandbox (killed with its caller) is over."""
+    deadline = time.monotonic() + timeout
+    while path.stat().st_uid != 0:
+        assert time.monotonic() < deadline, f"{path} never handed back"
+        time.sleep(0.05)
 
 
 # --- helpers to run sandboxes ---------------------------------------------------------
@@ -118,10 +419,11 @@ def python_env(path: str = str(SRC)) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def buildjail(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def buildjail(own: OwnRuns, *args: str) -> subprocess.CompletedProcess[str]:
+    """``buildjail ARGS`` as a caller of the test's (the marker in its environment)."""
     return subprocess.run([sys.executable, "-m", "buildjail", *args], cwd="/",
-                          env=python_env(), capture_output=True, text=True, timeout=120,
-                          check=False, **kwargs)
+                          env=own.env(), capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def _writable_dirs(top: Path, count: int) -> list[Path]:
@@ -143,7 +445,7 @@ def _wait_for(path: Path, timeout: float = 20.0) -> None:
 
 
 @needs_root
-def test_fifty_concurrent_sandboxes_leave_nothing(host_before: HostState, shared_dir: Path,
+def test_fifty_concurrent_sandboxes_leave_nothing(own_runs: OwnRuns, shared_dir: Path,
                                                   sandbox_backend: str) -> None:
     writable = _writable_dirs(shared_dir, 50)
 
@@ -154,7 +456,8 @@ def test_fifty_concurrent_sandboxes_leave_nothing(host_before: HostState, shared
                   "[ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done")
         with tempfile.TemporaryFile() as output:
             result = Sandbox("full", backend=sandbox_backend).run(
-                ["/bin/sh", "-c", script], cwd="/", writable=[path], stdout=output.fileno())
+                ["/bin/sh", "-c", script, own_runs.marker], cwd="/", writable=[path],
+                stdout=output.fileno())
             output.seek(0)
             return result.exit_code, result.uid, output.read().decode()
 
@@ -176,14 +479,15 @@ def test_fifty_concurrent_sandboxes_leave_nothing(host_before: HostState, shared
     assert all(uid is not None and uid >= EPHEMERAL_BASE for uid in uids)
     assert [int(output) for _, _, output in outcomes] == uids
     assert all((path / "made").stat().st_uid == 0 for path in writable)
-    assert_no_leftovers(host_before, writable=writable)
+    assert set(uids) <= own_runs.uids
+    own_runs.assert_clean(writable=writable)
 
 
 @needs_root
 def test_ten_concurrent_nonroot_sandboxes_leave_nothing(
-    host_before: HostState, shared_dir: Path, world_src: str, sandbox_backend: str
+    own_runs: OwnRuns, shared_dir: Path, world_src: str, sandbox_backend: str
 ) -> None:
-    marker = f"bj-many-{uuid.uuid4().hex}"
+    marker = own_runs.marker
     writable = _writable_dirs(shared_dir, 10)
     runs = []
     for path in writable:
@@ -194,7 +498,9 @@ def test_ten_concurrent_nonroot_sandboxes_leave_nothing(
             ["/usr/bin/setpriv", f"--reuid={NONROOT_UID}", f"--regid={NONROOT_UID}",
              "--clear-groups", SYSTEM_PYTHON, "-Es", f"{world_src}/sandbox_driver.py",
              json.dumps(spec)],
-            cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            cwd="/", env=own_runs.env(world_src), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+        own_runs.started(runs[-1].pid)
     results = []
     for proc in runs:
         out, err = proc.communicate(timeout=120)
@@ -204,8 +510,7 @@ def test_ten_concurrent_nonroot_sandboxes_leave_nothing(
     assert [result.get("exit_code") for result in results] == [0] * 10, results
     assert [result["stdout"] for result in results] == [f"{NONROOT_UID}\n"] * 10
     assert all((path / "made").stat().st_uid == NONROOT_UID for path in writable)
-    assert not _sandbox_processes(marker) - host_before.processes
-    assert_no_leftovers(host_before, writable=writable)
+    own_runs.assert_clean(writable=writable)
 
 
 # --- the caller killed ----------------------------------------------------------------
@@ -214,7 +519,7 @@ def test_ten_concurrent_nonroot_sandboxes_leave_nothing(
 @needs_root
 @pytest.mark.parametrize("limits", ["monitor", "cgroup"])
 @pytest.mark.parametrize("kill", ["process", "process-group"])
-def test_killed_caller_leaves_nothing(host_before: HostState, shared_dir: Path,
+def test_killed_caller_leaves_nothing(own_runs: OwnRuns, shared_dir: Path,
                                       kill: str, limits: str, sandbox_backend: str) -> None:
     started = shared_dir / "f"
     policy = shared_dir.parent / f"{shared_dir.name}.toml"
@@ -222,15 +527,19 @@ def test_killed_caller_leaves_nothing(host_before: HostState, shared_dir: Path,
     caller = subprocess.Popen(
         [sys.executable, "-m", "buildjail", "run", "--policy", str(policy),
          "--backend", sandbox_backend, "--writable", str(shared_dir), "--", "/bin/sh", "-c",
-         f"touch {started}; sleep 30"],
-        cwd="/", env=python_env(), start_new_session=True,
+         f"touch {started}; sleep 30", own_runs.marker],
+        cwd="/", env=own_runs.env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    own_runs.started(caller.pid)
     try:
         _wait_for(started)
         uid = started.stat().st_uid
         assert uid >= EPHEMERAL_BASE
-        cgroup_made = any(path.endswith(f"/buildjail-{uid}") for path in _cgroup_dirs())
-        assert cgroup_made == (limits == "cgroup")
+        own_runs.leased(uid)
+        running = own_runs.leftovers()  # the checks see this run while it runs
+        assert uid in {owner for _, owner, _ in running["processes"]}, running
+        assert running["identity locks"] == [uid], running
+        assert bool(running.get("cgroups")) == (limits == "cgroup"), running
         if kill == "process":
             os.kill(caller.pid, signal.SIGKILL)
         else:  # the supervisor has its own process group, so it survives this too
@@ -241,33 +550,33 @@ def test_killed_caller_leaves_nothing(host_before: HostState, shared_dir: Path,
             caller.kill()
             caller.wait()
     policy.unlink()
-    assert_no_leftovers(host_before, writable=[shared_dir])
+    own_runs.assert_clean(writable=[shared_dir])
     assert (started.stat().st_uid, started.stat().st_gid) == (0, 0)
-    assert not any(uid == owner for _, owner, _ in _sandbox_processes())
 
 
 # --- failed set-ups -------------------------------------------------------------------
 
 
-def test_missing_writable_path_is_a_setup_error(run_sandbox: Runner, host_before: HostState,
+def test_missing_writable_path_is_a_setup_error(run_sandbox: Runner, own_runs: OwnRuns,
                                                 shared_dir: Path) -> None:
     missing = shared_dir / "no" / "such" / "dir"
-    result = run_sandbox(["/bin/true"], cwd="/", writable=[str(shared_dir), str(missing)])
+    result = run_sandbox(["/bin/true", own_runs.marker], cwd="/",
+                         writable=[str(shared_dir), str(missing)])
     assert str(missing) in result["setup_error"], result
-    assert_no_leftovers(host_before, writable=[shared_dir])
+    own_runs.assert_clean(writable=[shared_dir])
 
 
-def test_missing_command_is_a_setup_error(run_sandbox: Runner, host_before: HostState,
+def test_missing_command_is_a_setup_error(run_sandbox: Runner, own_runs: OwnRuns,
                                           shared_dir: Path) -> None:
     missing = "/no/such/command"
-    result = run_sandbox([missing, "arg"], cwd="/", writable=[str(shared_dir)],
+    result = run_sandbox([missing, own_runs.marker], cwd="/", writable=[str(shared_dir)],
                          capture_stderr=True)  # a file: bwrap's own message is then read back
     assert missing in result["setup_error"], result
-    assert_no_leftovers(host_before, writable=[shared_dir])
+    own_runs.assert_clean(writable=[shared_dir])
 
 
 def test_setup_failure_inside_is_reported_when_buildjail_is_hidden_there(
-    identity_kind: str, world_src: str, host_before: HostState, shared_dir: Path
+    identity_kind: str, world_src: str, own_runs: OwnRuns, shared_dir: Path
 ) -> None:
     """The init fails after its mounts, and buildjail itself lives in the host's /tmp.
 
@@ -277,20 +586,21 @@ def test_setup_failure_inside_is_reported_when_buildjail_is_hidden_there(
     assert world_src.startswith("/tmp/")
     dangling = shared_dir / "dangling"
     dangling.symlink_to("/no/such/target")  # masking it fails once the mounts are under way
-    spec = {"cmd": ["/bin/true"], "cwd": "/", "masked": [str(dangling)],
+    spec = {"cmd": ["/bin/true", own_runs.marker], "cwd": "/", "masked": [str(dangling)],
             "writable": [str(shared_dir)]}  # a mask counts inside a tree the view shows
     user = ([] if identity_kind == "root" else
             ["/usr/bin/setpriv", f"--reuid={NONROOT_UID}", f"--regid={NONROOT_UID}",
              "--clear-groups"])
     proc = subprocess.run(
         [*user, SYSTEM_PYTHON, "-Es", f"{world_src}/sandbox_driver.py", json.dumps(spec)],
-        cwd="/", capture_output=True, text=True, timeout=60, check=False)
+        cwd="/", env=own_runs.env(world_src), capture_output=True, text=True, timeout=60,
+        check=False)
     assert proc.returncode == 0, proc.stderr
     outputs = proc.stdout.splitlines()
     assert len(outputs) == 1, "more than one process returned into the caller's code"
     result = json.loads(outputs[0])
     assert str(dangling) in result.get("setup_error", ""), result
-    assert_no_leftovers(host_before, writable=[shared_dir])
+    own_runs.assert_clean(writable=[shared_dir])
 
 
 def _assert_setup_failure(proc: subprocess.CompletedProcess[str], *mentions: str) -> None:
@@ -305,25 +615,25 @@ def _assert_setup_failure(proc: subprocess.CompletedProcess[str], *mentions: str
 
 
 @needs_root
-def test_cli_missing_writable_path_is_bad_input(host_before: HostState, shared_dir: Path,
+def test_cli_missing_writable_path_is_bad_input(own_runs: OwnRuns, shared_dir: Path,
                                                 sandbox_backend: str) -> None:
     """A path that does not exist is the caller's mistake: one line, exit 2, no sandbox."""
     missing = shared_dir / "missing"
-    proc = buildjail("run", "--backend", sandbox_backend, "--writable", str(missing), "--",
-                     "/bin/true")
+    proc = buildjail(own_runs, "run", "--backend", sandbox_backend, "--writable",
+                     str(missing), "--", "/bin/true", own_runs.marker)
     assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
     assert proc.stderr == f"buildjail: --writable {missing}: no such file or directory\n"
     assert not missing.exists()
-    assert_no_leftovers(host_before, writable=[shared_dir])
+    own_runs.assert_clean(writable=[shared_dir])
 
 
 @needs_root
-def test_cli_missing_command_exits_125(host_before: HostState, shared_dir: Path,
+def test_cli_missing_command_exits_125(own_runs: OwnRuns, shared_dir: Path,
                                        sandbox_backend: str) -> None:
-    proc = buildjail("run", "--backend", sandbox_backend, "--writable", str(shared_dir), "--",
-                     "/no/such/command")
+    proc = buildjail(own_runs, "run", "--backend", sandbox_backend, "--writable",
+                     str(shared_dir), "--", "/no/such/command", own_runs.marker)
     _assert_setup_failure(proc, "/no/such/command")
-    assert_no_leftovers(host_before, writable=[shared_dir])
+    own_runs.assert_clean(writable=[shared_dir])
 
 
 # A host without user namespaces, simulated: a user namespace (root and the test user mapped)
@@ -345,7 +655,7 @@ if pid == 0:
     os.execv("/usr/bin/setpriv", [
         "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
         sys.executable, "-s", "-m", "buildjail", "run", "--backend", sys.argv[2], "--",
-        "/bin/true"])
+        "/bin/true", sys.argv[3]])
 os.read(ready_r, 1)
 for name in ("uid_map", "gid_map"):
     with open(f"/proc/{pid}/{name}", "w") as stream:
@@ -356,16 +666,16 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 
 
 @needs_root
-def test_without_user_namespaces_nonroot_run_exits_125(host_before: HostState,
+def test_without_user_namespaces_nonroot_run_exits_125(own_runs: OwnRuns,
                                                        world_src: str,
                                                        sandbox_backend: str) -> None:
     proc = subprocess.run([SYSTEM_PYTHON, "-s", "-c", WITHOUT_USERNS, str(NONROOT_UID),
-                           sandbox_backend],
-                          cwd="/", env=python_env(world_src), capture_output=True,
+                           sandbox_backend, own_runs.marker],
+                          cwd="/", env=own_runs.env(world_src), capture_output=True,
                           text=True, timeout=60, check=False)
     _assert_setup_failure(proc, "user", "namespaces")
     assert "max_user_namespaces" in proc.stderr.splitlines()[1], proc.stderr
-    assert_no_leftovers(host_before)
+    own_runs.assert_clean()
 
 
 SECCOMP_PARENT = """
@@ -383,16 +693,16 @@ sys.exit(main(["run", "--backend", sys.argv[1], "--", "/bin/true"]))
 
 
 @needs_root
-def test_seccomp_filtered_parent_is_a_setup_error(host_before: HostState,
+def test_seccomp_filtered_parent_is_a_setup_error(own_runs: OwnRuns,
                                                   sandbox_backend: str) -> None:
-    proc = subprocess.run([sys.executable, "-c", SECCOMP_PARENT, sandbox_backend], cwd="/",
-                          env=python_env(),
+    proc = subprocess.run([sys.executable, "-c", SECCOMP_PARENT, sandbox_backend,
+                           own_runs.marker], cwd="/", env=own_runs.env(),
                           capture_output=True, text=True, timeout=60, check=False)
     result = json.loads(proc.stdout.splitlines()[0]) if proc.stdout else {}
     assert "namespaces" in result.get("setup_error", ""), (proc.stdout, proc.stderr)
     assert "seccomp" in result["fix"]
     _assert_setup_failure(proc, "namespaces")
-    assert_no_leftovers(host_before)
+    own_runs.assert_clean()
 
 
 def test_a_caller_with_thousands_of_descriptors_hands_on_high_numbers(

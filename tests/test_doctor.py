@@ -194,17 +194,42 @@ def test_as_nonroot_the_root_column_is_not_checked(world_src: str) -> None:
     assert _check(report, "sandbox:full", "nonroot")["ok"]
 
 
-def test_leaves_nothing_behind() -> None:
-    def snapshot() -> tuple[str, list[str]]:
-        with open("/proc/self/mountinfo") as stream:
-            mounts = stream.read()
-        groups = sorted(str(path) for path in Path("/sys/fs/cgroup").rglob("buildjail-doctor*"))
-        return mounts, groups
+DOCTOR_MOUNT_POINTS = frozenset(f"{top}{below}" for top in ("/tmp", "/run", "/mnt", "/dev")
+                                for below in ("", "/source", "/target"))
+"""Where the doctor's probes mount (in their own mount namespaces): its scratch directories."""
 
-    before = snapshot()
+
+def _doctor_mounts() -> list[str]:
+    """The mount table's lines for the doctor's mount points (only those: the rest of a
+    shared host mounts and unmounts at any time)."""
+    with open("/proc/self/mountinfo") as stream:
+        return sorted(line for line in stream if line.split()[4] in DOCTOR_MOUNT_POINTS)
+
+
+def _doctor_cgroups(pids: set[int]) -> list[str]:
+    """The cgroups a doctor probe of one of *pids* names for itself."""
+    names = {f"buildjail-doctor-{pid}" for pid in pids}
+    return sorted(os.path.join(top, name) for top, dirs, _ in os.walk("/sys/fs/cgroup")
+                  for name in dirs if name in names)
+
+
+def test_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    forked = {os.getpid()}  # the probes' children: each names its cgroup for its pid
+    fork = os.fork
+
+    def recording_fork() -> int:
+        pid = fork()
+        if pid:
+            forked.add(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", recording_fork)
+    mounts = _doctor_mounts()
     report = check_host()
     assert report.can_enforce("root")
-    assert snapshot() == before
+    assert len(forked) > 1
+    assert _doctor_mounts() == mounts
+    assert _doctor_cgroups(forked) == []
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
 

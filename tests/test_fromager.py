@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from buildjail import fromager as bj_fromager
+from buildjail._linux.identity import PREFERRED_BASE
 from buildjail.archives import validate_wheel
 from buildjail.audit import run_audit
 from buildjail.audit.bait import Bait, processes_inside
@@ -468,8 +469,18 @@ def _audit_policy_file(directory: Path) -> Path:
     return path
 
 
-def _leftovers(bait: Bait, directories: Sequence[Path]) -> list[str]:
-    """What the runs or the bait left on the host: bait, shared memory, processes."""
+def _accounts_of_runs(bait: Bait) -> list[str]:
+    """The account lines a run or the bait could have added: named for the bait, or with an
+    id in the ephemeral range (the rest of /etc/passwd is the host's, changing any time)."""
+    with open("/etc/passwd") as stream:
+        lines = stream.read().splitlines()
+    return [line for line in lines if bait.name in line or any(
+        field.isdigit() and int(field) >= PREFERRED_BASE for field in line.split(":")[2:4])]
+
+
+def _leftovers(bait: Bait, directories: Sequence[Path], tmpdir: Path) -> list[str]:
+    """What the runs or the bait left on the host: bait, shared memory, processes, the uv
+    cache the runs' fromager made in *tmpdir* (their TMPDIR)."""
     found = [path for path in bait.writes.values()
              if os.path.isabs(path) and os.path.lexists(path)]
     for where in ("/etc", "/etc/cron.d", "/home", "/run/secrets", "/dev/shm", "/tmp"):
@@ -483,7 +494,7 @@ def _leftovers(bait: Bait, directories: Sequence[Path]) -> list[str]:
         found.append(f"the victim process {bait.victim.pid}")
     if bait.workdir.exists():
         found.append(str(bait.workdir))
-    found += glob.glob(os.path.join(tempfile.gettempdir(), "buildjail-uv-cache-*"))
+    found += glob.glob(os.path.join(tmpdir, "buildjail-uv-cache-*"))
     found += [f"pid {pid} in {directory}" for directory in directories
               for pid in processes_inside(directory)]
     return found + bait.cleanup_errors
@@ -494,7 +505,7 @@ def _leftovers(bait: Bait, directories: Sequence[Path]) -> list[str]:
 @needs_root
 @pytest.mark.parametrize("backend", ["native", "bwrap"])
 def test_bootstrap_runs_every_hook_in_the_sandbox_and_blocks_every_probe(
-        fromager_venv: Path, local_index: tuple[str, Path], tmp_path: Path,
+        fromager_venv: Path, local_index: tuple[str, Path], tmp_path: Path, shared_dir: Path,
         backend: str) -> None:
     """``bootstrap six buildjail-probe`` under ``full``: valid wheels, every attack blocked.
 
@@ -505,8 +516,8 @@ def test_bootstrap_runs_every_hook_in_the_sandbox_and_blocks_every_probe(
     index_url, index = local_index
     policy = _audit_policy_file(tmp_path)
     python = fromager_venv / "bin" / "python"
-    with open("/etc/passwd") as stream:
-        passwd = stream.read()
+    tmpdir = shared_dir / "tmp"  # fromager's: where it makes the uv cache it lends
+    tmpdir.mkdir()
     bait_dir = Path(tempfile.mkdtemp(prefix="buildjail-fromager-e2e-", dir="/var/lib"))
     bait_dir.rmdir()  # the bait creates it (0755, like the audit's) and removes it
     runs = {"main": tmp_path / "main", **{vector: tmp_path / vector for vector in STOPPED_BY}}
@@ -516,12 +527,14 @@ def test_bootstrap_runs_every_hook_in_the_sandbox_and_blocks_every_probe(
             bait.config(_probe_workdir(runs[vector], index_url, [vector]))  # for its clean-up
         config = bait.config(source)  # the heartbeat of the daemon probe: in the source tree
         _publish_probe_sdist(index, config)
+        accounts = _accounts_of_runs(bait)
+        env = {**bait.env(), "TMPDIR": str(tmpdir)}
 
         main = _bootstrap(fromager_venv, runs["main"], ["six", PROBE_NAME], profile="full",
-                          policy=policy, backend=backend, env=bait.env())
+                          policy=policy, backend=backend, env=env)
         stopping = {vector: _bootstrap(fromager_venv, runs[vector], [PROBE_NAME],
                                        profile="full", policy=policy, backend=backend,
-                                       env=bait.env())
+                                       env=env)
                     for vector in STOPPED_BY}
         logs = {name: _log(workdir) for name, workdir in runs.items()}
         stopped = {vector: f"the sandbox's {limit} limit stopped it"
@@ -557,9 +570,8 @@ def test_bootstrap_runs_every_hook_in_the_sandbox_and_blocks_every_probe(
             assert finding.verdict == "blocked", finding
     assert {finding.vector for finding in findings} == {vector.id for vector in VECTORS}
     # Nothing is left behind: no bait, no process of the builds, no user.
-    assert _leftovers(bait, list(runs.values())) == []
-    with open("/etc/passwd") as stream:
-        assert stream.read() == passwd
+    assert _leftovers(bait, list(runs.values()), tmpdir) == []
+    assert _accounts_of_runs(bait) == accounts
 
 
 @pytest.mark.slow

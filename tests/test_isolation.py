@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -109,8 +110,9 @@ def bait(identity_kind: str, shared_dir: Path) -> Iterator[dict[str, Any]]:
     udp.close()
     shutil.rmtree(other)
     secret.unlink()
-    if created_secrets:
-        secrets_dir.rmdir()
+    if created_secrets:  # unless another run planted its own there meanwhile
+        with contextlib.suppress(OSError):
+            secrets_dir.rmdir()
     host_tmp.unlink()
 
 

@@ -101,3 +101,22 @@ def test_without_the_uv_package_the_error_says_what_to_do(
     monkeypatch.setattr(uv, "find_uv_bin", missing)
     with pytest.raises(InstallerError, match="--installer pip"):
         IndexOptions().installer("uv", _environ(tmp_path))
+
+
+def test_uv_gets_a_private_cache_only_where_the_users_cannot_be_written(tmp_path: Path) -> None:
+    """A non-root user's HOME may be unwritable: uv would refuse to start (exit 2) there."""
+    home = tmp_path / "home"
+    home.mkdir()
+    private = str(tmp_path / "private-cache")
+    uv = find_installer("uv", index_url=None, extra_index_urls=(), no_index=False,
+                        environ={"HOME": str(home)})
+    assert "UV_CACHE_DIR" not in uv.with_cache(private, {"HOME": str(home)}).environment
+    unwritable = {"HOME": "/proc/1/no-such-home"}
+    assert uv.with_cache(private, unwritable).environment["UV_CACHE_DIR"] == private
+    chosen = {"HOME": "/proc/1/no-such-home", "UV_CACHE_DIR": str(tmp_path / "mine")}
+    assert "UV_CACHE_DIR" not in uv.with_cache(private, chosen).environment  # uv reads it
+    assert uv.with_cache(private, {"HOME": str(home)}, always=True).environment[
+        "UV_CACHE_DIR"] == private
+    pip = find_installer("pip", index_url=None, extra_index_urls=(), no_index=False,
+                         environ={"HOME": str(home)})
+    assert pip.with_cache(private, unwritable, always=True) is pip

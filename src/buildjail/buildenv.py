@@ -135,9 +135,11 @@ class BuildEnvironment:
         self.index = index or IndexOptions()
         self.log = log
         try:
-            self.installer = installer or self.index.installer()
+            chosen = installer or self.index.installer()
         except InstallerError as error:
             raise BuildEnvironmentError(str(error)) from None
+        # A private cache beside the environment when the user's cannot be written.
+        self.installer = chosen.with_cache(os.path.join(os.path.dirname(path), "uv-cache"))
         self.base = base_interpreter()
         self.installed: list[Requirement] = []
         self._create()
@@ -255,7 +257,8 @@ class BuildEnvironment:
             if self.installer.name == "uv":
                 subprocess.run([self.installer.program[0], "venv", "--no-config", "--quiet",
                                 "--python", self.base, self.path], check=True, capture_output=True,
-                               cwd=os.path.dirname(self.path), stdin=subprocess.DEVNULL)
+                               cwd=os.path.dirname(self.path), stdin=subprocess.DEVNULL,
+                               env=self.installer.env(os.environ))
             else:
                 venv.EnvBuilder(with_pip=False, symlinks=True).create(self.path)
             os.chmod(self.path, 0o755)  # the build's identity must be able to enter it

@@ -73,6 +73,17 @@ class Installer:
         kept = {key: value for key, value in base.items() if key not in self.removed}
         return {**kept, **self.environment}
 
+    def with_cache(self, directory: str, environ: Mapping[str, str] | None = None, *,
+                   always: bool = False) -> Installer:
+        """This installer with its cache in *directory*: *always*, or when the user set none
+        and the default one (under ``XDG_CACHE_HOME`` or ``HOME``) cannot be written."""
+        environ = os.environ if environ is None else environ
+        if self.name != "uv" or "UV_CACHE_DIR" in self.environment or (not always and (
+                environ.get("UV_CACHE_DIR") or _default_uv_cache_writable(environ))):
+            return self
+        return dataclasses.replace(self, environment={**self.environment,
+                                                      "UV_CACHE_DIR": directory})
+
     def describe(self) -> str:
         """Which installer and which index, for the log (credentials redacted)."""
         index = self.index
@@ -176,6 +187,17 @@ def _resolve(no_index: bool, defaults: list[_Setting], extras: list[_Setting]) -
 
 def _joined(environ: Mapping[str, str], *names: str) -> str | None:
     return " ".join(environ[name] for name in names if environ.get(name)) or None
+
+
+def _default_uv_cache_writable(environ: Mapping[str, str]) -> bool:
+    """Whether uv could create or write its default cache (a non-root user's HOME may be
+    unwritable, or hidden)."""
+    cache_home = environ.get("XDG_CACHE_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".cache")
+    path = os.path.abspath(os.path.join(cache_home, "uv"))
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
 def user_uv_config(environ: Mapping[str, str]) -> str | None:

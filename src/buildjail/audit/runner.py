@@ -271,9 +271,16 @@ def _build_probe(project: Path, workdir: Path, policy: Policy, *, backend: str,
                  env: dict[str, str], log: Path, errors: list[str],
                  terminal: AuditTerminal | None) -> _ProbeRun:
     """Call the probe's hooks in the sandbox, then the terminal probe on the audit's own pty."""
-    from ..buildenv import BuildEnvironment
+    from ..buildenv import BuildEnvironment, IndexOptions
+    from ..installers import InstallerError
 
-    environment = BuildEnvironment(str(workdir / "env"))
+    # The installer's cache in the audit's work directory, not in the bait's HOME.
+    try:
+        installer = IndexOptions().installer().with_cache(str(workdir / "uv-cache"),
+                                                          always=True)
+    except InstallerError:
+        installer = None  # the build environment says why
+    environment = BuildEnvironment(str(workdir / "env"), installer=installer)
     hook_env = environment.hook_environment(env)
     runner, caller = probe_caller(str(project), environment.python, policy, backend=backend,
                                   log=str(log), env=hook_env)

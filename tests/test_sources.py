@@ -89,3 +89,17 @@ def test_an_sdist_only_requirement_from_an_index_is_built_in_the_sandbox(
     assert "PERIMETER imported: dep from " in (logs / "perimeter.log").read_text()
     assert "PERIMETER write refused" in (logs / "dep-1.0.tar.gz.log").read_text()
     assert list(markers.iterdir()) == []
+
+
+def test_an_index_entry_whose_version_no_parser_can_hold_is_skipped(
+        tmp_path: Path, http_server: Server) -> None:
+    """A hostile index lists a version of 5000 digits (past int()'s limit): not a traceback."""
+    huge = f"dep-{'1' * 5000}.tar.gz"
+    link = _served(http_server, make_sdist(tmp_path, "dep"))
+    _page(http_server, "dep", [f'<a href="../../files/{huge}">{huge}</a>',
+                               f'<a href="{link}">dep-1.0.tar.gz</a>'])
+    destination = tmp_path / "fetched"
+    destination.mkdir()
+    path = find_sdist(Requirement("dep"), IndexOptions(index_url=f"{http_server.url}/simple/"),
+                      str(destination))
+    assert Path(path).name == "dep-1.0.tar.gz"

@@ -38,7 +38,6 @@ from typing import Any, TextIO
 
 from packaging.requirements import Requirement
 from packaging.utils import (
-    InvalidSdistFilename,
     canonicalize_name,
     canonicalize_version,
     parse_sdist_filename,
@@ -338,7 +337,7 @@ def _project_name(table: dict[str, Any]) -> str | None:
 def _sdist_project(path: str) -> str | None:
     try:
         return canonicalize_name(parse_sdist_filename(os.path.basename(path))[0])
-    except InvalidSdistFilename:
+    except ValueError:  # InvalidSdistFilename, or a version number past int()'s digit limit
         return None
 
 

@@ -18,8 +18,6 @@ import stat
 import threading
 
 from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
     canonicalize_name,
     parse_sdist_filename,
     parse_wheel_filename,
@@ -55,7 +53,7 @@ def project_of(filename: str, kind: str) -> tuple[str, str]:
             name, version, _, _ = parse_wheel_filename(filename)
         else:
             name, version = parse_sdist_filename(filename)
-    except (InvalidWheelFilename, InvalidSdistFilename) as error:
+    except ValueError as error:  # packaging's Invalid*, or a number past int()'s digit limit
         raise OutputRefused(f"{filename}: not a valid {kind} file name ({error})") from None
     return canonicalize_name(name), str(version)
 

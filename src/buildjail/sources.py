@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
+from packaging.utils import canonicalize_name, parse_sdist_filename
 from packaging.version import Version
 
 from .buildenv import IndexOptions
@@ -84,7 +84,7 @@ def _candidates(name: str, index: IndexOptions) -> Iterator[Candidate]:
 def _sdist_version(filename: str, name: str) -> Version | None:
     try:
         found, version = parse_sdist_filename(filename)
-    except InvalidSdistFilename:
+    except ValueError:  # InvalidSdistFilename, or a version number past int()'s digit limit
         return None
     return version if found == name else None
 

@@ -40,5 +40,5 @@ def test_auto_without_bubblewrap_on_an_older_kernel_says_why(
 
 
 def test_an_unknown_backend_is_a_policy_error() -> None:
-    with pytest.raises(PolicyError, match="choose native, bwrap or auto"):
+    with pytest.raises(PolicyError, match="choose native, bwrap, landlock or auto"):
         Sandbox("full", backend="firejail")

@@ -17,6 +17,8 @@ import stat
 import time
 from collections.abc import Iterable, Iterator
 
+from .procfs import descendants
+
 _CLOCK_REALTIME_COARSE = 5
 DEFAULT_SHARE = 0.75
 """Without an explicit limit, a build may add ¾ of the free space (and inodes) it starts with."""
@@ -180,7 +182,7 @@ def _held_deleted_files(init_pid: int, devices: set[int]) -> Iterator[tuple[tupl
                                                                           int]]:
     """(device, inode) and size of files on *devices* that the sandbox's processes hold with
     no name left: through a descriptor, or mapped (which needs no descriptor)."""
-    for pid in _descendants(init_pid):
+    for pid in descendants(init_pid):
         with contextlib.suppress(OSError):
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 with contextlib.suppress(OSError):
@@ -213,19 +215,3 @@ def _mapped_deleted_files(pid: int, devices: set[int]) -> Iterator[tuple[tuple[i
         with contextlib.suppress(OSError):  # the whole file, where this process may look
             size = max(size, os.stat(f"/proc/{pid}/map_files/{fields[0]}").st_blocks * 512)
         yield (device, inode), size
-
-
-def _descendants(pid: int) -> Iterator[int]:
-    """*pid* and every process below it, from the kernel's children lists."""
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        yield current
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            with contextlib.suppress(OSError, ValueError), open(
-                    f"/proc/{current}/task/{task}/children") as stream:
-                pending.extend(int(child) for child in stream.read().split())

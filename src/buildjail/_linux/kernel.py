@@ -45,11 +45,13 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+CAP_SETPCAP = 8
 CAP_SYS_ADMIN = 21
 
 _SYS_OPEN_TREE = 428
@@ -174,7 +176,15 @@ def set_no_new_privs() -> None:
 
 
 def drop_bounding_and_ambient() -> None:
-    """Empty the bounding and ambient capability sets, so no execve can regain one."""
+    """Empty the bounding and ambient capability sets, so no execve can regain one.
+
+    Without CAP_SETPCAP (a non-root caller outside any user namespace of its own) the
+    bounding set cannot be changed; it only bounds what an execve could gain, which
+    no_new_privs already forbids, and the ambient set is still cleared.
+    """
+    if not has_capability(CAP_SETPCAP):
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        return
     for capability in range(_LAST_CAPABILITY + 1):
         try:
             prctl(PR_CAPBSET_DROP, capability)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 
 def read_setting(path: str) -> str | None:
     """Return a small file's stripped text (a sysctl, a /proc entry), or None if unreadable."""
@@ -18,3 +22,19 @@ def seccomp_mode() -> int:
         if line.startswith("Seccomp:"):
             return int(line.split()[1])
     return 0
+
+
+def descendants(pid: int) -> Iterator[int]:
+    """*pid* and every process below it, from the kernel's children lists."""
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        yield current
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError, ValueError), open(
+                    f"/proc/{current}/task/{task}/children") as stream:
+                pending.extend(int(child) for child in stream.read().split())

@@ -138,6 +138,9 @@ _X86_64_SYSCALLS: Final[Mapping[str, int]] = {
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "mount_setattr": 442,
     "socket": 41, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
     "memfd_create": 319, "memfd_secret": 447, "vmsplice": 278,
+    "connect": 42, "bind": 49, "socketpair": 53, "shmget": 29, "shmat": 30, "shmctl": 31,
+    "shmdt": 67, "semget": 64, "semop": 65, "semctl": 66, "semtimedop": 220, "msgget": 68,
+    "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
 }  # fmt: skip
 
 _AARCH64_SYSCALLS: Final[Mapping[str, int]] = {
@@ -152,7 +155,9 @@ _AARCH64_SYSCALLS: Final[Mapping[str, int]] = {
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
     "clone3": 435, "mount_setattr": 442, "socket": 198, "io_uring_setup": 425,
     "io_uring_enter": 426, "io_uring_register": 427, "memfd_create": 279, "memfd_secret": 447,
-    "vmsplice": 75,
+    "vmsplice": 75, "socketpair": 199, "bind": 200, "connect": 203, "msgget": 186,
+    "msgctl": 187, "msgrcv": 188, "msgsnd": 189, "semget": 190, "semctl": 191,
+    "semtimedop": 192, "semop": 193, "shmget": 194, "shmctl": 195, "shmat": 196, "shmdt": 197,
 }  # fmt: skip
 
 _ENOSYS_SYSCALLS: Final = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register",
@@ -163,6 +168,20 @@ the operations it performs) and memfds (memory no process maps and no file syste
 sandbox's holds, out of the memory limit's sight; callers fall back to files in /tmp or
 /dev/shm, whose tmpfs the limit counts)."""
 _AF_VSOCK: Final = 40  # virtual machine sockets: not isolated by the network namespace
+_AF_UNIX: Final = 1
+_SOCK_TYPE_MASK: Final = 0xF
+_UNIX_TYPES: Final = (1, 5)  # SOCK_STREAM, SOCK_SEQPACKET: no datagram to a host's socket
+_BPF_AND_K: Final = 0x54  # BPF_ALU | BPF_AND | BPF_K
+
+STAND_IN_DENIED: Final[tuple[str, ...]] = (
+    "connect", "bind",
+    "shmget", "shmat", "shmctl", "shmdt", "semget", "semop", "semctl", "semtimedop",
+    "msgget", "msgsnd", "msgrcv", "msgctl",
+)  # fmt: skip
+"""Denied too where no network or IPC namespace isolates the sandbox (the landlock
+backend): without ``connect`` and ``bind`` no socket reaches or offers anything — a host's
+unix sockets (an ssh agent, a container engine's), abstract ones, loopback; System V IPC
+is the host's own."""
 
 
 @dataclass(frozen=True)
@@ -285,24 +304,41 @@ def _arch_check(arch: _Arch) -> Iterator[_Item]:
         yield _jset(_X32_SYSCALL_BIT, jt="enosys")
 
 
-def _dispatch(arch: _Arch) -> Iterator[_Item]:
+def _dispatch(arch: _Arch, stand_in: bool) -> Iterator[_Item]:
     """Compare the syscall number against every rule; fall back to allow."""
     nrs = arch.syscalls
-    for name in DENIED_SYSCALLS:
+    denied = (*DENIED_SYSCALLS, *STAND_IN_DENIED) if stand_in else DENIED_SYSCALLS
+    for name in denied:
         if name in nrs:
             yield _jeq(nrs[name], jt="eperm")
     for name in _ENOSYS_SYSCALLS:
         yield _jeq(nrs[name], jt="enosys")
-    yield _jeq(nrs["socket"], jt="socket")
+    if stand_in:
+        yield _jeq(nrs["socketpair"], jt="unix_only")
+        yield _jeq(nrs["socket"], jt="unix_only")
+    else:
+        yield _jeq(nrs["socket"], jt="socket")
     yield _jeq(nrs["clone"], jt="clone")
     yield _jeq(nrs["ioctl"], jt="ioctl", jf="allow")
 
 
-def _arg_checks() -> Iterator[_Item]:
-    """Argument filters: socket (vsock), clone (namespace flags), ioctl (tty injection)."""
-    yield "socket"
-    yield _load(_OFF_ARGS)  # args[0]: the address family
-    yield _jeq(_AF_VSOCK, jt="eperm", jf="allow")
+def _arg_checks(stand_in: bool) -> Iterator[_Item]:
+    """Argument filters: socket (vsock; or all but unix streams), clone (namespace flags),
+    ioctl (tty injection)."""
+    if stand_in:
+        yield "unix_only"
+        yield _load(_OFF_ARGS)  # args[0]: the address family
+        yield _jeq(_AF_UNIX, jf="eperm")
+        yield _load(_OFF_ARGS + 8)  # args[1]: the type, with SOCK_CLOEXEC/NONBLOCK above
+        yield _Insn(_BPF_AND_K, _SOCK_TYPE_MASK)
+        *others, last = _UNIX_TYPES
+        for kind in others:
+            yield _jeq(kind, jt="allow")
+        yield _jeq(last, jt="allow", jf="eperm")
+    else:
+        yield "socket"
+        yield _load(_OFF_ARGS)  # args[0]: the address family
+        yield _jeq(_AF_VSOCK, jt="eperm", jf="allow")
     yield "clone"
     yield _load(_OFF_ARGS)  # args[0], low 32 bits
     yield _jset(_CLONE_NAMESPACE_FLAGS, jt="eperm", jf="allow")
@@ -326,14 +362,19 @@ def _returns() -> Iterator[_Item]:
     yield _ret(_SECCOMP_RET_KILL_PROCESS)
 
 
-def build_filter(machine: str | None = None) -> bytes:
-    """Build the raw sock_filter array for ``machine`` (default: this host)."""
+def build_filter(machine: str | None = None, *, stand_in: bool = False) -> bytes:
+    """Build the raw sock_filter array for ``machine`` (default: this host).
+
+    *stand_in*: the filter also stands in for the network and IPC namespaces a sandbox
+    does not have (:data:`STAND_IN_DENIED`; ``socket`` and ``socketpair`` only for unix
+    streams and seqpackets).
+    """
     name = os.uname().machine if machine is None else machine
     arch = _ARCHES.get(name)
     if arch is None:
         supported = ", ".join(sorted(SUPPORTED_ARCHES))
         raise UnsupportedArchitecture(f"no seccomp filter for {name!r} (supported: {supported})")
-    items = [*_arch_check(arch), *_dispatch(arch), *_arg_checks(), *_returns()]
+    items = [*_arch_check(arch), *_dispatch(arch, stand_in), *_arg_checks(stand_in), *_returns()]
     return _assemble(items)
 
 

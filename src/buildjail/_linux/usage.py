@@ -28,6 +28,7 @@ _NLMSG_HEADER = struct.Struct("=IHHII")
 _UNIX_DIAG_REQUEST = struct.Struct("=BBHIII2I")
 _UNIX_DIAG_MESSAGE_SIZE = 16
 _RTATTR = struct.Struct("=HH")
+_INODE = struct.Struct("=I")
 _INET_TABLES = ("/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -48,6 +49,19 @@ def process_memory(pid: str) -> int:
     except (OSError, ValueError):
         return 0
     return total
+
+
+def held_sockets(pids: list[int]) -> frozenset[int]:
+    """The inodes of the sockets these processes hold descriptors of."""
+    found: set[int] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError, ValueError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        found.add(int(target[8:-1]))
+    return frozenset(found)
 
 
 def ipc_memory() -> int:
@@ -119,8 +133,9 @@ def _has_inet_sockets() -> bool:
     return False
 
 
-def unix_socket_memory() -> int:
-    """Bytes held by unix sockets of this network namespace (their rmem and wmem)."""
+def unix_socket_memory(inodes: frozenset[int] | None = None) -> int:
+    """Bytes held by unix sockets of this network namespace (their rmem and wmem); only
+    by the sockets whose inode is in *inodes*, when given."""
     request = _UNIX_DIAG_REQUEST.pack(socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0,
                                       _UDIAG_SHOW_MEMINFO, 0xFFFFFFFF, 0xFFFFFFFF)
     header = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
@@ -129,12 +144,12 @@ def unix_socket_memory() -> int:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as link:
             link.settimeout(1.0)
             link.send(header + request)
-            return _sum_unix_replies(link)
+            return _sum_unix_replies(link, inodes)
     except OSError:
         return 0
 
 
-def _sum_unix_replies(link: socket.socket) -> int:
+def _sum_unix_replies(link: socket.socket, inodes: frozenset[int] | None = None) -> int:
     total = 0
     while True:
         data = link.recv(1 << 16)
@@ -144,7 +159,8 @@ def _sum_unix_replies(link: socket.socket) -> int:
             if kind in (_NLMSG_DONE, _NLMSG_ERROR) or length < _NLMSG_HEADER.size:
                 return total
             body = data[offset + _NLMSG_HEADER.size:offset + length]
-            total += _unix_meminfo(body[_UNIX_DIAG_MESSAGE_SIZE:])
+            if inodes is None or (len(body) >= 8 and _INODE.unpack_from(body, 4)[0] in inodes):
+                total += _unix_meminfo(body[_UNIX_DIAG_MESSAGE_SIZE:])
             offset += (length + 3) & ~3
         if not data:
             return total

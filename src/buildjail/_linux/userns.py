@@ -79,3 +79,33 @@ def _write_maps_when_told(go: int, target: int, uid_lines: str, gid_lines: str) 
     except BaseException:
         code = errno.EIO
     os._exit(code)
+
+
+def namespaces_refused() -> OSError | None:
+    """Why this process cannot make the namespaces a sandbox needs, or None when it can.
+
+    A forked child tries what the native backend's set-up starts with: the mount, pid and
+    network namespaces (inside a new user namespace where that is needed), and making its
+    mounts private — which a user namespace that AppArmor or a container's seccomp profile
+    restricts refuses even when the namespace itself was made.
+    """
+    flags = k.CLONE_NEWNS | k.CLONE_NEWPID | k.CLONE_NEWNET
+    if needs_user_namespace():
+        flags |= k.CLONE_NEWUSER
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - a child that never returns
+        code = 0
+        try:
+            k.unshare(flags)
+            k.make_mounts_private()
+        except OSError as error:
+            code = error.errno or errno.EPERM
+            os.write(write_end, (error.strerror or "").encode()[:512])
+        os._exit(min(code, 255))
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as stream:
+        message = stream.read(1024).decode(errors="replace")
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return None if code == 0 else OSError(code, message or os.strerror(code))

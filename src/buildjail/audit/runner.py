@@ -404,18 +404,27 @@ def _verdict(vector: str, probe: dict[str, str] | None, outside: str | None,
         return "vulnerable", f"{detail}{seen}".strip("; ")
     if probe is None:
         return "error", f"no report from the probe: it did not run, so it proves nothing{seen}"
+    uncovered = _NOT_COVERED_AS.get(vector)
+    if outcome == "succeeded" and uncovered in context.degraded and (
+            vector != "hostname" or detail == f"hostname seen: {context.hostname}"):
+        return "degraded", f"{detail}: {context.degraded[uncovered]}"
     if outcome == "succeeded" and vector in _TARGETED and not _reached_target(
             vector, detail, context):
         return "blocked", (f"{detail}: a process of the sandbox's own with the target's pid, "
                            "not the target (its start time differs)")
     if outcome == "succeeded" and vector in _JUDGED_OUTSIDE:
         return "blocked", f"{detail}, but only inside the sandbox: nothing reached the host{seen}"
-    if outcome == "succeeded" and vector == "hostname" and "hostname" in context.degraded \
-            and detail == f"hostname seen: {context.hostname}":
-        return "degraded", f"{detail}: {context.degraded['hostname']}"
     if outcome == "succeeded":
         return "vulnerable", f"{detail}{seen}".strip("; ")
     return "blocked", f"{detail}{seen}".strip("; ")
+
+
+_NOT_COVERED_AS = {"hostname": "hostname", "proc_visibility": "processes",
+                   "proc_parent_cmdline": "processes", "tmp_shared": "tmp"}
+"""Vectors a backend may declare it cannot block, by the ``RunResult.degraded`` key that
+says so and why (the landlock backend's other processes, the host's /tmp names): judged
+``degraded`` with that reason, not ``vulnerable``, where the sandbox declared it — and
+only what the probe itself reports; a write the outside sees is still ``vulnerable``."""
 
 
 def _reached_target(vector: str, detail: str, context: _Context) -> bool:

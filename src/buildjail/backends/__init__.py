@@ -6,18 +6,20 @@ live in :mod:`.base`; the first two are re-exported here.
 
 from __future__ import annotations
 
+import functools
+
 from .base import Backend, Request
 
 __all__ = ["BACKENDS", "NATIVE_KERNEL", "Backend", "Request", "choose_backend", "get_backend"]
 
-BACKENDS = ("native", "bwrap")
+BACKENDS = ("native", "bwrap", "landlock")
 """The backends, in the order ``auto`` prefers them."""
 NATIVE_KERNEL = (5, 12)
 """The first Linux with every mount call the native backend uses (``mount_setattr``)."""
 
 
 def get_backend(name: str) -> Backend:
-    """Return the backend called *name*: ``native``, ``bwrap`` or ``auto``."""
+    """Return the backend called *name*: ``native``, ``bwrap``, ``landlock`` or ``auto``."""
     from ..errors import PolicyError
 
     if name == "auto":
@@ -30,16 +32,25 @@ def get_backend(name: str) -> Backend:
         from .bwrap import BwrapBackend
 
         return BwrapBackend()
-    raise PolicyError(f"unknown backend {name!r}; choose native, bwrap or auto")
+    if name == "landlock":
+        from .landlock import LandlockBackend
+
+        return LandlockBackend()
+    raise PolicyError(f"unknown backend {name!r}; choose native, bwrap, landlock or auto")
 
 
 def choose_backend() -> tuple[str, str]:
     """The rule behind ``--backend auto``: the backend's name and why it was chosen.
 
-    ``native`` when the kernel has every mount call it needs (Linux 5.12 or newer), since it
-    needs no external tool; otherwise ``bwrap`` when bubblewrap 0.8 or newer is installed;
-    otherwise ``native``, which then fails closed and says why.
+    Where namespaces can be made: ``native`` when the kernel has every mount call it needs
+    (Linux 5.12 or newer), since it needs no external tool; otherwise ``bwrap`` when
+    bubblewrap 0.8 or newer is installed. Where they are refused (a default Docker
+    container, a restricted user namespace): ``landlock`` when the kernel has Landlock.
+    Otherwise ``native``, which then fails closed and says why.
     """
+    refused = _namespaces_refused()
+    if refused is not None:
+        return _without_namespaces(refused)
     kernel = _kernel_version()
     if kernel >= NATIVE_KERNEL:
         return "native", f"Linux {_dotted(kernel)} has every mount call the native backend uses"
@@ -52,6 +63,24 @@ def choose_backend() -> tuple[str, str]:
                          f"and {executable} is bubblewrap {_dotted(version)}")
     return "native", (f"Linux {_dotted(kernel)} is older than {_dotted(NATIVE_KERNEL)} and no "
                       "bubblewrap 0.8+ is installed: the native backend will say what fails")
+
+
+def _without_namespaces(refused: OSError) -> tuple[str, str]:
+    from .._linux import landlock
+
+    why = f"namespaces are refused here ({refused.strerror})"
+    abi = landlock.abi_version()
+    if abi:
+        return "landlock", f"{why} and the kernel has Landlock ABI {abi}"
+    return "native", (f"{why} and {landlock.unavailable_reason()}: the native backend will say "
+                      "what fails")
+
+
+@functools.cache
+def _namespaces_refused() -> OSError | None:
+    from .._linux.userns import namespaces_refused
+
+    return namespaces_refused()
 
 
 def _kernel_version() -> tuple[int, ...]:

@@ -21,9 +21,10 @@ import socket
 from typing import NoReturn
 
 from .._linux import kernel as k
-from .._linux import seccomp, usage
+from .._linux import landlock, seccomp, usage
 from .._linux.diagnosis import explain_error  # imported here: the package may be hidden inside
 from .._linux.filesystem import SCRATCH_TMPFS, apply_mounts, stage_trees
+from .._linux.procfs import descendants
 from ..errors import EXIT_SETUP_FAILED  # stdlib-only, and imported before the fork
 from ..limits import Limits
 from .base import InitPlan
@@ -61,6 +62,8 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
         plan = with_low_descriptors(plan)
         k.scrub_process_memory(b"buildjail-init")
         _enter_namespaces(plan)
+        if plan.setup.subreaper:
+            k.prctl(k.PR_SET_CHILD_SUBREAPER, 1)
         wakeup = _watch_children()
         stage = "confine the sandbox"
         _confine(plan)
@@ -71,6 +74,8 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
         os.close(report_fd)
         wrapper = _WrapperStatus(plan.command.status_fd)
         status, limit = _reap_until(child, wakeup, plan, wrapper)
+        if plan.command.kill_descendants:
+            _kill_leftovers()
         report: InitStatus = {"status": status, "limit": limit}
         if plan.command.status_fd is not None:
             report["started"] = wrapper.started()
@@ -133,15 +138,22 @@ _LOW_DESCRIPTORS = 256
 
 
 def _confine(plan: InitPlan) -> None:
-    """Apply rlimits, the identity, the capability drop, no_new_privs and seccomp."""
-    _set_rlimits(plan.confinement.limits)
+    """Apply rlimits, the identity, the capability drop, no_new_privs, Landlock, seccomp."""
+    _set_rlimits(plan.confinement.limits, processes=plan.confinement.process_rlimit)
     if plan.watch.monitor or plan.watch.cgroup_enforced:
         _prefer_as_oom_victim()
+    # The ruleset's paths are opened with the caller's rights, before the identity drops.
+    ruleset = None
+    if plan.confinement.landlock is not None:
+        stdio = tuple(i if fd is None else fd for i, fd in enumerate(plan.command.stdio))
+        ruleset = landlock.create_ruleset(plan.confinement.landlock, stdio)
     _drop_privileges(plan)
     k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change clears it: arm it again
     k.prctl(k.PR_SET_DUMPABLE, 0)
     if plan.confinement.no_new_privs:
         k.set_no_new_privs()
+    if ruleset is not None:
+        landlock.enforce(ruleset)
     if plan.confinement.seccomp_program is not None:
         seccomp.install_filter(plan.confinement.seccomp_program)
 
@@ -294,7 +306,8 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
             scratch = _wrapped_scratch(wrapper, home, host_devices)
         if plan.watch.monitor:
             limit = _over_limits(plan.confinement.limits, scratch, plan.watch.cgroup_usage_fd,
-                                 counted_by_cgroup=plan.watch.cgroup_enforced)
+                                 counted_by_cgroup=plan.watch.cgroup_enforced,
+                                 adopted=plan.watch.descendants)
             if limit:
                 os.kill(-1, signal.SIGKILL)
                 _, status = os.waitpid(child, 0)
@@ -334,20 +347,29 @@ def _limit_from_status(status: int, limits: Limits) -> str | None:
 
 
 def _over_limits(limits: Limits, scratch: tuple[str, ...], usage_fd: int | None = None, *,
-                 counted_by_cgroup: bool = False) -> str | None:
-    """Count the sandbox's processes, its memory of every kind and its CPU time."""
-    pids = [name for name in os.listdir("/proc") if name.isdigit() and name != "1"]
+                 counted_by_cgroup: bool = False, adopted: bool = False) -> str | None:
+    """Count the sandbox's processes, its memory of every kind and its CPU time.
+
+    *adopted*: the sandbox is this init's descendants, in the host's pid, IPC and network
+    namespaces (whose System V segments and sockets are the host's, not counted).
+    """
+    me = str(os.getpid())
+    if adopted:
+        pids = [str(pid) for pid in descendants(os.getpid()) if str(pid) != me]
+    else:
+        pids = [name for name in os.listdir("/proc") if name.isdigit() and name != "1"]
     if not counted_by_cgroup:
         # RLIMIT_NPROC counts the supervisor and this init too when they share the command's
         # uid (non-root): the command's processes then top out at processes - 2.
         if limits.processes and len(pids) >= limits.processes - 2:
             return "processes"
-        if limits.memory and _memory_held(pids, scratch) > limits.memory:
+        # adopted: the supervisor counts the memory, with the socket buffers only it sees
+        if limits.memory and not adopted and _memory_held(pids, scratch) > limits.memory:
             return "memory"
     elif limits.memory and usage_fd is not None and (
             _read_number(usage_fd) + usage.socket_memory() > limits.memory):
         return "memory"
-    if limits.cpu_time and usage.cpu_seconds(pids) > limits.cpu_time:
+    if limits.cpu_time and usage.cpu_seconds(pids, me) > limits.cpu_time:
         return "cpu_time"
     return None
 
@@ -366,9 +388,9 @@ def _memory_held(pids: list[str], scratch: tuple[str, ...]) -> int:
     return resident + files + usage.ipc_memory() + usage.socket_memory()
 
 
-def _set_rlimits(limits: Limits) -> None:
+def _set_rlimits(limits: Limits, *, processes: bool = True) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if limits.processes:
+    if limits.processes and processes:
         _lower_rlimit(resource.RLIMIT_NPROC, limits.processes)
     if limits.file_size:
         _lower_rlimit(resource.RLIMIT_FSIZE, limits.file_size)
@@ -394,6 +416,19 @@ def _lower_rlimit(which: int, value: int) -> None:
     if hard != resource.RLIM_INFINITY:
         value = min(value, hard)
     resource.setrlimit(which, (value, value))
+
+
+def _kill_leftovers() -> None:
+    """Kill and reap whatever the command left, detached daemons too (this init adopted
+    them). ``kill(-1)`` reaches only the sandbox: the build's identity owns no other
+    process, or Landlock scopes its signals to the sandbox (the planner ensures one)."""
+    while True:
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 def _drop_privileges(plan: InitPlan) -> None:

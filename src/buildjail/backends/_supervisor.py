@@ -20,12 +20,13 @@ import stat
 import time
 from typing import NoReturn, cast
 
-from .._linux import cgroups, identity, ownership, seccomp, userns
+from .._linux import cgroups, identity, ownership, seccomp, usage, userns
 from .._linux import kernel as k
 from .._linux.diagnosis import explain_error  # not imported after a fork: the import lock
 from .._linux.disk import DiskWatch
 from .._linux.filesystem import MountPlan, interpreter_paths, plan_mounts
 from .._linux.hostname import DEGRADED_LAYER, plan_hostname
+from .._linux.procfs import descendants
 from ..errors import EXIT_SETUP_FAILED, EXIT_TIMEOUT, SandboxSetupError
 from ..limits import Limits
 from ..policy import Policy
@@ -87,10 +88,15 @@ class _Run:
             self.lease.release()
 
 
-def run_supervised(request: Request, backend: str, plan_launch: PlanLaunch) -> RunResult:
-    """Run *request* under the shared supervisor, in the sandbox *plan_launch* plans."""
+def run_supervised(request: Request, backend: str, plan_launch: PlanLaunch, *,
+                   namespaces: bool = True) -> RunResult:
+    """Run *request* under the shared supervisor, in the sandbox *plan_launch* plans.
+
+    *namespaces* False: the backend makes none (the policy's view and isolation are its
+    to enforce otherwise); the supervisor still leases, lends, watches and reports.
+    """
     start = time.monotonic()
-    run = _prepare(request, plan_launch)
+    run = _prepare(request, plan_launch, namespaces)
     try:
         outcome = _execute(run)
     finally:
@@ -108,17 +114,17 @@ def run_supervised(request: Request, backend: str, plan_launch: PlanLaunch) -> R
     )
 
 
-def _prepare(request: Request, plan_launch: PlanLaunch) -> _Run:
+def _prepare(request: Request, plan_launch: PlanLaunch, namespaces: bool) -> _Run:
     policy = request.policy
     _check_paths(policy, request.cwd)
     root = os.geteuid() == 0
     # Root without CAP_SYS_ADMIN (a default container) creates the other namespaces inside a
     # user namespace that maps every id it has, so the ephemeral identity works the same.
-    all_ids = root and bool(policy.namespaces) and userns.contained_root()
+    all_ids = namespaces and root and bool(policy.namespaces) and userns.contained_root()
     lease = identity.acquire() if root and policy.ephemeral_identity else None
     try:
         sandbox = plan_sandbox(request, _identity(lease), leased=lease is not None, root=root,
-                               all_ids=all_ids)
+                               all_ids=all_ids, namespaces=namespaces)
         return _plan_run(sandbox, plan_launch(sandbox), lease, all_ids=all_ids)
     except BaseException:
         if lease is not None:
@@ -127,17 +133,18 @@ def _prepare(request: Request, plan_launch: PlanLaunch) -> _Run:
 
 
 def plan_sandbox(request: Request, who: identity.Identity, *, leased: bool, root: bool,
-                 all_ids: bool = False) -> SandboxPlan:
+                 all_ids: bool = False, namespaces: bool = True) -> SandboxPlan:
     """Plan what every backend needs alike; reads the host, changes nothing (no root needed).
 
     *who* is the identity the build runs as (*leased*: an ephemeral one); *all_ids* says the
-    caller is root without CAP_SYS_ADMIN, whose namespaces need a user namespace too.
+    caller is root without CAP_SYS_ADMIN, whose namespaces need a user namespace too;
+    *namespaces* False plans none (the view is still planned, for the backend to enforce).
     """
     policy = request.policy
-    namespaces = set(policy.namespaces)
-    if namespaces and (not root or all_ids):
-        namespaces.add("user")
-    hostname, kept_because = plan_hostname(policy.hostname) if "uts" in namespaces else (
+    wanted = set(policy.namespaces) if namespaces else set()
+    if wanted and (not root or all_ids):
+        wanted.add("user")
+    hostname, kept_because = plan_hostname(policy.hostname) if "uts" in wanted else (
         None, None)
     mounts = None
     env = dict(request.env)
@@ -152,7 +159,7 @@ def plan_sandbox(request: Request, who: identity.Identity, *, leased: bool, root
         env.update(HOME=who.home, USER=who.name, LOGNAME=who.name, TMPDIR="/tmp")
     return SandboxPlan(
         request=request,
-        namespaces=frozenset(namespaces),
+        namespaces=frozenset(wanted),
         identity=who,
         leased=leased,
         root=root,
@@ -168,46 +175,49 @@ def _plan_run(sandbox: SandboxPlan, launch: Launch, lease: identity.Lease | None
               all_ids: bool) -> _Run:
     policy = sandbox.policy
     namespaces = sandbox.namespaces
+    adopts = launch.setup.subreaper
     try:
         # last: nothing after it can fail; the launch's limits count its own processes
         cgroup = _limit_cgroup(policy, launch.confinement.limits, sandbox.identity,
-                               sandbox.root, "pid" in namespaces)
+                               sandbox.root, "pid" in namespaces or adopts)
     except BaseException:
         for fd in launch.fds:
             os.close(fd)
         raise
-    watch = _plan_watch(policy, namespaces, cgroup)
+    watch = _plan_watch(policy, namespaces, cgroup, descendants=adopts)
     plan = InitPlan(launch.setup, launch.confinement, launch.command, watch)
     usage_fd = () if watch.cgroup_usage_fd is None else (watch.cgroup_usage_fd,)
     return _Run(
         request=sandbox.request,
         plan=plan,
-        layers=_layers(policy, namespaces, sandbox.leased, cgroup, watch.monitor,
-                       hostname=sandbox.hostname),
+        layers=(*_layers(policy, namespaces, sandbox.leased, cgroup, watch.monitor,
+                         hostname=sandbox.hostname), *launch.layers),
         supervisor_flags=namespace_flags(namespaces & SUPERVISOR_NAMESPACES),
         mounts=sandbox.mounts,
         all_ids=all_ids,
-        degraded=dict(sandbox.degraded),
+        degraded={**sandbox.degraded, **launch.degraded},
         lease=lease,
         cgroup=cgroup,
         fds=(*launch.fds, *usage_fd),
     )
 
 
-def _plan_watch(policy: Policy, namespaces: frozenset[str],
-                cgroup: cgroups.Cgroup | None) -> Watch:
-    """How the init watches the command: its monitor needs the sandbox's pids and mounts."""
+def _plan_watch(policy: Policy, namespaces: frozenset[str], cgroup: cgroups.Cgroup | None,
+                *, descendants: bool = False) -> Watch:
+    """How the init watches the command: its monitor needs the sandbox's pids and mounts,
+    or (*descendants*) counts what the init adopted, in no namespace of its own."""
     limits = policy.limits
     monitor = (bool(limits.memory or limits.processes or limits.cpu_time)
-               and {"pid", "mount"} <= namespaces)
+               and ({"pid", "mount"} <= namespaces or descendants))
     if cgroup is None:
-        return Watch(monitor=monitor)
+        return Watch(monitor=monitor, descendants=descendants)
     # The cgroup counts processes, memory and (mostly) CPU time; the monitor still adds
-    # the memory of socket buffers, which a v1 cgroup does not all charge, to its usage.
-    usage = cgroup.open_usage() if limits.memory else None
+    # the memory of socket buffers, which a v1 cgroup does not all charge, to its usage
+    # (where the sandbox has a network namespace whose buffers are its own).
+    usage = cgroup.open_usage() if limits.memory and not descendants else None
     cpu_left = bool(limits.cpu_time) and not cgroup.counts_cpu
     return Watch(monitor=monitor and (usage is not None or cpu_left), cgroup_enforced=True,
-                 cgroup_usage_fd=usage)
+                 cgroup_usage_fd=usage, descendants=descendants)
 
 
 def _check_paths(policy: Policy, cwd: str) -> None:
@@ -451,6 +461,9 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
         userns.unshare_user(run.supervisor_flags & ~k.CLONE_NEWUSER, all_ids=run.all_ids)
     elif run.supervisor_flags:
         k.unshare(run.supervisor_flags)
+    adopts = run.plan.setup.subreaper
+    if adopts:  # no pid namespace: what outlives the init (killed, or killed by the build)
+        k.prctl(k.PR_SET_CHILD_SUBREAPER, 1)  # comes to the supervisor, which kills it
     stderr_size = _regular_file_size(_stderr_fd(run.plan))
     status_r, status_w = os.pipe()
     init = os.fork()
@@ -472,8 +485,12 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
         # that follows must never race a live build.
         os.kill(init, signal.SIGKILL)
         os.waitpid(init, 0)
+        if adopts:
+            _kill_adopted()
         raise
     _, wait_status = os.waitpid(init, 0)
+    if adopts:
+        _kill_adopted()
     with os.fdopen(status_r, "rb") as stream:
         status = stream.read()
     if stopped == "wall_time":
@@ -491,6 +508,32 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
     if code < 0:
         return {"exit_code": 128 - code, "limit": limit, "signal": -code}
     return {"exit_code": code, "limit": limit}
+
+
+def _kill_adopted() -> None:
+    """Kill and reap every process this supervisor adopted, until none is left.
+
+    Only its own children are signalled: their pids stay theirs until reaped, so no other
+    process can be hit. A killed child's children come to it before its death is reported,
+    so each round finds them.
+    """
+    while True:
+        for pid in _children():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _children() -> list[int]:
+    found: list[int] = []
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError, ValueError), open(
+                f"/proc/self/task/{task}/children") as stream:
+            found += [int(pid) for pid in stream.read().split()]
+    return found
 
 
 def _stderr_fd(plan: InitPlan) -> int:
@@ -541,9 +584,12 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str |
     poller.register(pidfd, select.POLLIN)
     poller.register(lifeline, select.POLLIN)
     reason: str | None = None
+    memory = run.request.policy.limits.memory
+    adopted_memory = memory if run.plan.setup.subreaper and run.cgroup is None else None
     try:
         while True:
-            timeout = _next_timeout(deadline, run.cgroup is not None or disk is not None)
+            timeout = _next_timeout(deadline, run.cgroup is not None or disk is not None
+                                    or adopted_memory is not None)
             events = dict(poller.poll(timeout))
             if pidfd in events:
                 return None
@@ -555,11 +601,23 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str |
                 reason = run.cgroup.limit_hit() if run.cgroup is not None else None
                 if reason is None and disk is not None and _disk_over(disk, init):
                     reason = "disk"
+                if reason is None and adopted_memory is not None and (
+                        _adopted_memory(init) > adopted_memory):
+                    reason = "memory"
             if reason is not None:
                 os.kill(init, signal.SIGKILL)
                 return None if reason == "interrupted" else reason
     finally:
         os.close(pidfd)
+
+
+def _adopted_memory(init: int) -> int:
+    """What a sandbox in no namespace of its own holds, counted from outside (the init may
+    not open the netlink socket that reports socket buffers): the resident memory of the
+    init's descendants and the buffers of the unix sockets they hold."""
+    pids = list(descendants(init))
+    resident = sum(usage.process_memory(str(pid)) for pid in pids)
+    return resident + usage.unix_socket_memory(usage.held_sockets(pids))
 
 
 def _disk_over(disk: DiskWatch, init: int) -> bool:

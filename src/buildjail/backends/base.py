@@ -15,6 +15,7 @@ from typing import Protocol
 from .._linux import kernel as k
 from .._linux.filesystem import MountPlan
 from .._linux.identity import Identity
+from .._linux.landlock import RulesetPlan
 from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult
@@ -97,6 +98,9 @@ class SetUp:
     """Mount a ``/proc`` of the sandbox's pid namespace."""
     staged: tuple[tuple[str, str, bool], ...] = ()
     """(source, target, writable) trees re-attached where the dropped identity can reach."""
+    subreaper: bool = False
+    """Without a pid namespace: the init adopts every orphan of the command (a child
+    subreaper), so that what the command leaves running is still its to kill."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +113,11 @@ class Confinement:
     no_new_privs: bool
     seccomp_program: bytes | None
     limits: Limits
+    landlock: RulesetPlan | None = None
+    """The Landlock ruleset the init enforces on itself, after no_new_privs."""
+    process_rlimit: bool = True
+    """Limit processes with RLIMIT_NPROC too; not where the build shares the caller's uid
+    without a user namespace (it would count every process of the caller's)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +129,8 @@ class Command:
     env: dict[str, str]
     stdio: Stdio
     new_session: bool = False
+    kill_descendants: bool = False
+    """When the command ends, kill every process it left (no pid namespace does it)."""
     inherited_fds: tuple[int, ...] = ()
     """Descriptors the spawned program inherits (bubblewrap's data and seccomp fds)."""
     status_fd: int | None = None
@@ -136,6 +147,8 @@ class Watch:
     """A cgroup enforces memory and processes: the monitor adds only what it may not count."""
     cgroup_usage_fd: int | None = None
     """The cgroup's memory usage file, to which the monitor adds socket buffers."""
+    descendants: bool = False
+    """The monitor counts the init's descendants, not a pid namespace's processes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +160,10 @@ class Launch:
     command: Command
     fds: tuple[int, ...] = ()
     """Caller-side descriptors the init passes on; closed by the caller after the run."""
+    layers: tuple[str, ...] = ()
+    """Layers the backend enforces beyond the ones every backend names."""
+    degraded: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """What the backend cannot give of the policy, per layer: why (shown, never silent)."""
 
 
 @dataclasses.dataclass(frozen=True)

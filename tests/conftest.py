@@ -95,7 +95,7 @@ def hide_bubblewrap() -> None:
             k.mount("/dev/null", path, None, k.MS_BIND)
 
 
-@pytest.fixture(params=["native", "bwrap"])
+@pytest.fixture(params=["native", "bwrap", "landlock"])
 def sandbox_backend(request: pytest.FixtureRequest) -> str:
     """Run the test once per backend; the bwrap one needs bubblewrap installed."""
     return require_backend(str(request.param))

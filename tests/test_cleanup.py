@@ -673,6 +673,10 @@ def test_without_user_namespaces_nonroot_run_exits_125(own_runs: OwnRuns,
                            sandbox_backend, own_runs.marker],
                           cwd="/", env=own_runs.env(world_src), capture_output=True,
                           text=True, timeout=60, check=False)
+    if sandbox_backend == "landlock":  # the backend for exactly such hosts: it runs
+        assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+        own_runs.assert_clean()
+        return
     _assert_setup_failure(proc, "user", "namespaces")
     assert "max_user_namespaces" in proc.stderr.splitlines()[1], proc.stderr
     own_runs.assert_clean()
@@ -698,10 +702,44 @@ def test_seccomp_filtered_parent_is_a_setup_error(own_runs: OwnRuns,
     proc = subprocess.run([sys.executable, "-c", SECCOMP_PARENT, sandbox_backend,
                            own_runs.marker], cwd="/", env=own_runs.env(),
                           capture_output=True, text=True, timeout=60, check=False)
+    if sandbox_backend == "landlock":  # the backend for exactly such hosts: it runs
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+        own_runs.assert_clean()
+        return
     result = json.loads(proc.stdout.splitlines()[0]) if proc.stdout else {}
     assert "namespaces" in result.get("setup_error", ""), (proc.stdout, proc.stderr)
     assert "seccomp" in result["fix"]
     _assert_setup_failure(proc, "namespaces")
+    own_runs.assert_clean()
+
+
+AUTO_UNDER_SECCOMP = """
+import json, sys
+from buildjail import Sandbox
+from buildjail._linux import seccomp
+from buildjail.backends import choose_backend
+seccomp.install_filter(seccomp.build_filter())  # unshare refused, as Docker's profile does
+name, reason = choose_backend()
+result = Sandbox("full").run(["/bin/true", sys.argv[1]], cwd="/")
+print(json.dumps({"name": name, "reason": reason, "backend": result.backend,
+                  "exit_code": result.exit_code, "layers": result.layers}))
+"""
+
+
+@needs_root
+def test_auto_picks_landlock_where_namespaces_are_refused(own_runs: OwnRuns) -> None:
+    """A caller whose seccomp filter refuses unshare (a default Docker container's): auto
+    falls back to the landlock backend, says why, and the run leaves nothing behind."""
+    proc = subprocess.run([sys.executable, "-c", AUTO_UNDER_SECCOMP, own_runs.marker],
+                          cwd="/", env=own_runs.env(), capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    chosen = json.loads(proc.stdout)
+    assert (chosen["name"], chosen["backend"], chosen["exit_code"]) == (
+        "landlock", "landlock", 0), chosen
+    assert "namespaces are refused here" in chosen["reason"]
+    assert "Landlock ABI" in chosen["reason"]
+    assert any(layer.startswith("landlock:abi-") for layer in chosen["layers"])
     own_runs.assert_clean()
 
 

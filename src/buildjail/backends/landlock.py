@@ -156,6 +156,7 @@ def _ruleset(sandbox: SandboxPlan, abi: int,
     mounts = sandbox.mounts
     if sandbox.leased:
         _refuse_unreachable(mounts, scratch)
+        _refuse_unreachable_command(sandbox.request.argv[0])
     masks = frozenset(mounts.masks())
     read = [*_around_masks((*mounts.system, *mounts.readonly), masks), *_own_entries(mounts),
             "/proc"]
@@ -182,6 +183,23 @@ def _refuse_unreachable(mounts: MountPlan, scratch: str | None) -> None:
             "backend has no mount namespace to re-attach it",
             f"move it out from under {blocked[0]}, or make {blocked[0]} searchable "
             "(chmod o+x), or use --backend native or bwrap where namespaces are allowed")
+
+
+def _refuse_unreachable_command(command: str) -> None:
+    """A command under a directory closed to others (a pyenv Python under /root) cannot be
+    executed by the leased uid: say so before the run, with the way out."""
+    if not os.path.isabs(command):
+        return
+    real = os.path.realpath(command)
+    blocked = untraversable_ancestors((real,))
+    if blocked:
+        shown = command if real == command else f"{command} (that is, {real})"
+        raise SandboxSetupError(
+            f"{shown} lives under {blocked[0]}, which the build's ephemeral uid cannot "
+            "enter, and the landlock backend has no mount namespace to show it there",
+            "use an interpreter or tool every user can reach (buildjail build --python "
+            "/usr/bin/python3), or run as a non-root user, or use --backend native or bwrap "
+            "where namespaces are allowed")
 
 
 def _around_masks(trees: tuple[str, ...], masks: frozenset[str]) -> list[str]:

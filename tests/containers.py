@@ -253,8 +253,8 @@ PODMAN_OPTIONS = ("--runtime", TOOLS["runc"], "--network", "none", *ULIMITS)
 """What every podman run gets: runc (crun cannot start containers here), no network."""
 DOCKER_OPTIONS = ("--network", "none", *ULIMITS)
 HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-RUN_TIMEOUT = 1500
-"""Seconds for one container, start to exit (the inside driver's steps take 1200 at most)."""
+RUN_TIMEOUT = 1700
+"""Seconds for one container, start to exit (the inside driver's steps take 1440 at most)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,9 +33,13 @@ from conftest import (
     SYSTEM_PYTHON,
     Process,
     Runner,
+    every_backend,
     processes_of_host,
     read_process,
 )
+
+sandbox_backend = pytest.fixture(params=["native", "bwrap", "landlock"])(every_backend)
+"""These tests hold for every backend, the landlock one included."""
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 EPHEMERAL_BASE = identity.PREFERRED_BASE
@@ -718,6 +722,7 @@ import json, sys
 from buildjail import Sandbox
 from buildjail._linux import seccomp
 from buildjail.backends import choose_backend
+
 seccomp.install_filter(seccomp.build_filter())  # unshare refused, as Docker's profile does
 name, reason = choose_backend()
 result = Sandbox("full").run(["/bin/true", sys.argv[1]], cwd="/")

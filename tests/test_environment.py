@@ -7,8 +7,11 @@ import pytest
 
 from buildjail.environment import filter_environment
 from buildjail.policy import Policy
-from conftest import Identity
+from conftest import Identity, every_backend
 from wheels import make_project
+
+sandbox_backend = pytest.fixture(params=["native", "bwrap", "landlock"])(every_backend)
+"""These tests hold for every backend, the landlock one included."""
 
 
 def test_full_profile_keeps_build_variables_and_drops_credentials() -> None:

@@ -18,8 +18,11 @@ from typing import Any
 import pytest
 
 from buildjail.requirements import RequirementRefused, parse_requirement, parse_requirements
-from conftest import UV, Identity, Server
+from conftest import UV, Identity, Server, every_backend
 from wheels import make_project
+
+sandbox_backend = pytest.fixture(params=["native", "bwrap", "landlock"])(every_backend)
+"""These tests hold for every backend, the landlock one included."""
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 needs_uv = pytest.mark.skipif(UV is None, reason="uv is not installed next to this Python")

@@ -13,8 +13,11 @@ from packaging.requirements import Requirement
 
 from buildjail.buildenv import IndexOptions
 from buildjail.sources import SourceNotFound, find_sdist
-from conftest import Identity, Server
+from conftest import Identity, Server, every_backend
 from wheels import make_project, make_sdist
+
+sandbox_backend = pytest.fixture(params=["native", "bwrap", "landlock"])(every_backend)
+"""These tests hold for every backend, the landlock one included."""
 
 
 def _page(server: Server, project: str, links: list[str]) -> None:

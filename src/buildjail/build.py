@@ -45,6 +45,7 @@ from packaging.utils import (
 
 from . import trees
 from ._linux.filesystem import PRIVATE_TMPFS, within_any
+from .backends import SEARCHABLE, shows_host_paths
 from .buildenv import BuildEnvironment, BuildEnvironmentError, IndexOptions, MissingWheels
 from .errors import BuildjailError, SandboxSetupError
 from .installers import DEFAULT_INSTALLER
@@ -152,6 +153,9 @@ class _Batch:
             else:
                 self.log_fd, self.log_dir = default_directory()
             self.work = tempfile.mkdtemp(prefix="buildjail-")
+            self.searchable = shows_host_paths(options.backend)
+            if self.searchable:
+                os.chmod(self.work, SEARCHABLE)
             self.wheelhouse_dir = os.path.join(self.work, "build-requirements")
             os.mkdir(self.wheelhouse_dir, 0o755)
             self.wheelhouse = OutputDirectory(self.wheelhouse_dir)
@@ -216,6 +220,8 @@ def _build_in_batch(source: str, batch: _Batch, progress: Progress | None, *,
     label = _label(source)
     log: BuildLog | None = None
     work = tempfile.mkdtemp(prefix="package-", dir=batch.work)
+    if batch.searchable:
+        os.chmod(work, SEARCHABLE)
     try:
         log = BuildLog.create(batch.log_fd, batch.log_dir, label)
         report.log = log.path
@@ -355,6 +361,14 @@ class _PackageBuild:
         self.expected = expected
         self.output = output
 
+
+    def _directory(self, prefix: str) -> str:
+        """A fresh directory of this package's work; searchable where the backend shows
+        trees only at their host paths (see ``backends.shows_host_paths``)."""
+        path = tempfile.mkdtemp(prefix=prefix, dir=self.work)
+        if self.batch.searchable:
+            os.chmod(path, SEARCHABLE)
+        return path
     def run(self) -> None:
         """Build what the options ask: sdist, wheel, or the wheel from the sdist."""
         if os.path.isdir(self.source):
@@ -373,7 +387,7 @@ class _PackageBuild:
             if want_wheel and self.options.wheel_from_sdist:
                 # The sdist just built is untrusted too.
                 project = _extract(self.label, sdist,
-                                   tempfile.mkdtemp(prefix="from-sdist-", dir=self.work),
+                                   self._directory(prefix="from-sdist-"),
                                    "extracting the sdist just built")
                 from_sdist = True
         if want_wheel:
@@ -395,7 +409,7 @@ class _PackageBuild:
         report.backend = system.backend
         self.note(report.source, f"{kind}: installing build requirements")
         try:
-            env = BuildEnvironment(tempfile.mkdtemp(prefix=f"env-{kind}-", dir=self.work),
+            env = BuildEnvironment(self._directory(prefix=f"env-{kind}-"),
                                    options.index, self.log, self.batch.installer)
         except BuildEnvironmentError as error:
             raise BuildError(label, f"preparing the {kind} build environment",
@@ -416,7 +430,7 @@ class _PackageBuild:
         except RequirementRefused as error:
             raise BuildError(label, "checking the build requirements", str(error)) from None
         self._install(env, extra, f"installing the {kind}'s extra requirements")
-        staging = tempfile.mkdtemp(prefix=f"out-{kind}-", dir=self.work)
+        staging = self._directory(prefix=f"out-{kind}-")
         metadata = None
         if kind == "wheel":
             metadata = self._prepare_metadata(hooks, config)
@@ -435,7 +449,7 @@ class _PackageBuild:
         would build it again: it is not used. The metadata then comes from the wheel itself,
         whose ``METADATA`` the output checks hold to its file name (:mod:`.archives`).
         """
-        directory = tempfile.mkdtemp(prefix="metadata-", dir=self.work)
+        directory = self._directory(prefix="metadata-")
         defined, dist_info = hooks.call_if_defined("prepare_metadata_for_build_wheel",
                                                    directory, config)
         if not defined:

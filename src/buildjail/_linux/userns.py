@@ -87,7 +87,8 @@ def namespaces_refused() -> OSError | None:
     A forked child tries what the native backend's set-up starts with: the mount, pid and
     network namespaces (inside a new user namespace where that is needed), and making its
     mounts private — which a user namespace that AppArmor or a container's seccomp profile
-    restricts refuses even when the namespace itself was made.
+    restricts refuses even when the namespace itself was made — and, as pid 1 of the new pid
+    namespace, mounting its /proc (which a runtime's masks over /proc refuse).
     """
     flags = k.CLONE_NEWNS | k.CLONE_NEWPID | k.CLONE_NEWNET
     if needs_user_namespace():
@@ -99,6 +100,7 @@ def namespaces_refused() -> OSError | None:
         try:
             k.unshare(flags)
             k.make_mounts_private()
+            _mount_proc_in_child(write_end)
         except OSError as error:
             code = error.errno or errno.EPERM
             os.write(write_end, (error.strerror or "").encode()[:512])
@@ -109,3 +111,20 @@ def namespaces_refused() -> OSError | None:
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)
     return None if code == 0 else OSError(code, message or os.strerror(code))
+
+
+def _mount_proc_in_child(report_fd: int) -> None:
+    """Mount a /proc of the new pid namespace in its first process; raise what it met."""
+    child = os.fork()
+    if child == 0:  # pragma: no cover - a child that never returns
+        code = 0
+        try:
+            k.mount_proc()
+        except OSError as error:
+            code = error.errno or errno.EPERM
+            os.write(report_fd, f"mount proc: {error.strerror}".encode()[:512])
+        os._exit(min(code, 255))
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise OSError(code, "")

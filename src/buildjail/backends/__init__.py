@@ -10,7 +10,16 @@ import functools
 
 from .base import Backend, Request
 
-__all__ = ["BACKENDS", "NATIVE_KERNEL", "Backend", "Request", "choose_backend", "get_backend"]
+__all__ = [
+    "BACKENDS",
+    "NATIVE_KERNEL",
+    "SEARCHABLE",
+    "Backend",
+    "Request",
+    "choose_backend",
+    "get_backend",
+    "shows_host_paths",
+]
 
 BACKENDS = ("native", "bwrap", "landlock")
 """The backends, in the order ``auto`` prefers them."""
@@ -37,6 +46,18 @@ def get_backend(name: str) -> Backend:
 
         return LandlockBackend()
     raise PolicyError(f"unknown backend {name!r}; choose native, bwrap, landlock or auto")
+
+
+def shows_host_paths(name: str) -> bool:
+    """Whether backend *name* (or ``auto``'s choice) shows trees only where they are on the
+    host, with no mount namespace to re-attach them (``landlock``): then the build's
+    identity must be able to search every directory above them."""
+    return (choose_backend()[0] if name == "auto" else name) == "landlock"
+
+
+SEARCHABLE = 0o711
+"""The mode of a caller's private work directory that such a backend's build must pass
+through: searchable, not listable (every name below it is random)."""
 
 
 def choose_backend() -> tuple[str, str]:

@@ -191,7 +191,10 @@ def _refuse_unreachable_command(command: str) -> None:
     if not os.path.isabs(command):
         return
     real = os.path.realpath(command)
-    blocked = untraversable_ancestors((real,))
+    try:
+        blocked = untraversable_ancestors((real,))
+    except OSError:  # not there: the init's execute says so, as on the other backends
+        return
     if blocked:
         shown = command if real == command else f"{command} (that is, {real})"
         raise SandboxSetupError(

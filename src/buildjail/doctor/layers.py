@@ -7,12 +7,14 @@ import errno
 import os
 import socket
 
-from .._linux import cgroups, container, identity, seccomp
+from .._linux import cgroups, container, identity, landlock, seccomp
 from .._linux import hostname as hostname_layer
 from .._linux import kernel as k
 from .._linux.procfs import seccomp_mode
 from ..backends import bwrap as _bwrap
+from ..backends import landlock as _landlock
 from ..backends import native as _native  # noqa: F401 - loaded before a probe drops privileges
+from ..errors import SandboxSetupError
 from ..sandbox import Sandbox
 from .child import Degraded, Layer, Probe, Stages, in_grandchild, in_id_mapped_namespace
 from .report import IDENTITIES, IdentityKind
@@ -246,10 +248,44 @@ def _probe_sandbox(stages: Stages, who: IdentityKind, backend: str = "native") -
     detail = f"/bin/true ran in {result.duration * 1000:.0f} ms with {len(result.layers)} layers"
     if result.degraded:
         names = ", ".join(sorted(result.degraded))
-        raise Degraded(f"{detail}, degraded: {names}",
-                        "; ".join(result.degraded.values()),
-                        container.hostname_fix(container.detect()))
+        fix = (_LANDLOCK_FIX if backend == "landlock"
+               else container.hostname_fix(container.detect()))
+        raise Degraded(f"{detail}, degraded: {names}", "; ".join(result.degraded.values()),
+                       fix)
     return detail
+
+
+_LANDLOCK_FIX = ("nothing to do where namespaces are refused; where they are allowed, the "
+                 "native and bwrap backends give all of it")
+
+
+def _probe_landlock(stages: Stages, who: IdentityKind) -> str:
+    stages("ask the kernel for its Landlock ABI")
+    abi = landlock.abi_version()
+    if abi == 0:
+        raise SandboxSetupError(landlock.unavailable_reason(),
+                                "boot a kernel with Landlock enabled (Linux 6.2 or newer)")
+    needed = _landlock.NON_ROOT_ABI if who == "nonroot" else _landlock.FILESYSTEM_ABI
+    if abi < needed:
+        release = landlock.FIRST_KERNEL[needed]
+        raise SandboxSetupError(f"Landlock ABI {abi}; the full profile needs ABI {needed} "
+                                f"here (Linux {release})", f"run on Linux {release} or newer")
+    stages("enforce a ruleset that shows only /usr")
+    k.set_no_new_privs()
+    landlock.restrict_self(landlock.RulesetPlan(abi=abi, read=("/usr",), deny_tcp=True,
+                                                scope=True))
+    stages("check a file outside the ruleset is refused")
+    try:
+        with open("/etc/hostname", "rb"):
+            pass
+    except PermissionError:
+        return f"ABI {abi} (Linux {landlock.FIRST_KERNEL.get(abi, '?')}+): a file outside " \
+               "the ruleset is refused"
+    raise RuntimeError("the ruleset is enforced but /etc/hostname can still be opened")
+
+
+def _probe_landlock_sandbox(stages: Stages, who: IdentityKind) -> str:
+    return _probe_sandbox(stages, who, "landlock")
 
 
 def _probe_hostname(stages: Stages, who: IdentityKind) -> str:
@@ -300,6 +336,9 @@ LAYER_PROBES: tuple[Layer, ...] = (  # the order the report shows them
     Layer("sandbox:full", _probe_sandbox, privileged=False),
     Layer("bwrap:installed", _probe_bwrap, privileged=False, backend="bwrap"),
     Layer("bwrap:sandbox:full", _probe_bwrap_sandbox, privileged=False, backend="bwrap"),
+    Layer("landlock:abi", _probe_landlock, privileged=False, backend="landlock"),
+    Layer("landlock:sandbox:full", _probe_landlock_sandbox, privileged=False,
+          backend="landlock"),
 )
 LAYERS: tuple[str, ...] = tuple(layer.name for layer in LAYER_PROBES)
 """The layers the doctor checks, in the order it reports them."""

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from ._linux.filesystem import PRIVATE_TMPFS, MountPlan, interpreter_paths, plan_mounts, within_any
 from ._linux.identity import Identity
+from .backends import not_covered
 from .environment import filter_environment
 from .policy import Policy
 
@@ -63,6 +64,8 @@ def explain(policy: Policy, cmd: Sequence[str], cwd: str, env: Mapping[str, str]
              f"command: {' '.join(cmd)} (in {cwd})"]
     if policy.filesystem:
         lines += _view_lines(plan_view(policy, cwd))
+        lines += [f"  not given by the {backend} backend: {layer}: {why}"
+                  for layer, why in not_covered(backend).items()]
     else:
         lines.append("view: the host's whole file system (this policy has no filesystem view)")
     kept = filter_environment(env, policy.env_keep, policy.env_delete)

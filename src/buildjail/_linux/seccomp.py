@@ -23,6 +23,10 @@ Policy, in evaluation order:
    the kernel takes it as ``unsigned int``) are ``TIOCSTI`` or ``TIOCLINUX``.
 7. Everything else is allowed.
 
+With ``stand_in`` (the landlock backend, which has no network or IPC namespace), also:
+``connect``, ``bind`` and System V IPC fail with ``EPERM``, and ``socket`` and
+``socketpair`` do unless the family is ``AF_UNIX`` and the type a stream or seqpacket.
+
 Syscall numbers, checked against the kernel sources:
 
 x86_64 (``arch/x86/entry/syscalls/syscall_64.tbl``)::

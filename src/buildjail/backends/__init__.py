@@ -18,6 +18,7 @@ __all__ = [
     "Request",
     "choose_backend",
     "get_backend",
+    "not_covered",
     "shows_host_paths",
 ]
 
@@ -46,6 +47,16 @@ def get_backend(name: str) -> Backend:
 
         return LandlockBackend()
     raise PolicyError(f"unknown backend {name!r}; choose native, bwrap, landlock or auto")
+
+
+def not_covered(name: str) -> dict[str, str]:
+    """What backend *name* (or ``auto``'s choice) says it cannot give of ``full``, per
+    layer: why (nothing for the namespace backends)."""
+    if (choose_backend()[0] if name == "auto" else name) != "landlock":
+        return {}
+    from .landlock import NOT_COVERED
+
+    return dict(NOT_COVERED)
 
 
 def shows_host_paths(name: str) -> bool:

@@ -20,6 +20,7 @@ from buildjail._linux.identity import Identity
 from buildjail.backends._supervisor import plan_sandbox
 from buildjail.backends.base import Launch, Request, SandboxPlan
 from buildjail.backends.bwrap import plan_bwrap
+from buildjail.backends.landlock import plan_landlock
 from buildjail.backends.native import plan_native
 from buildjail.policy import Policy
 
@@ -289,3 +290,72 @@ def test_bwrap_none_as_root_adds_no_namespace(trees: tuple[str, str],
     assert launch.setup.namespaces == 0
     assert not launch.setup.loopback
     assert not launch.confinement.drop_capabilities
+
+
+# --- landlock: no namespace, a ruleset from the view ----------------------------------
+
+
+def _landlock_sandbox(profile: str, trees: tuple[str, str], *, root: bool,
+                      masked: tuple[str, ...] = ()) -> SandboxPlan:
+    readonly, writable = trees
+    policy = Policy.profile(profile)
+    if policy.filesystem:
+        policy = policy.with_paths(readonly=[readonly], writable=[writable], masked=masked)
+    leased = root and policy.ephemeral_identity
+    request = Request(policy=policy, argv=("/bin/true",), cwd=writable,
+                      env={"PATH": "/usr/bin:/bin"})
+    return plan_sandbox(request, LEASED if leased else CALLER, leased=leased, root=root,
+                        namespaces=False)
+
+
+@pytest.mark.parametrize("root", [True, False])
+def test_landlock_full_makes_no_namespace_and_confines_with_a_ruleset(
+        trees: tuple[str, str], root: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("buildjail.backends.landlock.untraversable_ancestors", lambda _: [])
+    sandbox = _landlock_sandbox("full", trees, root=root)
+    assert sandbox.namespaces == frozenset()
+    launch = plan_landlock(sandbox, abi=6, scratch="/tmp/scratch-of-this-run")
+    assert (launch.setup.namespaces, launch.setup.mounts, launch.setup.subreaper) == (
+        0, None, True)
+    ruleset = launch.confinement.landlock
+    assert ruleset is not None and ruleset.abi == 6
+    readonly, writable = trees
+    assert readonly in ruleset.read and "/usr" in ruleset.read and "/proc" in ruleset.read
+    assert writable in ruleset.write and writable not in ruleset.read
+    assert not {"/", "/etc", "/tmp", "/root", "/home"} & set(ruleset.read + ruleset.write)
+    assert "/dev/null" in ruleset.devices and ruleset.deny_tcp and ruleset.scope
+    assert launch.confinement.seccomp_program == seccomp.build_filter(stand_in=True)
+    assert launch.confinement.switch_identity is root
+    assert launch.confinement.process_rlimit is root  # as non-root: the caller's uid
+    assert launch.command.kill_descendants
+    assert launch.command.env["HOME"] == "/tmp/scratch-of-this-run/home"
+    assert launch.command.env["TMPDIR"] == "/tmp/scratch-of-this-run/tmp"
+    assert {"landlock:abi-6", "ipc:seccomp", "scope:signals+abstract-unix"} <= set(
+        launch.layers)
+    assert {"processes", "loopback", "tmp", "shared memory"} <= set(launch.degraded)
+
+
+def test_landlock_cuts_a_mask_out_of_a_shown_tree(tmp_path: Path) -> None:
+    shown = tmp_path / "tree"
+    (shown / "private").mkdir(parents=True)
+    (shown / "public").mkdir()
+    (shown / "file").write_text("x")
+    sandbox = _landlock_sandbox("full", (str(shown), str(tmp_path / "out")), root=False,
+                                masked=(str(shown / "private"),))
+    (tmp_path / "out").mkdir()
+    ruleset = plan_landlock(sandbox, abi=6, scratch=None).confinement.landlock
+    assert ruleset is not None
+    assert str(shown) not in ruleset.read and str(shown / "private") not in ruleset.read
+    assert {str(shown / "public"), str(shown / "file")} <= set(ruleset.read)
+
+
+def test_landlock_network_profile_is_a_network_ruleset_and_seccomp() -> None:
+    request = Request(policy=Policy.profile("network"), argv=("/bin/true",), cwd="/",
+                      env={})
+    sandbox = plan_sandbox(request, CALLER, leased=False, root=False, namespaces=False)
+    launch = plan_landlock(sandbox, abi=6, scratch=None)
+    ruleset = launch.confinement.landlock
+    assert ruleset is not None and not ruleset.filesystem and ruleset.deny_tcp
+    assert ruleset.rules() == [] and ruleset.handled_fs == 0
+    assert launch.confinement.no_new_privs and launch.confinement.seccomp_program
+    assert not launch.command.kill_descendants  # network has no kill_all

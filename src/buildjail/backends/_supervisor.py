@@ -585,7 +585,14 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str |
     poller.register(lifeline, select.POLLIN)
     reason: str | None = None
     memory = run.request.policy.limits.memory
-    adopted_memory = memory if run.plan.setup.subreaper and run.cgroup is None else None
+    # In no namespace of its own, only the supervisor sees the sandbox's socket buffers
+    # (a v1 cgroup does not charge them all); without a cgroup, its resident memory too.
+    adopted_memory = memory if run.plan.setup.subreaper and (
+        run.cgroup is None or run.cgroup.version == 1) else None
+    usage_fd = None
+    if adopted_memory and run.cgroup is not None:
+        with contextlib.suppress(OSError):  # then the resident memory is counted instead
+            usage_fd = run.cgroup.open_usage()
     try:
         while True:
             timeout = _next_timeout(deadline, run.cgroup is not None or disk is not None
@@ -602,22 +609,30 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str |
                 if reason is None and disk is not None and _disk_over(disk, init):
                     reason = "disk"
                 if reason is None and adopted_memory is not None and (
-                        _adopted_memory(init) > adopted_memory):
+                        _adopted_memory(init, usage_fd) > adopted_memory):
                     reason = "memory"
             if reason is not None:
                 os.kill(init, signal.SIGKILL)
                 return None if reason == "interrupted" else reason
     finally:
         os.close(pidfd)
+        if usage_fd is not None:
+            os.close(usage_fd)
 
 
-def _adopted_memory(init: int) -> int:
+def _adopted_memory(init: int, cgroup_usage: int | None) -> int:
     """What a sandbox in no namespace of its own holds, counted from outside (the init may
-    not open the netlink socket that reports socket buffers): the resident memory of the
-    init's descendants and the buffers of the unix sockets they hold."""
+    not open the netlink socket that reports socket buffers): the buffers of the unix
+    sockets its processes hold, and the cgroup's usage or else their resident memory."""
     pids = list(descendants(init))
-    resident = sum(usage.process_memory(str(pid)) for pid in pids)
-    return resident + usage.unix_socket_memory(usage.held_sockets(pids))
+    if cgroup_usage is not None:
+        try:
+            held = int(os.pread(cgroup_usage, 64, 0))
+        except (OSError, ValueError):
+            held = 0
+    else:
+        held = sum(usage.process_memory(str(pid)) for pid in pids)
+    return held + usage.unix_socket_memory(usage.held_sockets(pids))
 
 
 def _disk_over(disk: DiskWatch, init: int) -> bool:

@@ -585,10 +585,9 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str |
     poller.register(lifeline, select.POLLIN)
     reason: str | None = None
     memory = run.request.policy.limits.memory
-    # In no namespace of its own, only the supervisor sees the sandbox's socket buffers
-    # (a v1 cgroup does not charge them all); without a cgroup, its resident memory too.
-    adopted_memory = memory if run.plan.setup.subreaper and (
-        run.cgroup is None or run.cgroup.version == 1) else None
+    # In no namespace of its own, only the supervisor sees the sandbox's unix socket
+    # buffers, which no cgroup charges; without a cgroup, its resident memory too.
+    adopted_memory = memory if run.plan.setup.subreaper else None
     usage_fd = None
     if adopted_memory and run.cgroup is not None:
         with contextlib.suppress(OSError):  # then the resident memory is counted instead

@@ -392,12 +392,30 @@ def _set_rlimits(limits: Limits, *, processes: bool = True) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if limits.processes and processes:
         _lower_rlimit(resource.RLIMIT_NPROC, limits.processes)
+    elif limits.processes:
+        # The caller's own uid, in no user namespace of its own: RLIMIT_NPROC counts all of
+        # the caller's processes. A backstop above what it runs now; the monitor counts the
+        # sandbox's own exactly.
+        _lower_rlimit(resource.RLIMIT_NPROC, limits.processes + _processes_of(os.getuid()))
     if limits.file_size:
         _lower_rlimit(resource.RLIMIT_FSIZE, limits.file_size)
     if limits.open_files:
         _lower_rlimit(resource.RLIMIT_NOFILE, limits.open_files)
     if limits.cpu_time:  # one process's share; the monitor or the cgroup counts them all
         _lower_rlimit(resource.RLIMIT_CPU, math.ceil(limits.cpu_time))
+
+
+def _processes_of(uid: int) -> int:
+    """How many processes (threads count, as for RLIMIT_NPROC) run as *uid* now."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            info = os.stat(f"/proc/{name}/task")
+            if info.st_uid == uid:
+                count += max(1, info.st_nlink - 2)
+    return count
 
 
 def _prefer_as_oom_victim() -> None:

@@ -94,6 +94,9 @@ class PackageReport:
     backend: str | None = None
     hooks: list[HookRecord] = dataclasses.field(default_factory=list)
     layers: list[str] = dataclasses.field(default_factory=list)
+    degraded: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Layers the sandbox gave weaker than the policy asks (the runtime's, or the backend's
+    limits): why."""
     outputs: list[dict[str, str]] = dataclasses.field(default_factory=list)
     build_requirements: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Build requirements that had only an sdist, with the report of their wheel's build."""
@@ -620,6 +623,7 @@ class _HookCalls:
                 self.report.hooks.append(HookRecord(name, result.duration, result.exit_code,
                                                     result.limit_hit))
                 self.report.layers = list(result.layers)
+                self.report.degraded = dict(result.degraded)
 
 
 def _hook_output(directory: str, name: object, kind: Callable[[int], bool], label: str) -> str:

@@ -22,6 +22,8 @@ _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
 _UDIAG_SHOW_MEMINFO = 0x20
 _UNIX_DIAG_MEMINFO = 5
+_UDIAG_SHOW_UID = 0x40
+_UNIX_DIAG_UID = 7
 _SK_MEMINFO_RMEM_ALLOC = 0
 _SK_MEMINFO_WMEM_ALLOC = 2
 _NLMSG_HEADER = struct.Struct("=IHHII")
@@ -133,23 +135,25 @@ def _has_inet_sockets() -> bool:
     return False
 
 
-def unix_socket_memory(inodes: frozenset[int] | None = None) -> int:
+def unix_socket_memory(inodes: frozenset[int] | None = None, uid: int | None = None) -> int:
     """Bytes held by unix sockets of this network namespace (their rmem and wmem); only
-    by the sockets whose inode is in *inodes*, when given."""
+    by the sockets whose inode is in *inodes*, or which *uid* made, when given."""
+    show = _UDIAG_SHOW_MEMINFO | (_UDIAG_SHOW_UID if uid is not None else 0)
     request = _UNIX_DIAG_REQUEST.pack(socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0,
-                                      _UDIAG_SHOW_MEMINFO, 0xFFFFFFFF, 0xFFFFFFFF)
+                                      show, 0xFFFFFFFF, 0xFFFFFFFF)
     header = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
                                 _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
     try:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as link:
             link.settimeout(1.0)
             link.send(header + request)
-            return _sum_unix_replies(link, inodes)
+            return _sum_unix_replies(link, inodes, uid)
     except OSError:
         return 0
 
 
-def _sum_unix_replies(link: socket.socket, inodes: frozenset[int] | None = None) -> int:
+def _sum_unix_replies(link: socket.socket, inodes: frozenset[int] | None = None,
+                      uid: int | None = None) -> int:
     total = 0
     while True:
         data = link.recv(1 << 16)
@@ -159,11 +163,26 @@ def _sum_unix_replies(link: socket.socket, inodes: frozenset[int] | None = None)
             if kind in (_NLMSG_DONE, _NLMSG_ERROR) or length < _NLMSG_HEADER.size:
                 return total
             body = data[offset + _NLMSG_HEADER.size:offset + length]
-            if inodes is None or (len(body) >= 8 and _INODE.unpack_from(body, 4)[0] in inodes):
-                total += _unix_meminfo(body[_UNIX_DIAG_MESSAGE_SIZE:])
+            attributes = body[_UNIX_DIAG_MESSAGE_SIZE:]
+            if (inodes is None or (len(body) >= 8 and _INODE.unpack_from(body, 4)[0] in inodes)
+                    ) and (uid is None or _attribute_u32(attributes, _UNIX_DIAG_UID) == uid):
+                total += _unix_meminfo(attributes)
             offset += (length + 3) & ~3
         if not data:
             return total
+
+
+def _attribute_u32(attributes: bytes, wanted: int) -> int | None:
+    """The 32-bit value of the netlink attribute *wanted* among *attributes*, if there."""
+    offset = 0
+    while offset + _RTATTR.size <= len(attributes):
+        length, kind = _RTATTR.unpack_from(attributes, offset)
+        if length < _RTATTR.size:
+            return None
+        if kind == wanted and length >= _RTATTR.size + 4:
+            return int(_INODE.unpack_from(attributes, offset + _RTATTR.size)[0])
+        offset += (length + 3) & ~3
+    return None
 
 
 def _unix_meminfo(attributes: bytes) -> int:

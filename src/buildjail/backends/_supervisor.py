@@ -608,7 +608,8 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str |
                 if reason is None and disk is not None and _disk_over(disk, init):
                     reason = "disk"
                 if reason is None and adopted_memory is not None and (
-                        _adopted_memory(init, usage_fd) > adopted_memory):
+                        _adopted_memory(init, usage_fd, run.plan.confinement.identity.uid)
+                        > adopted_memory):
                     reason = "memory"
             if reason is not None:
                 os.kill(init, signal.SIGKILL)
@@ -619,11 +620,18 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str |
             os.close(usage_fd)
 
 
-def _adopted_memory(init: int, cgroup_usage: int | None) -> int:
+def _adopted_memory(init: int, cgroup_usage: int | None, uid: int) -> int:
     """What a sandbox in no namespace of its own holds, counted from outside (the init may
-    not open the netlink socket that reports socket buffers): the buffers of the unix
-    sockets its processes hold, and the cgroup's usage or else their resident memory."""
+    not open the netlink socket that reports socket buffers): the buffers of its unix
+    sockets, and the cgroup's usage or else its processes' resident memory.
+
+    Its sockets are those its uid made where it has a uid of its own (root's leased one:
+    a container's root may lack CAP_SYS_PTRACE to list another uid's descriptors), else
+    those its processes hold descriptors of.
+    """
     pids = list(descendants(init))
+    sockets = (usage.unix_socket_memory(uid=uid) if uid != os.getuid()
+               else usage.unix_socket_memory(usage.held_sockets(pids)))
     if cgroup_usage is not None:
         try:
             held = int(os.pread(cgroup_usage, 64, 0))
@@ -631,7 +639,7 @@ def _adopted_memory(init: int, cgroup_usage: int | None) -> int:
             held = 0
     else:
         held = sum(usage.process_memory(str(pid)) for pid in pids)
-    return held + usage.unix_socket_memory(usage.held_sockets(pids))
+    return held + sockets
 
 
 def _disk_over(disk: DiskWatch, init: int) -> bool:

@@ -132,7 +132,13 @@ def test_json_has_every_layer_for_both_identities_all_ok() -> None:
     assert _check(report, "sandbox:full", "nonroot")["ok"]
     require_backend("bwrap")
     assert report["backends"] == {"native": {"root": True, "nonroot": True},
-                                  "bwrap": {"root": True, "nonroot": True}}
+                                  "bwrap": {"root": True, "nonroot": True},
+                                  "landlock": {"root": True, "nonroot": True}}
+    for identity in ("root", "nonroot"):  # what landlock cannot give is named, as degraded
+        landlock = _check(report, "landlock:sandbox:full", identity)
+        assert landlock["ok"] and landlock["degraded"], landlock
+        assert "command lines stay visible" in landlock["reason"], landlock
+        assert _check(report, "landlock:abi", identity)["detail"].startswith("ABI ")
     assert _check(report, "bwrap:installed", "root")["detail"].startswith("/usr/bin/bwrap 0.")
     assert report["auto"]["backend"] == "native"  # Linux >= 5.12 here
     assert "mount call" in report["auto"]["reason"]

@@ -184,7 +184,8 @@ def test_readonly_shows_a_path_to_the_hooks(shared_dir: Path) -> None:
     project = make_project(shared_dir / "reads", "reads", attack={
         "hooks": {"build_wheel": {"tool": str(tools / "bj-read")}}})
     common = [str(project), "--wheel", "--no-index", "--readonly", str(tools)]
-    hidden = buildjail(*common, "-o", str(shared_dir / "out1"), env=PLAIN_PATH)
+    hidden = buildjail(*common, "-o", str(shared_dir / "out1"), "--logs",
+                       str(shared_dir / "failed"), env=PLAIN_PATH)
     assert hidden.returncode == 1, hidden.stderr
     assert "No such file or directory" in hidden.stderr
     logs = shared_dir / "logs"
@@ -213,10 +214,25 @@ def test_a_hook_reaching_for_the_network_names_the_cause(tmp_path: Path,
     assert f"buildjail: {cause}" in log.read_text()
 
 
+def test_extra_requirements_for_a_hidden_tool_name_its_directory(tmp_path: Path,
+                                                                 shared_dir: Path) -> None:
+    """maturin without cargo asks for a Rust installer: the hidden PATH entry is named."""
+    tools = shared_dir / "toolchain" / "bin"
+    tools.mkdir(parents=True)
+    project = make_project(tmp_path / "asks", "asks", attack={"requires_wheel": ["bj-rustup"]})
+    env = {**os.environ, "PATH": f"{tools}:/usr/bin:/bin"}
+    proc = buildjail(str(project), "--wheel", "--no-index", "-o", str(tmp_path / "dist"),
+                     "--logs", str(tmp_path / "logs"), env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert [line.strip() for line in proc.stderr.splitlines() if "likely cause" in line] == [
+        f"likely cause: PATH lists {tools}, hidden by the sandbox: --readonly {tools} to show "
+        "it"]
+
+
 def test_a_hook_failing_for_another_reason_names_no_cause(tmp_path: Path) -> None:
     project = make_project(tmp_path / "fails", "fails",
                            attack={"hooks": {"build_wheel": {"fail": "a plain bug"}}})
     proc = buildjail(str(project), "--wheel", "--no-index", "-o", str(tmp_path / "dist"),
-                     env=PLAIN_PATH)
+                     "--logs", str(tmp_path / "logs"), env=PLAIN_PATH)
     assert proc.returncode == 1, proc.stderr
     assert "a plain bug" in proc.stderr and "likely cause" not in proc.stderr

@@ -462,7 +462,13 @@ class _PackageBuild:
             extra = parse_requirements(hooks.call(hook, config), f"the {hook} hook")
         except RequirementRefused as error:
             raise BuildError(label, "checking the build requirements", str(error)) from None
-        self._install(env, extra, f"installing the {kind}'s extra requirements")
+        try:
+            self._install(env, extra, f"installing the {kind}'s extra requirements")
+        except BuildError:
+            # A backend asking for what it did not find (maturin for puccinialin, a Rust
+            # installer, without cargo): the tools the view hides are the likely cause.
+            hooks.name_causes("")
+            raise
         staging = tempfile.mkdtemp(prefix=f"out-{kind}-", dir=self.work)
         metadata = None
         if kind == "wheel":
@@ -636,7 +642,7 @@ class _HookCalls:
             return getattr(self.caller, hook)(*args, **kwargs)
         except HookFailed as error:
             if not error.result.limit_hit:
-                self._name_causes(error.log_tail)
+                self.name_causes(error.log_tail)
             raise BuildError(self.label, f"the {hook} hook", str(error)) from None
         except HookOutputRefusedError as error:
             raise BuildError(self.label, f"the {hook} hook", str(error)) from None
@@ -657,8 +663,9 @@ class _HookCalls:
                 self.report.layers = list(result.layers)
 
 
-    def _name_causes(self, tail: str) -> None:
-        """Put what the sandbox denied that the failure shows in the report and the log."""
+    def name_causes(self, tail: str) -> None:
+        """Put what the sandbox denied that a failure (*tail*: a hook's output) shows in
+        the report and the log."""
         from .causes import likely_causes
 
         causes = likely_causes(self.runner.sandbox.policy, os.environ.get("PATH", ""), tail)

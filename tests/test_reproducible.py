@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SYSTEM_PYTHON
+from conftest import SYSTEM_PYTHON, fetched_wheels
 from test_build import buildjail
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
@@ -27,16 +27,7 @@ EPOCH = "1600000000"
 @pytest.fixture(scope="session")
 def flit_wheelhouse() -> Path:
     """A directory holding a flit_core wheel, fetched once."""
-    cache = Path(os.environ.get("BUILDJAIL_TEST_CACHE",
-                                Path.home() / ".cache" / "buildjail-tests"))
-    house = cache / "wheelhouse-flit"
-    marker = house / ".complete"
-    if not marker.exists():
-        house.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary",
-                        ":all:", "-d", str(house), "flit_core>=3.9,<5"], check=True)
-        marker.touch()
-    return house
+    return fetched_wheels("wheelhouse-flit", "flit_core>=3.9,<5")
 
 
 def flit_project(directory: Path) -> Path:

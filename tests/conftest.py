@@ -189,19 +189,24 @@ def host_processes() -> list[tuple[int, set[int], bytes]]:
 BUILD_REQUIREMENTS = ("setuptools==75.8.0", "wheel==0.45.1")
 
 
-@pytest.fixture(scope="session")
-def wheelhouse() -> Path:
-    """A local directory of build-requirement wheels (setuptools, wheel), fetched once."""
+def fetched_wheels(name: str, *requirements: str) -> Path:
+    """The test cache's directory *name* holding wheels of *requirements*, fetched once."""
     cache = Path(os.environ.get("BUILDJAIL_TEST_CACHE",
                                 Path.home() / ".cache" / "buildjail-tests"))
-    house = cache / "wheelhouse-basic"
+    house = cache / name
     marker = house / ".complete"
     if not marker.exists():
         house.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary",
-                        ":all:", "-d", str(house), *BUILD_REQUIREMENTS], check=True)
+                        ":all:", "-d", str(house), *requirements], check=True)
         marker.touch()
     return house
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    """A local directory of build-requirement wheels (setuptools, wheel), fetched once."""
+    return fetched_wheels("wheelhouse-basic", *BUILD_REQUIREMENTS)
 
 
 @pytest.fixture(scope="session")

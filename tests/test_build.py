@@ -375,7 +375,8 @@ def test_a_non_root_user_builds_in_a_user_namespace(shared_dir: Path, nonroot_si
 
 def test_a_hook_failing_on_a_hidden_tool_names_the_flag_that_fixes_it(
         identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
-    """A tool on the caller's PATH outside the view: the hint's --readonly makes it build."""
+    """A tool on the caller's PATH outside the view: the cause named, with the --readonly
+    that makes it build, in the summary and the log."""
     tools = shared_dir / "toolchain" / "bin"
     tools.mkdir(parents=True)
     (tools / "bj-tool").write_text("#!/bin/sh\necho the tool ran\n")
@@ -388,14 +389,16 @@ def test_a_hook_failing_on_a_hidden_tool_names_the_flag_that_fixes_it(
     failing = identity.buildjail(*common, "-o", str(shared_dir / "out1"),
                                  backend=sandbox_backend, env=env)
     assert failing.returncode == 1, failing.stderr
-    hint = [line for line in failing.stderr.splitlines() if line.startswith("hint: ")]
-    assert len(hint) == 1, failing.stderr
-    assert f"does not show these PATH directories: {tools}" in hint[0]
-    assert f"--readonly {tools}" in hint[0]
+    cause = (f"likely cause: PATH lists {tools}, hidden by the sandbox: --readonly {tools} "
+             "to show it")
+    causes = [line.strip() for line in failing.stderr.splitlines() if "likely cause" in line]
+    assert cause in causes, failing.stderr
+    [log] = (shared_dir / "logs").iterdir()
+    assert f"buildjail: {cause}" in log.read_text()
     fixed = identity.buildjail(*common, "-o", str(shared_dir / "out2"), "--readonly",
                                str(tools), backend=sandbox_backend, env=env)
     assert fixed.returncode == 0, fixed.stderr
-    assert "hint: " not in fixed.stderr
+    assert "likely cause" not in fixed.stderr
     assert [path.name for path in (shared_dir / "out2").iterdir()] == [
         "needstool-1.0-py3-none-any.whl"]
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from buildjail.buildenv import base_interpreter
 from buildjail.installers import uv_binary
+from buildjail.interpreters import current as current_interpreter
 from conftest import Server, serve_directory
 from test_build import buildjail
 from wheels import make_project, make_sdist, simple_index, write_wheel
@@ -181,8 +181,9 @@ def test_control_uv_follows_a_projects_configuration_without_no_config(
     project = _hostile_project(tmp_path, indexes)
     env = user_environment(tmp_path, indexes, "files")
     where = project if cwd == "project" else tmp_path / "scratch"
-    command = [uv_binary(), "pip", "install", "--dry-run", "--python", base_interpreter(),
-               "--prefix", str(tmp_path / "env"), "--only-binary", ":all:", "--", "bjdep"]
+    command = [uv_binary(), "pip", "install", "--dry-run", "--python",
+               current_interpreter().executable, "--prefix", str(tmp_path / "env"),
+               "--only-binary", ":all:", "--", "bjdep"]
     subprocess.run(command, cwd=where, env=env, capture_output=True, check=False, timeout=120)
     assert _asked(indexes) == {"attacker"}
     indexes["attacker"].requests.clear()

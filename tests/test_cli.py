@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import hide_bubblewrap
+from wheels import make_sdist
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 
@@ -265,6 +266,15 @@ BAD_INPUTS = {
     "missing source": ["build", "{tmp}/nope"],
     "no project": ["build", "{empty}"],
     "corrupt sdist": ["build", "{corrupt}"],
+    "an sdist from an sdist": ["build", "--sdist", "{sdist}"],
+    "missing python": ["build", "--python", "{tmp}/nope", "{project}"],
+    "python not executable": ["build", "--python", "{file}", "{project}"],
+    "python is a directory": ["build", "--python", "{tmp}", "{project}"],
+    "python not python": ["build", "--python", "/bin/true", "{project}"],
+    "python too old": ["build", "--python", "{old_python}", "{project}"],
+    "config-json not JSON": ["build", "--config-json", "{{nope", "{project}"],
+    "config-json a list": ["build", "--config-json", "[1, 2]", "{project}"],
+    "config-json with -C": ["build", "--config-json", "{{}}", "-Ca=b", "{project}"],
 }
 
 
@@ -279,9 +289,16 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_created(tmp_path: Path,
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("a file\n")
     (tmp_path / "demo-1.0.tar.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not a gzip stream")
+    sdist = make_sdist(tmp_path, "good")
+    old_python = tmp_path / "python3.7"  # answers buildjail's query as a Python 3.7 would
+    old_python.write_text("#!/bin/sh\necho '{\"version\": [3, 7, 17], \"implementation\": "
+                          "\"cpython\", \"executable\": \"/usr/bin/python3.7\", \"purelib\": "
+                          "\"/@buildjail-base@/lib/python3.7/site-packages\"}'\n")
+    old_python.chmod(0o755)
     before = sorted(tmp_path.rglob("*"))
     argv = [arg.format(tmp=tmp_path, project=project, file=tmp_path / "file",
-                       empty=tmp_path / "empty", corrupt=tmp_path / "demo-1.0.tar.gz")
+                       empty=tmp_path / "empty", corrupt=tmp_path / "demo-1.0.tar.gz",
+                       sdist=sdist, old_python=old_python)
             for arg in BAD_INPUTS[case]]
     proc = buildjail(*argv, cwd=str(tmp_path))
     assert proc.returncode == 2, proc.stdout + proc.stderr

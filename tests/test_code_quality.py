@@ -53,7 +53,7 @@ def test_readme_examples_pass_mypy_strict(tmp_path: Path) -> None:
 CORE = {"errors", "limits", "policy", "result", "environment", "credentials", "trees"}
 FRONTENDS = {"explain", "pep517", "build", "buildenv", "installers", "sources", "requirements",
              "outputs", "archives", "checkout", "logs", "progress", "audit", "doctor", "fromager",
-             "examples"}
+             "examples", "interpreters", "causes"}
 VIEW_HELPERS = {"_linux.filesystem", "_linux.identity"}
 STDLIB_ONLY = {"audit.bait", "audit.vectors", "examples.whoami", "_linux.procfs",
                "_linux.seccomp", "_linux.usage", "_linux.disk", "_linux.cgroups"}

@@ -47,8 +47,10 @@ from . import trees
 from ._linux.filesystem import PRIVATE_TMPFS, within_any
 from .backends import SEARCHABLE, shows_host_paths
 from .buildenv import BuildEnvironment, BuildEnvironmentError, IndexOptions, MissingWheels
+from .environment import filter_environment
 from .errors import BuildjailError, SandboxSetupError
 from .installers import DEFAULT_INSTALLER
+from .interpreters import Interpreter, resolve
 from .logs import BuildLog, default_directory, private_directory
 from .outputs import OutputDirectory, OutputRefused, project_of
 from .policy import Policy
@@ -104,8 +106,12 @@ class PackageReport:
     """The installer of the build requirements and the index it used (redacted)."""
     result: str = "pending"
     error: str | None = None
+    causes: list[str] = dataclasses.field(default_factory=list)
+    """What the sandbox denied that probably made a hook fail, each with its flag."""
     step: str | None = None
     log: str | None = None
+    build_tree: str | None = None
+    """Where the package's work tree was kept (``keep_build_tree``)."""
     duration: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,7 +126,9 @@ class BuildOptions:
     policy: Policy
     sdist: bool = True
     wheel: bool = True
-    config_settings: Mapping[str, str | list[str]] = dataclasses.field(default_factory=dict)
+    config_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Passed to every hook as ``config_settings``: JSON values (``-C`` gives strings and
+    lists of strings, ``--config-json`` any JSON)."""
     index: IndexOptions = dataclasses.field(default_factory=IndexOptions)
     installer: str = DEFAULT_INSTALLER
     """Which installer puts the build requirements in place: ``uv`` or ``pip``."""
@@ -132,6 +140,10 @@ class BuildOptions:
     overwrite: bool = False
     """Replace files already in the output directory (never one this run published)."""
     max_build_depth: int = MAX_BUILD_DEPTH
+    python: str | None = None
+    """The interpreter build environments are made from (default: the caller's base)."""
+    keep_build_tree: bool = False
+    """Keep each package's work tree (extracted sources, build environments) afterwards."""
 
 
 Progress = Callable[[str, str], None]
@@ -143,6 +155,7 @@ class _Batch:
 
     def __init__(self, outdir: str, options: BuildOptions) -> None:
         self.options = options
+        self.interpreter: Interpreter = resolve(options.python)
         self.installer = options.index.installer(options.installer)
         self.index = options.index.as_used_by(self.installer)
         """Where sdists of build requirements are looked up: the installer's indexes."""
@@ -245,7 +258,10 @@ def _build_in_batch(source: str, batch: _Batch, progress: Progress | None, *,
         if log is not None:
             log.write("buildjail: unexpected error\n" + traceback.format_exc())
     finally:
-        trees.remove_tree(work)
+        if options.keep_build_tree:
+            report.build_tree = _keep_tree(work)
+        else:
+            trees.remove_tree(work)
         if log is not None:
             log.close()
     if report.result == "ok" and options.keep_logs is None and report.log:
@@ -254,6 +270,32 @@ def _build_in_batch(source: str, batch: _Batch, progress: Progress | None, *,
         report.log = None  # kept only when asked, or when the build failed
     report.duration = time.monotonic() - started
     return report
+
+
+def _keep_tree(work: str) -> str | None:
+    """Move a package's work tree out of the batch's (removed) into a fresh temporary
+    directory beside it; return where (None, and the tree removed, if it cannot move)."""
+    kept = tempfile.mkdtemp(prefix="buildjail-tree-")
+    try:
+        os.rename(work, kept)  # onto the empty directory: same file system, one step
+    except OSError:
+        os.rmdir(kept)
+        trees.remove_tree(work)
+        return None
+    return kept
+
+
+def _epoch_note(policy: Policy) -> str:
+    """The log's line on ``SOURCE_DATE_EPOCH``: the caller's value, and whether it passes."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None:
+        return ("buildjail: SOURCE_DATE_EPOCH is not set: the archives' dates are the "
+                "backends' choice")
+    if not filter_environment({"SOURCE_DATE_EPOCH": value}, policy.env_keep,
+                              policy.env_delete):
+        return (f"buildjail: SOURCE_DATE_EPOCH={value} is set, but the policy "
+                f"{policy.name} does not pass it to the hooks")
+    return f"buildjail: SOURCE_DATE_EPOCH={value} (the caller's, passed to the hooks)"
 
 
 def _label(source: str) -> str:
@@ -413,26 +455,37 @@ class _PackageBuild:
         self.note(report.source, f"{kind}: installing build requirements")
         try:
             env = BuildEnvironment(self._directory(prefix=f"env-{kind}-"),
-                                   options.index, self.log, self.batch.installer)
+                                   options.index, self.log, self.batch.installer,
+                                   self.batch.interpreter)
         except BuildEnvironmentError as error:
             raise BuildError(label, f"preparing the {kind} build environment",
                              str(error)) from None
+        self.log.write(f"buildjail: the {kind}'s build environment: Python "
+                       f"{self.batch.interpreter.version_text} "
+                       f"({self.batch.interpreter.executable})\n{_epoch_note(options.policy)}\n")
         self._install(env, system.requires, f"preparing the {kind} build environment")
         runner = hook_runner(options.policy.with_paths(masked=self.batch.hidden),
                              backend=options.backend, log_path=self.log.path,
                              output=self.log.fd, env=env.hook_environment(os.environ),
-                             readonly=self._read_only_outputs(project) if in_tree else ())
+                             readonly=self._read_only_outputs(project) if in_tree else (),
+                             hook_script=env.hook_script)
         caller = BuildBackendHookCaller(project, system.backend,
                                         list(system.backend_path or []) or None,
                                         runner=runner, python_executable=env.python)
-        config = dict(options.config_settings) or None
+        config = dict(options.config_settings)  # {} when none, as pypa/build passes
         hooks = _HookCalls(caller, runner, report, label, note=self.note, log=self.log)
         hook = f"get_requires_for_build_{kind}"
         try:
             extra = parse_requirements(hooks.call(hook, config), f"the {hook} hook")
         except RequirementRefused as error:
             raise BuildError(label, "checking the build requirements", str(error)) from None
-        self._install(env, extra, f"installing the {kind}'s extra requirements")
+        try:
+            self._install(env, extra, f"installing the {kind}'s extra requirements")
+        except BuildError:
+            # A backend asking for what it did not find (maturin for puccinialin, a Rust
+            # installer, without cargo): the tools the view hides are the likely cause.
+            hooks.name_causes("")
+            raise
         staging = self._directory(prefix=f"out-{kind}-")
         metadata = None
         if kind == "wheel":
@@ -444,7 +497,7 @@ class _PackageBuild:
         return self._publish(output, kind, label, metadata)
 
     def _prepare_metadata(self, hooks: _HookCalls,
-                          config: Mapping[str, str | list[str]] | None) -> WheelMetadata | None:
+                          config: Mapping[str, Any] | None) -> WheelMetadata | None:
         """The wheel's metadata from the backend's hook; None when the backend has none.
 
         pyproject_hooks' fallback for a backend without the hook (meson-python,
@@ -605,6 +658,8 @@ class _HookCalls:
         try:
             return getattr(self.caller, hook)(*args, **kwargs)
         except HookFailed as error:
+            if not error.result.limit_hit:
+                self.name_causes(error.log_tail)
             raise BuildError(self.label, f"the {hook} hook", str(error)) from None
         except HookOutputRefusedError as error:
             raise BuildError(self.label, f"the {hook} hook", str(error)) from None
@@ -624,6 +679,17 @@ class _HookCalls:
                                                     result.limit_hit))
                 self.report.layers = list(result.layers)
                 self.report.degraded = dict(result.degraded)
+
+
+    def name_causes(self, tail: str) -> None:
+        """Put what the sandbox denied that a failure (*tail*: a hook's output) shows in
+        the report and the log."""
+        from .causes import likely_causes
+
+        causes = likely_causes(self.runner.sandbox.policy, os.environ.get("PATH", ""), tail)
+        self.report.causes = causes
+        for cause in causes:
+            self.log.write(f"buildjail: likely cause: {cause}\n")
 
 
 def _hook_output(directory: str, name: object, kind: Callable[[int], bool], label: str) -> str:
@@ -698,7 +764,8 @@ def build_all(sources: Sequence[str], outdir: str, options: BuildOptions, jobs: 
     """Build every source, *jobs* at a time; return one report per source, in order.
 
     *progress* hears each step of each build, *done* each report as its build ends.
-    Raises BuildjailError only when the output or log directory cannot be used; a source
+    Raises BuildjailError only when the output or log directory or the interpreter of
+    ``options.python`` cannot be used; a source
     that fails, however, fails alone in its report.
     """
     batch = _Batch(outdir, options)

@@ -27,10 +27,7 @@ import os
 import re
 import stat
 import subprocess
-import sys
-import sysconfig
 import tempfile
-import venv
 from collections.abc import Iterable, Mapping, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -40,6 +37,7 @@ from . import trees
 from .credentials import redact
 from .errors import BuildjailError
 from .installers import DEFAULT_INSTALLER, Installer, InstallerError, find_installer
+from .interpreters import Interpreter, current
 from .logs import BuildLog
 from .requirements import as_arguments
 
@@ -121,16 +119,13 @@ def has_hashes(path: str) -> bool:
                                     f"{error.strerror or error}") from None
 
 
-def base_interpreter() -> str:
-    """The interpreter build environments are made from: this one's base installation."""
-    return os.path.abspath(getattr(sys, "_base_executable", None) or sys.executable)
-
-
 class BuildEnvironment:
     """An isolated virtual environment holding one package's build requirements."""
 
     def __init__(self, path: str, index: IndexOptions | None = None,
-                 log: BuildLog | None = None, installer: Installer | None = None) -> None:
+                 log: BuildLog | None = None, installer: Installer | None = None,
+                 interpreter: Interpreter | None = None) -> None:
+        """*interpreter*: the base installation to make it from (default: the caller's)."""
         self.path = path
         self.index = index or IndexOptions()
         self.log = log
@@ -140,7 +135,8 @@ class BuildEnvironment:
             raise BuildEnvironmentError(str(error)) from None
         # A private cache beside the environment when the user's cannot be written.
         self.installer = chosen.with_cache(os.path.join(os.path.dirname(path), "uv-cache"))
-        self.base = base_interpreter()
+        self.interpreter = interpreter or current()
+        self.base = self.interpreter.executable
         self.installed: list[Requirement] = []
         self._create()
 
@@ -157,8 +153,12 @@ class BuildEnvironment:
     @property
     def site_packages(self) -> str:
         """Where the environment's packages go (the layout of a venv of the base)."""
-        return sysconfig.get_path("purelib", "venv", vars={"base": self.path,
-                                                          "platbase": self.path})
+        return self.interpreter.site_packages(self.path)
+
+    @property
+    def hook_script(self) -> str:
+        """The environment's copy of pyproject_hooks' ``_in_process.py``, which hooks run."""
+        return os.path.join(self.path, "buildjail-hooks", "_in_process.py")
 
     def hook_environment(self, base: Mapping[str, str]) -> dict[str, str]:
         """*base* with this environment's scripts directory first in ``PATH``."""
@@ -189,13 +189,20 @@ class BuildEnvironment:
         stage = tempfile.mkdtemp(prefix="pip-target-", dir=os.path.dirname(self.path))
         try:
             self._run_installer(
-                [*self.installer.program, "--disable-pip-version-check",
+                [*self._pip_program(), "--disable-pip-version-check",
                  "--no-input", "--no-warn-script-location", "--target", stage,
                  "--only-binary", ":all:", *self.index.arguments(find_links),
                  *self._constraint_arguments(), "--", *as_arguments(wanted)], wanted)
             self._replace_packages(stage)
         finally:
             trees.remove_tree(stage)
+
+    def _pip_program(self) -> list[str]:
+        """pip's command; for another interpreter's environment, run by that one (--python)."""
+        program = list(self.installer.program)
+        if self.base == current().executable:
+            return program
+        return [*program[:-1], "--python", self.base, program[-1]]
 
     def _constraint_arguments(self) -> list[str]:
         """``-c FILE``; with hashes in it, uv checks them and pip cannot (refused)."""
@@ -260,12 +267,27 @@ class BuildEnvironment:
                                cwd=os.path.dirname(self.path), stdin=subprocess.DEVNULL,
                                env=self.installer.env(os.environ))
             else:
-                venv.EnvBuilder(with_pip=False, symlinks=True).create(self.path)
+                subprocess.run([self.base, "-I", "-m", "venv", "--without-pip", "--symlinks",
+                                self.path], check=True, capture_output=True, cwd="/",
+                               stdin=subprocess.DEVNULL)
             os.chmod(self.path, 0o755)  # the build's identity must be able to enter it
             os.makedirs(self.site_packages, exist_ok=True)
+            self._copy_hook_script()
         except (OSError, subprocess.CalledProcessError) as error:
             raise BuildEnvironmentError(f"cannot create a build environment in {self.path}: "
                                         f"{error}") from None
+
+
+    def _copy_hook_script(self) -> None:
+        """Put pyproject_hooks' hook script in the environment: nothing of the caller's
+        installation is run in the sandbox (its files may be unreadable to the build)."""
+        from importlib.resources import files
+
+        script = files("pyproject_hooks._in_process").joinpath("_in_process.py").read_bytes()
+        os.mkdir(os.path.dirname(self.hook_script), 0o755)
+        with open(self.hook_script, "xb") as stream:
+            stream.write(script)
+        os.chmod(self.hook_script, 0o644)
 
 
 def _missing_wheels(output: str, wanted: list[Requirement]) -> list[str]:

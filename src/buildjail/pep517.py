@@ -65,8 +65,12 @@ class SandboxedHookRunner:
         env: Mapping[str, str] | None = None,
         output: int | None = None,
         refuse_escaping: bool = False,
+        hook_script: str | None = None,
     ) -> None:
         """*output*: a file descriptor for the hooks' output, instead of *log_path*.
+
+        *hook_script*: a copy of pyproject_hooks' ``_in_process.py`` (in the build
+        environment) to run instead of the caller's installed one.
 
         With *refuse_escaping*, symbolic links leading out of the hook's writable
         directories and special files are removed after each hook, which then fails: for
@@ -79,6 +83,7 @@ class SandboxedHookRunner:
         self.readonly = tuple(os.fspath(path) for path in readonly)
         self.env = env
         self.refuse_escaping = refuse_escaping
+        self.hook_script = hook_script
         self.results: list[tuple[str, RunResult]] = []
 
     def __call__(self, cmd: Sequence[str], cwd: str | None = None,
@@ -91,6 +96,9 @@ class SandboxedHookRunner:
         hook = parse_hook_command(cmd)
         if hook is None:
             raise BuildjailError(f"not pyproject_hooks' command of a hook: {list(cmd)!r}")
+        if self.hook_script is not None:
+            hook = dataclasses.replace(hook, script=self.hook_script)
+            cmd = [hook.python, hook.script, hook.hook, hook.control_dir]
         cwd = os.path.abspath(cwd or os.getcwd())
         env = dict(os.environ if self.env is None else self.env)
         env.update(extra_environ or {})
@@ -205,11 +213,12 @@ def hook_runner(
     env: Mapping[str, str] | None = None,
     output: int | None = None,
     refuse_escaping: bool = False,
+    hook_script: str | None = None,
 ) -> SandboxedHookRunner:
     """Return a runner for ``pyproject_hooks.BuildBackendHookCaller(..., runner=...)``."""
     return SandboxedHookRunner(policy, backend=backend, log_path=log_path, writable=writable,
                                readonly=readonly, env=env, output=output,
-                               refuse_escaping=refuse_escaping)
+                               refuse_escaping=refuse_escaping, hook_script=hook_script)
 
 
 def _output_directories(control: str) -> list[str]:

@@ -57,6 +57,16 @@ def check_directory_option(option: str, path: str | None) -> None:
         raise BadInputError(f"{option} {path}: not a directory")
 
 
+def check_interpreter(python: str) -> None:
+    """Refuse a ``--python`` that is missing, not executable, not Python or older than 3.8."""
+    from ..interpreters import InterpreterError, inspect
+
+    try:
+        inspect(python)
+    except InterpreterError as failure:
+        raise BadInputError(str(failure)) from None
+
+
 def check_source(path: str) -> None:
     """Refuse a source that is missing, a directory with no project, or a broken sdist."""
     if not os.path.lexists(path):

@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import BuildjailError
 from ..installers import DEFAULT_INSTALLER, INSTALLERS
 from ..logs import escape_controls
-from ..policy import Policy
 from ..progress import open_progress
 from ._checks import (
     BadInputError,
     check_directory_option,
     check_existing_paths,
+    check_interpreter,
     check_output_file,
     check_source,
 )
@@ -24,7 +24,6 @@ from ._options import (
     add_backend,
     add_policy,
     add_readonly,
-    hidden_tools_hint,
     load_policy,
     write_report,
 )
@@ -46,8 +45,23 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             "run made)")
     build.add_argument("-s", "--sdist", action="store_true", help="build an sdist")
     build.add_argument("-w", "--wheel", action="store_true", help="build a wheel")
-    build.add_argument("-C", "--config-setting", metavar="KEY[=VALUE]", action="append",
-                       default=[], help="pass a setting to the backend (repeatable)")
+    settings = build.add_mutually_exclusive_group()
+    settings.add_argument("-C", "--config-setting", metavar="KEY[=VALUE]", action="append",
+                          default=[], help="pass a setting to the backend (repeatable; a "
+                          "repeated KEY gives a list, KEY alone an empty value), as pypa/build")
+    settings.add_argument("--config-json", metavar="JSON",
+                          help="pass the settings as one JSON object (nested values allowed; "
+                               "not with -C), as pypa/build")
+    build.add_argument("--python", metavar="PATH",
+                       help="make the build environments from this Python 3.8+ interpreter "
+                            "(default: buildjail's own); hooks run under it")
+    build.add_argument("--keep-build-tree", action="store_true",
+                       help="keep each package's work tree (extracted sources, build "
+                            "environments) in a new temporary directory, named in the summary "
+                            "and the report")
+    build.add_argument("--keep-env", metavar="PATTERN", action="append", default=[],
+                       help="pass environment variables matching PATTERN into the sandbox "
+                            "(repeatable; the delete patterns still win)")
     add_policy(build, "named policy (default: full)", "policy TOML file")
     add_backend(build)
     build.add_argument("-j", "--jobs", type=int, default=1, help="build N sources at once")
@@ -101,7 +115,6 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     finally:
         progress.close()
     _print_summary(reports, verbose=args.verbose)
-    _hint_hidden_tools(reports, options.policy)
     if args.report:
         write_report(args.report, [report.to_dict() for report in reports])
     return 0 if all(report.result == "ok" for report in reports) else 1
@@ -119,26 +132,23 @@ def _check_inputs(args: argparse.Namespace) -> None:
     check_output_file("--report", args.report)
     if args.jobs < 1:
         raise BadInputError(f"-j/--jobs {args.jobs}: must be at least 1")
+    if args.config_json is not None:
+        _config_json(args.config_json)
+    if args.python is not None:
+        check_interpreter(args.python)
     for source in args.sources:
         check_source(source)
-
-
-def _hint_hidden_tools(reports: list[PackageReport], policy: Policy) -> None:
-    """After a hook failed (not by a limit): name the PATH directories the view hides."""
-    failed = [report for report in reports if report.result != "ok" and (
-        report.step or "").endswith(" hook") and not (
-        report.hooks and report.hooks[-1].limit_hit)]
-    if failed:
-        hint = hidden_tools_hint(policy)
-        if hint:
-            print(f"hint: {hint}", file=sys.stderr)
+        if args.sdist and os.path.isfile(source):
+            raise BadInputError(f"--sdist {source}: an sdist cannot be built from an sdist; "
+                                "pass --wheel (or nothing) to build its wheel")
 
 
 def _options(args: argparse.Namespace) -> BuildOptions:
     from ..build import BuildOptions
     from ..buildenv import IndexOptions
 
-    policy = load_policy(args).with_paths(readonly=absolute(args.readonly))
+    policy = load_policy(args).with_paths(readonly=absolute(args.readonly)).with_env(
+        keep=args.keep_env)
     explicit = args.sdist or args.wheel
     index = IndexOptions(find_links=tuple(absolute(args.find_links)),
                          index_url=args.index_url, no_index=args.no_index,
@@ -151,16 +161,34 @@ def _options(args: argparse.Namespace) -> BuildOptions:
         sdist=args.sdist or not explicit,
         wheel=args.wheel or not explicit,
         wheel_from_sdist=not explicit,
-        config_settings=_config_settings(args.config_setting),
+        config_settings=_config_json(args.config_json) if args.config_json is not None
+        else _config_settings(args.config_setting),
         index=index,
         installer=args.installer,
         keep_logs=os.path.abspath(args.logs) if args.logs else None,
         only_binary_build_deps=args.only_binary_build_deps,
         overwrite=args.overwrite,
+        python=os.path.abspath(args.python) if args.python else None,
+        keep_build_tree=args.keep_build_tree,
     )
 
 
+def _config_json(text: str) -> dict[str, Any]:
+    """``--config-json``'s object, as pypa/build reads it; BadInputError for anything else."""
+    import json
+
+    try:
+        settings = json.loads(text)
+    except ValueError as failure:
+        raise BadInputError(f"--config-json: not valid JSON ({failure})") from None
+    if not isinstance(settings, dict):
+        raise BadInputError(f"--config-json: must be a JSON object, not "
+                            f"{type(settings).__name__}")
+    return settings
+
+
 def _config_settings(items: list[str]) -> dict[str, str | list[str]]:
+    """``-C`` items as pypa/build reads them: KEY=VALUE, KEY alone empty, a repeat a list."""
     settings: dict[str, str | list[str]] = {}
     for item in items:
         key, _, value = item.partition("=")
@@ -189,10 +217,14 @@ def _print_summary(reports: list[PackageReport], *, verbose: bool = False) -> No
                                   f"{report.version or ''}: {outputs}"))
         else:
             print(f"FAILED {escape_controls(report.error or 'failed')}", file=sys.stderr)
+            for cause in report.causes:
+                print(f"       likely cause: {escape_controls(cause)}", file=sys.stderr)
         if verbose:
             _print_hooks(report, stream)
         if report.log and (verbose or report.result != "ok"):
             print(f"       log: {escape_controls(report.log)}", file=stream)
+        if report.build_tree:
+            print(f"       build tree: {escape_controls(report.build_tree)}", file=stream)
 
 
 def _print_hooks(report: PackageReport, stream: TextIO) -> None:

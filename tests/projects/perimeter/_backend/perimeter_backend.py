@@ -79,6 +79,16 @@ def attack_tool(name):
     subprocess.run([name], check=True)
 
 
+def attack_connect(address):
+    """Reach a host by name or address (``HOST:PORT``), as a toolchain download would."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    say("connecting to", address)
+    with socket.create_connection((host, int(port)), timeout=10):
+        pass
+
+
 def attack_env(names):
     for name in names:
         say(f"env {name}", os.environ.get(name, "<unset>"))

@@ -1,0 +1,1 @@
+"""A package whose build recorded what its hooks received (records.jsonl)."""

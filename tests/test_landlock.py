@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -418,3 +420,47 @@ def test_the_audit_control_every_declared_vector_fires_without_a_sandbox(
     fired = {vector for vector, cell in none.items() if cell["verdict"] == "vulnerable"}
     assert set(DECLARED) <= fired
     assert {"cred_home_netrc", "net_tcp", "daemon", "memory_hog", "fork_bomb"} <= fired
+
+
+# --- a real build, as root, from a caller whose Python the build cannot reach ----------
+
+
+@needs_root
+def test_root_builds_with_a_reachable_python_as_native_does(wheelhouse: Path,
+                                                            shared_dir: Path) -> None:
+    """The test's own Python is pyenv's under /root: without --python the build fails
+    closed naming the way out; with --python /usr/bin/python3.11 the wheel is the native
+    backend's byte for byte, and the sdist holds the same files (setuptools writes the
+    build's time and uid into its headers, so no two of its sdists are equal)."""
+    project = shared_dir / "simple"
+    shutil.copytree(Path(__file__).parent / "projects" / "simple", project)
+    common = [str(project), "--no-index", "--find-links", str(wheelhouse)]
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000", "PIP_CONFIG_FILE": os.devnull}
+
+    def build(backend: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "buildjail", "build", "--backend",
+                               backend, *common, "-o", str(out), *extra], env=env, cwd="/",
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    if Path(sys.base_prefix).is_relative_to("/root"):
+        refused = build("landlock", shared_dir / "refused")
+        assert refused.returncode == 1, refused.stderr
+        assert "--python" in refused.stderr and "ephemeral uid" in refused.stderr
+        assert not list((shared_dir / "refused").glob("*"))
+    ours = build("landlock", shared_dir / "landlock", "--python", SYSTEM_PYTHON)
+    assert ours.returncode == 0, ours.stderr
+    native = build("native", shared_dir / "native", "--python", SYSTEM_PYTHON)
+    assert native.returncode == 0, native.stderr
+    built = sorted(path.name for path in (shared_dir / "landlock").iterdir())
+    assert built == ["simple-1.0-py3-none-any.whl", "simple-1.0.tar.gz"]
+    wheel, sdist = built
+    assert (shared_dir / "landlock" / wheel).read_bytes() == (
+        shared_dir / "native" / wheel).read_bytes()
+    assert _sdist_files(shared_dir / "landlock" / sdist) == _sdist_files(
+        shared_dir / "native" / sdist)
+
+
+def _sdist_files(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as archive:
+        return {member.name: archive.extractfile(member).read()  # type: ignore[union-attr]
+                for member in archive.getmembers() if member.isfile()}

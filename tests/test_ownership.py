@@ -37,6 +37,47 @@ def test_a_hard_link_into_a_writable_tree_does_not_open_its_other_name(
     assert original.stat().st_uid == 0
 
 
+CAP_SETUID_EFFECTIVE = struct.pack("<5I", 0x02000001, 1 << 7, 0, 0, 0)
+"""security.capability for cap_setuid+ep (VFS_CAP_REVISION_2, effective)."""
+
+
+def _privileged_files(tree: Path) -> tuple[Path, Path, Path]:
+    """A root setuid, a root capable and a world-writable setuid copy of /usr/bin/id."""
+    suid, capable, open_suid = tree / "suid", tree / "capable", tree / "open-suid"
+    for path, mode in ((suid, 0o4755), (capable, 0o755), (open_suid, 0o4777)):
+        shutil.copy("/usr/bin/id", path)
+        path.chmod(mode)
+    os.setxattr(capable, "security.capability", CAP_SETUID_EFFECTIVE)
+    return suid, capable, open_suid
+
+
+@pytest.mark.parametrize("backend", ["native", "landlock"])
+def test_a_privileged_file_the_build_rewrites_gets_no_privileges_back(
+        shared_dir: Path, backend: str) -> None:
+    """A set-id or capable file in a writable tree: not lent, so the build cannot rewrite
+    it; and one the build could write anyway (mode 4777) gets no privileges back on the
+    build's content (the kernel strips its set-id bit on the write; the hand-back must
+    not put it back)."""
+    suid, capable, open_suid = _privileged_files(shared_dir)
+    original = suid.read_bytes()
+    script = "; ".join(f"cat /bin/true > {path}" for path in (suid, capable, open_suid))
+    Sandbox("full", backend=backend).run([SH, "-c", script], cwd="/", writable=[shared_dir])
+    assert suid.read_bytes() == capable.read_bytes() == original  # not the build's
+    assert suid.stat().st_mode & stat.S_ISUID and suid.stat().st_uid == 0
+    assert os.getxattr(capable, "security.capability") == CAP_SETUID_EFFECTIVE
+    assert open_suid.read_bytes() == Path("/bin/true").read_bytes()  # written, as 4777 lets
+    assert not open_suid.stat().st_mode & stat.S_ISUID  # but no privilege came back
+
+
+def test_control_an_unchanged_privileged_file_keeps_its_privileges(shared_dir: Path) -> None:
+    """The same files, untouched by the build: all keep what they had."""
+    suid, capable, open_suid = _privileged_files(shared_dir)
+    Sandbox("full").run(["/bin/true"], cwd="/", writable=[shared_dir])
+    assert suid.stat().st_mode & 0o7777 == 0o4755
+    assert open_suid.stat().st_mode & 0o7777 == 0o4777
+    assert os.getxattr(capable, "security.capability") == CAP_SETUID_EFFECTIVE
+
+
 def test_a_deep_tree_with_a_setuid_file_is_handed_back_whole(shared_dir: Path) -> None:
     script = ("import os, shutil\n"
               "for _ in range(1100):\n"

@@ -3,7 +3,8 @@
 Both walks run outside the sandbox, after every process of the sandbox is dead, by
 descriptors (:mod:`buildjail.trees`): any depth, never following a symbolic link. They never
 give away a file that has other hard links: its other names could lie outside the writable
-tree, and owning it would let the build write there.
+tree, and owning it would let the build write there; nor a set-id or capable file, whose
+privileges are given back afterwards only to the content it had.
 
 What the build leaves is hostile input. The hand-back restores what the caller had for
 every entry that existed before (owner, mode, access-control lists); what the build made
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import os
 import stat
 import time
@@ -28,8 +30,8 @@ from collections.abc import Iterable
 
 from .. import trees
 
-SENSITIVE_XATTRS = ("system.posix_acl_access", "system.posix_acl_default",
-                    "security.capability")
+CAPABILITY = "security.capability"
+SENSITIVE_XATTRS = ("system.posix_acl_access", "system.posix_acl_default", CAPABILITY)
 """Extended attributes that grant access or privilege: ACLs and file capabilities."""
 SAFE_MODE = 0o755
 """The permission bits a handed-back entry the build made may keep."""
@@ -48,6 +50,21 @@ class Original:
     gid: int
     mode: int
     xattrs: tuple[tuple[str, bytes], ...] = ()
+    digest: bytes | None = None
+    """A privileged file's (set-id bits, capabilities) content hash: its privileges are
+    given back only to the same content."""
+
+    @property
+    def privileged(self) -> bool:
+        """Whether the entry had set-id bits or file capabilities."""
+        return bool(self.mode & (stat.S_ISUID | stat.S_ISGID)) or any(
+            name == CAPABILITY for name, _ in self.xattrs)
+
+    def unprivileged(self) -> Original:
+        """The same without set-id bits and capabilities."""
+        return dataclasses.replace(
+            self, mode=self.mode & ~(stat.S_ISUID | stat.S_ISGID),
+            xattrs=tuple(item for item in self.xattrs if item[0] != CAPABILITY))
 
 
 Owners = dict[tuple[int, int], Original]
@@ -71,10 +88,16 @@ def lend(paths: Iterable[str], uid: int, gid: int) -> Owners:
     errors: list[str] = []
     for entry in trees.walk_all(paths, errors):
         info = entry.info
-        owners[entry.key] = Original(info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode),
-                                     _sensitive_xattrs(entry))
+        original = Original(info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode),
+                            _sensitive_xattrs(entry))
+        # A set-id or capable file is never lent: the build could rewrite it, and the
+        # hand-back would give the privileges back to the build's content.
+        privileged = stat.S_ISREG(info.st_mode) and original.privileged
+        if privileged:
+            original = dataclasses.replace(original, digest=_digest(entry))
+        owners[entry.key] = original
         shared = not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1
-        if not shared and (info.st_uid, info.st_gid) != (uid, gid):
+        if not shared and not privileged and (info.st_uid, info.st_gid) != (uid, gid):
             os.chown(entry.name, uid, gid, dir_fd=entry.dir_fd, follow_symlinks=False)
     if errors:
         raise OSError(errno.EIO, f"cannot lend the writable trees: {errors[0]}")
@@ -102,6 +125,8 @@ def hand_back(paths: Iterable[str], owners: Owners, borrower: int, uid: int, gid
                 continue
             wanted = original or Original(uid, gid, stat.S_IMODE(info.st_mode) & SAFE_MODE)
             try:
+                if wanted.privileged and not _same_content(entry, wanted):
+                    wanted = wanted.unprivileged()  # the build changed it: no privileges
                 _restore(entry, wanted)
             except OSError as error:
                 errors.append(f"{entry.path}: {error.strerror}")
@@ -161,6 +186,37 @@ def _restore(entry: trees.Entry, wanted: Original) -> None:
     for name, value in target.items():
         if current.get(name) != value:
             os.setxattr(entry.proc_path, name, value, follow_symlinks=False)
+
+
+DIGEST_LIMIT = 1 << 30
+"""The largest privileged file hashed; a bigger one never gets its privileges back."""
+
+
+def _digest(entry: trees.Entry) -> bytes | None:
+    """The sha256 of a regular file's content, read by descriptor (None if unreadable)."""
+    if entry.info.st_size > DIGEST_LIMIT:
+        return None
+    try:
+        fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=entry.dir_fd)
+    except OSError:
+        return None
+    digest = hashlib.sha256()
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+    finally:
+        os.close(fd)
+    return digest.digest()
+
+
+def _same_content(entry: trees.Entry, original: Original) -> bool:
+    """Whether *entry* is still a regular file with the content *original* recorded."""
+    if not stat.S_ISREG(entry.info.st_mode) or original.digest is None:
+        return False
+    return _digest(entry) == original.digest
 
 
 def _sensitive_xattrs(entry: trees.Entry) -> tuple[tuple[str, bytes], ...]:

@@ -464,3 +464,30 @@ def _sdist_files(path: Path) -> dict[str, bytes]:
     with tarfile.open(path) as archive:
         return {member.name: archive.extractfile(member).read()  # type: ignore[union-attr]
                 for member in archive.getmembers() if member.isfile()}
+
+
+def test_a_link_left_in_a_tree_with_a_mask_grants_nothing(run_sandbox: Runner,
+                                                         shared_dir: Path) -> None:
+    """A build's link to / in its writable tree, then a run that masks a secret there: the
+    mask's expansion must not turn the link into a rule on its target (found by review)."""
+    tree = shared_dir / "proj"
+    tree.mkdir()
+    tree.chmod(0o777)
+    secret = tree / "secret.env"
+    secret.write_text("TOKEN=hunter2\n")
+    secret.chmod(0o666)
+    planted = run_sandbox(["/bin/ln", "-s", "/", str(tree / "zz")], cwd="/",
+                          writable=[str(tree)])
+    assert planted["exit_code"] == 0, planted
+    outside = Path(f"/tmp/bj-ll-link-{os.getpid()}-{shared_dir.name}")
+    script = f"cat {secret}; echo x > {outside}; echo x > {tree}/zz{outside}"
+    result = run_sandbox(["/bin/sh", "-c", script], cwd="/", writable=[str(tree)],
+                         masked=[str(secret)], capture=True)
+    try:
+        assert "hunter2" not in result.get("stdout", ""), result
+        assert not outside.exists()
+    finally:
+        outside.unlink(missing_ok=True)
+    # The control: the same writes without the mask reach the tree, not the host.
+    assert run_sandbox(["/bin/sh", "-c", f"cat {secret}"], cwd="/", writable=[str(tree)],
+                       capture=True)["stdout"] == "TOKEN=hunter2\n"

@@ -185,8 +185,9 @@ def _reopenable(fd: int) -> bool:
 def create_ruleset(plan: RulesetPlan, stdio: tuple[int, ...] = ()) -> int:
     """Build *plan*'s ruleset and return its descriptor, to :func:`enforce` later.
 
-    The rules' paths are opened now, with this process's rights (before it drops them); a
-    path that no longer exists is skipped: a rule for it could only allow more.
+    The rules' paths are opened now, with this process's rights (before it drops them),
+    never following a link; a path that no longer exists or is a link is skipped: a rule
+    for it could only allow more.
     """
     attr = _RulesetAttr(plan.handled_fs, plan.handled_net, plan.scoped)
     ruleset = _check(_syscall(SYS_CREATE_RULESET, ctypes.byref(attr),
@@ -221,12 +222,15 @@ def _add_rule(ruleset: int, target: str | int, rights: int) -> None:
         owned = False
     else:
         try:
-            fd = os.open(target, os.O_PATH | os.O_CLOEXEC)
+            fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return
         owned = True
     try:
-        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISLNK(mode):  # made a link since it was planned: no rule, allow less
+            return
+        if not stat.S_ISDIR(mode):
             rights &= FILE_ONLY
         if not rights:
             return

@@ -158,8 +158,10 @@ def _ruleset(sandbox: SandboxPlan, abi: int,
         _refuse_unreachable(mounts, scratch)
         _refuse_unreachable_command(sandbox.request.argv[0])
     masks = frozenset(mounts.masks())
-    read = [*_around_masks((*mounts.system, *mounts.readonly), masks), *_own_entries(mounts),
-            "/proc"]
+    # Rules are made on real paths: a link's own rule would be one on its target (the init
+    # opens every rule path without following links, and skips a link it finds).
+    shown = _real((*mounts.system, *mounts.readonly, *_own_entries(mounts)))
+    read = [*_around_masks(shown, masks), "/proc"]
     return landlock.RulesetPlan(
         abi=abi,
         read=tuple(dict.fromkeys(read)),
@@ -230,12 +232,19 @@ def _unmasked_parts(tree: str, masks: frozenset[str]) -> list[str]:
     parts: list[str] = []
     for name in names:
         path = os.path.join(tree, name)
-        if os.path.islink(path) or not os.path.isdir(path):
+        if os.path.islink(path):  # never a rule: Landlock checks whatever it resolves to
+            continue
+        if not os.path.isdir(path):
             if path not in masks:
                 parts.append(path)
             continue
         parts += _unmasked_parts(path, masks)
     return parts
+
+
+def _real(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """*paths* with their links resolved (the host's own: system trees, declared trees)."""
+    return tuple(dict.fromkeys(os.path.realpath(path) for path in paths))
 
 
 def _own_entries(mounts: MountPlan) -> list[str]:

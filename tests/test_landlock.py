@@ -26,7 +26,8 @@ from buildjail import Policy, Sandbox, SandboxSetupError
 from buildjail._linux import kernel as k
 from buildjail._linux import landlock
 from buildjail.backends.landlock import NOT_COVERED, LandlockBackend
-from conftest import NONROOT_UID, SYSTEM_PYTHON, Runner, is_root
+from conftest import NONROOT_UID, SYSTEM_PYTHON, Identity, Runner, is_root
+from test_checkout import _checkout, _config_digest, _fsmonitor, _git
 from test_isolation import PROBE, bait  # noqa: F401 - the shared bait fixture
 
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root (CI runs as root)")
@@ -491,3 +492,67 @@ def test_a_link_left_in_a_tree_with_a_mask_grants_nothing(run_sandbox: Runner,
     # The control: the same writes without the mask reach the tree, not the host.
     assert run_sandbox(["/bin/sh", "-c", f"cat {secret}"], cwd="/", writable=[str(tree)],
                        capture=True)["stdout"] == "TOKEN=hunter2\n"
+
+
+@needs_root
+def test_a_checkout_is_built_from_a_private_copy(identity: Identity, shared_dir: Path,
+                                                 markers: Path) -> None:
+    """Landlock cannot keep the checkout's .git read-only inside the writable tree: the
+    hooks get a copy. What they change there (git config, a hook) never reaches the user's
+    checkout, whose next git command runs nothing of theirs."""
+    checkout = _checkout(identity, shared_dir / "work" / "perimeter", {"hooks": {
+        "build_sdist": {"git": _fsmonitor(markers)},
+        "get_requires_for_build_sdist": {"git": _fsmonitor(markers)}}})
+    before = _config_digest(checkout)
+    logs = shared_dir / "logs"
+    proc = identity.buildjail(str(checkout), "--sdist", "-o", str(shared_dir / "out"),
+                              "--logs", str(logs), backend="landlock")
+    assert proc.returncode == 0, proc.stderr
+    assert [path.name for path in (shared_dir / "out").iterdir()] == ["perimeter-1.0.tar.gz"]
+    log = (logs / "perimeter.log").read_text()
+    assert "PERIMETER git config: exit 0" in log  # it did change its copy's config
+    assert _config_digest(checkout) == before
+    _git(identity, checkout, "status")
+    assert list(markers.iterdir()) == []
+    assert not (checkout / ".git" / "hooks" / "post-checkout").exists()
+
+
+def test_a_read_only_tree_inside_a_writable_one_is_refused(run_sandbox: Runner,
+                                                           shared_dir: Path) -> None:
+    """Landlock's rights only add up: asked for, the run fails closed instead of leaving
+    the inner tree writable (found by review; native keeps it read-only)."""
+    inner = shared_dir / "ro"
+    inner.mkdir()
+    result = run_sandbox(["/bin/sh", "-c", f"echo x > {inner}/new"], cwd="/",
+                         writable=[str(shared_dir)], readonly=[str(inner)])
+    assert "cannot keep" in result.get("setup_error", ""), result
+    assert not (inner / "new").exists()
+
+
+STDIN_REOPEN = """
+import json, os, sys
+from buildjail import Sandbox
+fd = os.open(sys.argv[1], os.O_RDONLY)
+result = Sandbox("full", backend="landlock").run(
+    ["/bin/sh", "-c", "cat /dev/stdin; echo overwritten > /dev/stdin"], cwd="/", stdin=fd)
+print(json.dumps(result.exit_code))
+"""
+
+
+def test_a_read_only_stdin_stays_read_only_when_reopened(world_src: str,
+                                                         shared_dir: Path) -> None:
+    """/dev/stdin reopens the file behind it: only with the access it was opened with."""
+    victim = shared_dir / "input"
+    victim.write_text("original\n")
+    command = [SYSTEM_PYTHON, "-s", "-c", STDIN_REOPEN, str(victim)]
+    if is_root():
+        os.chown(victim, NONROOT_UID, NONROOT_UID)
+        command = ["/usr/bin/setpriv", f"--reuid={NONROOT_UID}", f"--regid={NONROOT_UID}",
+                   "--clear-groups", *command]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd="/", timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": world_src}, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "original"  # read through /dev/stdin
+    assert json.loads(lines[-1]) != 0  # the write was refused
+    assert victim.read_text() == "original\n"

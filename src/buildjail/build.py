@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import stat
 import tempfile
 import threading
@@ -400,12 +401,27 @@ class _PackageBuild:
                  chain: tuple[str, ...], expected: str | None,
                  output: OutputDirectory) -> None:
         self.source, self.batch, self.options = source, batch, options
+        self.private_tree = False
+        """The hooks build a private copy of the source tree (see _private_copy)."""
         self.report, self.work, self.note, self.log = report, work, note, log
         self.label = _label(source)
         self.chain = chain
         self.expected = expected
         self.output = output
 
+
+    def _private_copy(self, project: str) -> str:
+        """A copy of the source tree for the hooks, where the backend cannot keep parts of a
+        writable tree read-only (landlock): the user's checkout and its version-control
+        metadata stay out of their reach; the copy is thrown away with the work."""
+        self.note(self.source, "copying the source tree")
+        copy = os.path.join(self._directory(prefix="tree-"), os.path.basename(project))
+        try:
+            shutil.copytree(project, copy, symlinks=True, ignore=_special_files)
+        except (OSError, shutil.Error) as error:
+            raise BuildError(self.label, "copying the source tree", str(error)) from None
+        self.private_tree = True
+        return copy
 
     def _directory(self, prefix: str) -> str:
         """A fresh directory of this package's work; searchable where the backend shows
@@ -418,6 +434,8 @@ class _PackageBuild:
         """Build what the options ask: sdist, wheel, or the wheel from the sdist."""
         if os.path.isdir(self.source):
             project, from_sdist = os.path.abspath(self.source), False
+            if self.batch.searchable:
+                project = self._private_copy(project)
         elif os.path.isfile(self.source):
             self.expected = self.expected or _sdist_project(self.source)
             self.note(self.source, "extracting")
@@ -468,7 +486,7 @@ class _PackageBuild:
                              backend=options.backend, log_path=self.log.path,
                              output=self.log.fd, env=env.hook_environment(os.environ),
                              readonly=self._read_only_outputs(project) if in_tree else (),
-                             hook_script=env.hook_script)
+                             hook_script=env.hook_script, private_tree=self.private_tree)
         caller = BuildBackendHookCaller(project, system.backend,
                                         list(system.backend_path or []) or None,
                                         runner=runner, python_executable=env.python)
@@ -690,6 +708,21 @@ class _HookCalls:
         self.report.causes = causes
         for cause in causes:
             self.log.write(f"buildjail: likely cause: {cause}\n")
+
+
+def _special_files(directory: str, names: list[str]) -> set[str]:
+    """The names in *directory* that are neither files, directories nor links (a FIFO
+    would block the copy, a socket or device cannot be copied)."""
+    skipped = set()
+    for name in names:
+        try:
+            mode = os.lstat(os.path.join(directory, name)).st_mode
+        except OSError:
+            skipped.add(name)
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            skipped.add(name)
+    return skipped
 
 
 def _hook_output(directory: str, name: object, kind: Callable[[int], bool], label: str) -> str:

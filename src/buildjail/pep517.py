@@ -66,6 +66,7 @@ class SandboxedHookRunner:
         output: int | None = None,
         refuse_escaping: bool = False,
         hook_script: str | None = None,
+        private_tree: bool = False,
     ) -> None:
         """*output*: a file descriptor for the hooks' output, instead of *log_path*.
 
@@ -75,6 +76,9 @@ class SandboxedHookRunner:
         With *refuse_escaping*, symbolic links leading out of the hook's writable
         directories and special files are removed after each hook, which then fails: for
         callers whose own code goes on to use those directories (fromager).
+
+        *private_tree*: the source trees are private copies, thrown away after the build:
+        their version-control metadata needs no protection (it is otherwise read-only).
         """
         self.sandbox = Sandbox(policy, backend=backend)
         self.log_path = os.fspath(log_path) if log_path is not None else None
@@ -84,6 +88,7 @@ class SandboxedHookRunner:
         self.env = env
         self.refuse_escaping = refuse_escaping
         self.hook_script = hook_script
+        self.private_tree = private_tree
         self.results: list[tuple[str, RunResult]] = []
 
     def __call__(self, cmd: Sequence[str], cwd: str | None = None,
@@ -104,7 +109,7 @@ class SandboxedHookRunner:
         env.update(extra_environ or {})
         control = os.path.abspath(hook.control_dir)
         writable = [cwd, control, *_output_directories(control), *self.writable]
-        metadata = checkout.vcs_metadata(cwd)
+        metadata = [] if self.private_tree else checkout.vcs_metadata(cwd)
         readonly = [*interpreter_prefixes(hook.python),
                     os.path.dirname(os.path.abspath(hook.script)),
                     *self.readonly, *(path for path in metadata
@@ -117,7 +122,7 @@ class SandboxedHookRunner:
                 raise HookOutputRefusedError(
                     f"the build hook {hook.hook} left what code outside the sandbox "
                     f"must not follow (removed): {'; '.join(refused[:3])}")
-        created = checkout.refuse_new_vcs_metadata(cwd, metadata)
+        created = [] if self.private_tree else checkout.refuse_new_vcs_metadata(cwd, metadata)
         if created:
             raise HookOutputRefusedError(
                 f"the build hook {hook.hook} created version control metadata, which "
@@ -214,11 +219,13 @@ def hook_runner(
     output: int | None = None,
     refuse_escaping: bool = False,
     hook_script: str | None = None,
+    private_tree: bool = False,
 ) -> SandboxedHookRunner:
     """Return a runner for ``pyproject_hooks.BuildBackendHookCaller(..., runner=...)``."""
     return SandboxedHookRunner(policy, backend=backend, log_path=log_path, writable=writable,
                                readonly=readonly, env=env, output=output,
-                               refuse_escaping=refuse_escaping, hook_script=hook_script)
+                               refuse_escaping=refuse_escaping, hook_script=hook_script,
+                               private_tree=private_tree)
 
 
 def _output_directories(control: str) -> list[str]:

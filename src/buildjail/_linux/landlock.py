@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import fcntl
 import os
 import stat
 
@@ -168,9 +169,21 @@ class RulesetPlan:
         found += [(path, handled) for path in self.write]
         found += [(path, DEVICE & handled) for path in self.devices]
         if self.reopen_stdio:
-            found += [(fd, (READ_FILE | WRITE_FILE | TRUNCATE) & handled) for fd in stdio
-                      if _reopenable(fd)]
+            found += [(fd, _reopen_rights(fd) & handled) for fd in stdio if _reopenable(fd)]
         return found
+
+
+def _reopen_rights(fd: int) -> int:
+    """What reopening *fd* may give: its own access mode, no more (a stdin opened for
+    reading stays read-only through /dev/stdin)."""
+    try:
+        mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    except OSError:
+        return 0
+    rights = READ_FILE if mode in (os.O_RDONLY, os.O_RDWR) else 0
+    if mode in (os.O_WRONLY, os.O_RDWR):
+        rights |= WRITE_FILE | TRUNCATE
+    return rights
 
 
 def _reopenable(fd: int) -> bool:

@@ -24,7 +24,13 @@ import tempfile
 from collections.abc import Iterator
 
 from .._linux import landlock, seccomp
-from .._linux.filesystem import DEVICES, MountPlan, interpreter_paths, untraversable_ancestors
+from .._linux.filesystem import (
+    DEVICES,
+    MountPlan,
+    interpreter_paths,
+    untraversable_ancestors,
+    within_any,
+)
 from ..errors import SandboxSetupError
 from ..result import RunResult
 from ..trees import remove_tree
@@ -40,9 +46,13 @@ SCRATCH_BASE = "/tmp"
 """Where each run's private home and temporary directory are made (and removed after)."""
 _ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/hosts")
 
+HIDDEN_CONFIG_ENV = {"GIT_CONFIG_NOSYSTEM": "1"}
+"""Set for the build: the host's configuration the view hides is not even looked for."""
+
 NOT_COVERED = {
     "processes": "other processes' command lines stay visible in /proc (their environment, "
-                 "memory and descriptors do not: Landlock scopes ptrace to the sandbox)",
+                 "memory and descriptors do not: Landlock scopes ptrace to the sandbox), and "
+                 "so does the host's network state in /proc/net",
     "loopback": "no private loopback: every socket but a unix socket pair is refused, and "
                 "connect and bind with it",
     "shared memory": "no private /dev/shm or System V IPC: both are refused",
@@ -52,6 +62,18 @@ NOT_COVERED = {
                 "backends show the build's own)",
 }
 """What the ``full`` view has and this backend does not give, and what it does instead."""
+
+NOT_COVERED_NON_ROOT = {
+    "file metadata": "the build runs as your uid, and Landlock does not cover chmod, chown, "
+                     "utime or extended attributes: it could change the modes and times of "
+                     "your files outside its trees (not read or write them); run as root for "
+                     "an ephemeral uid, or use another backend where namespaces are allowed",
+    "monitor": "the build shares your uid and its init's domain: it can stop its init, "
+               "which then stops counting processes and CPU time (RLIMIT_NPROC and the wall "
+               "time still hold); memory and disk are watched from outside, but pipe "
+               "buffers and unix sockets in flight are not counted",
+}
+"""What it does not give where the build runs as the caller's own uid (non-root)."""
 
 
 class LandlockBackend:
@@ -154,6 +176,7 @@ def _ruleset(sandbox: SandboxPlan, abi: int,
                                         scope=True)
         return None
     mounts = sandbox.mounts
+    _refuse_read_only_inside_writable(mounts)
     if sandbox.leased:
         _refuse_unreachable(mounts, scratch)
         _refuse_unreachable_command(sandbox.request.argv[0])
@@ -171,6 +194,18 @@ def _ruleset(sandbox: SandboxPlan, abi: int,
         deny_tcp=deny_tcp,
         scope=True,
     )
+
+
+def _refuse_read_only_inside_writable(mounts: MountPlan) -> None:
+    """Landlock's rights only add up: a tree inside a writable one cannot be read-only."""
+    for path in mounts.readonly:
+        tree = next((tree for tree in mounts.writable if within_any(path, (tree,))), None)
+        if tree is not None:
+            raise SandboxSetupError(
+                f"the landlock backend cannot keep {path} read-only inside the writable "
+                f"{tree}: Landlock can only add rights, and a mount namespace would be needed",
+                f"leave {path} out of {tree} (build from an sdist or a copy), or use "
+                "--backend native or bwrap where namespaces are allowed")
 
 
 def _refuse_unreachable(mounts: MountPlan, scratch: str | None) -> None:
@@ -259,6 +294,9 @@ def _command(sandbox: SandboxPlan, scratch: str | None) -> Command:
     env = dict(sandbox.env)
     if scratch is not None:
         env.update(HOME=os.path.join(scratch, "home"), TMPDIR=os.path.join(scratch, "tmp"))
+        # What the other backends' views lack is absent (ENOENT) there, refused (EACCES)
+        # here; git takes a refused /etc/gitconfig for a fatal error (setuptools-scm).
+        env.update(HIDDEN_CONFIG_ENV)
     return Command(
         argv=request.argv,
         cwd=request.cwd,
@@ -293,6 +331,8 @@ def _not_covered(sandbox: SandboxPlan, abi: int) -> dict[str, str]:
     found: dict[str, str] = {}
     if policy.filesystem:
         found.update(NOT_COVERED)
+        if not sandbox.leased:
+            found.update(NOT_COVERED_NON_ROOT)
     elif "net" in policy.namespaces:
         found["loopback"] = NOT_COVERED["loopback"]
     if "uts" in policy.namespaces:

@@ -220,10 +220,10 @@ def test_a_token_left_by_a_killed_audit_is_replaced(workdir: Path, tag: str,
     else:
         owner = subprocess.Popen(["/bin/true"])
         owner.wait()
-    created = [path for path in (K8S_TOKEN.parent.parent, K8S_TOKEN.parent)
-               if not path.exists()]
+    # Every missing directory above it (a fresh host has no /run/secrets either).
+    created = [path for path in reversed(K8S_TOKEN.parents) if not path.exists()]
     for path in created:
-        path.mkdir()
+        path.mkdir(exist_ok=True)  # another test may make /run/secrets meanwhile
     stale = f"eyJhbGciOiJSUzI1NiJ9.bj-audit-t{owner.pid}-0-cred_k8s_token-0123"
     K8S_TOKEN.write_text(stale)
     try:

@@ -129,7 +129,7 @@ def plan_landlock(sandbox: SandboxPlan, *, abi: int, scratch: str | None) -> Lau
     ruleset = _ruleset(sandbox, abi, scratch)
     isolates = bool({"net", "ipc"} & policy.namespaces)
     confines = ruleset is not None or isolates or policy.seccomp
-    program = seccomp.build_filter(stand_in=True) if (policy.seccomp or isolates) else None
+    program = _stand_in_program() if (policy.seccomp or isolates) else None
     return Launch(
         setup=SetUp(namespaces=0, subreaper=policy.kill_all),
         confinement=Confinement(
@@ -146,6 +146,11 @@ def plan_landlock(sandbox: SandboxPlan, *, abi: int, scratch: str | None) -> Lau
         layers=_layers(sandbox, abi, ruleset),
         degraded=_not_covered(sandbox, abi),
     )
+
+
+@functools.cache
+def _stand_in_program() -> bytes:
+    return seccomp.build_filter(stand_in=True)
 
 
 def _refuse_too_old(sandbox: SandboxPlan, abi: int) -> None:

@@ -556,3 +556,16 @@ def test_a_read_only_stdin_stays_read_only_when_reopened(world_src: str,
     assert lines[0] == "original"  # read through /dev/stdin
     assert json.loads(lines[-1]) != 0  # the write was refused
     assert victim.read_text() == "original\n"
+
+
+def test_a_memfd_as_standard_output_is_fine() -> None:
+    """fromager's step runner captures output in a memfd: Landlock takes no rule for a
+    file on an internal file system, and none is needed (found by the hooks' work)."""
+    fd = os.memfd_create("bj-ll-stdout")
+    try:
+        result = Sandbox("full", backend="landlock").run(["/bin/echo", "captured"], cwd="/",
+                                                          stdout=fd)
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert (result.exit_code, os.read(fd, 64)) == (0, b"captured\n")
+    finally:
+        os.close(fd)

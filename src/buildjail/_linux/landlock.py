@@ -248,9 +248,11 @@ def _add_rule(ruleset: int, target: str | int, rights: int) -> None:
         if not rights:
             return
         attr = _PathBeneathAttr(rights, fd)
-        _check(_syscall(SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
-                        ctypes.byref(attr), ctypes.c_uint32(0)),
-               f"landlock_add_rule({target})")
+        result = _syscall(SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
+                          ctypes.byref(attr), ctypes.c_uint32(0))
+        if result < 0 and not owned and ctypes.get_errno() == errno.EBADFD:
+            return  # a stream on an internal file system (a memfd): nothing to reopen
+        _check(result, f"landlock_add_rule({target})")
     finally:
         if owned:
             os.close(fd)

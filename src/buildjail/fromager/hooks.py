@@ -44,7 +44,10 @@ if TYPE_CHECKING:
 CAPTURE_LIMIT = 32 << 20
 """The most of a step's captured output handed to fromager."""
 
-_sandboxes: dict[str, package.PackageSandbox] = {}
+_SETTING_UP = object()
+"""What the registry holds for a package while its sandbox is being set up."""
+_sandboxes: dict[str, object] = {}
+"""The package directories' sandboxes (or ``_SETTING_UP``)."""
 _registry = threading.Lock()
 
 
@@ -65,11 +68,18 @@ def package_directory(ctx: WorkContext, sdist_root_dir: pathlib.Path) -> str:
 def setup_sandbox(*, ctx: WorkContext, req: Requirement, sdist_root_dir: pathlib.Path) -> None:
     """Prepare the sandbox of one package and version: its directory, its identity."""
     root = package_directory(ctx, sdist_root_dir)
+    policy, backend = configured_policy(os.environ), configured_backend(os.environ)
     with _registry:
         if root in _sandboxes:
             raise BuildjailError(f"the sandbox of {req} in {root} is set up already")
-        sandbox = package.set_up(root, configured_policy(os.environ),
-                                 configured_backend(os.environ), os.environ)
+        _sandboxes[root] = _SETTING_UP
+    try:
+        sandbox = package.set_up(root, policy, backend, os.environ)  # others set up meanwhile
+    except BaseException:
+        with _registry:
+            del _sandboxes[root]
+        raise
+    with _registry:
         _sandboxes[root] = sandbox
 
 
@@ -78,8 +88,10 @@ def teardown_sandbox(*, ctx: WorkContext, req: Requirement,
     """Kill what is left of the package's sandbox and release its identity (set up or not)."""
     root = package_directory(ctx, sdist_root_dir)
     with _registry:
-        sandbox = _sandboxes.pop(root, None)
-    if sandbox is not None:
+        sandbox = _sandboxes.get(root)
+        if isinstance(sandbox, package.PackageSandbox):
+            del _sandboxes[root]
+    if isinstance(sandbox, package.PackageSandbox):
         sandbox.tear_down()
 
 
@@ -88,7 +100,7 @@ def sandbox_of(ctx: WorkContext, sdist_root_dir: pathlib.Path) -> package.Packag
     root = package_directory(ctx, sdist_root_dir)
     with _registry:
         sandbox = _sandboxes.get(root)
-    if sandbox is None:
+    if not isinstance(sandbox, package.PackageSandbox):
         raise BuildjailError(f"no sandbox is set up for {root}: call setup_sandbox first")
     return sandbox
 

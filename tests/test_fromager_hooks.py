@@ -37,11 +37,10 @@ from buildjail.audit.runner import (
     SELECT_SETTING,
     SEPARATE_BUILDS,
     TERMINAL_VECTORS,
-    audit_policy,
     judge_probe_log,
     parse_probe_log,
 )
-from buildjail.audit.vectors import CONFIG_FILE, LIMITS, VECTORS
+from buildjail.audit.vectors import CONFIG_FILE, VECTORS
 from buildjail.errors import BuildjailError, PolicyError
 from buildjail.fromager import api, configuration, hooks, unconfined
 from buildjail.policy import Policy
@@ -51,9 +50,11 @@ from test_cleanup import (  # noqa: F401 - own_runs: used by `own`
     SLEEPER,
     OwnRuns,
     _orphan,
+    _wait_for,
     _wait_for_uid,
     own_runs,
 )
+from test_fromager import _audit_policy_file
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 HOOKS = {"setup_sandbox": api.SandboxLifecycle, "teardown_sandbox": api.SandboxLifecycle,
@@ -105,16 +106,23 @@ def _sh(ctx: Context, req: Requirement, source: Path, script: str, *args: str,
     return done
 
 
-@pytest.fixture
-def package_sandbox(work: Path) -> Iterator[tuple[Context, Requirement, Path]]:
-    """One package's sandbox, set up, and torn down whatever the test did."""
+@contextlib.contextmanager
+def _sandbox(work: Path, name: str = "pkg") -> Iterator[tuple[Context, Requirement, Path]]:
+    """A package's sandbox, set up, then torn down in ``finally`` as fromager does."""
     ctx = Context(work)
-    req, source = _package(work, "pkg")
+    req, source = _package(work, name)
     hooks.setup_sandbox(ctx=ctx, req=req, sdist_root_dir=source)
     try:
         yield ctx, req, source
     finally:
         hooks.teardown_sandbox(ctx=ctx, req=req, sdist_root_dir=source)
+
+
+@pytest.fixture
+def package_sandbox(work: Path) -> Iterator[tuple[Context, Requirement, Path]]:
+    """One package's sandbox, set up, and torn down whatever the test did."""
+    with _sandbox(work) as package:
+        yield package
 
 
 # --- the API ---------------------------------------------------------------------------------
@@ -262,17 +270,11 @@ def test_a_step_over_its_timeout_raises_timeout_expired(
 def test_a_failing_step_still_tears_down_and_leaves_nothing(work: Path,
                                                             own: OwnRuns) -> None:
     """A step that fails and leaves a daemon behind; teardown in ``finally``, as fromager's."""
-    ctx = Context(work)
-    req, source = _package(work, "failing")
-    hooks.setup_sandbox(ctx=ctx, req=req, sdist_root_dir=source)
-    try:
+    with _sandbox(work, "failing") as (ctx, req, source):
         done = _sh(ctx, req, source, '(setsid sh -c "sleep 300" "$0" &) ; id -u; exit 3',
                    own.marker)
         assert done.returncode == 3
-        uid = int(done.stdout.split()[0])
-        assert uid in own.uids
-    finally:
-        hooks.teardown_sandbox(ctx=ctx, req=req, sdist_root_dir=source)
+        assert int(done.stdout.split()[0]) in own.uids
     own.assert_clean(writable=[source.parent])
     with pytest.raises(BuildjailError, match="call setup_sandbox first"):
         _sh(ctx, req, source, "true")
@@ -282,16 +284,10 @@ def test_a_failing_step_still_tears_down_and_leaves_nothing(work: Path,
 def test_teardown_kills_what_still_runs_as_the_packages_identity(work: Path,
                                                                  own: OwnRuns) -> None:
     """A process of the package's uid outside any sandbox (as if one escaped): killed."""
-    ctx = Context(work)
-    req, source = _package(work, "pkg")
-    hooks.setup_sandbox(ctx=ctx, req=req, sdist_root_dir=source)
-    try:
+    with _sandbox(work) as (ctx, _, source):
         uid = hooks.sandbox_of(ctx, source).uid
         assert uid is not None and uid in own.uids
-        pid = _orphan([*SLEEPER, own.marker], uid=uid)
-        _wait_for_uid(pid, uid)
-    finally:
-        hooks.teardown_sandbox(ctx=ctx, req=req, sdist_root_dir=source)
+        _wait_for_uid(_orphan([*SLEEPER, own.marker], uid=uid), uid)
     own.assert_clean(writable=[source.parent])
 
 
@@ -387,13 +383,6 @@ def _driver(own: OwnRuns, work: Path, source: Path, steps: list[str],
     return caller
 
 
-def _wait_for(path: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
 @needs_root
 def test_a_killed_caller_leaves_nothing(work: Path, own: OwnRuns) -> None:
     """SIGKILL of the process running the hooks, mid-step: no teardown, nothing left."""
@@ -473,14 +462,6 @@ def _probe_hooks(ctx: Context, req: Requirement, source: Path, *, python: str,
             caller.build_wheel(str(source.parent / "dist"), {SELECT_SETTING: name})
 
 
-def _policy_file(directory: Path) -> Path:
-    path = directory / "audit-full.toml"
-    limits = "\n".join(f"{name} = {value!r}" for name, value in LIMITS.items())
-    path.write_text(f'extends = "full"\nname = "full"\n\n[limits]\n{limits}\n')
-    assert Policy.from_toml(path) == audit_policy("full")
-    return path
-
-
 @pytest.mark.slow
 @needs_root
 @pytest.mark.parametrize("backend", ["native", "bwrap"])
@@ -489,7 +470,7 @@ def test_the_probe_package_built_through_the_hooks_has_every_vector_blocked(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """setup → get_requires_for_build_wheel and build_wheel via run_sandboxed → teardown."""
     require_backend(backend)
-    monkeypatch.setenv(configuration.POLICY_VARIABLE, str(_policy_file(tmp_path)))
+    monkeypatch.setenv(configuration.POLICY_VARIABLE, str(_audit_policy_file(tmp_path)))
     monkeypatch.setenv(configuration.BACKEND_VARIABLE, backend)
     ctx = Context(work)
     req, source = _package(work, "buildjail-probe")

@@ -20,6 +20,11 @@ After each step, what it left in its writable trees is checked before fromager's
 (root, outside) touches it: symbolic links leading out of them (but for a ``uv venv``'s
 links to its interpreter) and special files are removed, and the step fails (exit 1).
 
+For fromager's proposed hooks (:mod:`.hooks`), the runner is bounded to one package
+(:class:`PackageTrees`): every step may also write the package's ``dist``, ``home`` and
+``tmp``, a step whose trees lie outside the package's directory is refused, and every step
+runs as the package's one leased identity.
+
 The environment follows the policy's allow-list, plus the variables fromager added
 itself (per-package settings); the delete patterns (tokens, passwords, ...) apply to all.
 A step reads ``/dev/null`` unless fromager gives it an input. Exit code: the step's own,

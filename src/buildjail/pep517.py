@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from . import checkout, trees
 from ._linux.filesystem import installation_paths
+from .backends import Lease
 from .errors import BuildjailError
 from .limits import describe_limit
 from .logs import HookOutput
@@ -67,6 +68,7 @@ class SandboxedHookRunner:
         refuse_escaping: bool = False,
         hook_script: str | None = None,
         private_tree: bool = False,
+        lease: Lease | None = None,
     ) -> None:
         """*output*: a file descriptor for the hooks' output, instead of *log_path*.
 
@@ -75,12 +77,13 @@ class SandboxedHookRunner:
 
         With *refuse_escaping*, symbolic links leading out of the hook's writable
         directories and special files are removed after each hook, which then fails: for
-        callers whose own code goes on to use those directories (fromager).
+        callers whose own code goes on to use those directories (fromager). *lease*: the
+        identity every hook runs as (see :class:`~buildjail.sandbox.Sandbox`).
 
         *private_tree*: the source trees are private copies, thrown away after the build:
         their version-control metadata needs no protection (it is otherwise read-only).
         """
-        self.sandbox = Sandbox(policy, backend=backend)
+        self.sandbox = Sandbox(policy, backend=backend, lease=lease)
         self.log_path = os.fspath(log_path) if log_path is not None else None
         self.output = output
         self.writable = tuple(os.fspath(path) for path in writable)
@@ -107,8 +110,7 @@ class SandboxedHookRunner:
         cwd = os.path.abspath(cwd or os.getcwd())
         env = dict(os.environ if self.env is None else self.env)
         env.update(extra_environ or {})
-        control = os.path.abspath(hook.control_dir)
-        writable = [cwd, control, *_output_directories(control), *self.writable]
+        writable = [*hook_writable(hook, cwd), *self.writable]
         metadata = [] if self.private_tree else checkout.vcs_metadata(cwd)
         readonly = [*interpreter_prefixes(hook.python),
                     os.path.dirname(os.path.abspath(hook.script)),
@@ -129,7 +131,7 @@ class SandboxedHookRunner:
                 f"the user's tools would trust (removed): {'; '.join(created[:3])}")
         if result.exit_code != 0:
             raise HookFailed(cmd, result, self.log_path, tail)
-        _check_output_json(control)
+        _check_output_json(os.path.abspath(hook.control_dir))
 
     def _run(self, cmd: Sequence[str], cwd: str, env: dict[str, str], writable: list[str],
              readonly: list[str]) -> tuple[RunResult, str]:
@@ -226,6 +228,12 @@ def hook_runner(
                                readonly=readonly, env=env, output=output,
                                refuse_escaping=refuse_escaping, hook_script=hook_script,
                                private_tree=private_tree)
+
+
+def hook_writable(hook: HookCommand, cwd: str) -> list[str]:
+    """What a hook may write: its source tree *cwd*, the control and output directories."""
+    control = os.path.abspath(hook.control_dir)
+    return [cwd, control, *_output_directories(control)]
 
 
 def _output_directories(control: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
-from .backends import Backend, Request, get_backend
+from .backends import Backend, Lease, Request, get_backend
 from .environment import filter_environment
 from .errors import SandboxSetupError
 from .policy import Policy
@@ -15,7 +15,10 @@ from .result import RunResult
 class Sandbox:
     """Runs commands under a policy, enforced by a backend (by default ``auto``'s choice)."""
 
-    def __init__(self, policy: Policy | str = "full", backend: Backend | str = "auto") -> None:
+    def __init__(self, policy: Policy | str = "full", backend: Backend | str = "auto", *,
+                 lease: Lease | None = None) -> None:
+        """*lease*: an identity held for every run of this sandbox (run one at a time)."""
+        self.lease = lease
         self.policy = Policy.profile(policy) if isinstance(policy, str) else policy
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
 
@@ -48,6 +51,7 @@ class Sandbox:
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
+            lease=self.lease,
         )
         return self.backend.run(request)
 

@@ -48,6 +48,18 @@ class Lease:
         self.identity = identity
         self.lock_fd = lock_fd
 
+    def borrow(self) -> Lease:
+        """A second hold on the same lock: releasing it keeps the identity leased by this one.
+
+        The lock belongs to the open file description, which a duplicate shares: a run
+        borrowing a held identity (one package's steps) keeps it locked until its
+        supervisor is done, even when the holder dies first.
+        """
+        if self.lock_fd < 0:
+            raise SandboxSetupError("the identity lease was already released",
+                                    "set the sandbox up again")
+        return Lease(self.identity, os.dup(self.lock_fd))
+
     def release(self) -> None:
         """Give the identity back."""
         if self.lock_fd >= 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+from .._linux.identity import Lease
 from .base import Backend, Request
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "NATIVE_KERNEL",
     "SEARCHABLE",
     "Backend",
+    "Lease",
     "Request",
     "choose_backend",
     "get_backend",

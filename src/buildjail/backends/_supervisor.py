@@ -121,7 +121,7 @@ def _prepare(request: Request, plan_launch: PlanLaunch, namespaces: bool) -> _Ru
     # Root without CAP_SYS_ADMIN (a default container) creates the other namespaces inside a
     # user namespace that maps every id it has, so the ephemeral identity works the same.
     all_ids = namespaces and root and bool(policy.namespaces) and userns.contained_root()
-    lease = identity.acquire() if root and policy.ephemeral_identity else None
+    lease = _lease(request) if root and policy.ephemeral_identity else None
     try:
         sandbox = plan_sandbox(request, _identity(lease), leased=lease is not None, root=root,
                                all_ids=all_ids, namespaces=namespaces)
@@ -232,6 +232,11 @@ def _check_paths(policy: Policy, cwd: str) -> None:
     if not os.path.isdir(cwd):
         raise SandboxSetupError(f"the working directory {cwd} does not exist",
                                 "pass an existing directory as cwd")
+
+
+def _lease(request: Request) -> identity.Lease:
+    """The run's own hold on an identity: a fresh one, or the caller's borrowed."""
+    return request.lease.borrow() if request.lease is not None else identity.acquire()
 
 
 def _identity(lease: identity.Lease | None) -> identity.Identity:

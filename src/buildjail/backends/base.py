@@ -14,7 +14,7 @@ from typing import Protocol
 
 from .._linux import kernel as k
 from .._linux.filesystem import MountPlan
-from .._linux.identity import Identity
+from .._linux.identity import Identity, Lease
 from .._linux.landlock import RulesetPlan
 from ..limits import Limits
 from ..policy import Policy
@@ -37,6 +37,8 @@ class Request:
     stdin: int | None = None
     stdout: int | None = None
     stderr: int | None = None
+    lease: Lease | None = None
+    """An identity the caller holds across runs (one package's steps); None: one per run."""
 
     @property
     def stdio(self) -> Stdio:

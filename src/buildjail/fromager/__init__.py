@@ -15,8 +15,13 @@ point, used in two places:
   to the real ``subprocess``.
 
 Downloads, build-dependency installation, git and patching are not isolated by fromager
-and stay outside. The hook point is checked at start-up, statically and by running ``true``
-through ``run()``; a fromager without it is refused (exit 125). fromager's files are not
+and stay outside. For a fromager with the sandboxing hooks it proposes (PR #1171), this
+module also provides them: :func:`setup_sandbox`, :func:`run_sandboxed`,
+:func:`teardown_sandbox`, :func:`run_unconfined` (see :mod:`.hooks`); both ways, each step
+runs through the same :class:`.steps.StepRunner`.
+
+The hook point is checked at start-up, statically and by running ``true`` through
+``run()``; a fromager without it is refused (exit 125). fromager's files are not
 changed.
 """
 
@@ -34,6 +39,7 @@ from typing import Any
 
 from ..errors import EXIT_SETUP_FAILED, SandboxSetupError, parse_setup_failure
 from ..policy import Policy
+from .hooks import run_sandboxed, run_unconfined, setup_sandbox, teardown_sandbox
 from .steps import StepRunner
 
 LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launcher.py")
@@ -325,4 +331,5 @@ def _run_installed(external_commands: Any, arguments: list[str]) -> int:
 
 
 __all__ = ["EXIT_SETUP_FAILED", "IsolatedSubprocess", "check_hook_point", "check_installed",
-           "install", "isolation_prefix", "run_fromager"]
+           "install", "isolation_prefix", "run_fromager", "run_sandboxed", "run_unconfined",
+           "setup_sandbox", "teardown_sandbox"]

@@ -20,6 +20,11 @@ After each step, what it left in its writable trees is checked before fromager's
 (root, outside) touches it: symbolic links leading out of them (but for a ``uv venv``'s
 links to its interpreter) and special files are removed, and the step fails (exit 1).
 
+For fromager's proposed hooks (:mod:`.hooks`), the runner is bounded to one package
+(:class:`PackageTrees`): every step may also write the package's ``dist``, ``home`` and
+``tmp``, a step whose trees lie outside the package's directory is refused, and every step
+runs as the package's one leased identity.
+
 The environment follows the policy's allow-list, plus the variables fromager added
 itself (per-package settings); the delete patterns (tokens, passwords, ...) apply to all.
 A step reads ``/dev/null`` unless fromager gives it an input. Exit code: the step's own,
@@ -29,6 +34,7 @@ A step reads ``/dev/null`` unless fromager gives it an input. Exit code: the ste
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -36,6 +42,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 
 from .._linux.filesystem import installation_paths, venv_paths, within_any
+from ..backends import Lease
 from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
 from ..explain import failure_hint
 from ..limits import describe_limit
@@ -43,6 +50,7 @@ from ..pep517 import (
     HookFailed,
     HookOutputRefusedError,
     SandboxedHookRunner,
+    hook_writable,
     interpreter_prefixes,
     parse_hook_command,
     venv_home,
@@ -50,6 +58,16 @@ from ..pep517 import (
 from ..policy import Policy
 from ..sandbox import Sandbox
 from ..trees import refuse_escaping
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageTrees:
+    """One package's directory (``work-dir/{name}-{version}``): its steps write only there."""
+
+    root: str
+    writable: tuple[str, ...]
+    """The trees of it every step may write (its ``dist``, ``home`` and ``tmp``)."""
+
 
 EXIT_REFUSED = 1
 """A step that left a link out of its directories, or a special file: it fails."""
@@ -133,16 +151,20 @@ class StepRunner:
     """Runs fromager's isolated steps in the sandbox: hooks through buildjail's hook runner."""
 
     def __init__(self, policy: Policy, backend: str, launched_with: Iterable[str], *,
-                 share_uv_cache: bool = False) -> None:
+                 share_uv_cache: bool = False, lease: Lease | None = None,
+                 package: PackageTrees | None = None) -> None:
         """*launched_with*: the names of the environment buildjail was started with.
 
         With *share_uv_cache*, the ``uv venv`` steps share a uv cache, one at a time;
-        :meth:`close` removes it.
+        :meth:`close` removes it. *lease*: the identity every step runs as (one step at a
+        time); *package*: the one package whose directory bounds what steps may write.
         """
         self.policy = policy
         self.backend = backend
         self.launched_with = frozenset(launched_with)
         self.share_uv_cache = share_uv_cache
+        self.lease = lease
+        self.package = package
         self.uv_cache: str | None = None
         self._uv_lock = threading.Lock()
 
@@ -164,9 +186,12 @@ class StepRunner:
         # delete patterns (tokens, passwords) apply to everything.
         policy = self.policy.with_env(
             keep=[name for name in env if name not in self.launched_with])
-        if parse_hook_command(cmd) is not None:
+        hook = parse_hook_command(cmd)
+        if hook is not None:
+            extra = self._package_writable(hook_writable(hook, os.path.abspath(cwd)))
             runner = SandboxedHookRunner(policy, backend=self.backend, env=env, output=output,
-                                         refuse_escaping=True)
+                                         refuse_escaping=True, lease=self.lease,
+                                         writable=extra)
             try:
                 runner(cmd, cwd=cwd)
             except HookFailed as failure:
@@ -180,6 +205,7 @@ class StepRunner:
                 return EXIT_REFUSED
             return 0
         writable, readonly = step_paths(cmd, cwd, env)
+        writable += self._package_writable(writable)
         cwd = step_directory(cwd, writable, readonly)
         shared = self.share_uv_cache and os.path.basename(cmd[0]) == "uv" and (
             cmd[1:2] == ["venv"])
@@ -194,7 +220,7 @@ class StepRunner:
                     env = {**env, "UV_CACHE_DIR": self.uv_cache}
                     policy = policy.with_env(keep=["UV_CACHE_DIR"])
                     writable.append(self.uv_cache)
-                result = Sandbox(policy, backend=self.backend).run(
+                result = Sandbox(policy, backend=self.backend, lease=self.lease).run(
                     cmd, cwd=cwd, env=env, writable=writable, readonly=readonly,
                     stdin=stdin if null is None else null, stdout=output, stderr=output)
         finally:
@@ -209,6 +235,18 @@ class StepRunner:
             _say(output, f"buildjail: {os.path.basename(cmd[0])} was stopped by "
                          f"{describe_limit(result.limit_hit)} in the sandbox")
         return result.exit_code
+
+    def _package_writable(self, writable: Sequence[str]) -> list[str]:
+        """The package's own trees every step may write; BuildjailError if *writable* leaves
+        the package's directory (nothing when no package bounds the steps)."""
+        if self.package is None:
+            return []
+        outside = [path for path in writable if not within_any(path, (self.package.root,))]
+        if outside:
+            raise BuildjailError(
+                f"the step would write outside its package's directory "
+                f"{self.package.root}: {', '.join(outside[:3])}")
+        return list(self.package.writable)
 
     def run(self, cmd: Sequence[str], *, cwd: str, env: Mapping[str, str],
             stdin: int | None = None, output: int | None = None) -> int:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -569,3 +570,31 @@ def test_a_memfd_as_standard_output_is_fine() -> None:
         assert (result.exit_code, os.read(fd, 64)) == (0, b"captured\n")
     finally:
         os.close(fd)
+
+
+@needs_root
+def test_a_killed_caller_leaves_no_private_home(shared_dir: Path) -> None:
+    """The run's private HOME and TMPDIR directory is removed by the supervisor, which
+    outlives a SIGKILLed caller (the caller's own clean-up never runs then)."""
+    told = shared_dir / "home-was"
+    caller = subprocess.Popen(
+        [sys.executable, "-m", "buildjail", "run", "--backend", "landlock", "--writable",
+         str(shared_dir), "--", "/bin/sh", "-c", f'echo "$HOME" > {told}; sleep 30'],
+        cwd="/", start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not (told.exists() and told.read_text().strip()):
+            assert time.monotonic() < deadline, "the sandbox never started"
+            time.sleep(0.05)
+        scratch = Path(told.read_text().strip()).parent
+        assert scratch.is_dir() and scratch.name.startswith("buildjail-landlock-")
+        os.killpg(caller.pid, signal.SIGKILL)
+        caller.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while scratch.exists():
+            assert time.monotonic() < deadline, f"{scratch} outlived the run"
+            time.sleep(0.05)
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()

@@ -31,6 +31,7 @@ from ..errors import EXIT_SETUP_FAILED, EXIT_TIMEOUT, SandboxSetupError
 from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult
+from ..trees import remove_tree
 from ._sandbox_init import report_error, run_init
 from .base import (
     SUPERVISOR_NAMESPACES,
@@ -70,6 +71,8 @@ class _Run:
     lease: identity.Lease | None = None
     cgroup: cgroups.Cgroup | None = None
     fds: tuple[int, ...] = ()
+    scratch: tuple[str, ...] = ()
+    """The backend's trees of this run alone, removed after the hand-back."""
 
     @property
     def writable(self) -> tuple[str, ...]:
@@ -199,6 +202,7 @@ def _plan_run(sandbox: SandboxPlan, launch: Launch, lease: identity.Lease | None
         lease=lease,
         cgroup=cgroup,
         fds=(*launch.fds, *usage_fd),
+        scratch=launch.scratch,
     )
 
 
@@ -418,10 +422,14 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> Outcome:
                 with contextlib.suppress(OSError):  # here too: the caller may be dead
                     run.cgroup.remove()
     finally:
-        if owners is not None:
-            _hand_back(run, owners)
-        elif run.writable:
-            _normalize(run, started)
+        try:
+            if owners is not None:
+                _hand_back(run, owners)
+            elif run.writable:
+                _normalize(run, started)
+        finally:
+            for tree in run.scratch:
+                remove_tree(tree)
 
 
 def _hand_back(run: _Run, owners: ownership.Owners) -> None:

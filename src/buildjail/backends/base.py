@@ -164,6 +164,9 @@ class Launch:
     """Caller-side descriptors the init passes on; closed by the caller after the run."""
     layers: tuple[str, ...] = ()
     """Layers the backend enforces beyond the ones every backend names."""
+    scratch: tuple[str, ...] = ()
+    """Trees the backend made for this run alone: removed by the supervisor after the
+    hand-back (it outlives a killed caller)."""
     degraded: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """What the backend cannot give of the policy, per layer: why (shown, never silent)."""
 

@@ -112,7 +112,8 @@ def require_landlock(pinned: int | None = None) -> int:
 
 @contextlib.contextmanager
 def _scratch() -> Iterator[str]:
-    """A fresh directory holding the run's private ``home`` and ``tmp``, removed after."""
+    """A fresh directory holding the run's private ``home`` and ``tmp``, removed after (by
+    the supervisor, which outlives a killed caller; here again if the run never started)."""
     path = tempfile.mkdtemp(prefix="buildjail-landlock-", dir=SCRATCH_BASE)
     try:
         for name in ("home", "tmp"):
@@ -145,6 +146,7 @@ def plan_landlock(sandbox: SandboxPlan, *, abi: int, scratch: str | None) -> Lau
         command=_command(sandbox, scratch),
         layers=_layers(sandbox, abi, ruleset),
         degraded=_not_covered(sandbox, abi),
+        scratch=(scratch,) if scratch is not None else (),
     )
 
 

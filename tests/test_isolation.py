@@ -212,8 +212,10 @@ def test_the_probe_detects_attacks_without_a_sandbox(
     """With the ``none`` profile the same probe succeeds: its checks can fail."""
     config = bait["config"]
     config = {**config, "writes": {"world_writable": config["writes"]["world_writable"]}}
+    # Its TMPDIR is the test's own: without a sandbox the probe would compile into /tmp.
     result = run_sandbox([PYTHON, "-c", PROBE, json.dumps(config)], cwd="/", profile="none",
-                         env={"PATH": "/usr/bin:/bin", "GITHUB_TOKEN": "x"}, capture=True)
+                         env={"PATH": "/usr/bin:/bin", "GITHUB_TOKEN": "x",
+                              "TMPDIR": str(bait["home"].parent)}, capture=True)
     findings = json.loads(result["stdout"])
     assert findings["read:caller_netrc"] == "ok"
     assert findings["read:other_user_key"] == "ok"

@@ -24,17 +24,24 @@ def seccomp_mode() -> int:
     return 0
 
 
+def children(pid: int) -> list[int]:
+    """The pids of *pid*'s children (of each of its threads), from the kernel's lists."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError), open(
+                f"/proc/{pid}/task/{task}/children") as stream:
+            found += [int(child) for child in stream.read().split()]
+    return found
+
+
 def descendants(pid: int) -> Iterator[int]:
     """*pid* and every process below it, from the kernel's children lists."""
     pending = [pid]
     while pending:
         current = pending.pop()
         yield current
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            with contextlib.suppress(OSError, ValueError), open(
-                    f"/proc/{current}/task/{task}/children") as stream:
-                pending.extend(int(child) for child in stream.read().split())
+        pending.extend(children(current))

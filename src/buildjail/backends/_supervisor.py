@@ -26,7 +26,7 @@ from .._linux.diagnosis import explain_error  # not imported after a fork: the i
 from .._linux.disk import DiskWatch
 from .._linux.filesystem import MountPlan, interpreter_paths, plan_mounts
 from .._linux.hostname import DEGRADED_LAYER, plan_hostname
-from .._linux.procfs import descendants
+from .._linux.procfs import children, descendants
 from ..errors import EXIT_SETUP_FAILED, EXIT_TIMEOUT, SandboxSetupError
 from ..limits import Limits
 from ..policy import Policy
@@ -531,22 +531,13 @@ def _kill_adopted() -> None:
     so each round finds them.
     """
     while True:
-        for pid in _children():
+        for pid in children(os.getpid()):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         try:
             os.waitpid(-1, 0)
         except ChildProcessError:
             return
-
-
-def _children() -> list[int]:
-    found: list[int] = []
-    for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError, ValueError), open(
-                f"/proc/self/task/{task}/children") as stream:
-            found += [int(pid) for pid in stream.read().split()]
-    return found
 
 
 def _stderr_fd(plan: InitPlan) -> int:

@@ -16,7 +16,7 @@ import pytest
 from buildjail._linux import kernel as k
 from buildjail._linux import seccomp
 from buildjail._linux.filesystem import STAGE_DIR
-from buildjail._linux.identity import Identity
+from buildjail._linux.identity import BUILD_GID, BUILD_UID, Identity, passwd_text
 from buildjail.backends._supervisor import plan_sandbox
 from buildjail.backends.base import Launch, Request, SandboxPlan
 from buildjail.backends.bwrap import plan_bwrap
@@ -27,6 +27,8 @@ from buildjail.policy import Policy
 BWRAP = "/opt/nowhere/bwrap"
 """Never executed: the plans only name it."""
 LEASED = Identity(uid=61000, gid=61000)
+SEEN = LEASED.mapped_inside()
+"""The leased identity as a namespaced sandbox plans it: seen inside as the fixed ids."""
 CALLER = Identity(uid=4242, gid=4242)
 INIT_FULL = k.CLONE_NEWNS | k.CLONE_NEWNET | k.CLONE_NEWIPC | k.CLONE_NEWUTS | k.CLONE_NEWCGROUP
 """The namespaces the native init makes for ``full``: all but the supervisor's user and pid."""
@@ -91,7 +93,9 @@ def test_the_full_view_is_planned_for_the_builds_identity(trees: tuple[str, str]
     sandbox = _sandbox("full", trees, root=True)
     assert sandbox.leased
     assert sandbox.mounts is not None
-    assert sandbox.mounts.identity == LEASED
+    assert sandbox.mounts.identity == SEEN
+    assert (SEEN.uid, SEEN.inside_uid, SEEN.inside_gid) == (61000, BUILD_UID, BUILD_GID)
+    assert f"buildjail:x:{BUILD_UID}:{BUILD_GID}:" in passwd_text(SEEN)
     assert trees[0] in sandbox.mounts.readonly
     assert sandbox.mounts.writable == (trees[1],)
     assert sandbox.env["HOME"] == LEASED.home
@@ -118,8 +122,9 @@ def test_native_full_as_root_builds_everything_in_its_init(trees: tuple[str, str
     assert setup.mounts is sandbox.mounts
     assert setup.hostname == sandbox.hostname
     assert setup.staged == ()
-    assert confinement.identity == LEASED
+    assert confinement.identity == SEEN
     assert confinement.switch_identity
+    assert confinement.map_identity  # the supervisor maps the init's last user namespace
     assert confinement.drop_capabilities
     assert confinement.no_new_privs
     assert confinement.seccomp_program == seccomp.build_filter()
@@ -137,6 +142,7 @@ def test_native_full_as_non_root_keeps_the_callers_uid(trees: tuple[str, str]) -
     assert launch.setup.namespaces == INIT_FULL  # the user namespace is the supervisor's
     assert launch.confinement.identity == CALLER
     assert not launch.confinement.switch_identity
+    assert not launch.confinement.map_identity  # the caller's own ids are the same every run
     assert launch.confinement.drop_capabilities
 
 
@@ -179,6 +185,8 @@ def test_bwrap_full_as_root(trees: tuple[str, str], launches: list[Launch]) -> N
     if sandbox.hostname is not None:
         assert _value(argv, "--hostname") == sandbox.hostname
     assert argv[-6:] == ("--chdir", trees[1], "--", "python", "-c", "pass")
+    # bubblewrap, run as the leased uid, maps the fixed ids onto it
+    assert (_value(argv, "--uid"), _value(argv, "--gid")) == (str(BUILD_UID), str(BUILD_GID))
     # the caller's trees are hidden from the leased identity (tmp_path is 0700): staged
     setup = launch.setup
     staged = {source: target for source, target, _ in setup.staged}
@@ -193,6 +201,7 @@ def test_bwrap_full_as_root(trees: tuple[str, str], launches: list[Launch]) -> N
     assert setup.mounts is None  # bubblewrap builds the view
     confinement = launch.confinement
     assert confinement.switch_identity
+    assert not confinement.map_identity  # bubblewrap does
     assert confinement.drop_capabilities  # an outsider: the init drops them before bwrap
     assert confinement.seccomp_program is None  # bubblewrap loads it: --seccomp
     limits = sandbox.policy.limits
@@ -264,6 +273,7 @@ def test_bwrap_full_as_non_root(trees: tuple[str, str], launches: list[Launch]) 
     assert not launch.confinement.switch_identity
     assert launch.confinement.drop_capabilities
     assert launch.confinement.identity == CALLER
+    assert "--uid" not in argv  # bubblewrap keeps the caller's own ids
 
 
 def test_bwrap_network_shares_the_hosts_files(trees: tuple[str, str],
@@ -326,6 +336,7 @@ def test_landlock_full_makes_no_namespace_and_confines_with_a_ruleset(
     assert "/dev/null" in ruleset.devices and ruleset.deny_tcp and ruleset.scope
     assert launch.confinement.seccomp_program == seccomp.build_filter(stand_in=True)
     assert launch.confinement.switch_identity is root
+    assert not launch.confinement.identity.mapped  # no user namespace: the leased uid shows
     assert launch.confinement.process_rlimit is root  # as non-root: the caller's uid
     assert launch.command.kill_descendants
     assert launch.command.env["HOME"] == "/tmp/scratch-of-this-run/home"

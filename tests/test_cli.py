@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from buildjail._linux.identity import BUILD_UID
 from conftest import hide_bubblewrap
 from wheels import make_sdist
 
@@ -105,7 +106,7 @@ def test_writable_and_keep_env_options(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (out / "flag").read_text() == "on\n"
     assert (out / "flag").stat().st_uid == 0  # handed back from the ephemeral uid
-    assert int(proc.stdout) >= 1000
+    assert int(proc.stdout) == BUILD_UID  # the fixed uid inside, the leased one outside
 
 
 def test_policy_file(tmp_path: Path) -> None:

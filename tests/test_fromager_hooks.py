@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import types
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from packaging.requirements import Requirement
 from pyproject_hooks import BuildBackendHookCaller
 
 from buildjail import fromager as bj_fromager
+from buildjail._linux.identity import BUILD_UID
 from buildjail.audit import run_audit
 from buildjail.audit.bait import Bait
 from buildjail.audit.runner import (
@@ -225,12 +225,16 @@ def test_every_step_of_a_package_runs_as_its_one_identity_writing_only_its_direc
         package_sandbox: tuple[Context, Requirement, Path], work: Path) -> None:
     ctx, req, source = package_sandbox
     root = source.parent
-    first = _sh(ctx, req, source, f'id -u; mkdir -p "$XDG_CACHE_HOME"; echo kept > '
+    # the cache file is the identity's only (0600): the second step reads it as the same uid
+    first = _sh(ctx, req, source, f'id -u; mkdir -p "$XDG_CACHE_HOME"; umask 077; echo kept > '
                 f'"$XDG_CACHE_HOME/k"; touch {root}/dist/out; touch {source}/built 2>/dev/null '
                 f'|| echo not-a-hook; touch {work}/escape 2>/dev/null || echo refused')
     second = _sh(ctx, req, source, 'id -u; cat "$XDG_CACHE_HOME/k"')
-    uid = int(first.stdout.split()[0])
-    assert uid >= EPHEMERAL_BASE and second.stdout.split() == [str(uid), "kept"]
+    uid = hooks.sandbox_of(ctx, source).uid
+    assert uid is not None and uid >= EPHEMERAL_BASE
+    # inside, both see the fixed uid their user namespace maps onto the package's
+    assert first.stdout.split()[0] == str(BUILD_UID)
+    assert second.stdout.split() == [str(BUILD_UID), "kept"]
     # Only a hook writes its source tree (as in `buildjail fromager`); nothing else of fromager's.
     assert first.stdout.split()[1:] == ["not-a-hook", "refused"], first.stdout
     assert (root / "dist" / "out").stat().st_uid == 0  # handed back after the step
@@ -274,7 +278,8 @@ def test_a_failing_step_still_tears_down_and_leaves_nothing(work: Path,
         done = _sh(ctx, req, source, '(setsid sh -c "sleep 300" "$0" &) ; id -u; exit 3',
                    own.marker)
         assert done.returncode == 3
-        assert int(done.stdout.split()[0]) in own.uids
+        assert done.stdout.split()[0] == str(BUILD_UID)
+        assert hooks.sandbox_of(ctx, source).uid in own.uids
     own.assert_clean(writable=[source.parent])
     with pytest.raises(BuildjailError, match="call setup_sandbox first"):
         _sh(ctx, req, source, "true")
@@ -318,9 +323,10 @@ def test_packages_set_up_in_parallel_have_distinct_identities_and_see_none_of_th
     others = [str(work / "settings.yaml"), str(work / "fromager.log")]
     barrier = threading.Barrier(len(packages))
 
-    def build(req: Requirement, source: Path) -> tuple[list[str], str]:
+    def build(req: Requirement, source: Path) -> tuple[int | None, list[str], str]:
         hooks.setup_sandbox(ctx=ctx, req=req, sdist_root_dir=source)
         try:
+            uid = hooks.sandbox_of(ctx, source).uid
             barrier.wait(timeout=30)  # both set up at once, both identities held
             other = next(s for _, s in packages if s != source)
             paths = " ".join([*others, str(other.parent), str(other.parent / "dist")])
@@ -332,17 +338,19 @@ def test_packages_set_up_in_parallel_have_distinct_identities_and_see_none_of_th
                     for _ in range(2)]
             barrier.wait(timeout=30)
             assert all(step.returncode == 0 for step in done), [s.stdout for s in done]
-            return [step.stdout.split()[0] for step in done], "".join(s.stdout for s in done)
+            return uid, [step.stdout.split()[0] for step in done], "".join(
+                s.stdout for s in done)
         finally:
             hooks.teardown_sandbox(ctx=ctx, req=req, sdist_root_dir=source)
 
     with concurrent.futures.ThreadPoolExecutor(len(packages)) as pool:
         results = list(pool.map(lambda package: build(*package), packages))
-    uids = [set(steps) for steps, _ in results]
-    assert all(len(steps) == 1 for steps in uids), uids  # one identity per package ...
-    assert uids[0] != uids[1], uids  # ... distinct across packages
-    assert all(int(next(iter(steps))) >= EPHEMERAL_BASE for steps in uids)
-    for _, output in results:
+    uids = [uid for uid, _, _ in results]
+    assert uids[0] != uids[1], uids  # distinct identities across packages
+    assert all(uid is not None and uid >= EPHEMERAL_BASE for uid in uids)
+    for uid, seen, _ in results:  # both steps see the fixed uid mapped onto the package's
+        assert seen == [str(uid if backend == "landlock" else BUILD_UID)] * 2  # (or it)
+    for _, _, output in results:
         assert "READ" not in output, output
         if backend != "landlock":  # absent from the view; Landlock denies, stat still works
             assert "EXISTS" not in output, output
@@ -388,12 +396,11 @@ def test_a_killed_caller_leaves_nothing(work: Path, own: OwnRuns) -> None:
     """SIGKILL of the process running the hooks, mid-step: no teardown, nothing left."""
     _req, source = _package(work, "pkg")
     started = source.parent / "tmp" / "started"
-    caller = _driver(own, work, source, ["true", f'id -u > {started}; sleep 300'],
+    caller = _driver(own, work, source, ["true", f'touch {started}; sleep 300'],
                      env=own.env())
     try:
         _wait_for(started)
-        time.sleep(0.1)  # the uid written in full
-        uid = int(started.read_text())
+        uid = started.stat().st_uid  # the step's own file: not handed back while it runs
         own.leased(uid)
         running = own.leftovers()
         assert uid in {owner for _, owner, _ in running["processes"]}, running

@@ -8,6 +8,7 @@ import os
 import pwd
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -253,6 +254,55 @@ def test_without_an_ephemeral_identity_capabilities_still_go(run_sandbox: Runner
     assert uid == ("0" if identity_kind == "root" else str(NONROOT_UID))
     assert caps == "{'0000000000000000'}", result["stdout"]
     assert (unshared, error.strip()) == ("-1", "1"), result["stdout"]  # EPERM: no new userns
+
+
+FIXED_IDS_PROBE = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def tried(call):
+    try:
+        call()
+        return 'done'
+    except OSError as error:
+        return error.errno
+caps = {l.split()[0]: l.split()[1] for l in open('/proc/self/status') if l.startswith('Cap')}
+print(os.getuid(), os.getgid(), os.getgroups(), sorted(set(caps.values())))
+print(*open('/proc/self/uid_map').read().split(), open('/proc/self/setgroups').read().strip())
+print(tried(lambda: os.setuid(0)), tried(lambda: os.setgroups([0])),
+      libc.unshare(0x10000000), ctypes.get_errno())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+@pytest.mark.parametrize("identity_kind", ["root"])
+def test_the_fixed_ids_user_namespace_gives_the_build_nothing(
+        run_sandbox: Runner, sandbox_backend: str) -> None:
+    """Root's build sees itself as 1000/1000 in a user namespace of its own; a new user
+    namespace hands every capability back to its maker: none of it reaches the build."""
+    if sandbox_backend == "landlock":
+        pytest.skip("the landlock backend makes no namespace: the leased uid shows")
+    result = run_sandbox([PYTHON, "-c", FIXED_IDS_PROBE], cwd="/", capture=True)
+    assert result["exit_code"] == 0, result
+    ids, mapping, attempts = result["stdout"].splitlines()
+    assert ids == "1000 1000 [] ['0000000000000000']"  # the bounding set too
+    inside, outside, count, setgroups = mapping.split()
+    assert (inside, count, setgroups) == ("1000", "1", "deny")  # one id, no setgroups
+    if sandbox_backend == "native":  # bwrap maps through an intermediate namespace of its own
+        assert int(outside) == result["uid"]  # the leased uid, the host's owner of its files
+    # EINVAL: uid 0 is not mapped; EPERM: no capability, no setgroups, no nested namespace
+    assert attempts == "22 1 -1 1", attempts
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+def test_control_a_new_user_namespace_gives_its_maker_every_capability() -> None:
+    """Why the init drops the bounding set again after making its last namespace."""
+    done = subprocess.run(["/usr/bin/unshare", "--user", "--map-user=1000", "--map-group=1000",
+                           PYTHON, "-c", "print(open('/proc/self/status').read())"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    bounding = next(line.split()[1] for line in done.stdout.splitlines()
+                    if line.startswith("CapBnd"))
+    assert int(bounding, 16) != 0
 
 
 @pytest.mark.parametrize("sandbox_backend", ["bwrap"])  # native has its seccomp filter only

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SYSTEM_PYTHON, fetched_wheels
+from buildjail._linux.identity import BUILD_GID, BUILD_UID, PREFERRED_BASE
+from conftest import SYSTEM_PYTHON, fetched_wheels, require_backend
 from test_build import buildjail
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
@@ -77,3 +78,53 @@ def test_flit_outputs_are_the_same_bytes_every_run_and_as_pypa_builds(
     assert {(m.uid, m.gid, m.uname, m.gname) for m in files} == {(0, 0, "", "")}
     planted = [m for m in files if m.name.endswith(("__init__.py", "pyproject.toml"))]
     assert len(planted) == 2 and {m.mtime for m in planted} == {int(EPOCH)}
+
+
+def setuptools_project(directory: Path) -> Path:
+    (directory / "stdemo").mkdir(parents=True)
+    (directory / "stdemo" / "__init__.py").write_text('"""A demo."""\n')
+    (directory / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\n'
+        'build-backend = "setuptools.build_meta"\n\n'
+        '[project]\nname = "stdemo"\nversion = "1.0"\n')
+    return directory
+
+
+def owners(sdist: Path) -> set[tuple[int, int, str, str]]:
+    """The owner fields of every member's tar header."""
+    with tarfile.open(sdist) as archive:
+        return {(m.uid, m.gid, m.uname, m.gname) for m in archive.getmembers()}
+
+
+@pytest.mark.parametrize("backend", ["native", "bwrap"])
+def test_setuptools_sdists_carry_the_same_fixed_owner_every_run(
+        tmp_path: Path, wheelhouse: Path, backend: str) -> None:
+    """setuptools writes the builder's uid and name into its tar headers: a build sees the
+    same fixed ids on every run (a user namespace maps them onto the leased ones)."""
+    require_backend(backend)
+    project = setuptools_project(tmp_path / "project")
+    index = ["--no-index", "--find-links", str(wheelhouse), "--sdist"]
+    seen = []
+    for run in ("one", "two"):
+        done = buildjail(str(project), "-o", str(tmp_path / run), *index, backend=backend)
+        assert done.returncode == 0, done.stderr
+        seen.append(owners(tmp_path / run / "stdemo-1.0.tar.gz"))
+    assert seen[0] == seen[1] == {(BUILD_UID, BUILD_GID, "buildjail", "buildjail")}
+
+
+def test_control_without_a_user_namespace_each_run_leaves_its_own_uid(
+        tmp_path: Path, wheelhouse: Path) -> None:
+    """Landlock makes no namespace: the leased uid, another on each run, reaches the headers
+    (what every backend did before the fixed ids)."""
+    require_backend("landlock")
+    project = setuptools_project(tmp_path / "project")
+    # an interpreter the leased uid can reach without a mount namespace (not pyenv's /root)
+    index = ["--no-index", "--find-links", str(wheelhouse), "--sdist", "--python", SYSTEM_PYTHON]
+    seen = []
+    for run in ("one", "two", "three"):
+        done = buildjail(str(project), "-o", str(tmp_path / run), *index, backend="landlock")
+        assert done.returncode == 0, done.stderr
+        ids = {uid for uid, _, _, _ in owners(tmp_path / run / "stdemo-1.0.tar.gz")}
+        assert len(ids) == 1 and next(iter(ids)) >= PREFERRED_BASE, ids
+        seen.append(ids)
+    assert len({next(iter(ids)) for ids in seen}) > 1, seen  # ids are leased at random

@@ -19,6 +19,10 @@ PREFERRED_BASE = 1_000_000
 SLOTS = 4096
 MIN_SLOTS = 64
 USER_NAME = "buildjail"
+BUILD_UID = 1000
+BUILD_GID = 1000
+"""The ids a build sees for itself where a user namespace maps them onto the leased ones:
+the same on every run, so no per-run id reaches what it writes (an sdist's tar headers)."""
 
 _F_WRLCK = 1
 
@@ -31,6 +35,22 @@ class Identity:
     gid: int
     name: str = USER_NAME
     home: str = "/home/" + USER_NAME
+    mapped: bool = False
+    """The build sees itself as BUILD_UID/BUILD_GID, which a user namespace maps onto these."""
+
+    @property
+    def inside_uid(self) -> int:
+        """The uid the build sees for itself."""
+        return BUILD_UID if self.mapped else self.uid
+
+    @property
+    def inside_gid(self) -> int:
+        """The gid the build sees for itself."""
+        return BUILD_GID if self.mapped else self.gid
+
+    def mapped_inside(self) -> Identity:
+        """This identity, seen from inside as the fixed BUILD_UID/BUILD_GID."""
+        return dataclasses.replace(self, mapped=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,8 +240,8 @@ def _intersect(
 def passwd_text(identity: Identity) -> str:
     """Return the synthetic ``/etc/passwd`` shown inside the sandbox."""
     lines = ["root:x:0:0:root:/root:/bin/sh"]
-    if identity.uid != 0:
-        lines.append(f"{identity.name}:x:{identity.uid}:{identity.gid}:build user:"
+    if identity.inside_uid != 0:
+        lines.append(f"{identity.name}:x:{identity.inside_uid}:{identity.inside_gid}:build user:"
                      f"{identity.home}:/bin/sh")
     lines.append("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin")
     return "\n".join(lines) + "\n"
@@ -230,7 +250,7 @@ def passwd_text(identity: Identity) -> str:
 def group_text(identity: Identity) -> str:
     """Return the synthetic ``/etc/group`` shown inside the sandbox."""
     lines = ["root:x:0:"]
-    if identity.gid != 0:
-        lines.append(f"{identity.name}:x:{identity.gid}:")
+    if identity.inside_gid != 0:
+        lines.append(f"{identity.name}:x:{identity.inside_gid}:")
     lines.append("nogroup:x:65534:")
     return "\n".join(lines) + "\n"

@@ -232,13 +232,17 @@ def map_current_ids(uid: int, gid: int, inside_uid: int, inside_gid: int) -> Non
     _write("/proc/self/gid_map", f"{inside_gid} {gid} 1\n")
 
 
-def write_id_maps(pid: int, uid_lines: str, gid_lines: str) -> None:
+def write_id_maps(pid: int, uid_lines: str, gid_lines: str, *,
+                  deny_setgroups: bool = False) -> None:
     """Write the uid and gid maps of *pid*'s new user namespace, from its parent namespace.
 
     Maps of more than the writer's own id need CAP_SETUID/CAP_SETGID in the parent
     namespace, which a process inside the new namespace no longer has there.
+    *deny_setgroups*: nothing in the namespace may ever change its supplementary groups.
     """
     _write(f"/proc/{pid}/uid_map", uid_lines)
+    if deny_setgroups:
+        _write(f"/proc/{pid}/setgroups", "deny\n")
     _write(f"/proc/{pid}/gid_map", gid_lines)
 
 

@@ -14,10 +14,12 @@ forked before the unshare and left in the parent namespace, writes it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 
 from . import kernel as k
+from .procfs import read_setting
 
 
 def contained_root() -> bool:
@@ -128,3 +130,77 @@ def _mount_proc_in_child(report_fd: int) -> None:
     code = os.waitstatus_to_exitcode(status)
     if code:
         raise OSError(code, "")
+
+
+MAX_USER_NAMESPACES = "/proc/sys/user/max_user_namespaces"
+
+
+def identity_map_refused() -> str | None:
+    """Why the build's identity cannot be seen as fixed ids here (None: it can).
+
+    The host's root needs no user namespace for its sandbox; the one that maps the fixed
+    ids onto the leased ones is refused only where user namespaces are turned off.
+    """
+    if read_setting(MAX_USER_NAMESPACES) == "0":
+        return ("the build sees its per-run uid, not a fixed one: user namespaces are "
+                f"turned off ({MAX_USER_NAMESPACES} is 0); archives may record that uid")
+    return None
+
+
+class IdentityMapping:
+    """The handshake by which the supervisor maps the user namespace the init makes last.
+
+    The init makes it once its mounts are made, so that they stay owned (and locked) by
+    the namespace above; it then asks, and blocks. The supervisor, which still holds
+    CAP_SETUID and CAP_SETGID above it, writes the one-id maps (the fixed ids the build
+    sees onto the leased ones) and answers with an errno, 0 when done. No process is forked.
+    """
+
+    def __init__(self, uid_line: str, gid_line: str) -> None:
+        self.uid_line, self.gid_line = uid_line, gid_line
+        self.ask_r, self.ask_w = os.pipe()
+        self.answer_r, self.answer_w = os.pipe()
+
+    def init_ends(self) -> tuple[int, int]:
+        """The descriptors the init keeps: where it asks, where the answer comes."""
+        return self.ask_w, self.answer_r
+
+    def started(self) -> None:
+        """Close the init's ends in the supervisor, once the init is forked."""
+        os.close(self.ask_w)
+        os.close(self.answer_r)
+
+    def serve(self, pid: int) -> None:
+        """Answer the init's request (*pid* asked: its ask end is readable); once only."""
+        try:
+            if os.read(self.ask_r, 1):
+                os.write(self.answer_w, str(self._write_maps(pid)).encode())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the supervisor's ends (the init, still waiting, then reads EOF)."""
+        for fd in (self.ask_r, self.answer_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _write_maps(self, pid: int) -> int:
+        try:
+            k.write_id_maps(pid, self.uid_line, self.gid_line, deny_setgroups=True)
+        except OSError as error:
+            return error.errno or errno.EPERM
+        return 0
+
+
+def enter_mapped_namespace(ends: tuple[int, int]) -> None:
+    """In the init: make the user namespace, ask the supervisor to map it, wait for it."""
+    ask, answer = ends
+    k.unshare(k.CLONE_NEWUSER)
+    os.write(ask, b"?")
+    reply = os.read(answer, 8)
+    os.close(ask)
+    os.close(answer)
+    code = int(reply) if reply.isdigit() else errno.ESRCH
+    if code:
+        raise OSError(code, "map the build's fixed ids onto its identity: "
+                      + (os.strerror(code) if reply else "the supervisor did not answer"))

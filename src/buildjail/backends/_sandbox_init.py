@@ -21,7 +21,7 @@ import socket
 from typing import NoReturn
 
 from .._linux import kernel as k
-from .._linux import landlock, seccomp, usage
+from .._linux import landlock, seccomp, usage, userns
 from .._linux.diagnosis import explain_error  # imported here: the package may be hidden inside
 from .._linux.filesystem import SCRATCH_TMPFS, apply_mounts, stage_trees
 from .._linux.procfs import descendants
@@ -48,17 +48,20 @@ def report_error(fd: int, reason: str, fix: str = "") -> None:
 SETTING_UP = "set up the sandbox"
 
 
-def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
+def run_init(plan: InitPlan, report_fd: int, status_fd: int,
+             mapping: tuple[int, int] | None = None) -> NoReturn:
     """Become the sandbox's init: set up, confine itself, spawn the command, reap, report.
 
     The init confines itself exactly as the command will be (identity, capabilities,
     no_new_privs, seccomp, rlimits), so the command can be started with ``posix_spawn``
-    (vfork + exec) instead of a second fork of this Python process.
+    (vfork + exec) instead of a second fork of this Python process. *mapping*: the ends of
+    the supervisor's ``IdentityMapping``, where the identity is mapped.
     """
     stage = SETTING_UP
     try:
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
-        k.close_fds_except((report_fd, status_fd, *plan.stdio_fds(), *_lent_fds(plan)))
+        k.close_fds_except((report_fd, status_fd, *plan.stdio_fds(), *_lent_fds(plan),
+                            *(mapping or ())))
         plan = with_low_descriptors(plan)
         k.scrub_process_memory(b"buildjail-init")
         _enter_namespaces(plan)
@@ -66,7 +69,7 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int) -> NoReturn:
             k.prctl(k.PR_SET_CHILD_SUBREAPER, 1)
         wakeup = _watch_children()
         stage = "confine the sandbox"
-        _confine(plan)
+        _confine(plan, mapping)
         stage = "enter the working directory"
         os.chdir(plan.command.cwd)
         stage = "execute"
@@ -137,7 +140,7 @@ def with_low_descriptors(plan: InitPlan) -> InitPlan:
 _LOW_DESCRIPTORS = 256
 
 
-def _confine(plan: InitPlan) -> None:
+def _confine(plan: InitPlan, mapping: tuple[int, int] | None = None) -> None:
     """Apply rlimits, the identity, the capability drop, no_new_privs, Landlock, seccomp."""
     _set_rlimits(plan.confinement.limits, processes=plan.confinement.process_rlimit)
     if plan.watch.monitor or plan.watch.cgroup_enforced:
@@ -147,7 +150,7 @@ def _confine(plan: InitPlan) -> None:
     if plan.confinement.landlock is not None:
         stdio = tuple(i if fd is None else fd for i, fd in enumerate(plan.command.stdio))
         ruleset = landlock.create_ruleset(plan.confinement.landlock, stdio)
-    _drop_privileges(plan)
+    _drop_privileges(plan, mapping)
     k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change clears it: arm it again
     k.prctl(k.PR_SET_DUMPABLE, 0)
     if plan.confinement.no_new_privs:
@@ -449,13 +452,22 @@ def _kill_leftovers() -> None:
             return
 
 
-def _drop_privileges(plan: InitPlan) -> None:
-    if plan.confinement.drop_capabilities:
-        k.drop_bounding_and_ambient()
-    if plan.confinement.switch_identity:
-        identity = plan.confinement.identity
+def _drop_privileges(plan: InitPlan, mapping: tuple[int, int] | None) -> None:
+    confinement = plan.confinement
+    identity = confinement.identity
+    uid, gid = identity.uid, identity.gid
+    if confinement.switch_identity:
         os.setgroups([])
-        os.setresgid(identity.gid, identity.gid, identity.gid)
-        os.setresuid(identity.uid, identity.uid, identity.uid)
-    if plan.confinement.drop_capabilities:
+        if confinement.map_identity:
+            if mapping is None:
+                raise OSError(errno.EINVAL, "the identity's user namespace has no mapping")
+            # Every capability again, in the new namespace only: dropped below as before.
+            userns.enter_mapped_namespace(mapping)
+            uid, gid = identity.inside_uid, identity.inside_gid
+    if confinement.drop_capabilities or confinement.map_identity:
+        k.drop_bounding_and_ambient()
+    if confinement.switch_identity:
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    if confinement.drop_capabilities or confinement.map_identity:
         k.clear_capability_sets()

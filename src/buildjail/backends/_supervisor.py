@@ -35,6 +35,7 @@ from ..trees import remove_tree
 from ._sandbox_init import report_error, run_init
 from .base import (
     SUPERVISOR_NAMESPACES,
+    Confinement,
     InitPlan,
     Launch,
     PlanLaunch,
@@ -147,6 +148,13 @@ def plan_sandbox(request: Request, who: identity.Identity, *, leased: bool, root
     wanted = set(policy.namespaces) if namespaces else set()
     if wanted and (not root or all_ids):
         wanted.add("user")
+    degraded: dict[str, str] = {}
+    if leased and wanted:  # the build sees the same ids on every run
+        refused = userns.identity_map_refused()
+        if refused is None:
+            who = who.mapped_inside()
+        else:
+            degraded["identity"] = refused
     hostname, kept_because = plan_hostname(policy.hostname) if "uts" in wanted else (
         None, None)
     mounts = None
@@ -170,7 +178,7 @@ def plan_sandbox(request: Request, who: identity.Identity, *, leased: bool, root
         mounts=mounts,
         env=env,
         seccomp_program=_seccomp_program() if policy.seccomp else None,
-        degraded={"hostname": kept_because} if kept_because else {},
+        degraded={**degraded, "hostname": kept_because} if kept_because else degraded,
     )
 
 
@@ -479,20 +487,24 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
         k.prctl(k.PR_SET_CHILD_SUBREAPER, 1)  # comes to the supervisor, which kills it
     stderr_size = _regular_file_size(_stderr_fd(run.plan))
     status_r, status_w = os.pipe()
+    mapping = _identity_mapping(run.plan.confinement)
     init = os.fork()
     if init == 0:
         try:  # never unwind into the supervisor's (or the caller's) code
             os.close(status_r)
             os.close(lifeline)
-            run_init(run.plan, report_fd, status_w)
+            run_init(run.plan, report_fd, status_w,
+                     None if mapping is None else mapping.init_ends())
         finally:
             os._exit(EXIT_SETUP_FAILED)
     os.close(status_w)
     try:
+        if mapping is not None:
+            mapping.started()
         if run.cgroup is not None:  # the init is in it now: never make the supervisor a victim
             with contextlib.suppress(OSError):
                 run.cgroup.leave(os.getpid())
-        stopped = _watch(init, lifeline, run, disk)
+        stopped = _watch(init, lifeline, run, disk, mapping)
     except BaseException:
         # Whatever went wrong here, nothing of the sandbox may outlive this: the hand-back
         # that follows must never race a live build.
@@ -579,14 +591,29 @@ def _appended_lines(fd: int, offset: int | None, prefix: str) -> str:
     return "; ".join(found)
 
 
-def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str | None:
-    """Wait for the init to exit; kill it on timeout, a limit or the caller's death."""
+def _identity_mapping(confinement: Confinement) -> userns.IdentityMapping | None:
+    """The handshake that maps the init's last user namespace, where it makes one."""
+    if not confinement.map_identity:
+        return None
+    who = confinement.identity
+    return userns.IdentityMapping(f"{who.inside_uid} {who.uid} 1\n",
+                                  f"{who.inside_gid} {who.gid} 1\n")
+
+
+def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None,
+           mapping: userns.IdentityMapping | None = None) -> str | None:
+    """Wait for the init to exit; kill it on timeout, a limit or the caller's death.
+
+    Meanwhile answer the init's *mapping* request, when it makes one.
+    """
     wall_time = run.request.policy.limits.wall_time
     deadline = None if wall_time is None else time.monotonic() + wall_time
     pidfd = os.pidfd_open(init)
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     poller.register(lifeline, select.POLLIN)
+    if mapping is not None:
+        poller.register(mapping.ask_r, select.POLLIN)
     reason: str | None = None
     memory = run.request.policy.limits.memory
     # In no namespace of its own, only the supervisor sees the sandbox's unix socket
@@ -601,6 +628,11 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str |
             timeout = _next_timeout(deadline, run.cgroup is not None or disk is not None
                                     or adopted_memory is not None)
             events = dict(poller.poll(timeout))
+            if mapping is not None and mapping.ask_r in events:
+                poller.unregister(mapping.ask_r)
+                mapping.serve(init)
+                mapping = None
+                continue
             if pidfd in events:
                 return None
             if lifeline in events:
@@ -622,6 +654,8 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None) -> str |
         os.close(pidfd)
         if usage_fd is not None:
             os.close(usage_fd)
+        if mapping is not None:
+            mapping.close()
 
 
 def _adopted_memory(init: int, cgroup_usage: int | None, uid: int) -> int:

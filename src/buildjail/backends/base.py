@@ -120,6 +120,9 @@ class Confinement:
     process_rlimit: bool = True
     """Limit processes with RLIMIT_NPROC too; not where the build shares the caller's uid
     without a user namespace (it would count every process of the caller's)."""
+    map_identity: bool = False
+    """Switch into a user namespace of its own, mapped by the supervisor, where the identity
+    is seen as its fixed inside ids (``Identity.mapped``)."""
 
 
 @dataclasses.dataclass(frozen=True)

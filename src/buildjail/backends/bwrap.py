@@ -198,6 +198,9 @@ def _namespace_options(sandbox: SandboxPlan) -> list[str]:
     options = []
     if _user_namespace(policy, sandbox.leased, sandbox.root):
         options.append("--unshare-user")
+        if sandbox.identity.mapped:  # bubblewrap maps them onto the leased ids it runs as
+            who = sandbox.identity
+            options += ["--uid", str(who.inside_uid), "--gid", str(who.inside_gid)]
         if policy.drop_capabilities:
             options.append("--disable-userns")
     options += [option for name, option in _NAMESPACE_OPTIONS if name in policy.namespaces]

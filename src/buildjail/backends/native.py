@@ -48,6 +48,7 @@ def _confinement(sandbox: SandboxPlan) -> Confinement:
     return Confinement(
         identity=sandbox.identity,
         switch_identity=sandbox.leased,
+        map_identity=sandbox.identity.mapped,
         drop_capabilities=policy.drop_capabilities,
         no_new_privs=policy.no_new_privs,
         seccomp_program=sandbox.seccomp_program,

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import json
 import os
 import pwd
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from buildjail import RunResult, Sandbox
 from conftest import NONROOT_UID, Runner, require_backend
 
 PROBE = (Path(__file__).parent / "probes" / "isolation_probe.py").read_text()
@@ -291,6 +298,101 @@ def test_the_fixed_ids_user_namespace_gives_the_build_nothing(
         assert int(outside) == result["uid"]  # the leased uid, the host's owner of its files
     # EINVAL: uid 0 is not mapped; EPERM: no capability, no setgroups, no nested namespace
     assert attempts == "22 1 -1 1", attempts
+
+
+NS_GET_OWNER_UID = 0xB704
+INOTIFY_LIMIT = "/proc/sys/fs/inotify/max_user_instances"
+
+
+def _namespace_owner(pid: int) -> int:
+    """The uid owning *pid*'s user namespace, as this (the host's) namespace sees it."""
+    fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+    try:
+        owner: int = struct.unpack("I", fcntl.ioctl(fd, NS_GET_OWNER_UID, bytes(4)))[0]
+        return owner
+    finally:
+        os.close(fd)
+
+
+def _pid_of(program: str, marker: str, deadline: float) -> int:
+    """The pid of *program* run with *marker* (this test's own) among its arguments;
+    not bubblewrap's own processes, whose command lines carry it too."""
+    while time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                if entry.isdigit() and argv[0] == program.encode() and marker.encode() in argv:
+                    return int(entry)
+        time.sleep(0.05)
+    raise AssertionError(f"no process carries {marker}")
+
+
+HOLD_INOTIFY = """
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+held = 0
+while held < 2000 and libc.inotify_init1(0) >= 0:
+    held += 1
+print(held, ctypes.get_errno(), flush=True)
+open(os.path.join(sys.argv[1], 'holding'), 'w').close()
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+@pytest.mark.parametrize("backend", ["native", "bwrap"])
+def test_the_builds_user_namespace_is_owned_by_the_leased_uid_not_root(
+        backend: str, tmp_path: Path) -> None:
+    """The kernel charges a namespace's inotify instances, queued signals and nested
+    namespaces to its owner on the host: a build holding all it may must leave root's
+    own quota whole (it exhausted it while the namespace was root's)."""
+    require_backend(backend)
+    limit = int(Path(INOTIFY_LIMIT).read_text())
+    if limit > 900:
+        pytest.skip(f"{INOTIFY_LIMIT} is {limit}: more than the sandbox's descriptors reach")
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    marker = f"bj-owner-{uuid.uuid4().hex}"
+    results: list[RunResult] = []
+    printed = open(tmp_path / "printed", "w+b")  # noqa: SIM115 - closed below
+    runner = threading.Thread(target=lambda: results.append(Sandbox("full", backend=backend).run(
+        [PYTHON, "-c", HOLD_INOTIFY, str(out), "3", marker], cwd="/", writable=[str(out)],
+        stdout=printed.fileno())))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "holding").exists():
+            assert time.monotonic() < deadline and runner.is_alive(), results
+            time.sleep(0.05)
+        owner = _namespace_owner(_pid_of(PYTHON, marker, deadline))
+        libc = ctypes.CDLL(None, use_errno=True)
+        ours = libc.inotify_init1(0)  # root's own quota, while the build holds all of its
+        error = ctypes.get_errno()
+        if ours >= 0:
+            os.close(ours)
+    finally:
+        runner.join(60)
+        printed.close()
+    result = results[0]
+    held, build_error = (tmp_path / "printed").read_text().split()
+    assert result.exit_code == 0, result
+    assert int(held) >= limit - 8 and build_error == str(errno.EMFILE), (held, build_error)
+    assert owner == result.uid  # the leased uid, as the host sees it
+    assert ours >= 0, os.strerror(error)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+def test_control_a_namespace_root_makes_is_roots() -> None:
+    """What the owner check tells apart: root's unshare makes a namespace owned by uid 0."""
+    marker = f"bj-owner-{uuid.uuid4().hex}"
+    made = subprocess.Popen(["/usr/bin/unshare", "--user", PYTHON, "-c",
+                             "import time; time.sleep(5)", marker])
+    try:
+        assert _namespace_owner(_pid_of(PYTHON, marker, time.monotonic() + 30)) == 0
+    finally:
+        made.kill()
+        made.wait()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")

@@ -202,6 +202,16 @@ def effective_capabilities() -> int:
     return int(data[0].effective) | int(data[1].effective) << 32
 
 
+def raise_permitted_capabilities() -> None:
+    """Make every permitted capability effective again (an euid change cleared them)."""
+    header = _CapHeader(version=_CAPABILITY_VERSION_3, pid=0)
+    data = (_CapData * 2)()
+    _check(_capget(ctypes.byref(header), data), "capget")
+    for half in data:
+        half.effective = half.permitted
+    _check(_capset(ctypes.byref(header), data), "capset")
+
+
 def has_capability(capability: int) -> bool:
     """Whether the calling thread has *capability* in its effective set."""
     return bool(effective_capabilities() >> capability & 1)

@@ -452,6 +452,21 @@ def _kill_leftovers() -> None:
             return
 
 
+def _enter_as_owner(uid: int, gid: int, mapping: tuple[int, int]) -> None:
+    """Make the identity's user namespace with the leased ids as its owner, and enter it.
+
+    The kernel charges what the namespace's users hold (inotify instances, queued signals,
+    nested namespaces...) to its owner on the host — the effective uid that makes it: the
+    leased uid, never root's own quotas, which a build could otherwise exhaust for the whole
+    host. Root's capabilities stay effective for the unshare (hosts that restrict user
+    namespaces ask for them); the new namespace then gives every capability, in it only.
+    """
+    os.setresgid(gid, gid, gid)
+    os.setresuid(0, uid, 0)
+    k.raise_permitted_capabilities()
+    userns.enter_mapped_namespace(mapping)
+
+
 def _drop_privileges(plan: InitPlan, mapping: tuple[int, int] | None) -> None:
     confinement = plan.confinement
     identity = confinement.identity
@@ -461,8 +476,7 @@ def _drop_privileges(plan: InitPlan, mapping: tuple[int, int] | None) -> None:
         if confinement.map_identity:
             if mapping is None:
                 raise OSError(errno.EINVAL, "the identity's user namespace has no mapping")
-            # Every capability again, in the new namespace only: dropped below as before.
-            userns.enter_mapped_namespace(mapping)
+            _enter_as_owner(uid, gid, mapping)
             uid, gid = identity.inside_uid, identity.inside_gid
     if confinement.drop_capabilities or confinement.map_identity:
         k.drop_bounding_and_ambient()

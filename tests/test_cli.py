@@ -316,6 +316,7 @@ START_UP_EXCLUDED = (
     "buildjail.fromager", "pyproject_hooks", "rich",
     # the standard library's heavier modules the run path has no use for
     "importlib.metadata", "tomllib", "tempfile", "shutil", "zipfile", "tarfile", "subprocess",
+    "hashlib", "_hashlib",
 )
 
 

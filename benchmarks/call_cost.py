@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What one sandboxed call costs, against the tools it is compared with, in one run.
 
-Four tables (issue 15), each measured side by side:
+Three tables (issue 15), each measured side by side:
 
 - **calls**: the library call ``Sandbox("full").run(["/bin/true"], cwd="/")`` against bare
   bubblewrap (``bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc /bin/true``) and
@@ -20,7 +20,9 @@ Four tables (issue 15), each measured side by side:
   and the ratio, medians of ``--rounds`` rounds interleaved.
 
 Run from the checkout, as root (a non-root user measures its own path, through a user
-namespace; it needs a copy of the checkout it can read, and ``packaging`` on its path)::
+namespace; it needs a copy of the checkout it can read, and ``packaging`` on its path), with
+the bytecode compiled (``python -m compileall -q src`` first where
+``PYTHONDONTWRITEBYTECODE`` is set: else every command compiles what changed)::
 
     .venv/bin/python benchmarks/call_cost.py [--rounds 10] [--batch 5] [--quick]
         [--only calls,caller,throughput]

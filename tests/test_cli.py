@@ -307,3 +307,45 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_created(tmp_path: Path,
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("buildjail: "), proc.stderr
     assert sorted(tmp_path.rglob("*")) == before  # no output dir, report or logs
+
+
+START_UP_EXCLUDED = (
+    # the other subcommands and the frontends only they use
+    "buildjail.cli.build", "buildjail.cli.audit", "buildjail.cli.fromager", "buildjail.cli.doctor",
+    "buildjail.build", "buildjail.installers", "buildjail.logs", "buildjail.progress",
+    "buildjail.pep517", "buildjail.explain", "buildjail.audit", "buildjail.doctor",
+    "buildjail.fromager", "pyproject_hooks", "rich",
+    # the standard library's heavier modules the run path has no use for
+    "importlib.metadata", "tomllib", "tempfile", "shutil", "zipfile", "tarfile", "subprocess",
+    "hashlib", "_hashlib",
+)
+
+
+def test_run_imports_only_what_it_needs() -> None:
+    """Start-up time (issue 15), checked by what is imported, not by a clock: after a whole
+    ``buildjail run -- /bin/true``, nothing of another subcommand, of a frontend or of the
+    standard library's heavier modules is in ``sys.modules``; ``--version`` alone reads the
+    package's metadata."""
+    code = ("import sys\n"
+            "from buildjail.cli import main\n"
+            "code = main(['run', '--', '/bin/true'])\n"
+            f"excluded = {START_UP_EXCLUDED!r}\n"
+            "print(code, sorted(m for m in sys.modules if m.startswith(excluded)))\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd="/", capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert (proc.stdout, proc.stderr) == ("0 []\n", "")
+    assert "importlib.metadata" in subprocess.run(
+        [sys.executable, "-I", "-c", "import sys\nfrom buildjail.cli import main\n"
+         "try:\n    main(['--version'])\nexcept SystemExit:\n    print(sorted(sys.modules))\n"],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def test_help_lists_every_subcommand_and_a_subcommand_parses_alone() -> None:
+    """The parser is built with only the subcommand asked for, yet ``--help`` and an unknown
+    command still see them all."""
+    listed = buildjail("--help").stdout
+    assert all(name in listed for name in ("run", "build", "audit", "fromager", "doctor"))
+    unknown = buildjail("rn")
+    assert unknown.returncode == 2
+    assert "invalid choice: 'rn' (choose from 'run', 'build', 'audit'" in unknown.stderr
+    assert buildjail("build", "--help").stdout.startswith("usage: buildjail build ")

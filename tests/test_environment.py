@@ -1,12 +1,16 @@
 """The environment allow-list, and credentials inside the values it keeps."""
 
+import fnmatch
 import os
+import random
+import re
 from pathlib import Path
 
 import pytest
 
+from buildjail import environment
 from buildjail.environment import filter_environment
-from buildjail.policy import Policy
+from buildjail.policy import ENV_DELETE_DEFAULT, ENV_KEEP_DEFAULT, Policy
 from conftest import Identity, every_backend
 from wheels import make_project
 
@@ -83,3 +87,24 @@ def test_a_hook_sees_no_token_in_the_variables_it_is_given(
         assert not [line for line in seen if "TOKEN-" in line]
     else:  # the control: with redaction off, the same hook reads the tokens
         assert sum("TOKEN-" in line for line in seen) == 3
+
+
+def test_the_star_only_matcher_agrees_with_fnmatchs_regex() -> None:
+    """The patterns with ``*`` alone match without a regex (start-up time): differentially,
+    every default pattern and some tricky ones agree with fnmatch's case-insensitive regex
+    on random and chosen names, alone and together; ``?``, ``[`` and non-ASCII take the
+    regex."""
+    patterns = (*ENV_KEEP_DEFAULT, *ENV_DELETE_DEFAULT, "A*B*A", "**", "*", "X**Y", "*AB*AB*",
+                "AB*BA", "", "A?", "[AB]*", "é*")
+    rng = random.Random(15)
+    names = ["".join(rng.choice("ABab_*?[xyTOKENSé") for _ in range(rng.randint(0, 8)))
+             for _ in range(3000)]
+    names += ["GITHUB_TOKEN", "my_secret", "lc_all", "PATH", "ABA", "AB", "ABBA", "ABAB", "XY",
+              "\u017fecret", "ÉTÉ", ""]
+    for pattern in patterns:
+        regex = re.compile(fnmatch.translate(pattern), re.IGNORECASE)
+        matches = environment._matcher((pattern,))
+        assert [n for n in names if matches(n)] == [n for n in names if regex.match(n)], pattern
+    together = environment._matcher(patterns)
+    regexes = environment._regex_matcher(patterns)
+    assert [n for n in names if together(n)] == [n for n in names if regexes(n)]

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import BuildjailError, PolicyError, SandboxSetupError
-from .limits import Limits
-from .policy import Policy
-from .result import RunResult
-from .sandbox import Sandbox
-
 if TYPE_CHECKING:  # imported lazily at run time, by __getattr__
+    from .errors import BuildjailError as BuildjailError
+    from .errors import PolicyError as PolicyError
+    from .errors import SandboxSetupError as SandboxSetupError
+    from .limits import Limits as Limits
     from .pep517 import HookFailed as HookFailed
     from .pep517 import SandboxedHookRunner as SandboxedHookRunner
     from .pep517 import hook_runner as hook_runner
+    from .policy import Policy as Policy
+    from .result import RunResult as RunResult
+    from .sandbox import Sandbox as Sandbox
 
 __all__ = [
     "BuildjailError",
@@ -26,13 +27,28 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_PEP517_NAMES = frozenset({"hook_runner", "HookFailed", "SandboxedHookRunner"})
+_MODULES = {
+    "BuildjailError": "errors", "PolicyError": "errors", "SandboxSetupError": "errors",
+    "Limits": "limits", "Policy": "policy", "RunResult": "result", "Sandbox": "sandbox",
+    "hook_runner": "pep517", "HookFailed": "pep517", "SandboxedHookRunner": "pep517",
+}
+"""Where each public name lives. Nothing is imported before it is asked for: ``import
+buildjail.cli`` (``--help``, ``--version``) or a frontend module costs only what it uses, and
+the PEP 517 names need pyproject_hooks, which the sandbox does not."""
 
 
 def __getattr__(name: str) -> object:
-    """Import the PEP 517 names lazily: they need pyproject_hooks, the sandbox does not."""
-    if name in _PEP517_NAMES:
-        from . import pep517
+    """Import the module of public name *name* on first use; keep the name here."""
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'buildjail' has no attribute {name!r}")
+    import importlib
 
-        return getattr(pep517, name)
-    raise AttributeError(f"module 'buildjail' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazy ones included."""
+    return sorted({*globals(), *_MODULES})

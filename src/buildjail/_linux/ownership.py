@@ -22,13 +22,24 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import os
 import stat
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .. import trees
+
+if TYPE_CHECKING:
+    from hashlib import sha256
+else:  # CPython's own sha256: hashlib's loads OpenSSL, a cost every command pays at start-up
+    try:
+        from _sha256 import sha256  # 3.11
+    except ImportError:  # pragma: no cover - another Python
+        try:
+            from _sha2 import sha256  # 3.12+
+        except ImportError:
+            from hashlib import sha256
 
 CAPABILITY = "security.capability"
 SENSITIVE_XATTRS = ("system.posix_acl_access", "system.posix_acl_default", CAPABILITY)
@@ -201,7 +212,7 @@ def _digest(entry: trees.Entry) -> bytes | None:
                      dir_fd=entry.dir_fd)
     except OSError:
         return None
-    digest = hashlib.sha256()
+    digest = sha256()
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 
@@ -22,6 +23,48 @@ def seccomp_mode() -> int:
         if line.startswith("Seccomp:"):
             return int(line.split()[1])
     return 0
+
+
+INITIAL_USER_NAMESPACE = 0xEFFFFFFD
+"""The inode number of the host's own user namespace (``PROC_USER_INIT_INO``): fixed."""
+_CAP_SYS_ADMIN = 21
+
+
+def unconfined_host_root() -> bool:
+    """Whether this process is root of the host, unconfined: euid 0 in the initial user
+    namespace with CAP_SYS_ADMIN, no seccomp filter, no LSM confinement (none, or AppArmor's
+    ``unconfined``) and no namespace count limited to 0. There the kernel refuses none of the
+    namespaces, private mounts or /proc mount a sandbox starts with, so whether it does need
+    not be tried (``userns.namespaces_refused``, two forks). Anything else, or anything
+    unreadable, is False: then it is tried."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        if os.stat("/proc/self/ns/user").st_ino != INITIAL_USER_NAMESPACE:
+            return False
+    except OSError:
+        return False
+    status = dict(line.split(":", 1) for line in (
+        read_setting("/proc/self/status") or "").splitlines() if ":" in line)
+    try:
+        if not int(status["CapEff"], 16) >> _CAP_SYS_ADMIN & 1 or int(status["Seccomp"]):
+            return False
+    except (KeyError, ValueError):
+        return False
+    if _lsm_label() not in (None, "unconfined"):
+        return False
+    return all(int(read_setting(f"/proc/sys/user/max_{kind}_namespaces") or 0) > 0
+               for kind in ("mnt", "pid", "net", "ipc", "uts", "cgroup"))
+
+
+def _lsm_label() -> str | None:
+    """This process's label of the major LSM (AppArmor's profile, SELinux's context), or None
+    when no LSM gives one (the file refuses to be read with EINVAL)."""
+    try:
+        with open("/proc/self/attr/current") as stream:
+            return stream.read().strip().rstrip("\0")
+    except OSError as error:
+        return None if error.errno == errno.EINVAL else "unreadable"
 
 
 def children(pid: int) -> list[int]:

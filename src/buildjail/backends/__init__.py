@@ -112,6 +112,14 @@ def _without_namespaces(refused: OSError) -> tuple[str, str]:
 
 @functools.cache
 def _namespaces_refused() -> OSError | None:
+    """Why namespaces are refused here, or None: tried in a child, unless this is the
+    unconfined root of the host, which the kernel refuses none (read from /proc, no fork:
+    the command pays this once per run). A wrong "None" could only make ``auto`` pick
+    ``native``, whose set-up then fails closed and says why."""
+    from .._linux.procfs import unconfined_host_root
+
+    if unconfined_host_root():
+        return None
     from .._linux.userns import namespaces_refused
 
     return namespaces_refused()

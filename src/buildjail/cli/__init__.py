@@ -3,17 +3,46 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
-from . import audit, build, doctor, fromager, run
 from ._options import error
+
+COMMANDS = ("run", "build", "audit", "fromager", "doctor")
+"""The subcommands, in ``--help``'s order; each is the module ``buildjail.cli.NAME``, imported
+only when it is the one asked for (or for ``--help``, an error, ...): start-up time."""
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, told the terminal's width as :func:`shutil.get_terminal_size`
+    finds it: argparse makes one for every option it adds, and would import shutil (and the
+    compression modules shutil imports) to find it."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_columns() - 2)
+
+
+def _columns() -> int:
+    """The terminal's width: ``COLUMNS``, else standard output's terminal, else 80."""
+    with contextlib.suppress(KeyError, ValueError):
+        if (columns := int(os.environ["COLUMNS"])) > 0:
+            return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # no standard output, or not a terminal
+        return 80
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with every usage error in one line: ``buildjail: MESSAGE``, exit 2."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(formatter_class=_Formatter, **kwargs)  # the subcommands' too
 
     def error(self, message: str) -> NoReturn:
         """Print *message* in one line and exit 2."""
@@ -49,21 +78,25 @@ def installed_version() -> str:
         return __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser of the ``buildjail`` command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Return the argument parser of the ``buildjail`` command (with *only* that subcommand,
+    importing no other subcommand's module, when it names one)."""
     parser = _Parser(
         prog="buildjail", description="Run Python build backends inside a Linux sandbox."
     )
     parser.add_argument("--version", action=_VersionAction)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (run, build, audit, fromager, doctor):
-        command.add_parser(commands)
+    # prog given: argparse would build a help formatter (and import shutil) to work it out
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     prog=parser.prog)
+    for name in (only,) if only in COMMANDS else COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=argv[0] if argv else None)  # top-level options come first
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args, parser)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
 from ..errors import BuildjailError
 from ..limits import parse_duration, parse_size
@@ -77,6 +76,8 @@ def check_source(path: str) -> None:
             raise BadInputError(f"{path}: not a project: it has neither a pyproject.toml nor a "
                            "setup.py")
         return
+    import tempfile  # not at start-up: it pulls in shutil and the compression modules
+
     from ..archives import extract_sdist
 
     with tempfile.TemporaryDirectory(prefix="buildjail-check-") as scratch:

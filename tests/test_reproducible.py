@@ -31,14 +31,18 @@ def flit_wheelhouse() -> Path:
     return fetched_wheels("wheelhouse-flit", "flit_core>=3.9,<5")
 
 
-def flit_project(directory: Path) -> Path:
-    (directory / "flitdemo").mkdir(parents=True)
-    (directory / "flitdemo" / "__init__.py").write_text('"""A demo."""\n')
+def demo_project(directory: Path, name: str, requires: str, backend: str) -> Path:
+    """A one-module project *name* 1.0 of the build backend *backend*."""
+    (directory / name).mkdir(parents=True)
+    (directory / name / "__init__.py").write_text('"""A demo."""\n')
     (directory / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["flit_core>=3.9,<5"]\n'
-        'build-backend = "flit_core.buildapi"\n\n'
-        '[project]\nname = "flitdemo"\nversion = "1.0"\ndescription = "A demo"\n')
+        f'[build-system]\nrequires = ["{requires}"]\nbuild-backend = "{backend}"\n\n'
+        f'[project]\nname = "{name}"\nversion = "1.0"\ndescription = "A demo"\n')
     return directory
+
+
+def flit_project(directory: Path) -> Path:
+    return demo_project(directory, "flitdemo", "flit_core>=3.9,<5", "flit_core.buildapi")
 
 
 def digests(out: Path) -> dict[str, str]:
@@ -81,13 +85,7 @@ def test_flit_outputs_are_the_same_bytes_every_run_and_as_pypa_builds(
 
 
 def setuptools_project(directory: Path) -> Path:
-    (directory / "stdemo").mkdir(parents=True)
-    (directory / "stdemo" / "__init__.py").write_text('"""A demo."""\n')
-    (directory / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=61"]\n'
-        'build-backend = "setuptools.build_meta"\n\n'
-        '[project]\nname = "stdemo"\nversion = "1.0"\n')
-    return directory
+    return demo_project(directory, "stdemo", "setuptools>=61", "setuptools.build_meta")
 
 
 def owners(sdist: Path) -> set[tuple[int, int, str, str]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 
 from . import kernel as k
 from .procfs import read_setting
@@ -95,41 +96,39 @@ def namespaces_refused() -> OSError | None:
     flags = k.CLONE_NEWNS | k.CLONE_NEWPID | k.CLONE_NEWNET
     if needs_user_namespace():
         flags |= k.CLONE_NEWUSER
+
+    def try_to_set_up(report_fd: int) -> None:
+        k.unshare(flags)
+        k.make_mounts_private()
+        code = _errno_in_child(k.mount_proc, report_fd, "mount proc: ")  # as pid 1 there
+        if code:
+            raise OSError(code, "")  # its reason is written already
+
     read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - a child that never returns
-        code = 0
-        try:
-            k.unshare(flags)
-            k.make_mounts_private()
-            _mount_proc_in_child(write_end)
-        except OSError as error:
-            code = error.errno or errno.EPERM
-            os.write(write_end, (error.strerror or "").encode()[:512])
-        os._exit(min(code, 255))
+    code = _errno_in_child(lambda: try_to_set_up(write_end), write_end)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as stream:
         message = stream.read(1024).decode(errors="replace")
-    _, status = os.waitpid(child, 0)
-    code = os.waitstatus_to_exitcode(status)
     return None if code == 0 else OSError(code, message or os.strerror(code))
 
 
-def _mount_proc_in_child(report_fd: int) -> None:
-    """Mount a /proc of the new pid namespace in its first process; raise what it met."""
+def _errno_in_child(action: Callable[[], None], report_fd: int, what: str = "") -> int:
+    """Run *action* in a forked child: the errno it failed with (0: done), its reason
+    written to *report_fd* after *what*."""
     child = os.fork()
     if child == 0:  # pragma: no cover - a child that never returns
         code = 0
         try:
-            k.mount_proc()
+            action()
         except OSError as error:
             code = error.errno or errno.EPERM
-            os.write(report_fd, f"mount proc: {error.strerror}".encode()[:512])
+            if error.strerror:
+                os.write(report_fd, f"{what}{error.strerror}".encode()[:512])
+        except BaseException:
+            code = errno.EIO
         os._exit(min(code, 255))
     _, status = os.waitpid(child, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code:
-        raise OSError(code, "")
+    return os.waitstatus_to_exitcode(status)
 
 
 MAX_USER_NAMESPACES = "/proc/sys/user/max_user_namespaces"

@@ -54,7 +54,7 @@ def get_backend(name: str) -> Backend:
 def not_covered(name: str) -> dict[str, str]:
     """What backend *name* (or ``auto``'s choice) says it cannot give of ``full``, per
     layer: why (nothing for the namespace backends)."""
-    if (choose_backend()[0] if name == "auto" else name) != "landlock":
+    if resolved(name) != "landlock":
         return {}
     from .landlock import NOT_COVERED
 
@@ -65,7 +65,12 @@ def shows_host_paths(name: str) -> bool:
     """Whether backend *name* (or ``auto``'s choice) shows trees only where they are on the
     host, with no mount namespace to re-attach them (``landlock``): then the build's
     identity must be able to search every directory above them."""
-    return (choose_backend()[0] if name == "auto" else name) == "landlock"
+    return resolved(name) == "landlock"
+
+
+def resolved(name: str) -> str:
+    """The backend *name* stands for: ``auto``'s choice here, or *name* itself."""
+    return choose_backend()[0] if name == "auto" else name
 
 
 SEARCHABLE = 0o711

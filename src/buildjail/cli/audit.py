@@ -28,11 +28,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run ``buildjail audit``; return 1 when the ``full`` profile failed, else 0."""
     from ..audit import run_audit
     from ..audit.report import print_json, print_table
-    from ..backends import choose_backend
+    from ..backends import resolved
 
     profiles = args.profiles or ["none", "network", "full"]
-    backends = [choose_backend()[0] if name == "auto" else name
-                for name in (args.backends or ["auto"])]
+    backends = [resolved(name) for name in (args.backends or ["auto"])]
     quiet = args.json or not sys.stderr.isatty()
     report = run_audit(profiles, list(dict.fromkeys(backends)), keep_workdir=args.keep_workdir,
                        progress=None if quiet else error)

@@ -44,7 +44,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run ``buildjail run``; return the command's exit code."""
-    from ..backends import choose_backend
+    from ..backends import resolved
     from ..sandbox import Sandbox
 
     cmd = after_dashes(args.cmd)
@@ -62,7 +62,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.explain:
         from ..explain import explain
 
-        backend = choose_backend()[0] if args.backend == "auto" else args.backend
+        backend = resolved(args.backend)
         print(explain(policy, cmd, os.getcwd(), os.environ, backend))
         return 0
     result = Sandbox(policy, backend=args.backend).run(cmd)

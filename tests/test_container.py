@@ -184,7 +184,8 @@ def _run_full() -> dict[str, str]:
     from buildjail import Sandbox, SandboxSetupError
 
     try:
-        result = Sandbox("full").run(["/bin/true"], cwd="/")
+        # native's own behaviour there; auto's choice is a test of its own (and caches)
+        result = Sandbox("full", backend="native").run(["/bin/true"], cwd="/")
     except SandboxSetupError as error:
         return {"reason": error.reason, "fix": error.fix}
     return {"exit": str(result.exit_code), "layers": " ".join(result.layers)}
@@ -215,6 +216,23 @@ def test_a_masked_proc_in_podman_fails_closed_with_podmans_fix(storage: str) -> 
     assert "Podman masks parts of /proc" in outcome["reason"], outcome
     assert "/proc/keys" in outcome["reason"]
     assert outcome["fix"].startswith("run the container with --security-opt unmask=/proc/*")
+
+
+def test_auto_takes_the_landlock_backend_where_podman_masks_proc(storage: str) -> None:
+    """Where /proc cannot be mounted afresh, ``auto`` does not fail: it chooses landlock,
+    which needs no fresh /proc, and says why."""
+    from buildjail.backends import _namespaces_refused, choose_backend
+
+    def setup() -> None:
+        _private_run()
+        _bind_file("/run/.containerenv", f"{storage}/overlay-containers/abc/userdata")
+        k.mount("/dev/null", "/proc/keys", None, k.MS_BIND)  # as podman masks it
+        _drop_cap_sys_admin()
+        _namespaces_refused.cache_clear()  # the parent's answer was about the host
+
+    name, why = _in_child(setup, choose_backend)
+    assert name == "landlock", why
+    assert "namespaces are refused here" in why and "mount proc" in why, why
 
 
 def _refuse_sethostname() -> None:

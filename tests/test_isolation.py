@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from buildjail import RunResult, Sandbox
-from conftest import NONROOT_UID, Runner, require_backend
+from conftest import NONROOT_UID, Runner, processes_of_host, require_backend
 
 PROBE = (Path(__file__).parent / "probes" / "isolation_probe.py").read_text()
 PYTHON = "/usr/bin/python3.11"
@@ -318,11 +318,10 @@ def _pid_of(program: str, marker: str, deadline: float) -> int:
     """The pid of *program* run with *marker* (this test's own) among its arguments;
     not bubblewrap's own processes, whose command lines carry it too."""
     while time.monotonic() < deadline:
-        for entry in os.listdir("/proc"):
-            with contextlib.suppress(OSError):
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-                if entry.isdigit() and argv[0] == program.encode() and marker.encode() in argv:
-                    return int(entry)
+        for process in processes_of_host():
+            argv = process.cmdline.split(b"\0")
+            if argv[0] == program.encode() and marker.encode() in argv:
+                return process.pid
         time.sleep(0.05)
     raise AssertionError(f"no process carries {marker}")
 

@@ -17,12 +17,16 @@ def read_setting(path: str) -> str | None:
         return None
 
 
+def status_fields() -> dict[str, str]:
+    """This process's ``/proc/self/status``, field by field (values stripped; {} unread)."""
+    lines = (read_setting("/proc/self/status") or "").splitlines()
+    return {name: value.strip() for name, value in (
+        line.split(":", 1) for line in lines if ":" in line)}
+
+
 def seccomp_mode() -> int:
     """Return this process's seccomp mode (0 none, 1 strict, 2 filter)."""
-    for line in (read_setting("/proc/self/status") or "").splitlines():
-        if line.startswith("Seccomp:"):
-            return int(line.split()[1])
-    return 0
+    return int(status_fields().get("Seccomp") or 0)
 
 
 INITIAL_USER_NAMESPACE = 0xEFFFFFFD
@@ -44,8 +48,7 @@ def unconfined_host_root() -> bool:
             return False
     except OSError:
         return False
-    status = dict(line.split(":", 1) for line in (
-        read_setting("/proc/self/status") or "").splitlines() if ":" in line)
+    status = status_fields()
     try:
         if not int(status["CapEff"], 16) >> _CAP_SYS_ADMIN & 1 or int(status["Seccomp"]):
             return False

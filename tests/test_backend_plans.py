@@ -224,7 +224,11 @@ def test_bwrap_passes_its_descriptors_to_bubblewrap(trees: tuple[str, str],
     assert seccomp_fd in command.inherited_fds
     program = seccomp.build_filter()
     assert os.pread(seccomp_fd, len(program) + 1, 0) == program
-    assert set(command.inherited_fds) | {command.status_fd} == set(launch.fds)
+    block_r = int(_value(argv, "--block-fd"))
+    assert block_r in command.inherited_fds
+    assert command.block_fd is not None
+    assert command.block_fd not in command.inherited_fds  # the init's, to release bubblewrap
+    assert set(command.inherited_fds) | {command.status_fd, command.block_fd} == set(launch.fds)
     for fd in launch.fds:
         assert not os.get_inheritable(fd)  # only the init hands them on
 

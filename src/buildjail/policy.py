@@ -91,6 +91,8 @@ class Policy:
     """Whether credentials in URLs inside kept environment values are redacted."""
     limits: Limits = dataclasses.field(default_factory=Limits)
     hostname: str = "localhost"
+    record_attempts: bool = False
+    """Record what the build tried (DNS names, credential decoys opened), as ``full`` does."""
 
     def __post_init__(self) -> None:
         unknown = set(self.namespaces) - NAMESPACES
@@ -214,6 +216,7 @@ def _full() -> Policy:
         env_keep=ENV_KEEP_DEFAULT,
         env_delete=ENV_DELETE_DEFAULT,
         env_redact=True,
+        record_attempts=True,
         limits=Limits(wall_time=6 * 3600, processes=_default_processes(), file_size=64 << 30,
                       memory=_default_memory(), open_files=OPEN_FILES_DEFAULT),
     )
@@ -250,6 +253,7 @@ _SECTIONS: dict[str, set[str]] = {
     "isolation": {
         "namespaces", "filesystem", "ephemeral_identity", "no_new_privs",
         "drop_capabilities", "seccomp", "new_session", "kill_all", "hostname", "cgroup_limits",
+        "record_attempts",
     },
 }
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from .attempts import Attempt, summary, to_json
+
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
@@ -20,9 +22,19 @@ class RunResult:
     uid: int | None = None
     degraded: dict[str, str] = dataclasses.field(default_factory=dict)
     """Layers the runtime forbids and the sandbox kept weaker (e.g. ``hostname``): why."""
+    attempts: tuple[Attempt, ...] = ()
+    """What the build tried that the sandbox recorded (DNS names, decoys opened)."""
+    attempts_omitted: int = 0
+    """Attempts past the recording's limit, or dropped by the kernel: counted only."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-ready dictionary."""
         data = dataclasses.asdict(self)
         data["layers"] = list(self.layers)
+        data["attempts"] = to_json(self.attempts)
         return data
+
+    @property
+    def attempts_summary(self) -> str:
+        """One line, ``tried: DNS pypi.org; read decoy ~/.netrc``; empty when none."""
+        return summary(self.attempts, self.attempts_omitted)

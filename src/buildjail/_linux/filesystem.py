@@ -79,6 +79,9 @@ class MountPlan:
     masked_files: tuple[str, ...]
     identity: Identity
     tmpfs_size: int | None = None
+    home_entries: tuple[Entry, ...] = ()
+    """What the private home holds when the build starts (the credential decoys), parents
+    first, owned by the build's identity."""
 
     @property
     def exposed(self) -> tuple[str, ...]:
@@ -136,6 +139,19 @@ def plan_mounts(
         identity=identity,
         tmpfs_size=tmpfs_size,
     )
+
+
+def with_decoys(plan: MountPlan, contents: dict[str, bytes], directories: tuple[str, ...],
+                resolv_conf: bytes | None = None) -> MountPlan:
+    """*plan* with decoy files in the home (*contents*, relative to it, in *directories*
+    made first) and, given *resolv_conf*, the view's own /etc/resolv.conf."""
+    home = plan.identity.home.rstrip("/")
+    entries = [Entry(f"{home}/{name}", "dir", 0o700) for name in directories]
+    entries += [Entry(f"{home}/{name}", "file", 0o600, data) for name, data in contents.items()]
+    own = plan.entries
+    if resolv_conf is not None:
+        own = (*own, Entry("/etc/resolv.conf", "file", 0o644, resolv_conf))
+    return dataclasses.replace(plan, entries=own, home_entries=tuple(entries))
 
 
 def _system_view() -> tuple[tuple[str, ...], tuple[Entry, ...]]:
@@ -269,6 +285,9 @@ def apply_mounts(plan: MountPlan) -> None:
         os.makedirs(root + path, 0o755, exist_ok=True)
         _tmpfs(root + path, f"mode={mode}" + _size(plan))
     _make_home(root, plan.identity, _size(plan))
+    for entry in plan.home_entries:
+        _make_entry(root, entry)
+        os.lchown(root + entry.path, plan.identity.uid, plan.identity.gid)
     for path, fd, directory in trees:
         _ensure_mountpoint(root + path, directory)
         k.move_mount(fd, root + path)

@@ -27,6 +27,7 @@ from .._linux.filesystem import SCRATCH_TMPFS, apply_mounts, stage_trees
 from .._linux.procfs import descendants
 from ..errors import EXIT_SETUP_FAILED  # stdlib-only, and imported before the fork
 from ..limits import Limits
+from ._recorder import Recorder, release_wrapped
 from .base import InitPlan
 from .messages import InitStatus, SetupFailure
 
@@ -65,6 +66,11 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
         plan = with_low_descriptors(plan)
         k.scrub_process_memory(b"buildjail-init")
         _enter_namespaces(plan)
+        stage = "record the build's attempts"
+        recorder = Recorder(plan.setup)
+        if plan.command.block_fd is None:
+            recorder.watch_decoys()
+        stage = SETTING_UP
         if plan.setup.subreaper:
             k.prctl(k.PR_SET_CHILD_SUBREAPER, 1)
         wakeup = _watch_children()
@@ -76,13 +82,17 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
         child = _spawn_command(plan)
         os.close(report_fd)
         wrapper = _WrapperStatus(plan.command.status_fd)
-        status, limit = _reap_until(child, wakeup, plan, wrapper)
+        if plan.command.block_fd is not None:
+            _release_wrapper(plan, recorder, wrapper, child)
+        status, limit = _reap_until(child, wakeup, plan, wrapper, recorder)
         if plan.command.kill_descendants:
             _kill_leftovers()
+        recorder.finish()
         report: InitStatus = {"status": status, "limit": limit}
+        recorder.fill(report)
         if plan.command.status_fd is not None:
             report["started"] = wrapper.started()
-        os.write(status_fd, json.dumps(report).encode())
+        _write_all(status_fd, json.dumps(report).encode())
     except OSError as error:
         report_error(report_fd, *_setup_error(stage, plan, error))
         os._exit(EXIT_SETUP_FAILED)
@@ -90,6 +100,36 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
         report_error(report_fd, f"{stage}: {error!r}")
         os._exit(EXIT_SETUP_FAILED)
     os._exit(0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of *data* to the pipe *fd* (a report of many attempts exceeds one write)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _release_wrapper(plan: InitPlan, recorder: Recorder, wrapper: _WrapperStatus,
+                     child: int) -> None:
+    """Watch the decoys bubblewrap made, then let it run the command (its --block-fd)."""
+    home = plan.confinement.identity.home
+    host_devices = _devices(("/", *SCRATCH_TMPFS, home))
+    block_fd = plan.command.block_fd
+    assert block_fd is not None
+
+    def running() -> bool:
+        return wrapper.drain() or (wrapper.child_pid() is not None and _alive(child))
+
+    release_wrapped(recorder, block_fd, wrapper.child_pid, running,
+                    lambda path: bool(_devices((path,))) and not _devices((path,)) & host_devices)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 FD_OPTIONS = frozenset({"--json-status-fd", "--seccomp", "--file", "--ro-bind-data",
@@ -131,7 +171,7 @@ def with_low_descriptors(plan: InitPlan) -> InitPlan:
     moved_command = dataclasses.replace(
         command, argv=tuple(argv), stdio=(stdin, stdout, stderr),
         inherited_fds=tuple(new(fd) for fd in command.inherited_fds),
-        status_fd=maybe(command.status_fd))
+        status_fd=maybe(command.status_fd), block_fd=maybe(command.block_fd))
     moved_watch = dataclasses.replace(plan.watch,
                                       cgroup_usage_fd=maybe(plan.watch.cgroup_usage_fd))
     return dataclasses.replace(plan, command=moved_command, watch=moved_watch)
@@ -165,6 +205,8 @@ def _lent_fds(plan: InitPlan) -> tuple[int, ...]:
     fds = plan.command.inherited_fds
     if plan.watch.cgroup_usage_fd is not None:
         fds = (*fds, plan.watch.cgroup_usage_fd)
+    if plan.command.block_fd is not None:
+        fds = (*fds, plan.command.block_fd)
     return fds if plan.command.status_fd is None else (*fds, plan.command.status_fd)
 
 
@@ -277,13 +319,17 @@ class _WrapperStatus:
         return b'"exit-code"' in self.data
 
 
-def _reap_until(child: int, wakeup: int, plan: InitPlan,
-                wrapper: _WrapperStatus) -> tuple[int, str | None]:
-    """Reap every process that exits until *child* does; watch the limits meanwhile."""
+def _reap_until(child: int, wakeup: int, plan: InitPlan, wrapper: _WrapperStatus,
+                recorder: Recorder) -> tuple[int, str | None]:
+    """Reap every process that exits until *child* does; watch the limits and record the
+    attempts meanwhile."""
     poller = select.poll()
     poller.register(wakeup, select.POLLIN)
     if wrapper.fd is not None:
         poller.register(wrapper.fd, select.POLLIN)
+    recording = recorder.fds()
+    for fd in recording:
+        poller.register(fd, select.POLLIN)
     tick = _BESIDE_A_CGROUP_TICK if plan.watch.cgroup_enforced else _MONITOR_TICK
     timeout = int(tick * 1000) if plan.watch.monitor else None
     scratch = plan.setup.mounts.scratch_paths() if plan.setup.mounts else ()
@@ -303,6 +349,8 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan,
         for fd, _ in poller.poll(timeout):
             if fd == wakeup:
                 os.read(wakeup, 4096)
+            elif fd in recording:
+                recorder.drain()
             elif wrapper.fd is not None and not wrapper.drain():
                 poller.unregister(fd)
         if wrapped:

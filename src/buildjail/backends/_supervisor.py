@@ -20,13 +20,16 @@ import stat
 import time
 from typing import NoReturn, cast
 
+from .. import attempts
 from .._linux import cgroups, identity, ownership, seccomp, usage, userns
 from .._linux import kernel as k
 from .._linux.diagnosis import explain_error  # not imported after a fork: the import lock
 from .._linux.disk import DiskWatch
-from .._linux.filesystem import MountPlan, interpreter_paths, plan_mounts
+from .._linux.dns import RESOLV_CONF
+from .._linux.filesystem import MountPlan, interpreter_paths, plan_mounts, with_decoys
 from .._linux.hostname import DEGRADED_LAYER, plan_hostname
 from .._linux.procfs import children, descendants
+from ..decoys import DECOY_DIRECTORIES, decoy_contents, run_token
 from ..errors import EXIT_SETUP_FAILED, EXIT_TIMEOUT, SandboxSetupError
 from ..limits import Limits
 from ..policy import Policy
@@ -114,7 +117,9 @@ def run_supervised(request: Request, backend: str, plan_launch: PlanLaunch, *,
         backend=backend,
         policy=request.policy.name,
         uid=run.plan.confinement.identity.uid,
-        degraded=dict(run.degraded),
+        degraded={**run.degraded, **outcome.get("unrecorded", {})},
+        attempts=attempts.from_json(outcome.get("attempts", [])),
+        attempts_omitted=outcome.get("attempts_omitted", 0),
     )
 
 
@@ -168,6 +173,9 @@ def plan_sandbox(request: Request, who: identity.Identity, *, leased: bool, root
             tmpfs_size=policy.limits.memory,
         )
         env.update(HOME=who.home, USER=who.name, LOGNAME=who.name, TMPDIR="/tmp")
+        if policy.record_attempts:
+            mounts = with_decoys(mounts, decoy_contents(run_token()), DECOY_DIRECTORIES,
+                                 RESOLV_CONF if "net" in wanted else None)
     return SandboxPlan(
         request=request,
         namespaces=frozenset(wanted),
@@ -202,16 +210,33 @@ def _plan_run(sandbox: SandboxPlan, launch: Launch, lease: identity.Lease | None
         request=sandbox.request,
         plan=plan,
         layers=(*_layers(policy, namespaces, sandbox.leased, cgroup, watch.monitor,
-                         hostname=sandbox.hostname), *launch.layers),
+                         hostname=sandbox.hostname), *launch.layers,
+                *_attempt_layers(launch)),
         supervisor_flags=namespace_flags(namespaces & SUPERVISOR_NAMESPACES),
         mounts=sandbox.mounts,
         all_ids=all_ids,
-        degraded={**sandbox.degraded, **launch.degraded},
+        degraded={**sandbox.degraded, **launch.degraded, **_unrecorded(policy, launch)},
         lease=lease,
         cgroup=cgroup,
         fds=(*launch.fds, *usage_fd),
         scratch=launch.scratch,
     )
+
+
+def _attempt_layers(launch: Launch) -> tuple[str, ...]:
+    """``attempts:credentials`` and ``attempts:dns``, where the init records them."""
+    recorded = (("credentials", bool(launch.setup.decoys)), ("dns", launch.setup.dns_trap))
+    return tuple(f"attempts:{kind}" for kind, on in recorded if on)
+
+
+def _unrecorded(policy: Policy, launch: Launch) -> dict[str, str]:
+    """The kinds of attempt the policy records that this launch cannot: never silent."""
+    if not policy.record_attempts:
+        return {}
+    recorded = set(_attempt_layers(launch))
+    return {f"attempts:{kind}": launch.degraded.get(
+                f"attempts:{kind}", "not recorded: the backend has no place to record it")
+            for kind in attempts.KINDS if f"attempts:{kind}" not in recorded}
 
 
 def _plan_watch(policy: Policy, namespaces: frozenset[str], cgroup: cgroups.Cgroup | None,
@@ -504,7 +529,8 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
         if run.cgroup is not None:  # the init is in it now: never make the supervisor a victim
             with contextlib.suppress(OSError):
                 run.cgroup.leave(os.getpid())
-        stopped = _watch(init, lifeline, run, disk, mapping)
+        status_reader = _StatusReader(status_r)
+        stopped = _watch(init, lifeline, run, disk, mapping, status=status_reader)
     except BaseException:
         # Whatever went wrong here, nothing of the sandbox may outlive this: the hand-back
         # that follows must never race a live build.
@@ -516,8 +542,7 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
     _, wait_status = os.waitpid(init, 0)
     if adopts:
         _kill_adopted()
-    with os.fdopen(status_r, "rb") as stream:
-        status = stream.read()
+    status = status_reader.finish()
     if stopped == "wall_time":
         return {"exit_code": EXIT_TIMEOUT, "limit": "wall_time", "signal": signal.SIGKILL}
     if not status:  # the init died before reporting: a set-up failure, or killed
@@ -530,9 +555,44 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
     limit = stopped or child["limit"] or (run.cgroup.limit_hit() if run.cgroup else None)
     if child.get("started") is False and limit is None:
         raise _wrapper_failed(run, code, stderr_size)
-    if code < 0:
-        return {"exit_code": 128 - code, "limit": limit, "signal": -code}
-    return {"exit_code": code, "limit": limit}
+    outcome: Outcome = ({"exit_code": 128 - code, "limit": limit, "signal": -code} if code < 0
+                        else {"exit_code": code, "limit": limit})
+    for key in ("attempts", "attempts_omitted", "unrecorded"):
+        if key in child:
+            outcome[key] = child[key]
+    return outcome
+
+
+class _StatusReader:
+    """The init's status pipe, read while the init runs: a report of many attempts is
+    larger than a pipe holds, and the init must never block on it."""
+
+    LIMIT = 4 << 20
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.chunks: list[bytes] = []
+        self.size = 0
+        os.set_blocking(fd, False)
+
+    def drain(self) -> None:
+        """Read what the pipe holds now."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            if self.size < self.LIMIT:
+                self.chunks.append(chunk)
+            self.size += len(chunk)
+
+    def finish(self) -> bytes:
+        """Everything the init wrote (it has exited); the pipe closed."""
+        self.drain()
+        os.close(self.fd)
+        return b"".join(self.chunks) if self.size <= self.LIMIT else b""
 
 
 def _kill_adopted() -> None:
@@ -601,7 +661,8 @@ def _identity_mapping(confinement: Confinement) -> userns.IdentityMapping | None
 
 
 def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None,
-           mapping: userns.IdentityMapping | None = None) -> str | None:
+           mapping: userns.IdentityMapping | None = None, *,
+           status: _StatusReader | None = None) -> str | None:
     """Wait for the init to exit; kill it on timeout, a limit or the caller's death.
 
     Meanwhile answer the init's *mapping* request, when it makes one.
@@ -614,6 +675,8 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None,
     poller.register(lifeline, select.POLLIN)
     if mapping is not None:
         poller.register(mapping.ask_r, select.POLLIN)
+    if status is not None:
+        poller.register(status.fd, select.POLLIN)
     reason: str | None = None
     memory = run.request.policy.limits.memory
     # In no namespace of its own, only the supervisor sees the sandbox's unix socket
@@ -628,6 +691,12 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None,
             timeout = _next_timeout(deadline, run.cgroup is not None or disk is not None
                                     or adopted_memory is not None)
             events = dict(poller.poll(timeout))
+            if status is not None and status.fd in events:
+                status.drain()
+                if events[status.fd] & select.POLLHUP:
+                    poller.unregister(status.fd)
+                if len(events) == 1:
+                    continue
             if mapping is not None and mapping.ask_r in events:
                 poller.unregister(mapping.ask_r)
                 mapping.serve(init)

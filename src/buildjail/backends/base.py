@@ -103,6 +103,10 @@ class SetUp:
     subreaper: bool = False
     """Without a pid namespace: the init adopts every orphan of the command (a child
     subreaper), so that what the command leaves running is still its to kill."""
+    decoys: tuple[tuple[str, str], ...] = ()
+    """(path in the view, name shown) of the credential decoys the init watches for opens."""
+    dns_trap: bool = False
+    """Bind the recording resolver on 127.0.0.1:53 in the init's network namespace."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +145,9 @@ class Command:
     status_fd: int | None = None
     """The spawned tool's status stream (bubblewrap's ``--json-status-fd``): its child's
     pid, then whether it executed the command."""
+    block_fd: int | None = None
+    """The write end of the spawned tool's ``--block-fd``: closed by the init once it
+    watches the decoys in the tool's view."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,3 +205,12 @@ def namespace_flags(names: frozenset[str] | set[str]) -> int:
     for name in names:
         flags |= k.NAMESPACE_FLAGS[name]
     return flags
+
+
+def decoys_of(mounts: MountPlan | None) -> tuple[tuple[str, str], ...]:
+    """(path, ``~/name``) of each decoy file the view's home holds."""
+    if mounts is None:
+        return ()
+    home = mounts.identity.home.rstrip("/") + "/"
+    return tuple((entry.path, "~/" + entry.path[len(home):]) for entry in mounts.home_entries
+                 if entry.kind == "file" and entry.path.startswith(home))

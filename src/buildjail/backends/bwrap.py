@@ -23,6 +23,7 @@ from .._linux.filesystem import (
     MASK_TMPFS_SIZE,
     PRIVATE_TMPFS_MODES,
     STAGE_DIR,
+    Entry,
     MountPlan,
     untraversable_ancestors,
 )
@@ -31,7 +32,7 @@ from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult
 from ._supervisor import run_supervised
-from .base import Command, Confinement, Launch, Request, SandboxPlan, SetUp
+from .base import Command, Confinement, Launch, Request, SandboxPlan, SetUp, decoys_of
 
 CANDIDATES = ("/usr/bin/bwrap", "/usr/local/bin/bwrap")
 """Where bubblewrap is looked for: absolute paths only, never the build's PATH."""
@@ -119,6 +120,12 @@ def _plan_bwrap(executable: str, sandbox: SandboxPlan, fds: list[int]) -> Launch
     mounts = sandbox.mounts
     staged = _staged(mounts) if mounts is not None and sandbox.leased else {}
     argv = compile_argv(executable, sandbox, staged, status_w, fds)
+    block_w = None
+    if decoys_of(mounts):  # bubblewrap waits there until the init watches its decoys
+        block_r, block_w = os.pipe2(os.O_CLOEXEC)
+        fds += (block_r, block_w)
+        argv[4:4] = ["--block-fd", str(block_r)]  # after --json-status-fd N
+    kept = (status_r, block_w)
     return Launch(
         setup=_setup(sandbox, staged),
         confinement=_confinement(sandbox),
@@ -128,8 +135,9 @@ def _plan_bwrap(executable: str, sandbox: SandboxPlan, fds: list[int]) -> Launch
             env=sandbox.env,
             stdio=sandbox.request.stdio,
             new_session=False,  # bubblewrap's --new-session
-            inherited_fds=tuple(fd for fd in fds if fd != status_r),
+            inherited_fds=tuple(fd for fd in fds if fd not in kept),
             status_fd=status_r,
+            block_fd=block_w,
         ),
         fds=tuple(fds),
     )
@@ -165,6 +173,8 @@ def _setup(sandbox: SandboxPlan, staged: dict[str, str]) -> SetUp:
         namespaces=flags,
         loopback="net" in namespaces,
         fresh_proc=own_proc,
+        decoys=decoys_of(mounts),
+        dns_trap=sandbox.policy.record_attempts and "net" in namespaces,
         staged=tuple((source, target, source in mounts.writable)
                      for source, target in staged.items()) if mounts else (),
     )
@@ -236,15 +246,7 @@ def _filesystem_options(mounts: MountPlan, staged: dict[str, str], fds: list[int
     bubblewrap's root is a fresh tmpfs already; what it shows of the host is bound in.
     """
     size = ["--size", str(mounts.tmpfs_size)] if mounts.tmpfs_size else []
-    options = []
-    for entry in mounts.entries:
-        if entry.kind == "dir":
-            options += ["--perms", f"{entry.mode:04o}", "--dir", entry.path]
-        elif entry.kind == "link":
-            options += ["--symlink", os.fsdecode(entry.data), entry.path]
-        else:
-            fd = _data_fd(os.path.basename(entry.path), entry.data, fds)
-            options += ["--perms", f"{entry.mode:04o}", "--file", str(fd), entry.path]
+    options = _entry_options(mounts.entries, fds)
     options += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", *size,
                 "--tmpfs", "/dev/shm",
                 # --dev binds the caller's terminal there when stdout is one: hide it.
@@ -252,6 +254,7 @@ def _filesystem_options(mounts: MountPlan, staged: dict[str, str], fds: list[int
     for path, mode in PRIVATE_TMPFS_MODES.items():
         options += ["--perms", mode, *size, "--tmpfs", path]
     options += ["--perms", "0700", *size, "--tmpfs", mounts.identity.home]
+    options += _entry_options(mounts.home_entries, fds)
     for path, writable in mounts.trees():
         options += ["--bind" if writable else "--ro-bind", staged.get(path, path), path]
     options += _mask_options(mounts.masks(), mounts, fds)
@@ -259,6 +262,20 @@ def _filesystem_options(mounts: MountPlan, staged: dict[str, str], fds: list[int
     # uid): read-only, as native builds them. Not recursive: the binds stay as they are.
     for path in (*mounts.masked_dirs, *_READ_ONLY_AFTER, "/"):
         options += ["--remount-ro", path]
+    return options
+
+
+def _entry_options(entries: tuple[Entry, ...], fds: list[int]) -> list[str]:
+    """The view's own directories, links and files (their data in memfds)."""
+    options = []
+    for entry in entries:
+        if entry.kind == "dir":
+            options += ["--perms", f"{entry.mode:04o}", "--dir", entry.path]
+        elif entry.kind == "link":
+            options += ["--symlink", os.fsdecode(entry.data), entry.path]
+        else:
+            fd = _data_fd(os.path.basename(entry.path), entry.data, fds)
+            options += ["--perms", f"{entry.mode:04o}", "--file", str(fd), entry.path]
     return options
 
 

@@ -333,6 +333,15 @@ def _layers(sandbox: SandboxPlan, abi: int,
     return tuple(layers)
 
 
+NOT_RECORDED = {
+    "attempts:dns": "not recorded: no network namespace of its own, so no loopback resolver "
+                    "can be planted (lookups fail as before, unrecorded)",
+    "attempts:credentials": "not recorded: the landlock backend plants no decoys in its "
+                            "private home (its init is not the build's pid 1)",
+}
+"""The kinds of attempt this backend does not record, and why."""
+
+
 def _not_covered(sandbox: SandboxPlan, abi: int) -> dict[str, str]:
     policy = sandbox.policy
     found: dict[str, str] = {}
@@ -344,6 +353,8 @@ def _not_covered(sandbox: SandboxPlan, abi: int) -> dict[str, str]:
         found["loopback"] = NOT_COVERED["loopback"]
     if "uts" in policy.namespaces:
         found["hostname"] = "the host's hostname is seen (no UTS namespace)"
+    if policy.record_attempts:
+        found.update(NOT_RECORDED)
     if "net" in policy.namespaces and abi < landlock.TCP_ABI:
         found["network"] = (f"TCP is refused by seccomp alone (Landlock's TCP rules need ABI "
                             f"{landlock.TCP_ABI}, Linux {landlock.FIRST_KERNEL[4]})")

@@ -24,6 +24,11 @@ class InitStatus(TypedDict):
     limit: str | None
     started: NotRequired[bool]
     """Whether the spawned tool (bubblewrap) set up its sandbox and executed the command."""
+    attempts: NotRequired[list[dict[str, str]]]
+    """What the build tried (``buildjail.attempts``), at most MAX_ATTEMPTS distinct ones."""
+    attempts_omitted: NotRequired[int]
+    unrecorded: NotRequired[dict[str, str]]
+    """Kinds of attempt the init meant to record and could not, per layer: why."""
 
 
 class Outcome(TypedDict, total=False):
@@ -34,3 +39,6 @@ class Outcome(TypedDict, total=False):
     signal: int
     setup_failed: bool
     """The init died at set-up without reporting why (its exit code alone says it)."""
+    attempts: list[dict[str, str]]
+    attempts_omitted: int
+    unrecorded: dict[str, str]

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from ..result import RunResult
 from ._supervisor import run_supervised
-from .base import Command, Confinement, Launch, Request, SandboxPlan, SetUp, namespace_flags
+from .base import (
+    Command,
+    Confinement,
+    Launch,
+    Request,
+    SandboxPlan,
+    SetUp,
+    decoys_of,
+    namespace_flags,
+)
 
 
 class NativeBackend:
@@ -40,6 +49,8 @@ def _setup(sandbox: SandboxPlan) -> SetUp:
         loopback="net" in namespaces,
         mounts=sandbox.mounts,
         fresh_proc={"pid", "mount"} <= namespaces,
+        decoys=decoys_of(sandbox.mounts),
+        dns_trap=sandbox.policy.record_attempts and "net" in namespaces,
     )
 
 

@@ -1,0 +1,40 @@
+"""The credential decoys planted in the sandbox's private home: fake, and unique per run.
+
+Each decoy looks like what a credential thief looks for (``~/.netrc``, ``~/.aws/credentials``)
+and holds a token made for this run alone, so that a leaked one can be traced; none is a real
+file of the host's (the caller's home stays masked). The sandbox's init watches them.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+DECOY_DIRECTORIES = (".aws", ".ssh", ".docker")
+"""The directories the decoys live in, made in the home with mode 0700."""
+DECOY_FILES = (".netrc", ".pypirc", ".aws/credentials", ".ssh/id_ed25519",
+               ".docker/config.json")
+"""The decoys, relative to the home."""
+MARK = "buildjail-decoy"
+"""Written into every decoy: it is a fake, whatever its format looks like."""
+
+
+def run_token() -> str:
+    """A fresh token for one run's decoys (hex, 24 characters)."""
+    return secrets.token_hex(12)
+
+
+def decoy_contents(token: str) -> dict[str, bytes]:
+    """Each decoy's content, relative to the home, carrying *token*."""
+    fake = f"{MARK}-{token}"
+    aws_id = "AKIA" + token[:16].upper()
+    return {
+        ".netrc": f"machine pypi.org login __token__ password pypi-{fake}\n".encode(),
+        ".pypirc": (f"[distutils]\nindex-servers = pypi\n\n[pypi]\nusername = __token__\n"
+                    f"password = pypi-{fake}\n").encode(),
+        ".aws/credentials": (f"[default]\naws_access_key_id = {aws_id}\n"
+                             f"aws_secret_access_key = {fake}\n").encode(),
+        ".ssh/id_ed25519": ("-----BEGIN OPENSSH PRIVATE KEY-----\n"
+                            f"{fake}\n-----END OPENSSH PRIVATE KEY-----\n").encode(),
+        ".docker/config.json": ('{"auths": {"https://index.docker.io/v1/": {"auth": "'
+                                f'{fake}"}}}}}}\n').encode(),
+    }

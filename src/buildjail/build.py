@@ -44,7 +44,7 @@ from packaging.utils import (
     parse_sdist_filename,
 )
 
-from . import trees
+from . import attempts, trees
 from ._linux.filesystem import PRIVATE_TMPFS, within_any
 from .backends import SEARCHABLE, shows_host_paths
 from .buildenv import BuildEnvironment, BuildEnvironmentError, IndexOptions, MissingWheels
@@ -85,6 +85,9 @@ class HookRecord:
     duration: float
     exit_code: int
     limit_hit: str | None = None
+    attempts: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    """What the hook tried that the sandbox recorded (``RunResult.attempts``)."""
+    attempts_omitted: int = 0
 
 
 @dataclasses.dataclass
@@ -118,6 +121,12 @@ class PackageReport:
     def to_dict(self) -> dict[str, Any]:
         """Return the report as a JSON-ready dictionary."""
         return dataclasses.asdict(self)
+
+    def attempts_summary(self) -> str:
+        """One line of what this package's hooks tried: ``tried: DNS pypi.org; ...``."""
+        found = attempts.from_json([item for hook in self.hooks for item in hook.attempts])
+        distinct = tuple(dict.fromkeys(found))
+        return attempts.summary(distinct, sum(hook.attempts_omitted for hook in self.hooks))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -693,8 +702,10 @@ class _HookCalls:
         finally:
             _current_log.log = None
             for name, result in self.runner.results[before:]:
-                self.report.hooks.append(HookRecord(name, result.duration, result.exit_code,
-                                                    result.limit_hit))
+                self.report.hooks.append(HookRecord(
+                    name, result.duration, result.exit_code, result.limit_hit,
+                    attempts=[item.to_dict() for item in result.attempts],
+                    attempts_omitted=result.attempts_omitted))
                 self.report.layers = list(result.layers)
                 self.report.degraded = dict(result.degraded)
 

@@ -34,7 +34,7 @@ class MalformedQueryError(ValueError):
 
 
 def parse_query(packet: bytes) -> tuple[str, bytes]:
-    """The name a DNS query asks for, and the REFUSED answer to it; MalformedQuery if none."""
+    """The name a DNS query asks for, and the REFUSED answer to it; MalformedQueryError if none."""
     if len(packet) < _HEADER.size or len(packet) > MAX_PACKET:
         raise MalformedQueryError("size")
     ident, flags, questions, _, _, _ = _HEADER.unpack_from(packet)

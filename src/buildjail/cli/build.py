@@ -219,6 +219,9 @@ def _print_summary(reports: list[PackageReport], *, verbose: bool = False) -> No
             print(f"FAILED {escape_controls(report.error or 'failed')}", file=sys.stderr)
             for cause in report.causes:
                 print(f"       likely cause: {escape_controls(cause)}", file=sys.stderr)
+        tried = report.attempts_summary()
+        if tried:
+            print(f"       {escape_controls(tried)}", file=stream)
         if verbose:
             _print_hooks(report, stream)
         if report.log and (verbose or report.result != "ok"):

@@ -7,7 +7,7 @@ file of the host's (the caller's home stays masked). The sandbox's init watches 
 
 from __future__ import annotations
 
-import secrets
+import os
 
 DECOY_DIRECTORIES = (".aws", ".ssh", ".docker")
 """The directories the decoys live in, made in the home with mode 0700."""
@@ -19,8 +19,9 @@ MARK = "buildjail-decoy"
 
 
 def run_token() -> str:
-    """A fresh token for one run's decoys (hex, 24 characters)."""
-    return secrets.token_hex(12)
+    """A fresh token for one run's decoys (hex, 24 characters; not ``secrets``, which
+    imports hashlib on the start-up path of ``buildjail run``)."""
+    return os.urandom(12).hex()
 
 
 def decoy_contents(token: str) -> dict[str, bytes]:

@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from buildjail import Sandbox
+from buildjail import Policy, Sandbox
 from buildjail._linux.identity import BUILD_UID
-from conftest import Runner
+from conftest import WITHOUT_SECCOMP, Runner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 SH = "/bin/sh"
+
+def walk_only() -> Policy:
+    """The policy of :data:`WITHOUT_SECCOMP`."""
+    return Policy.from_mapping(WITHOUT_SECCOMP)
 
 
 def test_a_hard_link_into_a_writable_tree_does_not_open_its_other_name(
@@ -85,7 +89,7 @@ def test_a_deep_tree_with_a_setuid_file_is_handed_back_whole(shared_dir: Path) -
               "    os.mkdir('d'); os.chdir('d')\n"
               "shutil.copy('/bin/true', 'suid'); os.chmod('suid', 0o6755)\n")
     try:
-        result = Sandbox("full").run(["/usr/bin/python3.11", "-c", script],
+        result = Sandbox(walk_only()).run(["/usr/bin/python3.11", "-c", script],
                                      cwd=str(shared_dir), writable=[shared_dir])
         assert result.exit_code == 0
         found = subprocess.run(  # find(1) walks any depth; os.walk recurses in Python 3.11
@@ -173,7 +177,7 @@ def test_a_tree_deeper_than_path_max_is_handed_back_whole(shared_dir: Path,
               "    name = f'{level:03d}' + 'n' * 97\n    os.mkdir(name); os.chdir(name)\n"
               "    open('file', 'w').write('x')\n"
               "open('suid', 'w').close(); os.chmod('suid', 0o6777)\n")
-    result = Sandbox("full", backend=sandbox_backend).run(
+    result = Sandbox(walk_only(), backend=sandbox_backend).run(
         ["/usr/bin/python3.11", "-c", script], cwd=str(shared_dir), writable=[shared_dir])
     try:
         assert result.exit_code == 0  # not 125: the hand-back went through
@@ -251,7 +255,7 @@ def test_modes_acls_and_capabilities_the_build_chose_are_not_handed_back(
     granter.start()
     out = tmp_path / "out"
     with open(out, "wb") as stream:
-        result = Sandbox("full", backend=sandbox_backend).run(
+        result = Sandbox(walk_only(), backend=sandbox_backend).run(
             ["/usr/bin/python3.11", "-c", HOSTILE_MODES, _acl(BUILD_UID).hex()], cwd=str(tree),
             writable=[tree], stdout=stream.fileno())
     granter.join()
@@ -283,7 +287,7 @@ def test_a_non_root_build_leaves_no_set_id_or_writable_files(
               "open('shared', 'w').close(); os.chmod('shared', 0o666)\n"
               "print(oct(os.stat('suid').st_mode), oct(os.stat('open').st_mode))\n")
     result = run_sandbox(["/usr/bin/python3.11", "-c", script], cwd=str(tree),
-                         writable=[str(tree)], capture=True)
+                         writable=[str(tree)], capture=True, policy=WITHOUT_SECCOMP)
     assert result["exit_code"] == 0, result
     assert result["stdout"].split() == ["0o106755", "0o42777"]  # what the build did
     for name, mode in (("suid", 0o755), ("open", 0o755), ("shared", 0o644)):

@@ -12,9 +12,11 @@ import ctypes
 import errno
 import importlib.util
 import json
+import mmap
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import struct
@@ -485,6 +487,28 @@ def attack_openat2() -> int:
                            ctypes.addressof(buffer), len(how))
 
 
+def attack_chmod_through_proc_fd() -> int:
+    """chmod("/proc/self/fd/N", 0o4755): another path, the same syscall."""
+    with scratch_file() as path:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return os_errno(lambda: os.chmod(f"/proc/self/fd/{fd}", 0o4755))
+        finally:
+            os.close(fd)
+
+
+def attack_o_tmpfile_setuid() -> int:
+    """An O_TMPFILE made 0o4755 (it could be linked into the tree afterwards)."""
+    with scratch_dir() as top:
+        return os_errno(lambda: os.close(os.open(top, os.O_TMPFILE | os.O_WRONLY, 0o4755)))
+
+
+def attack_mkfifo_setuid() -> int:
+    """mkfifo with 0o4755: mknodat of another file type, the same mode check."""
+    with scratch_dir() as top:
+        return os_errno(lambda: os.mkfifo(f"{top}/fifo", 0o4755))
+
+
 ACL_MINIMAL = struct.pack("<I", 2) + b"".join(
     struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in ((0x01, 7), (0x04, 5), (0x20, 5)))
 """A POSIX ACL in the kernel's xattr format: user::rwx group::r-x other::r-x."""
@@ -560,6 +584,9 @@ ATTACKS = {
     "raw-creat-2755": Attack(lambda: legacy_syscall("creat", 0o2755), only_on="x86_64"),
     "raw-open-4755": Attack(lambda: legacy_syscall("open", 0o4755), only_on="x86_64"),
     "raw-mknod-4755": Attack(lambda: legacy_syscall("mknod", 0o4755), only_on="x86_64"),
+    "chmod-proc-fd-4755": Attack(attack_chmod_through_proc_fd),
+    "o_tmpfile-4755": Attack(attack_o_tmpfile_setuid),
+    "mkfifo-4755": Attack(attack_mkfifo_setuid),
     "openat2": Attack(attack_openat2, expected=errno.ENOSYS),
     "setxattr-acl": Attack(attack_setxattr_acl, expected=errno.EOPNOTSUPP),
     "fsetxattr-user": Attack(attack_fsetxattr_user, expected=errno.EOPNOTSUPP),
@@ -601,6 +628,35 @@ def test_filter_survives_exec() -> None:
         return subprocess.run(cmd, capture_output=True, check=False).returncode
 
     assert in_child(run_unshare) != 0
+
+
+@needs_host_support
+@pytest.mark.skipif(MACHINE != "x86_64", reason="int 0x80 is x86's")
+def test_the_i386_abi_kills_the_process() -> None:
+    """``int 0x80`` (i386 getpid, as an ia32 chmod would be) from a 64-bit process: the
+    arch check kills it with SIGSYS before any rule is consulted."""
+    if int80_status(filtered=False) != 0:
+        pytest.skip("this kernel has no i386 emulation (ia32_emulation=0)")
+    status = int80_status(filtered=True)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS, hex(status)
+
+
+def int80_status(*, filtered: bool) -> int:
+    """The wait status of a child that makes an i386 getpid through ``int 0x80``."""
+    code = bytes([0xB8, 20, 0, 0, 0, 0xCD, 0x80, 0xC3])  # mov eax, 20; int 0x80; ret
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            if filtered:
+                set_no_new_privs()
+                install_filter(build_filter())
+            page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+            page.write(code)
+            ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(page)))()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return status
 
 
 # --- what must keep working -------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -177,8 +178,34 @@ def test_full_refuses_every_set_id_mode_and_acl(run_sandbox: Runner, tree: Path)
     assert not any(mode & SET_ID or acl for mode, acl in after.values()), after
 
 
+DEFAULT_ACL = "system.posix_acl_default"
+GRANT_4343 = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in (
+    (0x01, 7, 0xFFFFFFFF), (0x02, 7, 4343), (0x04, 5, 0xFFFFFFFF), (0x10, 7, 0xFFFFFFFF),
+    (0x20, 5, 0xFFFFFFFF)))
+"""A default ACL granting uid 4343 everything in whatever is made below the directory."""
+
+
+def test_as_root_nothing_inherits_from_a_set_gid_tree_with_a_default_acl(
+        run_sandbox: Runner, tree: Path, identity_kind: str) -> None:
+    """What a directory passes on needs no syscall the filter sees: as root the lend walk
+    holds the tree's set-gid bit and default ACL back for the run, and restores them."""
+    if identity_kind != "root":
+        pytest.skip("as non-root no walk lends the tree: what the build makes inherits "
+                    "(docs/architecture.md, Writable trees)")
+    tree.chmod(0o2775)
+    os.setxattr(tree, DEFAULT_ACL, GRANT_4343)
+    result, during = _run_attacks(run_sandbox, tree)
+    assert _results(result["stdout"]) == {**REFUSED, **dict.fromkeys(ALLOWED, 0)}
+    for name, (mode, acl) in during.items():  # the filter alone, mid-run: nothing inherited
+        assert not mode & SET_ID and not acl, (name, oct(mode), acl)
+    assert stat.S_IMODE(tree.stat().st_mode) == 0o2775  # given back
+    assert os.getxattr(tree, DEFAULT_ACL) == GRANT_4343
+    after = _on_disk(tree)
+    assert not any(mode & SET_ID or acl for mode, acl in after.values()), after
+
+
 def test_control_without_seccomp_the_same_calls_succeed(
-        run_sandbox: Runner, tree: Path, sandbox_backend: str) -> None:
+        run_sandbox: Runner, tree: Path, sandbox_backend: str, identity_kind: str) -> None:
     """``full`` less seccomp: every call succeeds and the tree holds set-id files and an ACL
     mid-run; only the hand-back's walk strips them."""
     if sandbox_backend == "landlock":
@@ -194,4 +221,8 @@ def test_control_without_seccomp_the_same_calls_succeed(
     assert during["acl.f"][1]
     assert during["mkdir.d"][0] == 0o755  # not the filter: the kernel ignores mkdir's set-gid
     after = _on_disk(tree)  # the walk (or, as non-root, the normalisation) strips them
-    assert not any(mode & SET_ID or acl for mode, acl in after.values()), after
+    # ... but as non-root a directory keeps its set-gid bit (it passes a group of the
+    # caller's on, no privilege): the caller's own cannot be told from the build's.
+    kept = stat.S_ISGID if identity_kind == "nonroot" else 0
+    assert not any(mode & (SET_ID & ~(kept if name.endswith(".d") else 0)) or acl
+                   for name, (mode, acl) in after.items()), after

@@ -415,10 +415,12 @@ def _wait(pid: int) -> None:
 
 def _wait_pidfd(pidfd: int) -> None:
     """Wait for a supervisor that is not this process's child (the server's) to exit."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
     try:
         while True:
             try:
-                select.select([pidfd], [], [])
+                poller.poll()
                 return
             except KeyboardInterrupt:
                 continue

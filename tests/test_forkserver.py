@@ -236,3 +236,37 @@ def test_the_server_exits_with_its_caller() -> None:
     assert caller.wait(timeout=20) == 0
     _wait_gone(server)
     _assert_none_left(marker)
+
+
+@needs_root
+def test_a_dead_server_is_started_again() -> None:
+    sandbox = Sandbox("full", backend="native", fork_server=True)
+    assert sandbox.run(["/bin/true"], cwd="/").exit_code == 0
+    first = _forkserver.server_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    _wait_gone(first)
+    assert sandbox.run(["/bin/sh", "-c", "exit 4"], cwd="/").exit_code == 4  # EPIPE: again
+    assert _forkserver.server_pid() not in (None, first)
+
+
+_CHOOSER = textwrap.dedent("""
+    import sys
+    from buildjail import Sandbox
+    from buildjail.backends import _forkserver, _supervisor
+    held = bytearray(int(sys.argv[1]) * _supervisor.FORK_SERVER_RSS)
+    held[::4096] = b"\\1" * len(range(0, len(held), 4096))
+    assert Sandbox("full", backend="native").run(["/bin/true"], cwd="/").exit_code == 0
+    print(_forkserver.server_pid() is not None)
+""")
+
+
+@needs_root
+@pytest.mark.parametrize(("size", "through_server"), [(0, False), (2, True)])
+def test_by_default_only_a_large_caller_uses_the_server(size: int,
+                                                       through_server: bool) -> None:
+    proc = subprocess.run([sys.executable, "-c", _CHOOSER, str(size)], cwd="/", text=True,
+                          env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(through_server)

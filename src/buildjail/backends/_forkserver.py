@@ -169,9 +169,11 @@ def server_pid() -> int | None:
     return server.pid if server is not None and server.owner == _owner() else None
 
 
-def start_supervisor(run: _Run, report_fd: int, lifeline: int) -> int | None:
+def start_supervisor(run: _Run, report_fd: int, lifeline: int, *,
+                     required: bool = True) -> int | None:
     """Start *run*'s supervisor through the server: its pidfd, or None where the run needs
-    more descriptors than one message carries (the caller then forks it itself).
+    more descriptors than one message carries, or (not *required*) where no server can be
+    started: the caller then forks it itself.
 
     The supervisor gets *report_fd*, *lifeline* and every descriptor the run holds at the
     same numbers; the server is restarted once when it died before the hand-off.
@@ -195,6 +197,8 @@ def start_supervisor(run: _Run, report_fd: int, lifeline: int) -> int | None:
         try:
             server = _current.get()
         except OSError as error:
+            if not required:
+                return None
             raise SandboxSetupError(f"the fork server could not be started: {error}",
                                     "pass fork_server=False to fork the supervisor directly"
                                     ) from None

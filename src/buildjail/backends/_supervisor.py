@@ -322,10 +322,12 @@ def _execute(run: _Run) -> Outcome:
     life_r, life_w = os.pipe()
     pidfd = None
     try:
-        if _through_server(run.request.fork_server):
+        wanted = run.request.fork_server
+        if _through_server(wanted):
             from . import _forkserver  # only where a server is wanted: `run` starts fast
 
-            pidfd = _forkserver.start_supervisor(run, report_w, life_r)
+            pidfd = _forkserver.start_supervisor(run, report_w, life_r,
+                                                 required=wanted is True)
         pid = _fork_supervisor(run, report_r, report_w, life_r, life_w) if pidfd is None else 0
     except BaseException:
         for fd in (report_r, life_w):

@@ -346,9 +346,10 @@ def _execute(run: _Run) -> Outcome:
     return _outcome(data)
 
 
-FORK_SERVER_RSS = 64 << 20
+FORK_SERVER_RSS = 48 << 20
 """The caller's resident memory from which ``fork_server=None`` forks through the server:
-below it a direct fork is as cheap (see README, Performance)."""
+measured, the two cost about the same from 20 to 50 MB resident, and below it the
+server's one-time start (~100 ms) would not pay back (README, Performance)."""
 
 
 def _through_server(wanted: bool | None) -> bool:

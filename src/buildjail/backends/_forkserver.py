@@ -214,6 +214,9 @@ def start_supervisor(run: _Run, report_fd: int, lifeline: int, *,
                 raise SandboxSetupError("the fork server died before the hand-off, twice",
                                         "pass fork_server=False, and report this bug"
                                         ) from None
+        except OSError as error:  # refused before anything was sent (the descriptors?)
+            raise SandboxSetupError(f"the run could not be handed to the fork server: "
+                                    f"{error}", "pass fork_server=False") from None
         except _HandoffError as error:
             raise SandboxSetupError(str(error), "run again; pass fork_server=False if it "
                                     "persists, and report this bug") from None

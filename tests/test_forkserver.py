@@ -250,6 +250,40 @@ def test_a_dead_server_is_started_again() -> None:
     assert _forkserver.server_pid() not in (None, first)
 
 
+_TIGHTENED = textwrap.dedent("""
+    import ctypes, json, resource, sys
+    from buildjail import Sandbox
+    from buildjail.backends import _forkserver
+    CHECKS = {"no_new_privs": "grep -q '^NoNewPrivs:[[:space:]]*1$' /proc/self/status",
+              "rlimit": "test \\"$(ulimit -Hn)\\" = 777"}
+    sandbox = Sandbox("none", backend="native", fork_server=True)
+    def holds():
+        return sandbox.run(["/bin/sh", "-c", CHECKS[sys.argv[1]]], cwd="/").exit_code == 0
+    before, first = holds(), _forkserver.server_pid()
+    if sys.argv[1] == "no_new_privs":
+        assert ctypes.CDLL(None).prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+    else:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (777, 777))
+    after, second = holds(), _forkserver.server_pid()
+    print(json.dumps([before, after, first, second]))
+""")
+
+
+@needs_root
+@pytest.mark.parametrize("tightening", ["no_new_privs", "rlimit"])
+def test_a_caller_that_confines_itself_gets_a_server_as_confined(tightening: str) -> None:
+    """A server started before the caller set no_new_privs or lowered a limit would start
+    runs with more than the caller has: it is replaced, and the run has the caller's."""
+    proc = subprocess.run([sys.executable, "-c", _TIGHTENED, tightening], cwd="/", text=True,
+                          env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    before, after, first, second = json.loads(proc.stdout)
+    assert (before, after) == (False, True)  # the control: before, the command had neither
+    assert None not in (first, second) and first != second
+    _wait_gone(first)  # the old server saw EOF
+
+
 _CHOOSER = textwrap.dedent("""
     import sys
     from buildjail import Sandbox

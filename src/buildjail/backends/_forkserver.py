@@ -32,6 +32,7 @@ import dataclasses
 import fcntl
 import os
 import pickle
+import resource
 import select
 import signal
 import socket
@@ -40,6 +41,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from .._linux.procfs import read_setting, status_fields
 from ..errors import EXIT_SETUP_FAILED, SandboxSetupError
 
 if TYPE_CHECKING:
@@ -159,8 +161,34 @@ _current = _Current()
 os.register_at_fork(after_in_child=_current.forget_in_child)
 
 
-def _owner() -> tuple[int, ...]:
-    return (os.getpid(), *os.getresuid(), *os.getresgid())
+def _owner() -> tuple[object, ...]:
+    """What a server must share with its caller to start the caller's runs: the pid, the
+    ids, and the standing a forked supervisor would inherit and the server keeps from its
+    start (capabilities, no_new_privs, seccomp, namespaces, cgroups, resource limits).
+
+    When any of it changed (a caller that dropped privileges, confined itself or moved),
+    the server is replaced, so no run starts with more than the caller has now.
+    """
+    status = status_fields()
+    return (os.getpid(), *os.getresuid(), *os.getresgid(),
+            *(status.get(name) for name in _STANDING_FIELDS),
+            *(_link(f"/proc/self/ns/{name}") for name in _NAMESPACES),
+            read_setting("/proc/self/cgroup"),
+            *(resource.getrlimit(limit) for limit in _RLIMITS))
+
+
+_STANDING_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs",
+                    "Seccomp", "Seccomp_filters")
+_NAMESPACES = ("user", "mnt", "pid", "pid_for_children", "net", "ipc", "uts", "cgroup")
+_RLIMITS = tuple(getattr(resource, name) for name in dir(resource)
+                 if name.startswith("RLIMIT_"))
+
+
+def _link(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
 
 
 def server_pid() -> int | None:
@@ -231,8 +259,6 @@ def _descriptors(run: _Run, report_fd: int, lifeline: int) -> tuple[int, ...]:
 
 def _umask() -> int:
     """The caller's umask, read without setting it (``os.umask`` would, for every thread)."""
-    from .._linux.procfs import status_fields
-
     value = status_fields().get("Umask")
     if value is None:
         raise SandboxSetupError("this kernel shows no umask in /proc/self/status",

@@ -333,6 +333,9 @@ def _context(**changes: Any) -> _Context:
     ("pip_conf", "/home/u/.config/pip/pip.conf absent", "blocked"),
     ("net_udp", "UDP socket received 0 datagram(s)", "blocked"),
     ("net_udp", "UDP socket received 1 datagram(s)", "vulnerable"),
+    ("setid_tree", "/p/setid-left mode 0644, uid 0: no set-id bit", "blocked"),
+    ("setid_tree", "/p/setid-left mode 6755, uid 0: kept set-id bits", "vulnerable"),
+    ("setid_tree", "/p/setid-left absent", "blocked"),
 ])
 def test_writes_and_datagrams_are_judged_by_what_reached_the_host(
         vector: str, outside: str, verdict: str) -> None:

@@ -330,6 +330,25 @@ def test_observe_sees_writes_a_daemon_and_the_victim(workdir: Path, tag: str) ->
     assert not (workdir.parent / "build-env" / config["writes"]["pth_build_env"]).exists()
 
 
+@pytest.mark.parametrize(("mode", "kept"), [(0o6755, True), (0o4755, True), (0o2755, True),
+                                            (0o755, False), (0o1755, False)])
+def test_observe_reports_and_removes_a_set_id_file_left_in_the_project(
+        workdir: Path, tag: str, mode: int, kept: bool) -> None:
+    """The caller must never be left holding a set-id program: seen, then removed."""
+    with Bait(workdir, tag) as bait:
+        project = workdir.parent / "project"
+        project.mkdir()
+        config = bait.config(project)
+        assert observe(bait, config, {})["setid_tree"].endswith("setid-left absent")
+        left = Path(config["setid_left"])
+        left.write_bytes(b"\x7fELF")
+        left.chmod(mode)
+        evidence = observe(bait, config, {})["setid_tree"]
+        assert evidence.startswith(f"{left} mode {mode:04o}, uid {os.getuid()}: "), evidence
+        assert evidence.endswith(": kept set-id bits" if kept else ": no set-id bit"), evidence
+        assert left.exists() is not kept
+
+
 def test_refuses_a_marker_path_that_exists(workdir: Path, tag: str) -> None:
     before = snapshot(tag)
     leftover = Path(f"/tmp/bj-audit-{tag}-written")

@@ -426,6 +426,7 @@ class Bait:
             "posix_shm": str(self.posix_shm) if self.posix_shm else None,
             "writes": dict(self.writes),
             "heartbeat": str(project_dir / "heartbeat.txt"),
+            "setid_left": str(project_dir / SETID_LEFT),
             "setuid_binary": str(self.setuid_binary) if self.setuid_binary else None,
             "host_tmp_marker": str(self.host_tmp_marker) if self.host_tmp_marker else None,
         }
@@ -872,4 +873,25 @@ def observe(bait: Bait, config: dict[str, Any],
     evidence["pth_build_env"] = _build_env_pth(bait, config, probe_results)
     evidence["signal"] = _victim_evidence(bait)
     evidence["shell_profile"] = _bashrc_evidence(bait, Path(config["home"]))
+    evidence["setid_tree"] = _set_id_evidence(Path(config["setid_left"]))
     return evidence
+
+
+SETID_LEFT = "setid-left"
+"""The file in the probe project the ``setid_tree`` probe tries to make set-uid, set-gid."""
+
+
+def _set_id_evidence(path: Path) -> str:
+    """What the caller finds at *path* after the build; a file still set-id is removed."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return f"{path} absent"
+    except OSError as error:
+        return f"{path} unreadable after the build: {error.strerror}"
+    mode = stat.S_IMODE(info.st_mode)
+    kept = mode & (stat.S_ISUID | stat.S_ISGID)
+    if not stat.S_ISREG(info.st_mode) or not kept:
+        return f"{path} mode {mode:04o}, uid {info.st_uid}: no set-id bit"
+    path.unlink()  # a set-uid program of the caller's must not outlive the verdict
+    return f"{path} mode {mode:04o}, uid {info.st_uid}: kept set-id bits"

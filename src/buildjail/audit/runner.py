@@ -33,12 +33,13 @@ _WRITE_VECTORS = frozenset({
     "pth_interpreter", "pth_build_env", "sitecustomize", "shell_profile", "cron", "pip_conf",
     "write_etc", "other_build", "other_output", "shared_cache", "tmp_shared",
 })
-_JUDGED_OUTSIDE = (_WRITE_VECTORS - {"tmp_shared"}) | {"net_udp", "tiocsti"}
-"""Attacks whose success is what reaches the host: a file there, a datagram that arrived.
+_JUDGED_OUTSIDE = (_WRITE_VECTORS - {"tmp_shared"}) | {"net_udp", "tiocsti", "setid_tree"}
+"""Attacks whose success is what reaches the host: a file there, a datagram that arrived,
+a set-id file handed back.
 
 A probe that wrote into the sandbox's own private view (its /tmp, its HOME), sent a
-datagram nowhere or injected into a terminal that is not the audit's succeeded only
-inside; the host decides."""
+datagram nowhere, injected into a terminal that is not the audit's or set a mode the
+hand-back took away succeeded only inside; the host decides."""
 TERMINAL_VECTORS = ("tiocsti",)
 """Probes run on the audit's own pty, from a session of their own (see ``terminal``)."""
 SELECT_SETTING = "buildjail-probes"
@@ -445,6 +446,8 @@ def _seen_from_outside(vector: str, outside: str | None) -> bool:
         return " accepted 0 connection" not in outside
     if vector == "tiocsti":
         return outside.startswith("the audit's terminal received the injected ")
+    if vector == "setid_tree":
+        return outside.endswith(": kept set-id bits")
     return vector in _WRITE_VECTORS and outside.endswith(" exists")
 
 

@@ -21,6 +21,7 @@ import platform
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -39,6 +40,7 @@ REQUIRES_VECTORS = (
     "abstract_socket", "hostname", "sysv_shm", "posix_shm", "pth_interpreter",
     "pth_build_env", "sitecustomize", "shell_profile", "cron", "pip_conf", "write_etc",
     "other_build", "other_output", "shared_cache", "tmp_shared", "tiocsti", "setuid",
+    "setid_tree",
     "keyring", "namespaces", "mount", "view_etc", "view_system", "host_unix_socket",
     "memory_memfd",
 )
@@ -780,6 +782,17 @@ def probe_setuid(config):
     if completed.returncode == 0 and uid == "0":
         return "succeeded", f"{binary} -u printed 0{note}"
     return "failed", f"{binary} -u printed {uid!r}, exit {completed.returncode}"
+
+
+def probe_setid_tree(config):
+    path = need(config, "setid_left")
+    with open("/bin/true", "rb") as source, open(path, "wb") as copy:
+        copy.write(source.read())
+    os.chmod(path, 0o6755)  # a set-uid, set-gid program of whoever owns it after the build
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o6000 == 0o6000:
+        return "succeeded", f"made {path} mode {mode:04o}"
+    return "failed", f"chmod 6755 left {path} mode {mode:04o}"
 
 
 def probe_keyring(config):

@@ -50,6 +50,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+import build_corpus  # noqa: E402
+
 import corpus  # noqa: E402
 
 SDISTS = corpus.CORPUS + corpus.BENCH_EXTRA
@@ -75,9 +77,13 @@ def build_once(tool: str, sdist: Path, wheelhouse: Path, work: Path) -> dict[str
     outdir = Path(tempfile.mkdtemp(prefix=f"{tool}-", dir=work))
     try:
         usage, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-        proc = subprocess.run(command(tool, sdist, outdir, wheelhouse), cwd=outdir,
-                              env=corpus.index_environment(wheelhouse), capture_output=True,
-                              text=True, check=False, timeout=BUILD_TIMEOUT)
+        try:
+            proc = subprocess.run(command(tool, sdist, outdir, wheelhouse), cwd=outdir,
+                                  env=corpus.index_environment(wheelhouse),
+                                  capture_output=True, text=True, check=False,
+                                  timeout=BUILD_TIMEOUT)
+        except subprocess.TimeoutExpired as error:
+            raise RuntimeError(f"{sdist.name} with {tool}: {error}") from None
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
@@ -189,43 +195,15 @@ def print_report(report: dict[str, Any]) -> None:
           f"total wall time {report['elapsed_s']:.0f} s")
 
 
-def parse_args() -> argparse.Namespace:
-    """The command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds over the sdists, both commands each (default: 1)")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed builds of the first package per command (default: 1)")
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help="build only this package (repeatable)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args()
-    if args.repeat < 1 or args.warmup < 0:
-        parser.error("--repeat must be at least 1 and --warmup at least 0")
-    unknown = set(args.only or ()) - {sdist.name for sdist in SDISTS}
-    if unknown:
-        parser.error(f"not in the corpus: {', '.join(sorted(unknown))}")
-    return args
-
-
 def main() -> int:
-    """Run the benchmark and print it; 2 when something it needs is missing, 1 on a failure."""
-    args = parse_args()
+    """Run the benchmark and print it; 2 when cmake or ninja is missing, 1 on a failure."""
+    args = build_corpus.parse_args(__doc__, SDISTS, "command")
     missing = [package for program, package in NEEDED.items() if not shutil.which(program)]
     if missing:
         print(f"build_vs_pypa.py: needs cmake and ninja on PATH for the scikit-build-core "
               f"and meson-python builds: apt-get install {' '.join(missing)}", file=sys.stderr)
         return 2
-    try:
-        report = run_benchmark(args)
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        print(f"build_vs_pypa.py: {error}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return build_corpus.run_and_print("build_vs_pypa.py", run_benchmark, print_report, args)
 
 
 if __name__ == "__main__":

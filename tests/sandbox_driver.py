@@ -24,13 +24,15 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.pop("terminal", False):
         return _run_on_terminal(policy, spec)
     backend = spec.pop("backend", "auto")
+    fork_server = spec.pop("fork_server", None)
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
         if capture:
             spec["stdout"] = output.fileno()
         if capture_stderr:
             spec["stderr"] = errors.fileno()
         try:
-            result = Sandbox(policy, backend=backend).run(spec.pop("cmd"), **spec).to_dict()
+            result = Sandbox(policy, backend=backend, fork_server=fork_server).run(
+                spec.pop("cmd"), **spec).to_dict()
         except SandboxSetupError as error:
             return {"setup_error": error.reason, "fix": error.fix}
         if capture:

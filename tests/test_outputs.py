@@ -94,17 +94,28 @@ def test_outputs_that_collide_are_never_replaced(
     assert b"EVIL = 1" in (out / "victim-1.0-py3-none-any.whl").read_bytes()
 
 
+def _without_seccomp(directory: Path) -> Path:
+    """A policy file: ``full`` less the seccomp filter, which refuses a set-id chmod (so
+    that the copy's own normalisation is tested on its own)."""
+    path = directory / "without-seccomp.toml"
+    path.write_text('extends = "full"\nname = "full-without-seccomp"\n\n'
+                    "[isolation]\nseccomp = false\n")
+    return path
+
+
 def test_the_default_dist_in_the_source_tree_is_read_only_to_hooks(
         identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
-    """``buildjail build .``: ``dist`` lies in the writable tree; hooks cannot write there."""
+    """``buildjail build .``: ``dist`` lies in the writable tree; hooks cannot write there.
+    The wheel the hook made is set-uid (4777): the published copy is 0644 all the same."""
     plant = {"write": ["dist/evil-9.9-py3-none-any.whl", "dist/perimeter-1.0.tar.gz"]}
     project = make_project(shared_dir / "perimeter", attack={
         "wheel_mode": 0o4777, "hooks": {"build_sdist": plant, "build_wheel": plant}})
     (project / "dist").mkdir()
     logs = shared_dir / "logs"
+    policy = _without_seccomp(shared_dir)
     identity.own(shared_dir)
-    proc = identity.buildjail(".", "--logs", str(logs), backend=sandbox_backend,
-                              cwd=str(project))
+    proc = identity.buildjail(".", "--logs", str(logs), "--policy", str(policy),
+                              backend=sandbox_backend, cwd=str(project))
     assert proc.returncode == 0, proc.stderr
     assert sorted(path.name for path in (project / "dist").iterdir()) == [
         "perimeter-1.0-py3-none-any.whl", "perimeter-1.0.tar.gz"]
@@ -116,6 +127,22 @@ def test_the_default_dist_in_the_source_tree_is_read_only_to_hooks(
         assert stat.S_IMODE(info.st_mode) == 0o644, oct(info.st_mode)  # the build chose 4777
         assert info.st_uid == identity.uid
         validate_wheel(output) if output.suffix == ".whl" else None
+
+
+def test_full_refuses_the_hook_its_set_id_wheel(
+        identity: Identity, sandbox_backend: str, shared_dir: Path) -> None:
+    """The same hook under ``full``: its ``chmod(wheel, 0o4777)`` fails (EPERM, the seccomp
+    filter), so the hook fails and nothing is published."""
+    project = make_project(shared_dir / "perimeter", attack={"wheel_mode": 0o4777})
+    out, logs = shared_dir / "out", shared_dir / "logs"
+    identity.own(shared_dir)
+    proc = identity.buildjail(str(project), "--wheel", "-o", str(out), "--logs", str(logs),
+                              backend=sandbox_backend)
+    assert proc.returncode == 1, proc.stderr
+    log = (logs / "perimeter.log").read_text()
+    assert "PermissionError: [Errno 1] Operation not permitted" in log, log
+    assert "os.chmod(os.path.join(wheel_directory, filename)" in log, log
+    assert not out.exists() or not list(out.iterdir())
 
 
 def test_an_output_directory_that_is_the_source_tree_is_refused(

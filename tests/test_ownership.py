@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from buildjail import Sandbox
+from buildjail import Policy, Sandbox
 from buildjail._linux.identity import BUILD_UID
-from conftest import Runner
+from conftest import WITHOUT_SECCOMP, Runner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 SH = "/bin/sh"
+
+def walk_only() -> Policy:
+    """The policy of :data:`WITHOUT_SECCOMP`."""
+    return Policy.from_mapping(WITHOUT_SECCOMP)
 
 
 def test_a_hard_link_into_a_writable_tree_does_not_open_its_other_name(
@@ -85,7 +89,7 @@ def test_a_deep_tree_with_a_setuid_file_is_handed_back_whole(shared_dir: Path) -
               "    os.mkdir('d'); os.chdir('d')\n"
               "shutil.copy('/bin/true', 'suid'); os.chmod('suid', 0o6755)\n")
     try:
-        result = Sandbox("full").run(["/usr/bin/python3.11", "-c", script],
+        result = Sandbox(walk_only()).run(["/usr/bin/python3.11", "-c", script],
                                      cwd=str(shared_dir), writable=[shared_dir])
         assert result.exit_code == 0
         found = subprocess.run(  # find(1) walks any depth; os.walk recurses in Python 3.11
@@ -173,7 +177,7 @@ def test_a_tree_deeper_than_path_max_is_handed_back_whole(shared_dir: Path,
               "    name = f'{level:03d}' + 'n' * 97\n    os.mkdir(name); os.chdir(name)\n"
               "    open('file', 'w').write('x')\n"
               "open('suid', 'w').close(); os.chmod('suid', 0o6777)\n")
-    result = Sandbox("full", backend=sandbox_backend).run(
+    result = Sandbox(walk_only(), backend=sandbox_backend).run(
         ["/usr/bin/python3.11", "-c", script], cwd=str(shared_dir), writable=[shared_dir])
     try:
         assert result.exit_code == 0  # not 125: the hand-back went through
@@ -251,7 +255,7 @@ def test_modes_acls_and_capabilities_the_build_chose_are_not_handed_back(
     granter.start()
     out = tmp_path / "out"
     with open(out, "wb") as stream:
-        result = Sandbox("full", backend=sandbox_backend).run(
+        result = Sandbox(walk_only(), backend=sandbox_backend).run(
             ["/usr/bin/python3.11", "-c", HOSTILE_MODES, _acl(BUILD_UID).hex()], cwd=str(tree),
             writable=[tree], stdout=stream.fileno())
     granter.join()
@@ -283,11 +287,73 @@ def test_a_non_root_build_leaves_no_set_id_or_writable_files(
               "open('shared', 'w').close(); os.chmod('shared', 0o666)\n"
               "print(oct(os.stat('suid').st_mode), oct(os.stat('open').st_mode))\n")
     result = run_sandbox(["/usr/bin/python3.11", "-c", script], cwd=str(tree),
-                         writable=[str(tree)], capture=True)
+                         writable=[str(tree)], capture=True, policy=WITHOUT_SECCOMP)
     assert result["exit_code"] == 0, result
     assert result["stdout"].split() == ["0o106755", "0o42777"]  # what the build did
-    for name, mode in (("suid", 0o755), ("open", 0o755), ("shared", 0o644)):
+    # As non-root a directory keeps its set-gid bit (no privilege: it passes a group of the
+    # caller's on; the caller's own directories cannot be told from the build's).
+    kept = 0o2755 if identity_kind == "nonroot" else 0o755
+    for name, mode in (("suid", 0o755), ("open", kept), ("shared", 0o644)):
         assert stat.S_IMODE((tree / name).stat().st_mode) == mode, name
+
+
+_SET_GID_COPIES = (
+    "import os, shutil, stat, subprocess\n"
+    "print(oct(stat.S_IMODE(os.stat('sub').st_mode)))\n"  # what the build sees of it
+    "subprocess.run(['/bin/chmod', '775', 'sub'], check=True)\n"  # GNU: keeps set-gid
+    "subprocess.run(['/bin/cp', '-a', 'sub', 'by-cp'], check=True)\n"
+    "shutil.copytree('sub', 'by-copytree')\n"
+    "open('sub/new-file', 'w').close(); os.mkdir('sub/new-dir')\n"
+)
+
+
+def test_a_set_gid_directory_of_the_callers_keeps_it_and_the_build_can_copy_it(
+        run_sandbox: Runner, identity_kind: str, shared_dir: Path) -> None:
+    """Under ``full`` (the filter refuses a set-gid bit in any mode): as root the bit is
+    held back for the run, so copying the directory works; as either, the caller's
+    directory has it again afterwards, and nothing the build made has it."""
+    owner = 4242 if identity_kind == "nonroot" else 0
+    tree = shared_dir / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for path in (tree, tree / "sub"):
+        os.chown(path, owner, owner)
+    (tree / "sub").chmod(0o2775)
+    result = run_sandbox(["/usr/bin/python3.11", "-c", _SET_GID_COPIES], cwd=str(tree),
+                         writable=[str(tree)], capture=True)
+    if identity_kind == "root":
+        assert result["exit_code"] == 0, result
+        assert result["stdout"].split() == ["0o775"]  # held back for the run
+        for made in ("by-cp", "by-copytree", "sub/new-dir", "sub/new-file"):
+            assert not (tree / made).stat().st_mode & (stat.S_ISUID | stat.S_ISGID), made
+    else:  # no walk lends the tree: the bit shows, and GNU chmod passing it back is refused
+        assert result["exit_code"] == 1, result
+        assert result["stdout"].split() == ["0o2775"], result
+        assert not (tree / "by-cp").exists()
+    assert stat.S_IMODE((tree / "sub").stat().st_mode) == 0o2775  # the caller's, as before
+    assert (tree / "sub").stat().st_uid == owner
+
+
+def test_a_lent_directory_whose_inode_comes_back_as_a_file_gets_no_set_gid(
+        shared_dir: Path) -> None:
+    """The hand-back restores an entry by its inode number: a set-gid directory the build
+    removed, whose number a file of the build's then got, must not make that file set-gid."""
+    from buildjail._linux import ownership
+
+    tree = shared_dir / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub").chmod(0o2775)
+    owners = ownership.lend([str(tree)], 4242, 4242)
+    assert stat.S_IMODE((tree / "sub").stat().st_mode) == 0o775  # held back for the run
+    key = next(key for key, original in owners.items() if original.directory
+               and original.mode & stat.S_ISGID)
+    (tree / "sub").rmdir()
+    (tree / "file").write_text("the build's")
+    os.chown(tree / "file", 4242, 4242)
+    file_key = ((tree / "file").stat().st_dev, (tree / "file").stat().st_ino)
+    owners[file_key] = owners.pop(key)  # as if the file had got the directory's number
+    ownership.hand_back([str(tree)], owners, 4242, 0, 0)
+    mode = (tree / "file").stat().st_mode
+    assert not mode & (stat.S_ISUID | stat.S_ISGID), oct(mode)
 
 
 def _quarantined() -> set[int]:

@@ -16,9 +16,15 @@ class Sandbox:
     """Runs commands under a policy, enforced by a backend (by default ``auto``'s choice)."""
 
     def __init__(self, policy: Policy | str = "full", backend: Backend | str = "auto", *,
-                 lease: Lease | None = None) -> None:
-        """*lease*: an identity held for every run of this sandbox (run one at a time)."""
+                 lease: Lease | None = None, fork_server: bool | None = None) -> None:
+        """*lease*: an identity held for every run of this sandbox (run one at a time).
+
+        *fork_server*: start each run from a small server process, whose fork costs the
+        same whatever this process's size (True), fork it from this process (False), or
+        choose by this process's resident memory (None).
+        """
         self.lease = lease
+        self.fork_server = fork_server
         self.policy = Policy.profile(policy) if isinstance(policy, str) else policy
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
 
@@ -52,6 +58,7 @@ class Sandbox:
             stdout=stdout,
             stderr=stderr,
             lease=self.lease,
+            fork_server=self.fork_server,
         )
         return self.backend.run(request)
 

@@ -6,6 +6,10 @@ give away a file that has other hard links: its other names could lie outside th
 tree, and owning it would let the build write there; nor a set-id or capable file, whose
 privileges are given back afterwards only to the content it had.
 
+While lent, a directory passes nothing on: its set-gid bit and default ACL are held back
+for the run (the filter refuses a set-gid bit in any mode, so the build could not copy or
+``chmod 755`` such a directory; and an inherited ACL would grant another user access).
+
 What the build leaves is hostile input. The hand-back restores what the caller had for
 every entry that existed before (owner, mode, access-control lists); what the build made
 goes to the caller with a normalised mode (no set-id, sticky, group- or other-write bits),
@@ -61,13 +65,17 @@ class Original:
     gid: int
     mode: int
     xattrs: tuple[tuple[str, bytes], ...] = ()
+    directory: bool = False
     digest: bytes | None = None
     """A privileged file's (set-id bits, capabilities) content hash: its privileges are
     given back only to the same content."""
 
     @property
     def privileged(self) -> bool:
-        """Whether the entry had set-id bits or file capabilities."""
+        """Whether the entry had set-id bits or file capabilities (a directory has none:
+        its set-gid bit only passes its group on to new entries)."""
+        if self.directory:
+            return False
         return bool(self.mode & (stat.S_ISUID | stat.S_ISGID)) or any(
             name == CAPABILITY for name, _ in self.xattrs)
 
@@ -99,20 +107,40 @@ def lend(paths: Iterable[str], uid: int, gid: int) -> Owners:
     errors: list[str] = []
     for entry in trees.walk_all(paths, errors):
         info = entry.info
+        directory = stat.S_ISDIR(info.st_mode)
         original = Original(info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode),
-                            _sensitive_xattrs(entry))
+                            _sensitive_xattrs(entry), directory)
         # A set-id or capable file is never lent: the build could rewrite it, and the
         # hand-back would give the privileges back to the build's content.
         privileged = stat.S_ISREG(info.st_mode) and original.privileged
         if privileged:
             original = dataclasses.replace(original, digest=_digest(entry))
         owners[entry.key] = original
-        shared = not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1
+        shared = not directory and info.st_nlink > 1
         if not shared and not privileged and (info.st_uid, info.st_gid) != (uid, gid):
             os.chown(entry.name, uid, gid, dir_fd=entry.dir_fd, follow_symlinks=False)
+        if directory:
+            _hold_back_inheritance(entry, original)
     if errors:
         raise OSError(errno.EIO, f"cannot lend the writable trees: {errors[0]}")
     return owners
+
+
+DEFAULT_ACL = "system.posix_acl_default"
+
+
+def _hold_back_inheritance(entry: trees.Entry, original: Original) -> None:
+    """Clear what a directory passes on to new entries, for the run: its set-gid bit and
+    its default ACL (the hand-back restores both, as recorded in *original*).
+
+    Nothing the build makes then inherits an ACL granting another user access, or the
+    set-gid bit — which the filter refuses in any mode, so that ``chmod 755 DIR`` of GNU
+    chmod, ``cp -a`` and ``shutil.copytree`` of such a directory would fail.
+    """
+    if original.mode & stat.S_ISGID:
+        os.chmod(entry.name, original.mode & ~stat.S_ISGID, dir_fd=entry.dir_fd)  # lstat: a dir
+    if any(name == DEFAULT_ACL for name, _ in original.xattrs):
+        os.removexattr(entry.proc_path, DEFAULT_ACL, follow_symlinks=False)
 
 
 def hand_back(paths: Iterable[str], owners: Owners, borrower: int, uid: int, gid: int) -> None:
@@ -136,6 +164,10 @@ def hand_back(paths: Iterable[str], owners: Owners, borrower: int, uid: int, gid
                 continue
             wanted = original or Original(uid, gid, stat.S_IMODE(info.st_mode) & SAFE_MODE)
             try:
+                if wanted.directory != stat.S_ISDIR(info.st_mode):
+                    # Not what was lent (its inode number reused): no set-gid bit of a
+                    # directory's for a file.
+                    wanted = dataclasses.replace(wanted.unprivileged(), directory=False)
                 if wanted.privileged and not _same_content(entry, wanted):
                     wanted = wanted.unprivileged()  # the build changed it: no privileges
                 _restore(entry, wanted)
@@ -157,8 +189,10 @@ def normalize_changed(paths: Iterable[str], since_ns: int) -> None:
     """Normalise every entry under *paths* changed after *since_ns* (the non-root hand-back).
 
     Strips set-id, sticky, group- and other-write bits, ACLs and file capabilities from the
-    caller's entries (only their owner, the caller, can have changed their modes); raises
-    HandBackIncomplete when some entries could not be changed.
+    caller's entries (only their owner, the caller, can have changed their modes), but
+    not a directory's set-gid bit (new entries inherit its group, one of the caller's:
+    a directory the caller made set-gid keeps it); raises HandBackIncomplete when some
+    entries could not be changed.
     """
     errors: list[str] = []
     uid = os.geteuid()
@@ -168,9 +202,10 @@ def normalize_changed(paths: Iterable[str], since_ns: int) -> None:
         info = entry.info
         if stat.S_ISLNK(info.st_mode) or info.st_ctime_ns < since_ns or info.st_uid != uid:
             continue
+        kept = SAFE_MODE | (stat.S_ISGID if stat.S_ISDIR(info.st_mode) else 0)
         try:
             _restore(entry, Original(info.st_uid, info.st_gid,
-                                     stat.S_IMODE(info.st_mode) & SAFE_MODE))
+                                     stat.S_IMODE(info.st_mode) & kept))
         except OSError as error:
             errors.append(f"{entry.path}: {error.strerror}")
     if errors:

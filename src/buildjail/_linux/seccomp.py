@@ -10,18 +10,30 @@ Policy, in evaluation order:
    the whole process (``SECCOMP_RET_KILL_PROCESS``).
 2. x86_64 only: any syscall number with the x32 bit (``0x40000000``) set fails
    with ``ENOSYS``, exactly as on a kernel built without x32 support.
-3. Every syscall in :data:`DENIED_SYSCALLS` that exists on the target machine
+3. A syscall that sets a file's mode (:data:`MODE_ARGUMENTS`: ``chmod``, ``fchmod``,
+   ``fchmodat``, ``fchmodat2``, ``open``, ``openat``, ``creat``, ``mknod``, ``mknodat``,
+   where the machine has them) fails with ``EPERM`` when the low 32 bits of its mode
+   argument have a set-id bit (:data:`SET_ID_BITS`): no file the build makes or changes
+   is set-uid or set-gid, so a writable tree handed back can never carry one. These are
+   compared first: checking their arguments costs them the kernel's per-syscall allow
+   cache, and ``openat`` is the syscall a build makes most.
+4. Every syscall in :data:`DENIED_SYSCALLS` that exists on the target machine
    fails with ``EPERM`` (``iopl`` and ``ioperm`` exist only on x86_64).
-4. ``clone3`` fails with ``ENOSYS``: its flags live in user memory, which BPF
-   cannot read, and libc then falls back to ``clone``; so do ``io_uring_*``,
-   ``memfd_create``, ``memfd_secret`` and ``vmsplice``.
-5. ``clone`` fails with ``EPERM`` when the low 32 bits of its flags (args[0] on
+5. ``clone3`` fails with ``ENOSYS``: its flags live in user memory, which BPF
+   cannot read, and libc then falls back to ``clone``; so do ``openat2`` (its mode lives
+   in a struct in user memory too; glibc and CPython fall back to ``openat``),
+   ``io_uring_*``, ``memfd_create``, ``memfd_secret`` and ``vmsplice``.
+6. ``setxattr``, ``lsetxattr``, ``fsetxattr`` and ``setxattrat`` fail with ``EOPNOTSUPP``,
+   as on a file system without extended attributes (copying tools then go on without
+   them): access-control lists and ``security.capability`` grant access and privileges
+   that a mode without set-id bits does not show.
+7. ``clone`` fails with ``EPERM`` when the low 32 bits of its flags (args[0] on
    both machines) request any new namespace. ``CLONE_NEWTIME`` (0x80) shares
    the exit-signal byte of ``clone``, so that bit only ever rejects invalid
    exit signals (>= 128) that the kernel would refuse anyway.
-6. ``ioctl`` fails with ``EPERM`` when the low 32 bits of the request (args[1];
+8. ``ioctl`` fails with ``EPERM`` when the low 32 bits of the request (args[1];
    the kernel takes it as ``unsigned int``) are ``TIOCSTI`` or ``TIOCLINUX``.
-7. Everything else is allowed.
+9. Everything else is allowed.
 
 With ``stand_in`` (the landlock backend, which has no network or IPC namespace), also:
 ``connect``, ``bind`` and System V IPC fail with ``EPERM``, and ``socket`` and
@@ -48,6 +60,11 @@ x86_64 (``arch/x86/entry/syscalls/syscall_64.tbl``)::
     mount_setattr     442   memfd_create      319   memfd_secret      447
     vmsplice          278
     io_uring_setup    425   io_uring_enter    426   io_uring_register 427
+    open                2   creat              85   chmod              90
+    fchmod             91   mknod             133   setxattr          188
+    lsetxattr         189   fsetxattr         190   openat            257
+    mknodat           259   fchmodat          268   openat2           437
+    fchmodat2         452   setxattrat        463
 
 aarch64 (``include/uapi/asm-generic/unistd.h``; no ``iopl``/``ioperm``)::
 
@@ -66,7 +83,12 @@ aarch64 (``include/uapi/asm-generic/unistd.h``; no ``iopl``/``ioperm``)::
     fsconfig          431   fsmount           432   fspick            433
     clone3            435   mount_setattr     442   memfd_create      279
     memfd_secret      447   io_uring_setup    425   io_uring_enter    426
-    io_uring_register 427   vmsplice           75
+    io_uring_register 427   vmsplice           75   setxattr            5
+    lsetxattr           6   fsetxattr           7   mknodat            33
+    fchmod             52   fchmodat           53   openat             56
+    openat2           437   fchmodat2         452   setxattrat        463
+
+(aarch64 has no ``open``, ``creat``, ``chmod`` or ``mknod``: only the ``*at`` forms.)
 """
 
 from __future__ import annotations
@@ -81,6 +103,8 @@ from typing import Final
 
 __all__ = [
     "DENIED_SYSCALLS",
+    "MODE_ARGUMENTS",
+    "SET_ID_BITS",
     "SUPPORTED_ARCHES",
     "UnsupportedArchitecture",
     "build_filter",
@@ -145,6 +169,9 @@ _X86_64_SYSCALLS: Final[Mapping[str, int]] = {
     "connect": 42, "bind": 49, "socketpair": 53, "shmget": 29, "shmat": 30, "shmctl": 31,
     "shmdt": 67, "semget": 64, "semop": 65, "semctl": 66, "semtimedop": 220, "msgget": 68,
     "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+    "open": 2, "creat": 85, "chmod": 90, "fchmod": 91, "mknod": 133, "openat": 257,
+    "mknodat": 259, "fchmodat": 268, "fchmodat2": 452, "openat2": 437,
+    "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190, "setxattrat": 463,
 }  # fmt: skip
 
 _AARCH64_SYSCALLS: Final[Mapping[str, int]] = {
@@ -162,15 +189,40 @@ _AARCH64_SYSCALLS: Final[Mapping[str, int]] = {
     "vmsplice": 75, "socketpair": 199, "bind": 200, "connect": 203, "msgget": 186,
     "msgctl": 187, "msgrcv": 188, "msgsnd": 189, "semget": 190, "semctl": 191,
     "semtimedop": 192, "semop": 193, "shmget": 194, "shmctl": 195, "shmat": 196, "shmdt": 197,
+    "fchmod": 52, "fchmodat": 53, "mknodat": 33, "openat": 56, "fchmodat2": 452,
+    "openat2": 437, "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "setxattrat": 463,
 }  # fmt: skip
 
-_ENOSYS_SYSCALLS: Final = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register",
-                           "memfd_create", "memfd_secret", "vmsplice")
-"""Refused as if the kernel lacked them: clone3 (libc falls back to clone, whose flags BPF
-can read), io_uring (a large kernel attack surface that also bypasses seccomp's view of
+_ENOSYS_SYSCALLS: Final = ("clone3", "openat2", "io_uring_setup", "io_uring_enter",
+                           "io_uring_register", "memfd_create", "memfd_secret", "vmsplice")
+"""Refused as if the kernel lacked them: clone3 and openat2 (libc falls back to clone and
+openat, whose flags and mode BPF can read; openat2's ``struct open_how`` is in user
+memory), io_uring (a large kernel attack surface that also bypasses seccomp's view of
 the operations it performs) and memfds (memory no process maps and no file system of the
 sandbox's holds, out of the memory limit's sight; callers fall back to files in /tmp or
 /dev/shm, whose tmpfs the limit counts)."""
+_EOPNOTSUPP_SYSCALLS: Final = ("setxattr", "lsetxattr", "fsetxattr", "setxattrat")
+"""Refused as by a file system without extended attributes: an ACL (``system.posix_acl_*``)
+grants other users access, ``security.capability`` privileges (a build without
+capabilities cannot set it, but the refusal does not depend on that). ``removexattr``
+stays: taking an attribute away grants nothing."""
+
+SET_ID_BITS: Final = 0o6000
+"""``S_ISUID | S_ISGID``: a mode argument with either fails with EPERM."""
+
+MODE_ARGUMENTS: Final[Mapping[str, int]] = {
+    "chmod": 1, "fchmod": 1, "fchmodat": 2, "fchmodat2": 2,
+    "open": 2, "openat": 3, "creat": 1, "mknod": 1, "mknodat": 2,
+}  # fmt: skip
+"""Syscalls that set a mode, and the index of their mode argument. Only the argument's
+low 32 bits count, as for the kernel (``mode_t`` and ``umode_t`` are narrower than a
+register). ``open`` and ``openat`` use the mode only with ``O_CREAT`` or ``O_TMPFILE``;
+with set-id bits but neither flag they are harmless, and refused all the same (libc
+passes 0 as the mode then, so no ordinary caller meets it). ``mkdir`` and ``mkdirat``
+are not listed: the kernel keeps only the permission and sticky bits of their mode (a
+directory inherits set-gid from its parent, which the build cannot set), and ``bind``
+makes sockets ``0777 & ~umask``."""
+
 _AF_VSOCK: Final = 40  # virtual machine sockets: not isolated by the network namespace
 _AF_UNIX: Final = 1
 _SOCK_TYPE_MASK: Final = 0xF
@@ -299,6 +351,16 @@ def _assemble(items: list[_Item]) -> bytes:
 # --- the policy ---------------------------------------------------------------
 
 
+def _low_word(index: int) -> int:
+    """Offset in seccomp_data of the low 32 bits of args[index] (little-endian machines)."""
+    return _OFF_ARGS + 8 * index
+
+
+def _mode_label(index: int) -> str:
+    """The label of the set-id check of argument ``index``."""
+    return f"mode_arg{index}"
+
+
 def _arch_check(arch: _Arch) -> Iterator[_Item]:
     """Kill on a foreign ABI; leave the syscall number in A."""
     yield _load(_OFF_ARCH)
@@ -311,12 +373,17 @@ def _arch_check(arch: _Arch) -> Iterator[_Item]:
 def _dispatch(arch: _Arch, stand_in: bool) -> Iterator[_Item]:
     """Compare the syscall number against every rule; fall back to allow."""
     nrs = arch.syscalls
+    for name, index in MODE_ARGUMENTS.items():  # first: see the module's docstring
+        if name in nrs:
+            yield _jeq(nrs[name], jt=_mode_label(index))
     denied = (*DENIED_SYSCALLS, *STAND_IN_DENIED) if stand_in else DENIED_SYSCALLS
     for name in denied:
         if name in nrs:
             yield _jeq(nrs[name], jt="eperm")
     for name in _ENOSYS_SYSCALLS:
         yield _jeq(nrs[name], jt="enosys")
+    for name in _EOPNOTSUPP_SYSCALLS:
+        yield _jeq(nrs[name], jt="eopnotsupp")
     if stand_in:
         yield _jeq(nrs["socketpair"], jt="unix_only")
         yield _jeq(nrs["socket"], jt="unix_only")
@@ -326,14 +393,22 @@ def _dispatch(arch: _Arch, stand_in: bool) -> Iterator[_Item]:
     yield _jeq(nrs["ioctl"], jt="ioctl", jf="allow")
 
 
+def _mode_checks(arch: _Arch) -> Iterator[_Item]:
+    """One set-id check per mode argument index the machine's syscalls use."""
+    for index in sorted({i for name, i in MODE_ARGUMENTS.items() if name in arch.syscalls}):
+        yield _mode_label(index)
+        yield _load(_low_word(index))  # mode_t is 32 bits: the kernel ignores the rest
+        yield _jset(SET_ID_BITS, jt="eperm", jf="allow")
+
+
 def _arg_checks(stand_in: bool) -> Iterator[_Item]:
     """Argument filters: socket (vsock; or all but unix streams), clone (namespace flags),
     ioctl (tty injection)."""
     if stand_in:
         yield "unix_only"
-        yield _load(_OFF_ARGS)  # args[0]: the address family
+        yield _load(_low_word(0))  # args[0]: the address family
         yield _jeq(_AF_UNIX, jf="eperm")
-        yield _load(_OFF_ARGS + 8)  # args[1]: the type, with SOCK_CLOEXEC/NONBLOCK above
+        yield _load(_low_word(1))  # args[1]: the type, with SOCK_CLOEXEC/NONBLOCK above
         yield _Insn(_BPF_AND_K, _SOCK_TYPE_MASK)
         *others, last = _UNIX_TYPES
         for kind in others:
@@ -341,13 +416,13 @@ def _arg_checks(stand_in: bool) -> Iterator[_Item]:
         yield _jeq(last, jt="allow", jf="eperm")
     else:
         yield "socket"
-        yield _load(_OFF_ARGS)  # args[0]: the address family
+        yield _load(_low_word(0))  # args[0]: the address family
         yield _jeq(_AF_VSOCK, jt="eperm", jf="allow")
     yield "clone"
-    yield _load(_OFF_ARGS)  # args[0], low 32 bits
+    yield _load(_low_word(0))  # args[0], low 32 bits
     yield _jset(_CLONE_NAMESPACE_FLAGS, jt="eperm", jf="allow")
     yield "ioctl"
-    yield _load(_OFF_ARGS + 8)  # args[1], low 32 bits
+    yield _load(_low_word(1))  # args[1], low 32 bits
     *others, last = _DENIED_IOCTLS
     for request in others:
         yield _jeq(request, jt="eperm")
@@ -362,6 +437,8 @@ def _returns() -> Iterator[_Item]:
     yield _ret(_SECCOMP_RET_ERRNO | errno.EPERM)
     yield "enosys"
     yield _ret(_SECCOMP_RET_ERRNO | errno.ENOSYS)
+    yield "eopnotsupp"
+    yield _ret(_SECCOMP_RET_ERRNO | errno.EOPNOTSUPP)
     yield "kill"
     yield _ret(_SECCOMP_RET_KILL_PROCESS)
 
@@ -378,7 +455,8 @@ def build_filter(machine: str | None = None, *, stand_in: bool = False) -> bytes
     if arch is None:
         supported = ", ".join(sorted(SUPPORTED_ARCHES))
         raise UnsupportedArchitecture(f"no seccomp filter for {name!r} (supported: {supported})")
-    items = [*_arch_check(arch), *_dispatch(arch, stand_in), *_arg_checks(stand_in), *_returns()]
+    items = [*_arch_check(arch), *_dispatch(arch, stand_in), *_mode_checks(arch),
+             *_arg_checks(stand_in), *_returns()]
     return _assemble(items)
 
 

@@ -39,6 +39,9 @@ class Request:
     stderr: int | None = None
     lease: Lease | None = None
     """An identity the caller holds across runs (one package's steps); None: one per run."""
+    fork_server: bool | None = None
+    """Fork the supervisor through the fork server (True), from the caller itself (False),
+    or through the server where the caller is large (None; ``_supervisor.FORK_SERVER_RSS``)."""
 
     @property
     def stdio(self) -> Stdio:

@@ -15,7 +15,8 @@ import pytest
 from buildjail import Policy, Sandbox
 from buildjail._linux import dns
 from buildjail._linux.inotify import parse_events
-from buildjail.attempts import MAX_ATTEMPTS, AttemptLog, attempt, from_json, summary
+from buildjail.attempts import MAX_ATTEMPTS, MAX_FIELD, AttemptLog, attempt, from_json, summary
+from buildjail.build import HookRecord, PackageReport
 from conftest import Runner, require_backend
 from sandbox_driver import run_spec
 
@@ -49,7 +50,7 @@ def test_a_thief_is_recorded_exactly(run_sandbox: Runner) -> None:
     result = run_sandbox([PYTHON, "-c", THIEF], capture=True, cwd="/")
     assert result["exit_code"] == 0, result
     assert _same(result["attempts"], EXPECTED), result["attempts"]
-    assert result["attempts_omitted"] == 0
+    assert result["attempts_omitted"] == {}
     assert set(result["layers"]) >= RECORDED
     assert "buildjail-decoy-" in result["stdout"]  # it read the decoys, not real files
     assert "Temporary failure in name resolution" in result["stdout"]  # as before: refused
@@ -88,8 +89,10 @@ def test_a_flood_is_capped_and_the_run_finishes(run_sandbox: Runner) -> None:
     assert result["exit_code"] == 0, result
     assert result["stdout"].strip() == "done"
     # Capped; what the kernel dropped while the init was busy is counted too, never lost.
-    assert len(result["attempts"]) <= MAX_ATTEMPTS
-    assert len(result["attempts"]) + result["attempts_omitted"] >= 10000
+    assert len(result["attempts"]) <= MAX_ATTEMPTS + 1
+    assert len(result["attempts"]) + sum(result["attempts_omitted"].values()) >= 10000
+    # The DNS flood filled only the DNS cap: the decoy read after it is there by name.
+    assert {"kind": "credential", "path": "~/.netrc"} in result["attempts"]
     assert all(set(item) <= {"kind", "name", "path", "malformed", "bytes"}
                for item in result["attempts"])
 
@@ -226,20 +229,63 @@ def test_the_log_is_capped_and_distinct() -> None:
     log = AttemptLog(limit=2)
     for name in ("a", "a", "b", "c", "d"):
         log.add(attempt("dns", name=name))
-    log.lost(3)
+    log.lost("dns", 3)
     assert [item.to_dict() for item in log.attempts] == [{"kind": "dns", "name": "a"},
                                                          {"kind": "dns", "name": "b"}]
-    assert log.omitted == 5
-    assert summary(log.attempts, log.omitted) == "tried: DNS a; DNS b; 5 more"
+    assert log.omitted == {"dns": 5}
+    assert summary(log.attempts, log.omitted) == "tried: DNS a; DNS b; and 5 more"
     assert summary(()) == ""
+
+
+def test_a_dns_flood_never_caps_a_credential_away() -> None:
+    log = AttemptLog()
+    for index in range(1000):
+        log.add(attempt("dns", name=f"junk{index}.example"))
+    for path in ("~/.netrc", "~/.pypirc", "~/.aws/credentials", "~/.ssh/id_ed25519",
+                 "~/.docker/config.json"):
+        log.add(attempt("credential", path=path))
+    log.add(attempt("dns", name="upload.evil.example"))
+    kinds = [item.kind for item in log.attempts]
+    assert kinds.count("credential") == 5 and kinds.count("dns") == MAX_ATTEMPTS
+    assert log.omitted == {"dns": 1}  # per kind: what was lost is said of its kind
+
+
+def test_the_summary_says_what_it_leaves_out_credentials_first() -> None:
+    junk = [{"kind": "dns", "name": f"junk{index}.example"} for index in range(1000)]
+    report = PackageReport(source="x", hooks=[
+        HookRecord("get_requires_for_build_wheel", 1.0, 0, attempts=junk,
+                   attempts_omitted={"dns": 7}),
+        HookRecord("build_wheel", 1.0, 0, attempts=[
+            {"kind": "dns", "name": "upload.evil.example"},
+            {"kind": "credential", "path": "~/.netrc"}])])
+    line = report.attempts_summary()
+    assert line.startswith("tried: read decoy ~/.netrc; DNS junk0.example")
+    *named, more = line.removeprefix("tried: ").split("; ")
+    assert more == f"and {1002 - len(named) + 7} more", line  # nothing dropped unsaid
+    assert summary([attempt("dns", name="a")], {"credential": 2}) == "tried: DNS a; and 2 more"
 
 
 def test_attempts_read_back_are_bounded() -> None:
     junk: Any = [{"kind": "dns", "name": "x" * 10000}, {"kind": 3}, "no", {"kind": "dns",
                                                                            "name": ["l"]}]
     found = from_json(junk)
-    assert [item.to_dict()["name"] for item in found] == ["x" * 256]
+    [name] = [item.to_dict()["name"] for item in found]
+    assert len(name) <= MAX_FIELD and name.startswith("xxx") and "cut, crc32" in name
     assert from_json({"kind": "dns"}) == ()
+
+
+def test_a_long_name_keeps_its_domain_whole() -> None:
+    # The longest name a query can carry, every byte escaped: ~1000 characters, kept whole.
+    labels = b"".join(b"\x3f" + b"#" * 63 for _ in range(3)) + b"\x3d" + b"#" * 61
+    name, _ = dns.parse_query(_query(labels + b"\x00"))
+    assert len(name) > 900 and attempt("dns", name=name).to_dict()["name"] == name
+    first, second = ("a" * 2000 + tail for tail in (".one.attacker.example",
+                                                    ".two.attacker.example"))
+    kept = [attempt("dns", name=value).to_dict()["name"] for value in (first, second)]
+    assert kept[0].endswith(".one.attacker.example") and len(kept[0]) <= MAX_FIELD
+    middle = [attempt("dns", name=f"{'b' * 600}{mark}{'b' * 600}").to_dict()["name"]
+              for mark in "xy"]
+    assert middle[0] != middle[1]  # differing only in the cut: still told apart
 
 
 def _buildjail_build(backend: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,9 +13,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 MAX_ATTEMPTS = 1000
-"""Distinct attempts recorded per run; the rest are counted as omitted."""
-MAX_FIELD = 256
-"""Characters kept of a field's value (a DNS name is at most 253)."""
+"""Distinct attempts recorded per run of one kind (``dns``); the rest are counted as omitted."""
+CAPS = {"credential": 5}
+"""Kinds with their own cap: a credential is one of the five decoys, so none is ever capped
+away, however many DNS names came before it."""
+MAX_FIELD = 1024
+"""Characters kept of a field's value: a DNS name is at most 255 bytes on the wire, up to
+~1000 characters escaped (``\\DDD``), so a name is always whole. A longer value loses its
+middle, never its end, for a marker that names how much was cut and a checksum of it all."""
+SUMMARY_LIMIT = 20
+"""Attempts named in the one-line summary; the rest are ``and N more`` (the JSON has them)."""
+FIRST = ("credential",)
+"""Kinds the summary names first: a decoy read matters more than any DNS name."""
 KINDS = ("credentials", "dns")
 """What can be recorded, as named in the layers (``attempts:dns``)."""
 
@@ -45,29 +54,47 @@ class Attempt:
 
 def attempt(kind: str, **fields: str) -> Attempt:
     """An attempt of *kind*, its fields bounded to MAX_FIELD characters."""
-    return Attempt(kind, tuple((key, value[:MAX_FIELD]) for key, value in fields.items()))
+    return Attempt(kind, tuple((key, bounded(value)) for key, value in fields.items()))
+
+
+def bounded(value: str, limit: int = MAX_FIELD) -> str:
+    """*value*, or past *limit* characters its start and its end around a marker: how many
+    characters were cut and a checksum of the whole, so values differing in the cut differ."""
+    if len(value) <= limit:
+        return value
+    import zlib  # only here: a value this long is rare
+
+    marker = f"...[{{}} cut, crc32 {zlib.crc32(value.encode('utf-8', 'replace')):08x}]..."
+    keep = limit - len(marker.format(len(value)))
+    head, tail = keep // 2, keep - keep // 2
+    return value[:head] + marker.format(len(value) - head - tail) + value[len(value) - tail:]
 
 
 class AttemptLog:
-    """Distinct attempts in the order seen, at most *limit*; the others counted."""
+    """Distinct attempts in the order seen, at most *limit* of each kind (CAPS where a kind
+    has its own); the others counted per kind."""
 
     def __init__(self, limit: int = MAX_ATTEMPTS) -> None:
         self.limit = limit
         self.seen: dict[Attempt, None] = {}
-        self.omitted = 0
+        self.kept: dict[str, int] = {}
+        self.omitted: dict[str, int] = {}
 
     def add(self, item: Attempt) -> None:
-        """Record *item* once; past the limit, count it as omitted."""
+        """Record *item* once; past its kind's limit, count it as omitted."""
         if item in self.seen:
             return
-        if len(self.seen) >= self.limit:
-            self.omitted += 1
+        if self.kept.get(item.kind, 0) >= CAPS.get(item.kind, self.limit):
+            self.lost(item.kind, 1)
             return
+        self.kept[item.kind] = self.kept.get(item.kind, 0) + 1
         self.seen[item] = None
 
-    def lost(self, count: int) -> None:
-        """Count *count* attempts the kernel dropped before they could be read."""
-        self.omitted += max(0, count)
+    def lost(self, kind: str, count: int) -> None:
+        """Count *count* attempts of *kind* not recorded: past the cap, or dropped by the
+        kernel before they could be read."""
+        if count > 0:
+            self.omitted[kind] = self.omitted.get(kind, 0) + count
 
     @property
     def attempts(self) -> tuple[Attempt, ...]:
@@ -80,12 +107,12 @@ def to_json(attempts: Iterable[Attempt]) -> list[dict[str, str]]:
     return [item.to_dict() for item in attempts]
 
 
-def from_json(data: Any, limit: int = MAX_ATTEMPTS) -> tuple[Attempt, ...]:
+def from_json(data: Any) -> tuple[Attempt, ...]:
     """Attempts read back from JSON; anything not a list of string mappings is dropped."""
     if not isinstance(data, list):
         return ()
     found = []
-    for item in data[:limit]:
+    for item in data:
         if isinstance(item, Mapping) and isinstance(item.get("kind"), str) and all(
                 isinstance(value, str) for value in item.values()):
             fields = {key: value for key, value in item.items() if key != "kind"}
@@ -93,9 +120,24 @@ def from_json(data: Any, limit: int = MAX_ATTEMPTS) -> tuple[Attempt, ...]:
     return tuple(found)
 
 
-def summary(attempts: Iterable[Attempt], omitted: int = 0) -> str:
-    """One line: ``tried: DNS pypi.org; read decoy ~/.netrc`` (empty when nothing was)."""
-    words = [item.describe() for item in attempts]
-    if omitted:
-        words.append(f"{omitted} more")
+def omitted_from_json(data: Any) -> dict[str, int]:
+    """Omitted counts per kind read back from JSON; anything else is dropped."""
+    if not isinstance(data, Mapping):
+        return {}
+    return {key: value for key, value in data.items()
+            if isinstance(key, str) and isinstance(value, int) and value > 0}
+
+
+def summary(attempts: Iterable[Attempt], omitted: Mapping[str, int] | None = None,
+            limit: int = SUMMARY_LIMIT) -> str:
+    """One line: ``tried: read decoy ~/.netrc; DNS pypi.org`` (empty when nothing was).
+
+    Credentials first; past *limit* attempts, and for every one *omitted*, ``and N more``:
+    the line never drops one without saying so.
+    """
+    found = sorted(dict.fromkeys(attempts), key=lambda item: item.kind not in FIRST)
+    words = [item.describe() for item in found[:limit]]
+    more = len(found) - len(words) + sum((omitted or {}).values())
+    if more:
+        words.append(f"and {more} more")
     return "tried: " + "; ".join(words) if words else ""

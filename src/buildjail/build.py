@@ -87,7 +87,7 @@ class HookRecord:
     limit_hit: str | None = None
     attempts: list[dict[str, str]] = dataclasses.field(default_factory=list)
     """What the hook tried that the sandbox recorded (``RunResult.attempts``)."""
-    attempts_omitted: int = 0
+    attempts_omitted: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -125,8 +125,11 @@ class PackageReport:
     def attempts_summary(self) -> str:
         """One line of what this package's hooks tried: ``tried: DNS pypi.org; ...``."""
         found = attempts.from_json([item for hook in self.hooks for item in hook.attempts])
-        distinct = tuple(dict.fromkeys(found))
-        return attempts.summary(distinct, sum(hook.attempts_omitted for hook in self.hooks))
+        omitted: dict[str, int] = {}
+        for hook in self.hooks:
+            for kind, count in attempts.omitted_from_json(hook.attempts_omitted).items():
+                omitted[kind] = omitted.get(kind, 0) + count
+        return attempts.summary(found, omitted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -705,7 +708,7 @@ class _HookCalls:
                 self.report.hooks.append(HookRecord(
                     name, result.duration, result.exit_code, result.limit_hit,
                     attempts=[item.to_dict() for item in result.attempts],
-                    attempts_omitted=result.attempts_omitted))
+                    attempts_omitted=dict(result.attempts_omitted)))
                 self.report.layers = list(result.layers)
                 self.report.degraded = dict(result.degraded)
 

@@ -24,8 +24,9 @@ class RunResult:
     """Layers the runtime forbids and the sandbox kept weaker (e.g. ``hostname``): why."""
     attempts: tuple[Attempt, ...] = ()
     """What the build tried that the sandbox recorded (DNS names, decoys opened)."""
-    attempts_omitted: int = 0
-    """Attempts past the recording's limit, or dropped by the kernel: counted only."""
+    attempts_omitted: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Attempts of each kind past the recording's cap, or dropped by the kernel: counted
+    only (``{"dns": 12}``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-ready dictionary."""

@@ -53,10 +53,10 @@ class Recorder:
             self.trap.drain(lambda name: log.add(attempt("dns", name=name)),
                             lambda size: log.add(attempt("dns", malformed="true",
                                                          bytes=str(size))),
-                            log.lost)
+                            lambda count: log.lost("dns", count))
         if self.watch is not None:
             self.watch.drain(lambda name: log.add(attempt("credential", path=name)),
-                             lambda: log.lost(1))
+                             lambda: log.lost("credential", 1))
 
     def finish(self, rounds: int = 64) -> None:
         """Record what the build left queued when it ended, then stop."""
@@ -73,7 +73,7 @@ class Recorder:
         """Add to the init's *report* the attempts, how many were omitted, what was not
         recorded."""
         report["attempts"] = to_json(self.log.attempts)
-        report["attempts_omitted"] = self.log.omitted
+        report["attempts_omitted"] = dict(self.log.omitted)
         if self.unrecorded:
             report["unrecorded"] = dict(self.unrecorded)
 

@@ -119,7 +119,7 @@ def run_supervised(request: Request, backend: str, plan_launch: PlanLaunch, *,
         uid=run.plan.confinement.identity.uid,
         degraded={**run.degraded, **outcome.get("unrecorded", {})},
         attempts=attempts.from_json(outcome.get("attempts", [])),
-        attempts_omitted=outcome.get("attempts_omitted", 0),
+        attempts_omitted=attempts.omitted_from_json(outcome.get("attempts_omitted")),
     )
 
 

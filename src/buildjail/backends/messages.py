@@ -25,8 +25,8 @@ class InitStatus(TypedDict):
     started: NotRequired[bool]
     """Whether the spawned tool (bubblewrap) set up its sandbox and executed the command."""
     attempts: NotRequired[list[dict[str, str]]]
-    """What the build tried (``buildjail.attempts``), at most MAX_ATTEMPTS distinct ones."""
-    attempts_omitted: NotRequired[int]
+    """What the build tried (``buildjail.attempts``), at most MAX_ATTEMPTS distinct of a kind."""
+    attempts_omitted: NotRequired[dict[str, int]]
     unrecorded: NotRequired[dict[str, str]]
     """Kinds of attempt the init meant to record and could not, per layer: why."""
 
@@ -40,5 +40,5 @@ class Outcome(TypedDict, total=False):
     setup_failed: bool
     """The init died at set-up without reporting why (its exit code alone says it)."""
     attempts: list[dict[str, str]]
-    attempts_omitted: int
+    attempts_omitted: dict[str, int]
     unrecorded: dict[str, str]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -161,6 +162,24 @@ def test_recording_off_plants_nothing() -> None:
     assert result.attempts == ()
     assert not RECORDED & set(result.layers)
     assert not [key for key in result.degraded if key.startswith("attempts:")]
+
+
+@pytest.mark.parametrize("backend", ["native", "bwrap"])
+def test_no_decoys_where_the_host_network_is_reachable(backend: str, tmp_path: Path) -> None:
+    # pip or requests would send a decoy to the real pypi.org as its credentials.
+    require_backend(backend)
+    from buildjail.backends._supervisor import NO_NETWORK_NAMESPACE
+
+    full = Policy.profile("full")
+    policy = dataclasses.replace(full, namespaces=full.namespaces - {"net"})
+    script = "import os; print(os.path.exists(os.path.expanduser('~/.netrc')))"
+    with open(tmp_path / "out", "wb") as out:
+        result = Sandbox(policy, backend=backend).run([PYTHON, "-c", script], cwd="/",
+                                                      stdout=out.fileno())
+    assert result.exit_code == 0, result
+    assert (tmp_path / "out").read_text().strip() == "False"
+    assert "attempts:credentials" not in result.layers
+    assert result.degraded["attempts:credentials"] == NO_NETWORK_NAMESPACE
 
 
 def test_landlock_says_it_records_nothing() -> None:

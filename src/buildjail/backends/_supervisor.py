@@ -173,9 +173,9 @@ def plan_sandbox(request: Request, who: identity.Identity, *, leased: bool, root
             tmpfs_size=policy.limits.memory,
         )
         env.update(HOME=who.home, USER=who.name, LOGNAME=who.name, TMPDIR="/tmp")
-        if policy.record_attempts:
+        if policy.record_attempts and "net" in wanted:  # else a real server could get one
             mounts = with_decoys(mounts, decoy_contents(run_token()), DECOY_DIRECTORIES,
-                                 RESOLV_CONF if "net" in wanted else None)
+                                 RESOLV_CONF)
     return SandboxPlan(
         request=request,
         namespaces=frozenset(wanted),
@@ -215,7 +215,7 @@ def _plan_run(sandbox: SandboxPlan, launch: Launch, lease: identity.Lease | None
         supervisor_flags=namespace_flags(namespaces & SUPERVISOR_NAMESPACES),
         mounts=sandbox.mounts,
         all_ids=all_ids,
-        degraded={**sandbox.degraded, **launch.degraded, **_unrecorded(policy, launch)},
+        degraded={**sandbox.degraded, **launch.degraded, **_unrecorded(policy, launch, namespaces)},
         lease=lease,
         cgroup=cgroup,
         fds=(*launch.fds, *usage_fd),
@@ -229,13 +229,19 @@ def _attempt_layers(launch: Launch) -> tuple[str, ...]:
     return tuple(f"attempts:{kind}" for kind, on in recorded if on)
 
 
-def _unrecorded(policy: Policy, launch: Launch) -> dict[str, str]:
+NO_NETWORK_NAMESPACE = ("not recorded: the sandbox shares the host's network, where a real "
+                        "server would be sent a decoy (no decoys planted)")
+
+
+def _unrecorded(policy: Policy, launch: Launch, namespaces: frozenset[str]) -> dict[str, str]:
     """The kinds of attempt the policy records that this launch cannot: never silent."""
     if not policy.record_attempts:
         return {}
     recorded = set(_attempt_layers(launch))
+    why = {"attempts:credentials": NO_NETWORK_NAMESPACE} if "net" not in namespaces else {}
     return {f"attempts:{kind}": launch.degraded.get(
-                f"attempts:{kind}", "not recorded: the backend has no place to record it")
+                f"attempts:{kind}",
+                why.get(f"attempts:{kind}", "not recorded: the backend has no place to record it"))
             for kind in attempts.KINDS if f"attempts:{kind}" not in recorded}
 
 

@@ -358,3 +358,17 @@ def test_a_real_setuptools_build_tries_nothing(sandbox_backend: str, tmp_path: P
     assert entry["hooks"] and all(hook["attempts"] == [] for hook in entry["hooks"])
     assert set(entry["layers"]) >= RECORDED
     assert "tried:" not in proc.stdout
+
+
+def test_decoys_raise_no_scanner_alert_and_parse() -> None:
+    import base64
+    import re
+
+    from buildjail.decoys import decoy_contents
+
+    contents = decoy_contents("0123456789abcdef01234567")
+    assert not re.search(rb"AKIA[0-9A-Z]{16}", contents[".aws/credentials"])
+    auth = json.loads(contents[".docker/config.json"])["auths"][
+        "https://index.docker.io/v1/"]["auth"]
+    assert base64.b64decode(auth, validate=True) == (
+        b"decoy:buildjail-decoy-0123456789abcdef01234567")

@@ -7,6 +7,7 @@ file of the host's (the caller's home stays masked). The sandbox's init watches 
 
 from __future__ import annotations
 
+import binascii
 import os
 
 DECOY_DIRECTORIES = (".aws", ".ssh", ".docker")
@@ -27,7 +28,8 @@ def run_token() -> str:
 def decoy_contents(token: str) -> dict[str, bytes]:
     """Each decoy's content, relative to the home, carrying *token*."""
     fake = f"{MARK}-{token}"
-    aws_id = "AKIA" + token[:16].upper()
+    aws_id = "AKIA-decoy-" + token[:16]  # not AKIA[0-9A-Z]{16}: no secret scanner's alert
+    docker_auth = binascii.b2a_base64(f"decoy:{fake}".encode(), newline=False).decode()
     return {
         ".netrc": f"machine pypi.org login __token__ password pypi-{fake}\n".encode(),
         ".pypirc": (f"[distutils]\nindex-servers = pypi\n\n[pypi]\nusername = __token__\n"
@@ -37,5 +39,5 @@ def decoy_contents(token: str) -> dict[str, bytes]:
         ".ssh/id_ed25519": ("-----BEGIN OPENSSH PRIVATE KEY-----\n"
                             f"{fake}\n-----END OPENSSH PRIVATE KEY-----\n").encode(),
         ".docker/config.json": ('{"auths": {"https://index.docker.io/v1/": {"auth": "'
-                                f'{fake}"}}}}}}\n').encode(),
+                                f'{docker_auth}"}}}}}}\n').encode(),
     }

@@ -57,6 +57,16 @@ def test_a_thief_is_recorded_exactly(run_sandbox: Runner) -> None:
     assert "Temporary failure in name resolution" in result["stdout"]  # as before: refused
 
 
+def test_a_thief_is_recorded_through_the_fork_server(run_sandbox: Runner) -> None:
+    # The server forks the supervisor: it still drains the init's status while it watches.
+    result = run_sandbox([PYTHON, "-c", THIEF + FLOOD], capture=True, cwd="/",
+                         fork_server=True, limits={"wall_time": 120})
+    assert result["exit_code"] == 0, result
+    assert {_key(item) for item in EXPECTED} <= set(map(_key, result["attempts"]))
+    assert len(result["attempts"]) > 100  # a report larger than a pipe holds
+    assert set(result["layers"]) >= RECORDED
+
+
 def test_a_clean_command_records_nothing(run_sandbox: Runner) -> None:
     result = run_sandbox([PYTHON, "-c", "import os; os.listdir(os.path.expanduser('~'))"],
                          cwd="/")

@@ -33,7 +33,7 @@ slow = pytest.mark.slow  # the three corpus builds: about 70 s here once fetched
 
 BUILD_TIMEOUT = 900
 LAYERS = {"seccomp", "namespace:net", "filesystem"}
-HOOKS = ("get_requires_for_build_wheel", "prepare_metadata_for_build_wheel", "build_wheel")
+HOOKS = ("get_requires_for_build_wheel", "build_wheel")
 
 
 @dataclasses.dataclass

@@ -329,7 +329,12 @@ def test_a_set_gid_directory_of_the_callers_keeps_it_and_the_build_can_copy_it(
         assert result["exit_code"] == 1, result
         assert result["stdout"].split() == ["0o2775"], result
         assert not (tree / "by-cp").exists()
-    assert stat.S_IMODE((tree / "sub").stat().st_mode) == 0o2775  # the caller's, as before
+    mode = stat.S_IMODE((tree / "sub").stat().st_mode)
+    if identity_kind == "root":
+        assert mode == 0o2775  # the caller's, as before
+    else:  # the set-gid bit stays; group-write goes if the directory counts as changed in
+        # the run (its change time within CTIME_SLACK_NS of the start: just made here)
+        assert mode in (0o2775, 0o2755), oct(mode)
     assert (tree / "sub").stat().st_uid == owner
 
 

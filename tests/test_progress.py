@@ -143,7 +143,6 @@ def test_verbose_prints_each_hook_and_the_kept_log(tmp_path: Path) -> None:
     assert summary == "ok     onecompile 1.0: onecompile-1.0-py3-none-any.whl"
     assert [re.sub(r"\d+\.\d\d", "T", line) for line in details] == [
         "       get_requires_for_build_wheel: T s, exit 0",
-        "       prepare_metadata_for_build_wheel: T s, exit 0",  # not there: no compile
         "       build_wheel: T s, exit 0",
         f"       log: {tmp_path / 'logs' / 'onecompile.log'}"]
     assert (tmp_path / "logs" / "onecompile.log").is_file()

@@ -40,7 +40,6 @@ from typing import Any, TextIO
 from packaging.requirements import Requirement
 from packaging.utils import (
     canonicalize_name,
-    canonicalize_version,
     parse_sdist_filename,
 )
 
@@ -53,7 +52,7 @@ from .errors import BuildjailError, SandboxSetupError
 from .installers import DEFAULT_INSTALLER
 from .interpreters import Interpreter, resolve
 from .logs import BuildLog, default_directory, private_directory
-from .outputs import OutputDirectory, OutputRefused, project_of
+from .outputs import OutputDirectory, OutputRefused
 from .policy import Policy
 from .requirements import RequirementRefused, parse_requirements
 
@@ -517,33 +516,14 @@ class _PackageBuild:
             hooks.name_causes("")
             raise
         staging = self._directory(prefix=f"out-{kind}-")
-        metadata = None
-        if kind == "wheel":
-            metadata = self._prepare_metadata(hooks, config)
-            filename = hooks.call("build_wheel", staging, config)
-        else:
-            filename = hooks.call("build_sdist", staging, config)
+        # No prepare_metadata_for_build_wheel first (as pypa/build): it costs a hook call,
+        # and pyproject_hooks' fallback for a backend without it (meson-python,
+        # scikit-build-core) builds the whole wheel. What it would say comes from the same
+        # backend as the wheel; the wheel's METADATA is held to its file name, and the file
+        # name to the project being built (:meth:`_publish`).
+        filename = hooks.call(f"build_{kind}", staging, config)
         output = _hook_output(staging, filename, stat.S_ISREG, label)
-        return self._publish(output, kind, label, metadata)
-
-    def _prepare_metadata(self, hooks: _HookCalls,
-                          config: Mapping[str, Any] | None) -> WheelMetadata | None:
-        """The wheel's metadata from the backend's hook; None when the backend has none.
-
-        pyproject_hooks' fallback for a backend without the hook (meson-python,
-        scikit-build-core) builds the whole wheel to read its metadata, and ``build_wheel``
-        would build it again: it is not used. The metadata then comes from the wheel itself,
-        whose ``METADATA`` the output checks hold to its file name (:mod:`.archives`).
-        """
-        directory = self._directory(prefix="metadata-")
-        defined, dist_info = hooks.call_if_defined("prepare_metadata_for_build_wheel",
-                                                   directory, config)
-        if not defined:
-            return None
-        metadata = _read_metadata(_hook_output(directory, dist_info, stat.S_ISDIR, self.label),
-                                  self.label)
-        self.report.name, self.report.version = metadata.name, metadata.version
-        return metadata
+        return self._publish(output, kind, label)
 
     def _read_only_outputs(self, project: str) -> list[str]:
         """The output directory, when it lies in a tree hooks may write: read-only there.
@@ -622,26 +602,16 @@ class _PackageBuild:
             self.batch.built[name] = record
             self.report.build_requirements.append(record)
 
-    def _publish(self, path: str, kind: str, label: str,
-                 metadata: WheelMetadata | None = None) -> str:
-        """Publish a checked copy of an output of the sandbox; return its path.
-
-        A wheel must be of the project and version its prepared *metadata* states (checked
-        before it is published: the output checks hold its ``METADATA`` to its file name).
-        """
+    def _publish(self, path: str, kind: str, label: str) -> str:
+        """Publish a checked copy of an output of the sandbox; return its path."""
         report = self.report
-        expected = self.expected
-        if metadata is not None and metadata.name:
-            expected = expected or canonicalize_name(metadata.name)
         try:
-            if metadata is not None:
-                metadata.check(os.path.basename(path))
-            published = self.output.publish(path, kind, expected)
+            published = self.output.publish(path, kind, self.expected)
         except OutputRefused as error:
             raise BuildError(label, f"checking the {kind}", str(error)) from None
         if kind == "sdist":
             self.expected = self.expected or published.name
-        # Without prepared metadata, the name and version are those of the checked output.
+        # The name and version are those of the checked output.
         report.name = report.name or published.name
         report.version = report.version or published.version
         report.outputs.append({"kind": kind, "path": published.path,
@@ -758,41 +728,6 @@ def _hook_output(directory: str, name: object, kind: Callable[[int], bool], labe
         raise BuildError(label, "checking the hook's output", f"{name}: not a regular "
                          f"{'directory' if kind is stat.S_ISDIR else 'file'}")
     return path
-
-
-@dataclasses.dataclass(frozen=True)
-class WheelMetadata:
-    """What ``prepare_metadata_for_build_wheel`` said of the wheel: its name and version."""
-
-    name: str | None
-    version: str | None
-
-    def check(self, wheel: str) -> None:
-        """Refuse the wheel file name *wheel* unless it has the name and version stated."""
-        name, version = project_of(wheel, "wheel")
-        if self.name and canonicalize_name(self.name) != name:
-            raise OutputRefused(f"its metadata names {self.name!r}, the wheel {name!r}")
-        if self.version and canonicalize_version(self.version) != canonicalize_version(version):
-            raise OutputRefused(f"its metadata says version {self.version!r}, the wheel "
-                                f"{version!r}")
-
-
-def _read_metadata(dist_info: str, label: str) -> WheelMetadata:
-    """The name and version of a prepared dist-info's ``METADATA``, read bounded."""
-    from email.parser import HeaderParser
-
-    try:
-        fd = os.open(os.path.join(dist_info, "METADATA"),
-                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        raise BuildError(label, "reading the metadata",
-                         f"METADATA: {error.strerror}") from None
-    with os.fdopen(fd, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BuildError(label, "reading the metadata", "METADATA is not a file")
-        text = stream.read(1 << 20).decode("utf-8", errors="replace")
-    headers = HeaderParser().parsestr(text)
-    return WheelMetadata(headers.get("Name"), headers.get("Version"))
 
 
 def _extract(label: str, sdist: str, destination: str, step: str) -> str:

@@ -37,6 +37,8 @@ EXPECTED = [{"kind": "credential", "path": "~/.netrc"},
             {"kind": "credential", "path": "~/.aws/credentials"},
             {"kind": "dns", "name": "pypi.org"}]
 RECORDED = {"attempts:credentials", "attempts:dns"}
+RECORDING = {"isolation": {"record_attempts": True}}
+"""``full`` recording attempts, as the build frontends run it (a plain Sandbox does not)."""
 
 
 def _key(item: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -48,7 +50,7 @@ def _same(found: list[dict[str, str]], expected: list[dict[str, str]]) -> bool:
 
 
 def test_a_thief_is_recorded_exactly(run_sandbox: Runner) -> None:
-    result = run_sandbox([PYTHON, "-c", THIEF], capture=True, cwd="/")
+    result = run_sandbox([PYTHON, "-c", THIEF], capture=True, cwd="/", policy=RECORDING)
     assert result["exit_code"] == 0, result
     assert _same(result["attempts"], EXPECTED), result["attempts"]
     assert result["attempts_omitted"] == {}
@@ -59,7 +61,7 @@ def test_a_thief_is_recorded_exactly(run_sandbox: Runner) -> None:
 
 def test_a_thief_is_recorded_through_the_fork_server(run_sandbox: Runner) -> None:
     # The server forks the supervisor: it still drains the init's status while it watches.
-    result = run_sandbox([PYTHON, "-c", THIEF + FLOOD], capture=True, cwd="/",
+    result = run_sandbox([PYTHON, "-c", THIEF + FLOOD], capture=True, cwd="/", policy=RECORDING,
                          fork_server=True, limits={"wall_time": 120})
     assert result["exit_code"] == 0, result
     assert {_key(item) for item in EXPECTED} <= set(map(_key, result["attempts"]))
@@ -69,6 +71,7 @@ def test_a_thief_is_recorded_through_the_fork_server(run_sandbox: Runner) -> Non
 
 def test_a_clean_command_records_nothing(run_sandbox: Runner) -> None:
     result = run_sandbox([PYTHON, "-c", "import os; os.listdir(os.path.expanduser('~'))"],
+                         policy=RECORDING,
                          cwd="/")
     assert result["exit_code"] == 0
     assert result["attempts"] == []
@@ -95,7 +98,7 @@ print("done")
 
 
 def test_a_flood_is_capped_and_the_run_finishes(run_sandbox: Runner) -> None:
-    result = run_sandbox([PYTHON, "-c", FLOOD], capture=True, cwd="/",
+    result = run_sandbox([PYTHON, "-c", FLOOD], capture=True, cwd="/", policy=RECORDING,
                          limits={"wall_time": 120})
     assert result["exit_code"] == 0, result
     assert result["stdout"].strip() == "done"
@@ -124,7 +127,7 @@ except OSError as error:
 
 
 def test_malformed_queries_are_recorded_as_such(run_sandbox: Runner) -> None:
-    result = run_sandbox([PYTHON, "-c", MALFORMED], capture=True, cwd="/")
+    result = run_sandbox([PYTHON, "-c", MALFORMED], capture=True, cwd="/", policy=RECORDING)
     assert result["exit_code"] == 0, result
     names = [item["name"] for item in result["attempts"] if "name" in item]
     assert names == ["after.example"]  # still answered, at once
@@ -151,8 +154,10 @@ except OSError as error:
     print("real:", error.errno)
 """
         first = run_spec({"cmd": [PYTHON, "-c", script], "backend": backend, "capture": True,
+                          "policy": RECORDING,
                           "cwd": "/"})
         second = run_spec({"cmd": [PYTHON, "-c", script], "backend": backend, "capture": True,
+                          "policy": RECORDING,
                           "cwd": "/"})
     finally:
         (home / ".netrc").unlink()
@@ -162,6 +167,27 @@ except OSError as error:
         assert "buildjail-decoy-" in result["stdout"]
         assert "real: 2" in result["stdout"]
     assert first["stdout"] != second["stdout"]  # a token of each run's own
+
+
+@pytest.mark.parametrize("policy", [Policy.profile("full"),
+                                    Policy.profile("full").recording_attempts()],
+                         ids=["plain-sandbox", "build-frontends"])
+def test_a_plain_sandbox_records_nothing_the_build_frontends_do(policy: Policy) -> None:
+    """``full`` leaves it to the frontend: build, fromager and audit record, a plain
+    Sandbox (and ``buildjail run``) does not, for the 10-30 ms a call it costs."""
+    records = policy.record_attempts is True
+    result = Sandbox(policy, backend="native").run(
+        [PYTHON, "-c", "open(__import__('os').path.expanduser('~/.netrc')).read()"], cwd="/")
+    assert result.exit_code == (0 if records else 1), result
+    assert bool(RECORDED & set(result.layers)) is records
+    assert [a.to_dict() for a in result.attempts] == (
+        [{"kind": "credential", "path": "~/.netrc"}] if records else [])
+
+
+def test_a_policy_that_says_false_stays_off_in_the_frontends() -> None:
+    off = Policy.from_mapping({"isolation": {"record_attempts": False}})
+    assert off.recording_attempts().record_attempts is False
+    assert Policy.profile("none").recording_attempts().record_attempts is None
 
 
 def test_recording_off_plants_nothing() -> None:
@@ -181,7 +207,7 @@ def test_no_decoys_where_the_host_network_is_reachable(backend: str, tmp_path: P
     from buildjail.backends._supervisor import NO_NETWORK_NAMESPACE
 
     full = Policy.profile("full")
-    policy = dataclasses.replace(full, namespaces=full.namespaces - {"net"})
+    policy = dataclasses.replace(full, namespaces=full.namespaces - {"net"}, record_attempts=True)
     script = "import os; print(os.path.exists(os.path.expanduser('~/.netrc')))"
     with open(tmp_path / "out", "wb") as out:
         result = Sandbox(policy, backend=backend).run([PYTHON, "-c", script], cwd="/",
@@ -196,8 +222,8 @@ def test_landlock_says_it_records_nothing() -> None:
     from buildjail.backends.landlock import NOT_RECORDED
 
     try:
-        result = Sandbox(Policy.profile("full"), backend="landlock").run(["/bin/true"],
-                                                                          cwd="/")
+        result = Sandbox(Policy.profile("full").recording_attempts(), backend="landlock").run(
+            ["/bin/true"], cwd="/")
     except Exception as error:  # a kernel without Landlock: the plan says it all the same
         pytest.skip(f"landlock cannot run here: {error}")
     assert result.attempts == ()

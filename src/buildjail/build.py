@@ -493,7 +493,8 @@ class _PackageBuild:
                        f"{self.batch.interpreter.version_text} "
                        f"({self.batch.interpreter.executable})\n{_epoch_note(options.policy)}\n")
         self._install(env, system.requires, f"preparing the {kind} build environment")
-        runner = hook_runner(options.policy.with_paths(masked=self.batch.hidden),
+        runner = hook_runner(options.policy.recording_attempts().with_paths(
+                                 masked=self.batch.hidden),
                              backend=options.backend, log_path=self.log.path,
                              output=self.log.fd, env=env.hook_environment(os.environ),
                              readonly=self._read_only_outputs(project) if in_tree else (),

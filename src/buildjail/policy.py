@@ -91,8 +91,11 @@ class Policy:
     """Whether credentials in URLs inside kept environment values are redacted."""
     limits: Limits = dataclasses.field(default_factory=Limits)
     hostname: str = "localhost"
-    record_attempts: bool = False
-    """Record what the build tried (DNS names, credential decoys opened), as ``full`` does."""
+    record_attempts: bool | None = None
+    """Record what the build tried (DNS names, credential decoys opened). None: as the
+    frontend chooses — ``buildjail build``, ``fromager`` and ``audit`` record
+    (:meth:`recording_attempts`), ``buildjail run`` and a plain :class:`Sandbox` do not:
+    recording adds about 10-30 ms to a call (``benchmarks/attempts_cost.py``)."""
 
     def __post_init__(self) -> None:
         unknown = set(self.namespaces) - NAMESPACES
@@ -109,6 +112,13 @@ class Policy:
         for path in (*self.readonly, *self.writable, *self.masked):
             if not os.path.isabs(path):
                 raise PolicyError(f"paths in a policy must be absolute: {path!r}")
+
+    def recording_attempts(self) -> Policy:
+        """This policy recording attempts, unless it says not to or has no view and network
+        namespace of its own to record them in (the build frontends' default)."""
+        if self.record_attempts is not None or not self.filesystem or "net" not in self.namespaces:
+            return self
+        return dataclasses.replace(self, record_attempts=True)
 
     @classmethod
     def profile(cls, name: str) -> Policy:
@@ -216,7 +226,6 @@ def _full() -> Policy:
         env_keep=ENV_KEEP_DEFAULT,
         env_delete=ENV_DELETE_DEFAULT,
         env_redact=True,
-        record_attempts=True,
         limits=Limits(wall_time=6 * 3600, processes=_default_processes(), file_size=64 << 30,
                       memory=_default_memory(), open_files=OPEN_FILES_DEFAULT),
     )
@@ -274,6 +283,8 @@ def _policy_from_mapping(data: Mapping[str, Any], source: str) -> Policy:
         isolation["cgroup_limits"] = None
     elif not isinstance(isolation.get("cgroup_limits", False), bool):
         raise PolicyError(f"{source}: cgroup_limits must be true, false or \"auto\"")
+    if not isinstance(isolation.get("record_attempts", False), bool):
+        raise PolicyError(f"{source}: record_attempts must be true or false")
     if "namespaces" in isolation:
         isolation["namespaces"] = frozenset(_strings(isolation["namespaces"], source))
     if "redact" in env:

@@ -174,7 +174,7 @@ def _setup(sandbox: SandboxPlan, staged: dict[str, str]) -> SetUp:
         loopback="net" in namespaces,
         fresh_proc=own_proc,
         decoys=decoys_of(mounts),
-        dns_trap=sandbox.policy.record_attempts and "net" in namespaces,
+        dns_trap=sandbox.policy.record_attempts is True and "net" in namespaces,
         staged=tuple((source, target, source in mounts.writable)
                      for source, target in staged.items()) if mounts else (),
     )

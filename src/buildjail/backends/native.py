@@ -50,7 +50,7 @@ def _setup(sandbox: SandboxPlan) -> SetUp:
         mounts=sandbox.mounts,
         fresh_proc={"pid", "mount"} <= namespaces,
         decoys=decoys_of(sandbox.mounts),
-        dns_trap=sandbox.policy.record_attempts and "net" in namespaces,
+        dns_trap=sandbox.policy.record_attempts is True and "net" in namespaces,
     )
 
 

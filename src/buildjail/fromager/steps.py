@@ -159,7 +159,7 @@ class StepRunner:
         :meth:`close` removes it. *lease*: the identity every step runs as (one step at a
         time); *package*: the one package whose directory bounds what steps may write.
         """
-        self.policy = policy
+        self.policy = policy.recording_attempts()
         self.backend = backend
         self.launched_with = frozenset(launched_with)
         self.share_uv_cache = share_uv_cache

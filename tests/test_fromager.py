@@ -465,7 +465,8 @@ def _audit_policy_file(directory: Path) -> Path:
     path = directory / "audit-full.toml"
     limits = "\n".join(f"{name} = {value!r}" for name, value in LIMITS.items())
     path.write_text(f'extends = "full"\nname = "full"\n\n[limits]\n{limits}\n')
-    assert Policy.from_toml(path) == audit_policy("full")
+    # the frontends record attempts where the policy leaves it open, as the audit does
+    assert Policy.from_toml(path).recording_attempts() == audit_policy("full")
     return path
 
 

@@ -85,9 +85,35 @@ def test_json_is_stable(report: AuditReport) -> None:
         assert finding["verdict"] in VERDICTS
     assert len(data["sandboxes"]) == 3 * len(report.backends)
     for status in data["sandboxes"]:
-        assert set(status) == {"profile", "backend", "set_up", "error", "layers", "degraded"}
+        assert set(status) == {"profile", "backend", "set_up", "error", "layers", "degraded",
+                               "attempts", "attempts_omitted"}
         assert status["set_up"] is True and status["error"] is None, status
         assert status["degraded"] == {}, status  # nothing is degraded on this host
+
+
+PROBE_ATTEMPTS = [{"kind": "credential", "path": path} for path in (
+    "~/.netrc", "~/.ssh/id_ed25519", "~/.aws/credentials", "~/.docker/config.json")] + [
+    {"kind": "dns", "name": "pypi.org"}]
+"""What the probe project tries that ``full`` records: its credential probes read $HOME's
+files (the sandbox's decoys), its DNS probe resolves pypi.org."""
+
+
+def _attempts_by_sandbox(data: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, str]]]:
+    return {(status["profile"], status["backend"]): sorted(
+        status["attempts"], key=lambda item: sorted(item.items()))
+        for status in data["sandboxes"]}
+
+
+def test_the_probes_attempts_are_recorded_under_full_only(report: AuditReport) -> None:
+    """Judged from the report: the decoys opened and the name resolved, nothing more (the
+    other probes try nothing that is recorded), and nothing where nothing records."""
+    expected = sorted(PROBE_ATTEMPTS, key=lambda item: sorted(item.items()))
+    for (profile, backend), found in _attempts_by_sandbox(report.to_dict()).items():
+        assert found == (expected if profile == "full" else []), (profile, backend, found)
+    for status in report.sandboxes:
+        assert status.attempts_omitted == {}, status
+    for backend in report.backends:  # a decoy read is no secret read
+        assert _verdicts(report, "full", backend)["cred_home_netrc"].verdict == "blocked"
 
 
 def test_every_probe_reported_in_every_column(report: AuditReport) -> None:
@@ -212,7 +238,10 @@ def test_cli_exit_code_gates_on_full(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=600, check=False, cwd="/")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[:2] == ["sandbox full/native: set up", "sandbox full/bwrap: set up"], lines
+    tried = ("tried: read decoy ~/.netrc; read decoy ~/.ssh/id_ed25519; read decoy "
+             "~/.aws/credentials; read decoy ~/.docker/config.json; DNS pypi.org")
+    assert lines[:2] == [f"sandbox full/native: set up; {tried}",
+                         f"sandbox full/bwrap: set up; {tried}"], lines
     header = lines[2].split()
     assert header == ["vector", "full/native", "full/bwrap"], header  # one table, both
     assert "full/native: 0 vulnerable" in proc.stdout
@@ -296,6 +325,9 @@ def test_the_non_root_audit_passes_where_the_non_root_sandbox_works(
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(proc.stdout)
     assert data["host"]["euid"] == 4242
+    [full] = [found for (profile, _), found in _attempts_by_sandbox(data).items()
+              if profile == "full"]
+    assert full == sorted(PROBE_ATTEMPTS, key=lambda item: sorted(item.items()))
     findings = {(f["profile"], f["vector"]): f for f in data["findings"]}
     for vector in VECTORS:
         full = findings[("full", vector.id)]

@@ -39,5 +39,5 @@ def decoy_contents(token: str) -> dict[str, bytes]:
         ".ssh/id_ed25519": ("-----BEGIN OPENSSH PRIVATE KEY-----\n"
                             f"{fake}\n-----END OPENSSH PRIVATE KEY-----\n").encode(),
         ".docker/config.json": ('{"auths": {"https://index.docker.io/v1/": {"auth": "'
-                                f'{docker_auth}"}}}}}}\n').encode(),
+                                f'{docker_auth}"}}}}, "buildjail": "{fake}"}}\n').encode(),
     }

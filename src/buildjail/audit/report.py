@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
+from .. import attempts
 from .runner import AuditReport, SandboxStatus
 from .vectors import VECTORS
 
@@ -62,10 +63,12 @@ def _sandbox_line(status: SandboxStatus) -> str:
     where = f"sandbox {status.profile}/{status.backend}"
     if not status.set_up:
         return f"{where}: NOT SET UP, every probe is an error: {status.error}"
+    tried = attempts.summary(attempts.from_json(list(status.attempts)), status.attempts_omitted)
+    tried = f"; {tried}" if tried else ""
     if status.degraded:
         weaker = "; ".join(f"{layer}: {why}" for layer, why in sorted(status.degraded.items()))
-        return f"{where}: set up, degraded layers: {weaker}"
-    return f"{where}: set up"
+        return f"{where}: set up, degraded layers: {weaker}{tried}"
+    return f"{where}: set up{tried}"
 
 
 def _counts(report: AuditReport, profile: str, backend: str) -> str:

@@ -11,7 +11,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pyproject_hooks import BuildBackendHookCaller
 
     from ..pep517 import SandboxedHookRunner
+    from ..result import RunResult
     from .bait import Bait
     from .terminal import AuditTerminal
 
@@ -82,6 +83,9 @@ class SandboxStatus:
     layers: tuple[str, ...] = ()
     degraded: dict[str, str] = dataclasses.field(default_factory=dict)
     """Layers the runtime forbids and the sandbox kept weaker: why (see RunResult.degraded)."""
+    attempts: tuple[dict[str, str], ...] = ()
+    """What the probes' hook calls were recorded trying (``RunResult.attempts``), in order."""
+    attempts_omitted: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -157,7 +161,7 @@ def _audit_one(profile: str, backend: str, keep_workdir: bool,
                            env=bait.env(), log=log, errors=errors, terminal=terminal)
         text = "".join(_read_log(path) for path in (log, log.with_name("terminal-probe.log")))
         status = SandboxStatus(profile, backend, run.setup_error is None, run.setup_error,
-                               run.layers, run.degraded)
+                               run.layers, run.degraded, run.attempts, run.attempts_omitted)
         findings = judge_probe_log(text, bait, config, profile=profile, backend=backend,
                                    stopped=run.stopped, degraded=run.degraded,
                                    setup_error=run.setup_error, outside=run.outside)
@@ -266,6 +270,8 @@ class _ProbeRun:
     degraded: dict[str, str] = dataclasses.field(default_factory=dict)
     outside: dict[str, str] = dataclasses.field(default_factory=dict)
     """What the auditor itself saw of a probe (the terminal's master side), by vector."""
+    attempts: tuple[dict[str, str], ...] = ()
+    attempts_omitted: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def _build_probe(project: Path, workdir: Path, policy: Policy, *, backend: str,
@@ -342,7 +348,22 @@ def call_probes(calls: Sequence[tuple[str, Callable[[], object]]], runner: Sandb
     if runner.results:
         last = runner.results[-1][1]
         run.layers, run.degraded = last.layers, dict(last.degraded)
+    run.attempts, run.attempts_omitted = _attempts_of(result for _, result in runner.results)
     return run
+
+
+def _attempts_of(results: Iterable[RunResult]) -> tuple[tuple[dict[str, str], ...],
+                                                          dict[str, int]]:
+    """Every hook call's attempts, each once, in order, and what they omitted, by kind."""
+    seen: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+    omitted: dict[str, int] = {}
+    for result in results:
+        for attempt in result.attempts:
+            item = attempt.to_dict()
+            seen.setdefault(tuple(sorted(item.items())), item)
+        for kind, count in result.attempts_omitted.items():
+            omitted[kind] = omitted.get(kind, 0) + count
+    return tuple(seen.values()), omitted
 
 
 def _probe_terminal(spec: TerminalSpec, terminal: AuditTerminal | None, workdir: Path,

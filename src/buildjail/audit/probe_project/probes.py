@@ -150,10 +150,16 @@ def flush_stdio():
             stream.flush()
 
 
+DECOY_MARK = b"buildjail-decoy-"
+"""In every credential decoy a sandbox plants in its own home (buildjail.decoys.MARK)."""
+
+
 def read_secret(path, limit=4096):
     """Read a bait file: (True, detail) when content was read."""
     with open(path, "rb") as stream:
         data = stream.read(limit)
+    if DECOY_MARK in data:
+        return False, f"read {path}: a buildjail decoy (fake), not the planted secret"
     if data:
         return True, f"read {len(data)} bytes of {path}"
     return False, f"{path} opened but empty (masked?)"
@@ -317,20 +323,22 @@ def target_pid(config, key):
 
 # --------------------------------------------------------------------------- credentials
 
+def home_paths(config, *names):
+    """*names* under the bait home and, as a thief would look, under $HOME too."""
+    homes = dict.fromkeys([need(config, "home"), os.path.expanduser("~")])
+    return [os.path.join(home, *name.split("/")) for home in homes for name in names]
+
+
 def probe_cred_home_netrc(config):
-    home = need(config, "home")
-    return secret_probe([os.path.join(home, ".netrc")])
+    return secret_probe(home_paths(config, ".netrc"))
 
 
 def probe_cred_home_ssh(config):
-    home = need(config, "home")
-    return secret_probe([os.path.join(home, ".ssh", "id_ed25519")])
+    return secret_probe(home_paths(config, ".ssh/id_ed25519"))
 
 
 def probe_cred_home_cloud(config):
-    home = need(config, "home")
-    return secret_probe([os.path.join(home, ".aws", "credentials"),
-                         os.path.join(home, ".docker", "config.json")])
+    return secret_probe(home_paths(config, ".aws/credentials", ".docker/config.json"))
 
 
 def probe_cred_other_user(config):

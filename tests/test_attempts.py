@@ -408,3 +408,35 @@ def test_decoys_raise_no_scanner_alert_and_parse() -> None:
         "https://index.docker.io/v1/"]["auth"]
     assert base64.b64decode(auth, validate=True) == (
         b"decoy:buildjail-decoy-0123456789abcdef01234567")
+
+
+class _BrokenTrap:
+    """A DNS trap whose socket fails on the next read: what a recorder must survive."""
+
+    closed = False
+
+    def fileno(self) -> int:
+        return 0
+
+    def drain(self, *_: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_failing_recorder_stops_recording_not_the_sandbox() -> None:
+    """The init's reap loop calls drain(): a failure there must never end the build (the
+    init is pid 1); the recording stops, and the report says so for each kind."""
+    from buildjail.backends._recorder import Recorder
+    from buildjail.backends.base import SetUp
+
+    recorder = Recorder(SetUp(namespaces=0))
+    trap = _BrokenTrap()
+    recorder.trap = trap  # type: ignore[assignment]
+    recorder.drain()
+    assert trap.closed and recorder.fds() == []
+    report: dict[str, Any] = {}
+    recorder.fill(report)  # type: ignore[arg-type]
+    assert report["unrecorded"] == {
+        "attempts:dns": "not recorded: the recording stopped: OSError(5, 'Input/output error')"}

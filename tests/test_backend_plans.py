@@ -43,10 +43,14 @@ def trees(tmp_path: Path) -> tuple[str, str]:
     return str(readonly), str(writable)
 
 
-def _sandbox(profile: str, trees: tuple[str, str], *, root: bool) -> SandboxPlan:
-    """The shared plan of *profile*, as root (with a leased identity) or as uid 4242."""
+def _sandbox(profile: str, trees: tuple[str, str], *, root: bool,
+             recording: bool = False) -> SandboxPlan:
+    """The shared plan of *profile*, as root (with a leased identity) or as uid 4242;
+    *recording* attempts as the build frontends do."""
     readonly, writable = trees
     policy = Policy.profile(profile)
+    if recording:
+        policy = policy.recording_attempts()
     if policy.filesystem:
         policy = policy.with_paths(readonly=[readonly], writable=[writable])
     leased = root and policy.ephemeral_identity
@@ -211,9 +215,11 @@ def test_bwrap_full_as_root(trees: tuple[str, str], launches: list[Launch]) -> N
     assert not launch.command.new_session
 
 
+@pytest.mark.parametrize("recording", [True, False], ids=["recording", "not-recording"])
 def test_bwrap_passes_its_descriptors_to_bubblewrap(trees: tuple[str, str],
-                                                    launches: list[Launch]) -> None:
-    launch = _bwrap(_sandbox("full", trees, root=True), launches)
+                                                    launches: list[Launch],
+                                                    recording: bool) -> None:
+    launch = _bwrap(_sandbox("full", trees, root=True, recording=recording), launches)
     command = launch.command
     argv = command.argv
     status_w = int(_value(argv, "--json-status-fd"))
@@ -224,13 +230,17 @@ def test_bwrap_passes_its_descriptors_to_bubblewrap(trees: tuple[str, str],
     assert seccomp_fd in command.inherited_fds
     program = seccomp.build_filter()
     assert os.pread(seccomp_fd, len(program) + 1, 0) == program
+    for fd in launch.fds:
+        assert not os.get_inheritable(fd)  # only the init hands them on
+    if not recording:  # no decoys to watch before bubblewrap goes on: nothing blocks it
+        assert "--block-fd" not in argv and command.block_fd is None
+        assert set(command.inherited_fds) | {command.status_fd} == set(launch.fds)
+        return
     block_r = int(_value(argv, "--block-fd"))
     assert block_r in command.inherited_fds
     assert command.block_fd is not None
     assert command.block_fd not in command.inherited_fds  # the init's, to release bubblewrap
     assert set(command.inherited_fds) | {command.status_fd, command.block_fd} == set(launch.fds)
-    for fd in launch.fds:
-        assert not os.get_inheritable(fd)  # only the init hands them on
 
 
 def test_bwrap_full_shows_the_view_not_the_host(trees: tuple[str, str],

@@ -47,7 +47,22 @@ class Recorder:
         return fds + ([self.watch.fd] if self.watch else [])
 
     def drain(self) -> None:
-        """Record what is waiting, a bounded amount of it."""
+        """Record what is waiting, a bounded amount of it; a failure stops the recording
+        (said in the report), never the sandbox."""
+        try:
+            self._drain()
+        except Exception as error:  # whatever it is, the build goes on
+            self.stop(f"not recorded: the recording stopped: {error!r}"[:300])
+
+    def stop(self, why: str) -> None:
+        """Stop recording: close the trap and the watch, and say *why* for each kind."""
+        for kind, closing in (("dns", self.trap), ("credentials", self.watch)):
+            if closing is not None:
+                closing.close()
+                self.unrecorded[f"attempts:{kind}"] = why
+        self.trap = self.watch = None
+
+    def _drain(self) -> None:
         log = self.log
         if self.trap is not None:
             self.trap.drain(lambda name: log.add(attempt("dns", name=name)),

@@ -351,6 +351,9 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan, wrapper: _WrapperStatus
                 os.read(wakeup, 4096)
             elif fd in recording:
                 recorder.drain()
+                for gone in set(recording) - set(recorder.fds()):  # the recording stopped
+                    poller.unregister(gone)
+                    recording.remove(gone)
             elif wrapper.fd is not None and not wrapper.drain():
                 poller.unregister(fd)
         if wrapped:

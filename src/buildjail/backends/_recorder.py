@@ -56,10 +56,15 @@ class Recorder:
 
     def stop(self, why: str) -> None:
         """Stop recording: close the trap and the watch, and say *why* for each kind."""
-        for kind, closing in (("dns", self.trap), ("credentials", self.watch)):
+        for kind, running in (("dns", self.trap), ("credentials", self.watch)):
+            if running is not None:
+                self.unrecorded[f"attempts:{kind}"] = why
+        self._close()
+
+    def _close(self) -> None:
+        for closing in (self.trap, self.watch):
             if closing is not None:
                 closing.close()
-                self.unrecorded[f"attempts:{kind}"] = why
         self.trap = self.watch = None
 
     def _drain(self) -> None:
@@ -80,9 +85,7 @@ class Recorder:
             if not ready:
                 break
             self.drain()
-        for closing in (self.trap, self.watch):
-            if closing is not None:
-                closing.close()
+        self._close()
 
     def fill(self, report: InitStatus) -> None:
         """Add to the init's *report* the attempts, how many were omitted, what was not

@@ -311,10 +311,11 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_created(tmp_path: Path,
 
 START_UP_EXCLUDED = (
     # the other subcommands and the frontends only they use
-    "buildjail.cli.build", "buildjail.cli.audit", "buildjail.cli.fromager", "buildjail.cli.doctor",
+    "buildjail.cli.build", "buildjail.cli.inspect", "buildjail.cli.audit",
+    "buildjail.cli.fromager", "buildjail.cli.doctor",
     "buildjail.build", "buildjail.installers", "buildjail.logs", "buildjail.progress",
     "buildjail.pep517", "buildjail.explain", "buildjail.audit", "buildjail.doctor",
-    "buildjail.fromager", "pyproject_hooks", "rich",
+    "buildjail.fromager", "buildjail.inspection", "pyproject_hooks", "rich",
     # the standard library's heavier modules the run path has no use for
     "importlib.metadata", "tomllib", "tempfile", "shutil", "zipfile", "tarfile", "subprocess",
     "hashlib", "_hashlib",

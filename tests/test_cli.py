@@ -345,8 +345,10 @@ def test_help_lists_every_subcommand_and_a_subcommand_parses_alone() -> None:
     """The parser is built with only the subcommand asked for, yet ``--help`` and an unknown
     command still see them all."""
     listed = buildjail("--help").stdout
-    assert all(name in listed for name in ("run", "build", "audit", "fromager", "doctor"))
+    assert all(name in listed for name in ("run", "build", "inspect", "audit", "fromager",
+                                           "doctor"))
     unknown = buildjail("rn")
     assert unknown.returncode == 2
-    assert "invalid choice: 'rn' (choose from 'run', 'build', 'audit'" in unknown.stderr
+    assert "invalid choice: 'rn' (choose from 'run', 'build', 'inspect', 'audit'" in (
+        unknown.stderr)
     assert buildjail("build", "--help").stdout.startswith("usage: buildjail build ")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
 import io
 import json
 import shutil
 import tarfile
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,10 +29,31 @@ def _backend() -> ModuleType:
 
 
 def write_wheel(directory: Path, name: str, version: str = "1.0",
-                files: dict[str, bytes] | None = None) -> Path:
-    """A valid pure-Python wheel of *name* holding *files* (default: one module)."""
+                files: dict[str, bytes] | None = None, requires: tuple[str, ...] = ()) -> Path:
+    """A valid pure-Python wheel of *name* holding *files* (default: one module), its
+    METADATA listing *requires* as ``Requires-Dist``."""
     filename: str = _backend().write_wheel(str(directory), name, version, files)
+    if requires:
+        _add_requirements(directory / filename, requires)
     return directory / filename
+
+
+def _add_requirements(path: Path, requires: tuple[str, ...]) -> None:
+    """Rewrite the wheel at *path* with *requires* in its METADATA and a matching RECORD."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    record = next(name for name in members if name.endswith(".dist-info/RECORD"))
+    metadata = record.replace("/RECORD", "/METADATA")
+    members[metadata] += "".join(f"Requires-Dist: {item}\n" for item in requires).encode()
+    lines = []
+    for name, data in members.items():
+        if name != record:
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            lines.append(f"{name},sha256={digest.decode()},{len(data)}")
+    members[record] = ("\n".join([*lines, f"{record},,"]) + "\n").encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
 
 
 def make_project(directory: Path, name: str = "perimeter", *, attack: dict[str, Any] | None = None,

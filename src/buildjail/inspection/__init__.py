@@ -175,7 +175,7 @@ def provided_modules(files: Iterable[str]) -> list[str]:
 def _module_name(parts: list[str]) -> str | None:
     """The top-level module of an installed file's path, or None (data, scripts)."""
     last = parts[-1]
-    if not (last.endswith((".py", ".pyc", ".pyd")) or ".so" in last.split(".")):
+    if not last.endswith((".py", ".pyc", ".pyd", ".so")):
         return None
     name = parts[0] if len(parts) > 1 else last.split(".", 1)[0]
     return name if name.isidentifier() and name != "__pycache__" else None

@@ -277,6 +277,21 @@ def test_find_links_installs_the_dependencies(tmp_path: Path) -> None:
     assert [step["ok"] for step in runs[True]["steps"] if step["kind"] == "import"] == [True]
 
 
+def test_a_pth_file_that_runs_at_every_start_is_caught(tmp_path: Path) -> None:
+    """A ``.pth`` in site-packages runs whenever the environment's Python starts (the
+    persistence of the 2026 compromises): the driver's own processes run it, and it is
+    recorded all the same."""
+    wheel = write_wheel(tmp_path, "sneaky", files={
+        "sneaky.py": b"VALUE = 1\n",
+        "sneaky.pth": b"import os; os.path.exists(os.path.expanduser('~/.pypirc')) and "
+                      b"open(os.path.expanduser('~/.pypirc')).read()\n"})
+    proc = subprocess.run([sys.executable, "-m", "buildjail", "inspect", "--json", str(wheel)],
+                          capture_output=True, text=True, timeout=120, check=False, cwd="/")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [report] = json.loads(proc.stdout)["wheels"]
+    assert report["findings"] == [{"kind": "credential", "path": "~/.pypirc"}]
+
+
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("missing-1.0-py3-none-any.whl", None, "No such file or directory"),
     ("notazip-1.0-py3-none-any.whl", b"junk", "is not a zip file"),
@@ -319,7 +334,7 @@ def test_what_a_wheel_provides() -> None:
 
 def test_console_scripts_are_read_bounded_and_plain() -> None:
     text = ("[console_scripts]\ntool = pkg.cli:main [extra]\nmod-only = pkg.cli\n"
-            "evil = os.system('x')\n[gui_scripts]\ngui = pkg:gui\n")
+            "evil = os.system('x')\nnul\x00 = pkg:main\n[gui_scripts]\ngui = pkg:gui\n")
     assert console_scripts(text) == [("tool", "pkg.cli:main"), ("mod-only", "pkg.cli")]
     assert console_scripts("not an ini [") == []
 

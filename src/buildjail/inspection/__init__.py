@@ -199,7 +199,7 @@ def console_scripts(text: str) -> list[tuple[str, str]]:
     found = []
     for name, value in parser.items("console_scripts"):
         match = reference.match(value)
-        if match and name.strip():
+        if match and name.strip() and name.isprintable():  # an argv word: no NUL
             target = match[1] + (f":{match[2]}" if match[2] else "")
             found.append((attempts_module.bounded(name.strip(), MAX_NAME), target))
     return found

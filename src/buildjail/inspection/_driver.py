@@ -128,7 +128,7 @@ def _import(name: str) -> int:
         importlib.import_module(name)
     except BaseException as error:  # SystemExit and KeyboardInterrupt too: a failure
         traceback.print_exc()
-        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        print(_one_line(f"{type(error).__name__}: {error}"), file=sys.stderr)
         return 1
     return 0
 
@@ -147,7 +147,7 @@ def _entry_point(name: str, value: str) -> int:
         result = leaving.code
     except BaseException as error:
         traceback.print_exc()
-        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        print(_one_line(f"{type(error).__name__}: {error}"), file=sys.stderr)
         return 1
     if result is None or result == 0:
         return 0

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import TextIO
 
-from ..attempts import from_json
+from ..attempts import FIRST, from_json
 from ..logs import escape_controls
 from . import Step, WheelReport
 
@@ -34,7 +34,7 @@ def table_lines(report: WheelReport) -> list[str]:
              f"{report.verdict.upper()}"]
     width = max([len(_step_label(step)) for step in report.steps] + [10])
     lines += [f"  {_step_label(step):<{width}}  {_step_result(step)}" for step in report.steps]
-    for item in from_json(report.findings):
+    for item in sorted(from_json(report.findings), key=lambda item: item.kind not in FIRST):
         lines.append(f"  {'tried':<{width}}  {escape_controls(item.describe())}")
     for kind, count in sorted(report.attempts_omitted.items()):
         lines.append(f"  {'tried':<{width}}  {count} more {kind} attempts (not named)")

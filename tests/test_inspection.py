@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +30,7 @@ from buildjail.inspection import (
     provided_modules,
     suspicious_attempts,
 )
-from conftest import Identity
+from conftest import Identity, Listener, host_address
 from wheels import write_wheel
 
 HOSTILE_INIT = """
@@ -63,56 +61,20 @@ ENTRY_POINTS = b"[console_scripts]\nhostile-tool = hostile.cli:main\n"
 TOKEN = f"REAL-SECRET-{os.getpid()}-4711"
 
 
-def _host_address() -> str:
-    """A non-loopback address of this host (no datagram sent: a UDP connect only routes)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))
-        except OSError:
-            pytest.skip("this host has no non-loopback IPv4 address to listen on")
-        address: str = probe.getsockname()[0]
-    if address.startswith("127."):
-        pytest.skip("this host has no non-loopback IPv4 address to listen on")
-    return address
-
-
-class Listener:
-    """A TCP server on a host address, in a thread, counting the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server((_host_address(), 0))
-        self.server.settimeout(0.2)
-        self.host, self.port = self.server.getsockname()[:2]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                connection, _ = self.server.accept()
-                self.connections += 1
-                connection.close()
-
-    def close(self) -> None:
-        """Stop accepting and close the socket."""
-        self._stop.set()
-        self._thread.join()
-        self.server.close()
-
-
 @pytest.fixture
 def listener() -> Iterator[Listener]:
     """A listener on a host address that the hostile wheel tries to reach."""
-    server = Listener()
+    address = host_address()
+    if address.startswith("127."):
+        pytest.skip("this host has no non-loopback IPv4 address to listen on")
+    server = Listener(address)
     yield server
     server.close()
 
 
 def hostile_wheel(directory: Path, listener: Listener) -> Path:
     """The hostile wheel, aimed at *listener*, with a console script."""
-    init = HOSTILE_INIT.format(host=listener.host, port=listener.port)
+    init = HOSTILE_INIT.format(host=listener.address, port=listener.port)
     return write_wheel(directory, "hostile", files={
         "hostile/__init__.py": init.encode(),
         "hostile/cli.py": b"def main():\n    print('usage: hostile-tool')\n",

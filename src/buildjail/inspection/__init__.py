@@ -5,7 +5,7 @@ directory and the copy checked by :func:`~buildjail.archives.validate_wheel` (bo
 what it provides — its top-level modules, its ``console_scripts`` — is read from the
 checked copy. Then one sandboxed run per wheel (the policy recording attempts) runs the
 driver (``_driver.py``, standard library only, by the base interpreter's absolute path
-with ``-I``): it makes a fresh virtual environment in the sandbox's private ``/tmp``,
+with ``-I -S``): it makes a fresh virtual environment in the sandbox's private ``/tmp``,
 unpacks the wheel (and the dependency wheels ``find_links`` provides) into it, imports
 each module and runs each entry point with ``--help``, each in its own process with a
 timeout.
@@ -335,7 +335,7 @@ def _dependencies(path: str, dist_info: str, find_links: list[str],
 def _started(staged: _Staged, driver: str, python: str, plan: str) -> list[list[str]]:
     """The argv of every process the inspection itself starts in the sandbox."""
     env_python = os.path.join(ENVIRONMENT, "bin", "python")
-    return [[python, "-I", driver, plan],
+    return [[python, "-I", "-S", driver, plan],
             *([env_python, "-I", driver, "import", name] for name in staged.modules),
             *([env_python, "-I", driver, "entry-point", name, value]
               for name, value in staged.entry_points)]
@@ -355,8 +355,8 @@ def _inspect(staged: _Staged, driver: str, policy: Policy, backend: str,
         wall = min(wall, policy.limits.wall_time)
     sandbox = Sandbox(policy.with_limits(wall_time=wall), backend=backend)
     readonly = [driver, plan, staged.path, *staged.dependencies, *interpreter_prefixes(python)]
-    result, output = _run(sandbox, [python, "-I", driver, plan], readonly)
     started = _started(staged, driver, python, plan)
+    result, output = _run(sandbox, started[0], readonly)
     _judge(report, result, started)
     report.steps = parse_steps(output)
     _note_incomplete(report, result, len(modules) < len(staged.modules),

@@ -1,6 +1,6 @@
 """Run inside the sandbox by ``buildjail inspect``: standard library only, run by path.
 
-``python -I _driver.py PLAN`` makes a fresh virtual environment at the plan's path (the
+``python -I -S _driver.py PLAN`` makes a fresh virtual environment at the plan's path (the
 sandbox's private ``/tmp``), installs the plan's wheels into it with the standard library
 (no installer, no network, nothing executed), then imports each module and runs each
 console entry point with ``--help``, each in a process of its own
@@ -32,8 +32,11 @@ MAX_DETAIL = 400
 """Characters kept of a step's one-line reason."""
 TAIL = 8192
 """Bytes read of a step's output to find that reason."""
-_SCHEME_KEYS = {"purelib": "purelib", "platlib": "platlib", "scripts": "scripts",
-                "headers": "include", "data": "data"}
+_SCHEME_KEYS = {"purelib": "purelib", "platlib": "platlib", "headers": "include",
+                "data": "data"}
+"""Where each ``.data`` directory goes; ``scripts`` nowhere: the entry points are run by
+this driver, and nothing may replace the environment's own ``bin/python``."""
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def main(argv: list[str]) -> int:
@@ -74,7 +77,8 @@ def _inspect(plan: dict[str, Any]) -> int:
 
 
 def _install(wheel: str, paths: dict[str, str]) -> None:
-    """Unpack *wheel* where an installer would put it (checked outside already)."""
+    """Unpack *wheel* where an installer would put it (checked outside already); a file
+    that exists (the environment's own, or another member's) is refused, not replaced."""
     with zipfile.ZipFile(wheel) as archive:
         for info in archive.infolist():
             if info.is_dir():
@@ -88,10 +92,10 @@ def _install(wheel: str, paths: dict[str, str]) -> None:
                 root, rest = paths[key], parts[2:]
             target = os.path.join(root, *rest)
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            with archive.open(info) as source, open(target, "wb") as out:
-                shutil.copyfileobj(source, out)
             executable = (info.external_attr >> 16) & 0o111
-            os.chmod(target, 0o755 if executable else 0o644)
+            fd = os.open(target, _CREATE, 0o755 if executable else 0o644)
+            with archive.open(info) as source, os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(source, out)
 
 
 def _step(kind: str, name: str, cmd: list[str], timeout: float) -> None:

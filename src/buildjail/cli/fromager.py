@@ -23,6 +23,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                "policy TOML file")
     add_backend(fromager)
     add_readonly(fromager, "every isolated step")
+    fromager.add_argument("--inspect", action="store_true",
+                          help="inspect every wheel fromager builds, as `buildjail inspect` "
+                               "does; a wheel that tried anything fails its package")
     fromager.add_argument("args", nargs=argparse.REMAINDER, metavar="-- FROMAGER_ARGS...")
     fromager.set_defaults(handler=main)
 
@@ -34,4 +37,5 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     check_existing_paths("--readonly", args.readonly)
     check_existing_paths("--policy", [args.policy] if args.policy else [])
     policy = load_policy(args).with_paths(readonly=absolute(args.readonly))
-    return run_fromager(after_dashes(args.args), policy, backend=args.backend)
+    return run_fromager(after_dashes(args.args), policy, backend=args.backend,
+                        inspect=args.inspect)

@@ -333,3 +333,25 @@ def test_every_kind_is_suspicious_but_the_drivers_own_execs() -> None:
                 attempt("some-kind-added-later", what="x"),
                 attempt("dns", name="exfil.example")]
     assert suspicious_attempts(recorded, ours) == tuple(recorded[2:])
+
+
+def test_the_fromager_hook_is_inert_until_enabled_and_inspects_each_wheel_once(
+        tmp_path: Path, listener: Listener) -> None:
+    from types import SimpleNamespace
+
+    from buildjail import Policy
+    from buildjail.fromager import inspection as hook
+
+    wheel = hostile_wheel(tmp_path, listener)
+    ctx = SimpleNamespace(wheels_downloads=tmp_path / "nowhere")
+    hook.post_build(ctx=ctx, dist_name="hostile", dist_version="1.0", wheel_filename=wheel)
+    hook.enable(Policy.profile("full"), "native")
+    try:
+        with pytest.raises(hook.WheelRejectedError, match=r"DNS exfil\.example"):
+            hook.post_bootstrap(ctx=ctx, req=None, dist_name="hostile", dist_version="1.0",
+                                sdist_filename=None, wheel_filename=wheel)
+        hook.post_build(ctx=ctx, dist_name="hostile", dist_version="1.0",
+                        wheel_filename=wheel)  # the same wheel: inspected once
+        hook.post_bootstrap(ctx=ctx, dist_name="calm", dist_version="1.0", wheel_filename=None)
+    finally:
+        hook.disable()

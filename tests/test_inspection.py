@@ -122,8 +122,9 @@ def test_a_hostile_wheel_is_caught_and_the_host_sees_nothing(
     with watched(real_home / ".netrc") as opened:
         proc = _inspect(identity, sandbox_backend, "--json", str(wheel), home=real_home)
     assert proc.returncode == 1, proc.stderr
-    [report] = json.loads(proc.stdout)["wheels"]
-    assert report["verdict"] == "suspicious"
+    document = json.loads(proc.stdout)
+    [report] = document["wheels"]
+    assert report["verdict"] == "suspicious" and document["clean"] is False
     assert {"kind": "dns", "name": "exfil.example"} in report["findings"]
     assert {"kind": "credential", "path": "~/.netrc"} in report["findings"]
     if "connect" in attempts.KINDS:  # recorded once the connect recorder exists
@@ -189,8 +190,9 @@ def test_a_real_clean_wheel_reports_nothing(sandbox_backend: str, clean_wheel: P
                            sandbox_backend, "--json", str(clean_wheel)], capture_output=True,
                           text=True, timeout=300, check=False, cwd="/")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    [report] = json.loads(proc.stdout)["wheels"]
-    assert report["verdict"] == "clean"
+    document = json.loads(proc.stdout)
+    [report] = document["wheels"]
+    assert report["verdict"] == "clean" and document["clean"] is True
     assert report["findings"] == [] and report["attempts"] == []
     assert report["modules"] == ["wheel"]
     assert [(step["kind"], step["name"], step["ok"]) for step in report["steps"]] == [

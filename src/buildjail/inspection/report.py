@@ -14,9 +14,10 @@ _KINDS = {"install": "install", "import": "import", "entry_point": "entry point"
 
 
 def print_json(reports: Sequence[WheelReport], stream: TextIO) -> None:
-    """The reports as one JSON document: ``{"wheels": [...], "suspicious": bool}``."""
+    """The reports as one JSON document: ``{"wheels": [...], "clean": bool}`` (``clean``:
+    every wheel's verdict is, the exit code 0)."""
     json.dump({"wheels": [report.to_dict() for report in reports],
-               "suspicious": any(report.verdict != "clean" for report in reports)},
+               "clean": all(report.verdict == "clean" for report in reports)},
               stream, indent=2)
     stream.write("\n")
 

@@ -31,7 +31,7 @@ from buildjail.inspection import (
     suspicious_attempts,
 )
 from conftest import Identity, Listener, host_address
-from wheels import write_wheel
+from wheels import rewrite_wheel, write_wheel
 
 HOSTILE_INIT = """
 import os, socket, subprocess
@@ -218,6 +218,21 @@ def test_failures_and_hangs_are_reported_each_alone(tmp_path: Path) -> None:
         "ModuleNotFoundError: No module named 'no_such_module_anywhere'")
     assert steps["hangs"]["detail"] == "timed out after 2 s"
     assert report["verdict"] == "clean"
+
+
+def test_a_wheel_for_another_python_is_incomplete_not_clean(tmp_path: Path) -> None:
+    """Its code would not run here (an extension module for another ABI): not proven clean."""
+    wheel = write_wheel(tmp_path, "other", files={"other.py": b"VALUE = 1\n"})
+    renamed = rewrite_wheel(wheel, wheel.with_name("other-1.0-cp27-cp27mu-manylinux1_x86_64.whl"),
+                            lambda name, data: data.replace(
+                                b"Tag: py3-none-any", b"Tag: cp27-cp27mu-manylinux1_x86_64"))
+    proc = subprocess.run([sys.executable, "-m", "buildjail", "inspect", "--json",
+                           str(renamed)], capture_output=True, text=True, timeout=120,
+                          check=False, cwd="/")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [report] = json.loads(proc.stdout)["wheels"]
+    assert report["verdict"] == "incomplete"
+    assert report["incomplete"][0].startswith("its tags are none that this Python")
 
 
 def test_find_links_installs_the_dependencies(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import json
 import shutil
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,21 +40,28 @@ def write_wheel(directory: Path, name: str, version: str = "1.0",
 
 
 def _add_requirements(path: Path, requires: tuple[str, ...]) -> None:
-    """Rewrite the wheel at *path* with *requires* in its METADATA and a matching RECORD."""
+    """Rewrite the wheel at *path* with *requires* in its METADATA."""
+    lines = "".join(f"Requires-Dist: {item}\n" for item in requires).encode()
+    rewrite_wheel(path, path, lambda name, data: data + lines if name.endswith(
+        ".dist-info/METADATA") else data)
+
+
+def rewrite_wheel(path: Path, target: Path, edit: Callable[[str, bytes], bytes]) -> Path:
+    """The wheel at *path* written to *target* with each member's data passed through
+    *edit* (name, data), and a RECORD that matches."""
     with zipfile.ZipFile(path) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
+        members = {name: edit(name, archive.read(name)) for name in archive.namelist()}
     record = next(name for name in members if name.endswith(".dist-info/RECORD"))
-    metadata = record.replace("/RECORD", "/METADATA")
-    members[metadata] += "".join(f"Requires-Dist: {item}\n" for item in requires).encode()
     lines = []
     for name, data in members.items():
         if name != record:
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
             lines.append(f"{name},sha256={digest.decode()},{len(data)}")
     members[record] = ("\n".join([*lines, f"{record},,"]) + "\n").encode()
-    with zipfile.ZipFile(path, "w") as archive:
+    with zipfile.ZipFile(target, "w") as archive:
         for name, data in members.items():
             archive.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
+    return target
 
 
 def make_project(directory: Path, name: str = "perimeter", *, attack: dict[str, Any] | None = None,

@@ -47,8 +47,10 @@ ENVIRONMENT = "/tmp/buildjail-inspect/env"
 """Where the driver makes the fresh environment: the sandbox's private ``/tmp``."""
 MAX_OUTPUT = 1 << 20
 """The most of the driver's output read (the rest is dropped)."""
-MAX_MODULES = 1000
-"""Top-level modules imported per wheel; a wheel with more is reported incomplete."""
+MAX_MODULES = 500
+"""Top-level modules imported per wheel; a wheel with more is reported incomplete. With
+MAX_ENTRY_POINTS, what keeps the driver's own processes under the recording's cap of a
+kind (``attempts.MAX_ATTEMPTS``): an ``exec`` counted past it would be a finding."""
 MAX_ENTRY_POINTS = 200
 """Console entry points run per wheel; a wheel with more is reported incomplete."""
 MAX_DEPENDENCIES = 200
@@ -345,6 +347,9 @@ def _inspect(staged: _Staged, driver: str, policy: Policy, backend: str,
              timeout: float) -> WheelReport:
     """Run the driver for one staged wheel and judge what the sandbox recorded."""
     report = _report_of(staged)
+    if not _installable(staged.path):
+        report.incomplete.append(f"its tags are none that this Python "
+                                 f"({current().version_text}) installs: its code may not run")
     python = current().executable
     modules, entry_points = staged.modules[:MAX_MODULES], staged.entry_points[:MAX_ENTRY_POINTS]
     plan = os.path.join(os.path.dirname(staged.path), "plan.json")
@@ -362,6 +367,14 @@ def _inspect(staged: _Staged, driver: str, policy: Policy, backend: str,
     _note_incomplete(report, result, len(modules) < len(staged.modules),
                      len(entry_points) < len(staged.entry_points))
     return report
+
+
+def _installable(path: str) -> bool:
+    """Whether the interpreter the sandbox runs accepts the checked wheel's tags."""
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
+    return bool(parse_wheel_filename(os.path.basename(path))[3] & set(sys_tags()))
 
 
 def _report_of(staged: _Staged) -> WheelReport:

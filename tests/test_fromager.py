@@ -808,6 +808,7 @@ except OSError:
 """The ``__init__.py`` of the wheel the hostile sdist builds: it tries at import time."""
 
 
+@pytest.mark.slow
 @needs_python312
 @needs_root
 def test_inspect_fails_the_package_whose_built_wheel_tries_things(

@@ -470,8 +470,9 @@ def test_every_kind_but_exec_is_suspicious_also_kinds_added_later() -> None:
 
 
 def test_omitted_counts_are_merged_per_kind_hostile_values_dropped() -> None:
-    assert merged_omitted([{"dns": 2}, {"dns": 3, "credential": 1}, {"dns": -4},
-                           {"x": "7"}, "junk"]) == {"dns": 5, "credential": 1}  # type: ignore[list-item]
+    hostile: list[Any] = [{"dns": 2}, {"dns": 3, "credential": 1}, {"dns": -4}, {"x": "7"},
+                          "junk"]
+    assert merged_omitted(hostile) == {"dns": 5, "credential": 1}
 
 
 def test_what_fail_needs_recorded_is_every_kind_but_exec() -> None:

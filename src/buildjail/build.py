@@ -20,6 +20,9 @@ build could have influenced runs outside the sandbox.
   hooks (only each build's own directories are exposed), so parallel builds of the same
   user cannot read each other's trees.
 - One bad package fails alone, with a one-line reason; the others still build.
+- Under ``on_attempt = "fail"`` (:mod:`.onattempt`) every hook call is judged before its
+  output is published: one that tried the network or a decoy, or went unrecorded, fails
+  its package, and what the package published before is withdrawn.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ link — into a new unnamed file in the output directory; that copy is checked (
 archive of the project being built) and then linked under its name with mode 0644. The
 build's own file is never published, so nothing can change between the check and the
 publication, and no file already in the directory is replaced unless ``overwrite`` is
-set — never one published earlier by the same run, whatever the settings.
+set — never one published earlier by the same run, whatever the settings. An output of a
+build refused afterwards is withdrawn (:meth:`OutputDirectory.withdraw`), while its name
+is still that file.
 """
 
 from __future__ import annotations

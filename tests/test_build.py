@@ -529,11 +529,16 @@ def test_on_attempt_fail_builds_a_clean_project(tmp_path: Path, build: Builder) 
     (["--profile", "none"], "the policy none records no attempts"),
     (["--backend", "landlock"], "the landlock backend cannot record the attempts: "
                                 "attempts:dns not recorded"),
+    (["--policy", "{recording_without_net}"], "records no attempts"),
 ])
 def test_on_attempt_fail_where_nothing_is_recorded_fails_closed(
         tmp_path: Path, args: list[str], reason: str) -> None:
     """Nothing can be seen, so nothing passes: exit 125 before anything is built."""
     out = tmp_path / "dist"
+    policy = tmp_path / "policy.toml"  # recording asked for, with the host's network
+    policy.write_text('[isolation]\nrecord_attempts = true\n'
+                      'namespaces = ["mount", "pid", "ipc", "uts", "cgroup"]\n')
+    args = [arg.format(recording_without_net=policy) for arg in args]
     proc = buildjail(str(_thief(tmp_path)), "-o", str(out), "--no-index",
                      "--on-attempt", "fail", *args)
     assert proc.returncode == 125, proc.stderr

@@ -42,7 +42,8 @@ def check_recording(policy: Policy, backend: str) -> None:
     where it can) that *backend* can never record the attempts of: AttemptsUnrecordedError."""
     if not failing(policy):
         return
-    if policy.record_attempts is not True:
+    if policy.record_attempts is not True or not policy.filesystem or (
+            "net" not in policy.namespaces):
         raise AttemptsUnrecordedError(
             f'on_attempt = "fail", but the policy {policy.name} records no attempts (it has no '
             "network namespace and filesystem view of its own)", FIX)

@@ -448,6 +448,7 @@ class _PackageBuild:
         if self.batch.searchable:
             os.chmod(path, SEARCHABLE)
         return path
+
     def run(self) -> None:
         """Build what the options ask; refused for what a hook tried (or for its attempts
         going unrecorded), deliver nothing: what was published before is withdrawn."""

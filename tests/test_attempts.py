@@ -16,7 +16,18 @@ import pytest
 from buildjail import Policy, Sandbox
 from buildjail._linux import dns
 from buildjail._linux.inotify import parse_events
-from buildjail.attempts import MAX_ATTEMPTS, MAX_FIELD, AttemptLog, attempt, from_json, summary
+from buildjail.attempts import (
+    MAX_ATTEMPTS,
+    MAX_FIELD,
+    AttemptLog,
+    attempt,
+    from_json,
+    merged_omitted,
+    refusal,
+    summary,
+    suspicious,
+    unrecorded,
+)
 from buildjail.build import HookRecord, PackageReport
 from conftest import Runner, require_backend
 from sandbox_driver import run_spec
@@ -383,13 +394,15 @@ def test_a_build_reports_each_hooks_attempts(sandbox_backend: str, tmp_path: Pat
 
 def test_a_real_setuptools_build_tries_nothing(sandbox_backend: str, tmp_path: Path,
                                               wheelhouse: Path) -> None:
+    """... so ``--on-attempt fail`` builds it (no false positive)."""
     project = tmp_path / "simple"
     shutil.copytree(PROJECTS / "simple", project)
     report = tmp_path / "report.json"
     proc = _buildjail_build(sandbox_backend, str(project), "-o", str(tmp_path / "dist"),
                             "--report", str(report), "--no-index", "--find-links",
-                            str(wheelhouse))
+                            str(wheelhouse), "--on-attempt", "fail")
     assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "dist").iterdir())) == 2
     [entry] = json.loads(report.read_text())
     assert entry["hooks"] and all(hook["attempts"] == [] for hook in entry["hooks"])
     assert set(entry["layers"]) >= RECORDED
@@ -440,3 +453,62 @@ def test_a_failing_recorder_stops_recording_not_the_sandbox() -> None:
     recorder.fill(report)  # type: ignore[arg-type]
     assert report["unrecorded"] == {
         "attempts:dns": "not recorded: the recording stopped: OSError(5, 'Input/output error')"}
+
+
+def test_every_kind_but_exec_is_suspicious_also_kinds_added_later() -> None:
+    tried = [attempt("exec", argv="gcc -c x.c"), attempt("dns", name="pypi.org"),
+             attempt("credential", path="~/.netrc"),
+             attempt("connect", address="8.8.8.8", port="53", protocol="udp"),
+             attempt("kind-of-tomorrow", what="x")]
+    assert [item.kind for item in suspicious(tried)] == [
+        "dns", "credential", "connect", "kind-of-tomorrow"]
+    assert refusal(tried[:1]) == ""  # a compiler is no reason
+    assert refusal(tried[:3]) == ("tried the network or a decoy: read decoy ~/.netrc; "
+                                  "DNS pypi.org")
+    assert refusal(tried[:1], {"exec": 40}) == ""
+    assert refusal([], {"dns": 3}) == "tried the network or a decoy: and 3 more"
+
+
+def test_omitted_counts_are_merged_per_kind_hostile_values_dropped() -> None:
+    hostile: list[Any] = [{"dns": 2}, {"dns": 3, "credential": 1}, {"dns": -4}, {"x": "7"},
+                          "junk"]
+    assert merged_omitted(hostile) == {"dns": 5, "credential": 1}
+
+
+def test_what_fail_needs_recorded_is_every_kind_but_exec() -> None:
+    both = ("attempts:credentials", "attempts:dns")
+    assert unrecorded((*both, "attempts:exec"), {}) == {}
+    assert unrecorded(both, {"attempts:exec": "not recorded"}) == {}
+    assert unrecorded(both[:1], {}) == {"attempts:dns": "not recorded"}
+    stopped = {"attempts:dns": "not recorded: the recording stopped: OSError(5)"}
+    assert unrecorded(both, stopped) == stopped  # a recorder that stopped mid-run
+
+
+def _result(**fields: Any) -> Any:
+    from buildjail.result import RunResult
+
+    return RunResult(exit_code=0, duration=0.1,
+                     layers=fields.pop("layers", ("attempts:credentials", "attempts:dns")),
+                     **fields)
+
+
+def test_on_attempt_fail_judges_each_run_and_fails_closed() -> None:
+    from buildjail.errors import SandboxSetupError
+    from buildjail.onattempt import AttemptsRefusedError, judge
+
+    failing = Policy.profile("full").with_on_attempt("fail")
+    thief = _result(attempts=(attempt("credential", path="~/.aws/credentials"),))
+    judge(thief, Policy.profile("full"), "the build_wheel hook")  # warn: nothing raised
+    judge(_result(attempts=(attempt("exec", argv="cc"),)), failing, "the hook")
+    with pytest.raises(AttemptsRefusedError) as refused:
+        judge(thief, failing, "the build_wheel hook")
+    assert str(refused.value) == ("the build_wheel hook tried the network or a decoy: read "
+                                  'decoy ~/.aws/credentials (on_attempt = "fail")')
+    stopped = _result(degraded={"attempts:credentials": "bubblewrap's view was not seen in "
+                                                        "time"})
+    with pytest.raises(SandboxSetupError) as unseen:
+        judge(stopped, failing, "the build_wheel hook")
+    assert unseen.value.exit_code == 125 and "--on-attempt warn" in unseen.value.fix
+    assert unseen.value.reason == (
+        'on_attempt = "fail", but what the build_wheel hook tried was not recorded: '
+        "attempts:credentials bubblewrap's view was not seen in time")

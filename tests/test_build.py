@@ -461,3 +461,107 @@ def test_control_without_the_mask_a_sandbox_of_the_same_user_reads_the_sibling(
                          readonly=[str(shared_dir / "tmp")])
     assert result["exit_code"] == 0, result
     assert result["stdout"] == "the sibling's source\n"
+
+
+# --- --on-attempt: a build that tried the network or a decoy -----------------------------
+
+def _thief(tmp_path: Path, hook: str = "build_wheel") -> Path:
+    """intree, whose *hook* reads ~/.netrc and resolves upload.evil.example, then succeeds."""
+    project = copy_project("intree", tmp_path)
+    (project / f"TRY_IN_{hook}").write_text("upload.evil.example\n")
+    return project
+
+
+TRIED = "read decoy ~/.netrc; DNS upload.evil.example"
+
+
+def test_on_attempt_fail_fails_the_package_delivers_nothing_and_says_why(
+        tmp_path: Path, build: Builder, no_leftovers: None) -> None:
+    """The sdist was clean and published; the wheel built from it tried: both are gone."""
+    project = _thief(tmp_path)
+    out, report = tmp_path / "dist", tmp_path / "report.json"
+    proc = build(str(project), "-o", str(out), "--report", str(report), "--no-index",
+                 "--on-attempt", "fail")
+    assert proc.returncode == 1, proc.stderr
+    reason = (f'intree: the build_wheel hook failed: it tried the network or a decoy: {TRIED} '
+              '(on_attempt = "fail")')
+    assert f"FAILED {reason}\n" in proc.stderr, proc.stderr
+    assert list(out.iterdir()) == []
+    [entry] = json.loads(report.read_text())
+    assert entry["result"] == "error" and entry["error"] == reason
+    assert entry["step"] == "the build_wheel hook" and entry["outputs"] == []
+    tried = {hook["name"]: hook["attempts"] for hook in entry["hooks"]}
+    assert sorted(map(str, tried["build_wheel"])) == [  # in the order the init read them
+        str({"kind": "credential", "path": "~/.netrc"}),
+        str({"kind": "dns", "name": "upload.evil.example"})]
+
+
+def test_on_attempt_fail_stops_at_the_hook_that_tried(tmp_path: Path, build: Builder) -> None:
+    project = _thief(tmp_path, "build_sdist")
+    out = tmp_path / "dist"
+    proc = build(str(project), "-o", str(out), "--no-index", "--on-attempt", "fail")
+    assert proc.returncode == 1
+    assert "intree: the build_sdist hook failed: it tried the network or a decoy" in proc.stderr
+    assert list(out.iterdir()) == []
+    assert "build_wheel" not in proc.stderr
+
+
+def test_on_attempt_warn_is_the_default_and_builds(tmp_path: Path, build: Builder) -> None:
+    project = _thief(tmp_path)
+    for number, extra in enumerate(([], ["--on-attempt", "warn"])):
+        out = tmp_path / f"dist{number}"
+        proc = build(str(project), "-o", str(out), "--no-index", *extra)
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(path.name for path in out.iterdir()) == [
+            "intree-2.0-py3-none-any.whl", "intree-2.0.tar.gz"]
+        assert f"       tried: {TRIED}\n" in proc.stdout, proc.stdout
+
+
+def test_on_attempt_fail_builds_a_clean_project(tmp_path: Path, build: Builder) -> None:
+    out = tmp_path / "dist"
+    proc = build(str(copy_project("intree", tmp_path)), "-o", str(out), "--no-index",
+                 "--on-attempt", "fail")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(out.iterdir())) == 2 and "tried:" not in proc.stdout
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["--profile", "network"], "the policy network records no attempts"),
+    (["--profile", "none"], "the policy none records no attempts"),
+    (["--backend", "landlock"], "the landlock backend cannot record the attempts: "
+                                "attempts:dns not recorded"),
+    (["--policy", "{recording_without_net}"], "records no attempts"),
+])
+def test_on_attempt_fail_where_nothing_is_recorded_fails_closed(
+        tmp_path: Path, args: list[str], reason: str) -> None:
+    """Nothing can be seen, so nothing passes: exit 125 before anything is built."""
+    out = tmp_path / "dist"
+    policy = tmp_path / "policy.toml"  # recording asked for, with the host's network
+    policy.write_text('[isolation]\nrecord_attempts = true\n'
+                      'namespaces = ["mount", "pid", "ipc", "uts", "cgroup"]\n')
+    args = [arg.format(recording_without_net=policy) for arg in args]
+    proc = buildjail(str(_thief(tmp_path)), "-o", str(out), "--no-index",
+                     "--on-attempt", "fail", *args)
+    assert proc.returncode == 125, proc.stderr
+    first, fix = proc.stderr.splitlines()
+    assert first.startswith('buildjail: sandbox not set up: on_attempt = "fail", but ')
+    assert reason in first
+    assert fix.strip().startswith("fix: ") and "--on-attempt warn" in fix
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(("policy", "args", "message"), [
+    ('[isolation]\non_attempt = "sometimes"\n', [], 'on_attempt must be "warn" or "fail"'),
+    ("[isolation]\nrecord_attempts = false\n", ["--on-attempt", "fail"],
+     "record_attempts is false"),
+], ids=["bad value", "fail without recording"])
+def test_a_bad_on_attempt_is_one_line_exit_2(tmp_path: Path, policy: str, args: list[str],
+                                             message: str) -> None:
+    """The values themselves: tests/test_policy.py."""
+    path = tmp_path / "policy.toml"
+    path.write_text(policy)
+    out = tmp_path / "dist"
+    proc = buildjail(str(copy_project("intree", tmp_path)), "-o", str(out),
+                     "--policy", str(path), *args)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr and not out.exists()

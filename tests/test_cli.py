@@ -276,6 +276,8 @@ BAD_INPUTS = {
     "config-json not JSON": ["build", "--config-json", "{{nope", "{project}"],
     "config-json a list": ["build", "--config-json", "[1, 2]", "{project}"],
     "config-json with -C": ["build", "--config-json", "{{}}", "-Ca=b", "{project}"],
+    "bad on-attempt": ["build", "--on-attempt", "maybe", "{project}"],
+    "bad fromager on-attempt": ["fromager", "--on-attempt", "maybe", "--", "--help"],
 }
 
 

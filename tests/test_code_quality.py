@@ -54,7 +54,7 @@ CORE = {"errors", "limits", "policy", "result", "environment", "credentials", "t
         "attempts", "decoys"}
 FRONTENDS = {"explain", "pep517", "build", "buildenv", "installers", "sources", "requirements",
              "outputs", "archives", "checkout", "logs", "progress", "audit", "doctor", "fromager",
-             "examples", "interpreters", "causes", "inspection"}
+             "examples", "interpreters", "causes", "onattempt", "inspection"}
 VIEW_HELPERS = {"_linux.filesystem", "_linux.identity"}
 STDLIB_ONLY = {"audit.bait", "audit.vectors", "examples.whoami", "inspection._driver",
                "_linux.procfs", "_linux.seccomp", "_linux.usage", "_linux.disk", "_linux.cgroups"}

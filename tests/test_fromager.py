@@ -337,6 +337,76 @@ def test_a_step_started_in_fromagers_directory_runs_in_root_and_sees_none_of_it(
         assert text.strip() == "refused / No such file or directory", text
 
 
+# --- on_attempt: a step that tried the network or a decoy --------------------------------------
+
+def _hook_steps(project: Path, steps: Any, output: int) -> Any:
+    """pyproject_hooks' caller of *project*'s tinybackend, its hooks run as fromager's steps."""
+    from pyproject_hooks import BuildBackendHookCaller
+
+    def step(cmd: Sequence[str], cwd: str | None = None,
+             extra_environ: Mapping[str, str] | None = None) -> None:
+        code = steps.run(list(cmd), cwd=cwd or os.getcwd(),
+                         env={**os.environ, **(extra_environ or {})}, output=output)
+        if code:  # as fromager's run() raises
+            raise RuntimeError(f"step exited with {code}")
+
+    return BuildBackendHookCaller(str(project), "tinybackend", ["_backend"], runner=step,
+                                  python_executable=sys.executable)
+
+
+@needs_root
+@pytest.mark.parametrize("on_attempt", ["warn", "fail"])
+def test_a_step_that_tried_a_decoy_fails_under_on_attempt_fail(
+        tmp_path: Path, sandbox_backend: str, on_attempt: str) -> None:
+    from buildjail.fromager.steps import StepRunner
+
+    project = tmp_path / "intree"
+    shutil.copytree(REPO / "tests" / "projects" / "intree", project)
+    (project / "TRY_IN_build_wheel").write_text("upload.evil.example\n")
+    wheels, output = tmp_path / "wheels", tmp_path / "output"
+    wheels.mkdir()
+    steps = StepRunner(FULL.with_on_attempt(on_attempt), sandbox_backend, os.environ)
+    with output.open("wb") as stream:
+        caller = _hook_steps(project, steps, stream.fileno())
+        if on_attempt == "warn":
+            assert caller.build_wheel(str(wheels)) == "intree-2.0-py3-none-any.whl"
+        else:
+            with pytest.raises(RuntimeError, match="step exited with 1"):
+                caller.build_wheel(str(wheels))
+    said = [line for line in output.read_text().splitlines() if line.startswith("buildjail:")]
+    assert said == ([] if on_attempt == "warn" else [
+        "buildjail: the build_wheel hook tried the network or a decoy: read decoy ~/.netrc; "
+        'DNS upload.evil.example (on_attempt = "fail")'])
+
+
+@needs_root
+def test_a_clean_step_passes_under_on_attempt_fail(tmp_path: Path, sandbox_backend: str) -> None:
+    from buildjail.fromager.steps import StepRunner
+
+    project = tmp_path / "intree"
+    shutil.copytree(REPO / "tests" / "projects" / "intree", project)
+    (tmp_path / "wheels").mkdir()
+    steps = StepRunner(FULL.with_on_attempt("fail"), sandbox_backend, os.environ)
+    caller = _hook_steps(project, steps, 2)
+    assert caller.get_requires_for_build_wheel() == []
+    assert caller.build_wheel(str(tmp_path / "wheels")) == "intree-2.0-py3-none-any.whl"
+
+
+@pytest.mark.parametrize(("policy", "backend"), [
+    (Policy.profile("network"), "native"), (FULL, "landlock")])
+def test_on_attempt_fail_where_steps_record_nothing_fails_closed(
+        policy: Policy, backend: str, capfd: pytest.CaptureFixture[str]) -> None:
+    from buildjail.fromager.steps import StepRunner, run_launched
+
+    failing = policy.with_on_attempt("fail")
+    with pytest.raises(SandboxSetupError, match='on_attempt = "fail", but the'):
+        StepRunner(failing, backend, os.environ)
+    assert run_launched(failing.to_json(), backend, [], ["/bin/true"]) == 125
+    first, fix = capfd.readouterr().err.splitlines()
+    assert first.startswith('buildjail: sandbox not set up: on_attempt = "fail", but the')
+    assert "--on-attempt warn" in fix
+
+
 # --- end to end: real fromager bootstraps from PyPI plus the audit's probe project ----------
 
 PROBE_NAME, PROBE_VERSION = "buildjail-probe", "1.0"

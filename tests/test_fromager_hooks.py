@@ -161,10 +161,23 @@ def test_the_policy_is_the_same_file_buildjail_fromager_takes(tmp_path: Path) ->
     assert policy == Policy.load("full", str(path))
 
 
+def test_on_attempt_comes_from_the_environment_over_the_policy_file(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('[isolation]\non_attempt = "fail"\n')
+    assert configuration.configured_policy({}).on_attempt == "warn"
+    on = {configuration.ON_ATTEMPT_VARIABLE: "fail"}
+    assert configuration.configured_policy(on) == Policy.profile("full").with_on_attempt("fail")
+    from_file = {configuration.POLICY_VARIABLE: str(path)}
+    assert configuration.configured_policy(from_file).on_attempt == "fail"
+    assert configuration.configured_policy(
+        {**from_file, configuration.ON_ATTEMPT_VARIABLE: "warn"}).on_attempt == "warn"
+
+
 @pytest.mark.parametrize("environ", [
     {configuration.POLICY_VARIABLE: "fulll"},
     {configuration.POLICY_VARIABLE: "/no/such/policy.toml"},
-    {configuration.BACKEND_VARIABLE: "docker"}])
+    {configuration.BACKEND_VARIABLE: "docker"},
+    {configuration.ON_ATTEMPT_VARIABLE: "loud"}])
 def test_a_bad_policy_or_backend_is_one_line(environ: dict[str, str]) -> None:
     with pytest.raises(PolicyError) as error:
         configuration.configured_policy(environ)

@@ -65,6 +65,10 @@ def test_from_toml(tmp_path: Path) -> None:
         ("[isolation]\nnamespaces = [\"net\"]\n", "needs the mount namespace"),
         ("extends = \"strict\"\n", "unknown profile"),
         ("not toml [", "not valid TOML"),
+        ("[isolation]\non_attempt = \"stop\"\n", 'on_attempt must be "warn" or "fail"'),
+        ("[isolation]\non_attempt = [\"fail\"]\n", 'on_attempt must be "warn" or "fail"'),
+        ("[isolation]\nrecord_attempts = false\non_attempt = \"fail\"\n",
+         "record_attempts is false"),
     ],
 )
 def test_bad_policy_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
@@ -133,3 +137,16 @@ def test_json_that_is_not_a_policy_is_refused() -> None:
     for text in ("", "[]", '{"name": "x"}', '{"bogus": 1}'):
         with pytest.raises(PolicyError, match="not a policy in JSON"):
             Policy.from_json(text)
+
+
+def test_on_attempt_is_warn_unless_the_file_or_the_caller_says_fail(tmp_path: Path) -> None:
+    assert all(Policy.profile(name).on_attempt == "warn" for name in ("full", "network", "none"))
+    path = tmp_path / "policy.toml"
+    path.write_text('[isolation]\non_attempt = "fail"\n')
+    failing = Policy.from_toml(path)
+    assert failing.on_attempt == "fail"
+    assert Policy.from_json(failing.to_json()) == failing  # what fromager's launcher gets
+    assert failing.with_on_attempt(None) is failing
+    assert failing.with_on_attempt("warn").on_attempt == "warn"
+    with pytest.raises(PolicyError, match="on_attempt must be"):
+        Policy.profile("full").with_on_attempt("loud")

@@ -27,6 +27,14 @@ FIRST = ("credential",)
 """Kinds the summary names first: a decoy read matters more than any DNS name."""
 KINDS = ("credentials", "dns")
 """What can be recorded, as named in the layers (``attempts:dns``)."""
+HARMLESS = frozenset({"exec"})
+"""Kinds that are no failure reason for ``on_attempt = "fail"`` (builds run compilers), named
+as both the attempt's kind and its recording (``attempts:exec``). Every other kind is
+*suspicious*: the network or a decoy — ``credential``, ``dns``, and any kind added later
+unless it is added here (fail closed)."""
+ON_ATTEMPT = ("warn", "fail")
+"""What a build frontend does when a build tried something suspicious: say it (the
+``tried:`` line), or fail the build."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +134,43 @@ def omitted_from_json(data: Any) -> dict[str, int]:
         return {}
     return {key: value for key, value in data.items()
             if isinstance(key, str) and isinstance(value, int) and value > 0}
+
+
+def suspicious(attempts: Iterable[Attempt]) -> tuple[Attempt, ...]:
+    """The attempts that reached for the network or a decoy: every kind not HARMLESS."""
+    return tuple(item for item in attempts if item.kind not in HARMLESS)
+
+
+def merged_omitted(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """The omitted counts of several runs, added up per kind (each read as from JSON)."""
+    total: dict[str, int] = {}
+    for each in counts:
+        for kind, count in omitted_from_json(each).items():
+            total[kind] = total.get(kind, 0) + count
+    return total
+
+
+def refusal(attempts: Iterable[Attempt], omitted: Mapping[str, int] | None = None) -> str:
+    """Why ``on_attempt = "fail"`` fails a run, in one line (empty when nothing suspicious):
+    ``tried the network or a decoy: read decoy ~/.netrc; DNS pypi.org``.
+
+    An omitted attempt of a suspicious kind counts: it was tried, only not named.
+    """
+    found = suspicious(attempts)
+    more = {kind: count for kind, count in (omitted or {}).items() if kind not in HARMLESS}
+    if not found and not any(more.values()):
+        return ""
+    return "tried the network or a decoy: " + summary(found, more).removeprefix("tried: ")
+
+
+def unrecorded(layers: Iterable[str], degraded: Mapping[str, str]) -> dict[str, str]:
+    """The recordings ``on_attempt = "fail"`` needs that a run did not have, and why: every
+    ``attempts:KIND`` of KINDS but the HARMLESS, missing from *layers* or in *degraded*
+    (a recorder that stopped); ``{}`` when the run saw all it must."""
+    shown = set(layers)
+    return {f"attempts:{kind}": degraded.get(f"attempts:{kind}", "not recorded")
+            for kind in KINDS if kind not in HARMLESS and (
+                f"attempts:{kind}" not in shown or f"attempts:{kind}" in degraded)}
 
 
 def summary(attempts: Iterable[Attempt], omitted: Mapping[str, int] | None = None,

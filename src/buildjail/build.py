@@ -20,6 +20,9 @@ build could have influenced runs outside the sandbox.
   hooks (only each build's own directories are exposed), so parallel builds of the same
   user cannot read each other's trees.
 - One bad package fails alone, with a one-line reason; the others still build.
+- Under ``on_attempt = "fail"`` (:mod:`.onattempt`) every hook call is judged before its
+  output is published: one that tried the network or a decoy, or went unrecorded, fails
+  its package, and what the package published before is withdrawn.
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ from .errors import BuildjailError, SandboxSetupError
 from .installers import DEFAULT_INSTALLER
 from .interpreters import Interpreter, resolve
 from .logs import BuildLog, default_directory, private_directory
+from .onattempt import AttemptsRefusedError, AttemptsUnrecordedError, check_recording, judge
 from .outputs import OutputDirectory, OutputRefused
 from .policy import Policy
 from .requirements import RequirementRefused, parse_requirements
+from .result import RunResult
 
 DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
 DEFAULT_REQUIRES = ("setuptools>=40.8.0",)
@@ -74,6 +79,10 @@ class BuildError(BuildjailError):
         self.package = package
         self.step = step
         super().__init__(f"{package}: {step} failed: {message}")
+
+
+class AttemptsBuildError(BuildError):
+    """A hook tried the network or a decoy, and ``on_attempt`` is ``fail``."""
 
 
 @dataclasses.dataclass
@@ -124,11 +133,8 @@ class PackageReport:
     def attempts_summary(self) -> str:
         """One line of what this package's hooks tried: ``tried: DNS pypi.org; ...``."""
         found = attempts.from_json([item for hook in self.hooks for item in hook.attempts])
-        omitted: dict[str, int] = {}
-        for hook in self.hooks:
-            for kind, count in attempts.omitted_from_json(hook.attempts_omitted).items():
-                omitted[kind] = omitted.get(kind, 0) + count
-        return attempts.summary(found, omitted)
+        return attempts.summary(found, attempts.merged_omitted(
+            hook.attempts_omitted for hook in self.hooks))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +172,7 @@ class _Batch:
     directory, the wheels built for sdist-only build requirements."""
 
     def __init__(self, outdir: str, options: BuildOptions) -> None:
+        check_recording(options.policy.recording_attempts(), options.backend)
         self.options = options
         self.interpreter: Interpreter = resolve(options.python)
         self.installer = options.index.installer(options.installer)
@@ -441,7 +448,23 @@ class _PackageBuild:
         if self.batch.searchable:
             os.chmod(path, SEARCHABLE)
         return path
+
     def run(self) -> None:
+        """Build what the options ask; refused for what a hook tried (or for its attempts
+        going unrecorded), deliver nothing: what was published before is withdrawn."""
+        try:
+            self._run()
+        except (AttemptsBuildError, AttemptsUnrecordedError):
+            self._withdraw()
+            raise
+
+    def _withdraw(self) -> None:
+        """Take this package's published outputs out of the output directory."""
+        for item in self.report.outputs:
+            self.output.withdraw(item["path"])
+        self.report.outputs = []
+
+    def _run(self) -> None:
         """Build what the options ask: sdist, wheel, or the wheel from the sdist."""
         if os.path.isdir(self.source):
             project, from_sdist = os.path.abspath(self.source), False
@@ -675,14 +698,25 @@ class _HookCalls:
                              f"unusable result: {type(error).__name__}: {error}") from None
         finally:
             _current_log.log = None
-            for name, result in self.runner.results[before:]:
-                self.report.hooks.append(HookRecord(
-                    name, result.duration, result.exit_code, result.limit_hit,
-                    attempts=[item.to_dict() for item in result.attempts],
-                    attempts_omitted=dict(result.attempts_omitted)))
-                self.report.layers = list(result.layers)
-                self.report.degraded = dict(result.degraded)
+            self._record(self.runner.results[before:])
 
+    def _record(self, results: Sequence[tuple[str, RunResult]]) -> None:
+        """Put the hook calls' *results* in the report; then, under ``on_attempt = "fail"``,
+        fail for what they tried, or for its not being recorded (the hook's own failure
+        then only in the log: this is the reason)."""
+        for name, result in results:
+            self.report.hooks.append(HookRecord(
+                name, result.duration, result.exit_code, result.limit_hit,
+                attempts=[item.to_dict() for item in result.attempts],
+                attempts_omitted=dict(result.attempts_omitted)))
+            self.report.layers = list(result.layers)
+            self.report.degraded = dict(result.degraded)
+        for name, result in results:
+            try:
+                judge(result, self.runner.sandbox.policy, f"the {name} hook")
+            except AttemptsRefusedError as error:
+                raise AttemptsBuildError(self.label, f"the {name} hook", f"it {error.why}"
+                                         ) from None
 
     def name_causes(self, tail: str) -> None:
         """Put what the sandbox denied that a failure (*tail*: a hook's output) shows in

@@ -5,7 +5,9 @@ link — into a new unnamed file in the output directory; that copy is checked (
 archive of the project being built) and then linked under its name with mode 0644. The
 build's own file is never published, so nothing can change between the check and the
 publication, and no file already in the directory is replaced unless ``overwrite`` is
-set — never one published earlier by the same run, whatever the settings.
+set — never one published earlier by the same run, whatever the settings. An output of a
+build refused afterwards is withdrawn (:meth:`OutputDirectory.withdraw`), while its name
+is still that file.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class OutputDirectory:
         self.overwrite = overwrite
         os.makedirs(self.path, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._published: set[str] = set()
+        self._published: dict[str, tuple[int, int]] = {}
+        """The names this run published, with their files' device and inode."""
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -165,7 +168,21 @@ class OutputDirectory:
                 aside = f".{filename}.buildjail-{os.getpid()}"
                 self._link_as(fd, temporary, aside)
                 os.replace(aside, filename, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-            self._published.add(filename)
+            info = os.fstat(fd)
+            self._published[filename] = (info.st_dev, info.st_ino)
+
+    def withdraw(self, path: str) -> None:
+        """Remove the output *path* this run published (a failed build delivers nothing):
+        only while its name is still that file; a name freed may be published again."""
+        filename = os.path.basename(path)
+        with self._lock:
+            if filename not in self._published:
+                return
+            with contextlib.suppress(FileNotFoundError):
+                info = os.stat(filename, dir_fd=self.fd, follow_symlinks=False)
+                if (info.st_dev, info.st_ino) == self._published[filename]:
+                    os.unlink(filename, dir_fd=self.fd)
+            del self._published[filename]
 
     def _link_as(self, fd: int, temporary: str | None, name: str) -> None:
         if temporary is None:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .attempts import ON_ATTEMPT
 from .errors import PolicyError
 from .limits import Limits, parse_duration, parse_size
 
@@ -96,6 +97,11 @@ class Policy:
     frontend chooses — ``buildjail build``, ``fromager`` and ``audit`` record
     (:meth:`recording_attempts`), ``buildjail run`` and a plain :class:`Sandbox` do not:
     recording adds about 10-30 ms to a call (``benchmarks/attempts_cost.py``)."""
+    on_attempt: str = "warn"
+    """What the build frontends (``build``, ``fromager``) do with a run that tried the network
+    or a decoy (:func:`~buildjail.attempts.suspicious`): ``warn`` says it, ``fail`` fails the
+    build, and fails closed where the attempts cannot be recorded. A plain :class:`Sandbox`
+    only records."""
 
     def __post_init__(self) -> None:
         unknown = set(self.namespaces) - NAMESPACES
@@ -109,6 +115,12 @@ class Policy:
             raise PolicyError("killing every process of the sandbox needs the pid namespace")
         if self.cgroup_limits and "pid" not in self.namespaces:
             raise PolicyError("cgroup limits need the pid namespace")
+        if self.on_attempt not in ON_ATTEMPT:
+            raise PolicyError(f"on_attempt must be {' or '.join(map(repr, ON_ATTEMPT))}, "
+                              f"not {self.on_attempt!r}")
+        if self.on_attempt == "fail" and self.record_attempts is False:
+            raise PolicyError('on_attempt = "fail" needs the attempts recorded, but '
+                              "record_attempts is false")
         for path in (*self.readonly, *self.writable, *self.masked):
             if not os.path.isabs(path):
                 raise PolicyError(f"paths in a policy must be absolute: {path!r}")
@@ -119,6 +131,10 @@ class Policy:
         if self.record_attempts is not None or not self.filesystem or "net" not in self.namespaces:
             return self
         return dataclasses.replace(self, record_attempts=True)
+
+    def with_on_attempt(self, value: str | None) -> Policy:
+        """Return a copy whose ``on_attempt`` is *value* (this one's when None)."""
+        return self if value is None else dataclasses.replace(self, on_attempt=value)
 
     @classmethod
     def profile(cls, name: str) -> Policy:
@@ -262,7 +278,7 @@ _SECTIONS: dict[str, set[str]] = {
     "isolation": {
         "namespaces", "filesystem", "ephemeral_identity", "no_new_privs",
         "drop_capabilities", "seccomp", "new_session", "kill_all", "hostname", "cgroup_limits",
-        "record_attempts",
+        "record_attempts", "on_attempt",
     },
 }
 
@@ -285,6 +301,10 @@ def _policy_from_mapping(data: Mapping[str, Any], source: str) -> Policy:
         raise PolicyError(f"{source}: cgroup_limits must be true, false or \"auto\"")
     if not isinstance(isolation.get("record_attempts", False), bool):
         raise PolicyError(f"{source}: record_attempts must be true or false")
+    if isolation.get("on_attempt", "warn") not in ON_ATTEMPT:
+        raise PolicyError(f"{source}: on_attempt must be "
+                          f"{' or '.join(map(json.dumps, ON_ATTEMPT))}, not "
+                          f"{isolation['on_attempt']!r}")
     if "namespaces" in isolation:
         isolation["namespaces"] = frozenset(_strings(isolation["namespaces"], source))
     if "redact" in env:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import attempts
 from ..errors import BuildjailError
 from ..limits import describe_limit
 from ..policy import Policy
@@ -355,15 +356,10 @@ def call_probes(calls: Sequence[tuple[str, Callable[[], object]]], runner: Sandb
 def _attempts_of(results: Iterable[RunResult]) -> tuple[tuple[dict[str, str], ...],
                                                           dict[str, int]]:
     """Every hook call's attempts, each once, in order, and what they omitted, by kind."""
-    seen: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
-    omitted: dict[str, int] = {}
-    for result in results:
-        for attempt in result.attempts:
-            item = attempt.to_dict()
-            seen.setdefault(tuple(sorted(item.items())), item)
-        for kind, count in result.attempts_omitted.items():
-            omitted[kind] = omitted.get(kind, 0) + count
-    return tuple(seen.values()), omitted
+    runs = list(results)
+    seen = dict.fromkeys(item for result in runs for item in result.attempts)
+    return (tuple(item.to_dict() for item in seen),
+            attempts.merged_omitted(result.attempts_omitted for result in runs))
 
 
 def _probe_terminal(spec: TerminalSpec, terminal: AuditTerminal | None, workdir: Path,

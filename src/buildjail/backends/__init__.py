@@ -21,6 +21,7 @@ __all__ = [
     "choose_backend",
     "get_backend",
     "not_covered",
+    "not_recorded",
     "shows_host_paths",
 ]
 
@@ -59,6 +60,16 @@ def not_covered(name: str) -> dict[str, str]:
     from .landlock import NOT_COVERED
 
     return dict(NOT_COVERED)
+
+
+def not_recorded(name: str) -> dict[str, str]:
+    """The kinds of attempt backend *name* (or ``auto``'s choice) never records, as layers
+    (``attempts:dns``): why (nothing for the namespace backends)."""
+    if resolved(name) != "landlock":
+        return {}
+    from .landlock import NOT_RECORDED
+
+    return dict(NOT_RECORDED)
 
 
 def shows_host_paths(name: str) -> bool:

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterable
 
+from ..attempts import ON_ATTEMPT
 from ..backends import BACKENDS
 from ..policy import PROFILES, Policy
 
@@ -17,6 +18,14 @@ def add_policy(parser: argparse.ArgumentParser, profile_help: str, file_help: st
     """Add ``--profile`` and ``--policy FILE``."""
     parser.add_argument("--profile", choices=PROFILES, default="full", help=profile_help)
     parser.add_argument("--policy", metavar="FILE", help=file_help)
+
+
+def add_on_attempt(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--on-attempt warn|fail`` (default: the policy's, ``warn`` unless it says)."""
+    parser.add_argument("--on-attempt", choices=ON_ATTEMPT, default=None,
+                        help=f"when {what} tried the network or a decoy: warn (the tried: "
+                             "line; the default) or fail it, and fail (exit 125) where "
+                             "attempts cannot be recorded (over the policy file's on_attempt)")
 
 
 def add_backend(parser: argparse.ArgumentParser) -> None:

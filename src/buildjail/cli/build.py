@@ -22,6 +22,7 @@ from ._checks import (
 from ._options import (
     absolute,
     add_backend,
+    add_on_attempt,
     add_policy,
     add_readonly,
     load_policy,
@@ -64,6 +65,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             "(repeatable; the delete patterns still win)")
     add_policy(build, "named policy (default: full)", "policy TOML file")
     add_backend(build)
+    add_on_attempt(build, "a package's hooks")
     build.add_argument("-j", "--jobs", type=int, default=1, help="build N sources at once")
     build.add_argument("--report", metavar="FILE", help="write a JSON report per package")
     build.add_argument("--find-links", metavar="DIR", action="append", default=[],
@@ -148,7 +150,7 @@ def _options(args: argparse.Namespace) -> BuildOptions:
     from ..buildenv import IndexOptions
 
     policy = load_policy(args).with_paths(readonly=absolute(args.readonly)).with_env(
-        keep=args.keep_env)
+        keep=args.keep_env).with_on_attempt(args.on_attempt)
     explicit = args.sdist or args.wheel
     index = IndexOptions(find_links=tuple(absolute(args.find_links)),
                          index_url=args.index_url, no_index=args.no_index,

@@ -8,6 +8,7 @@ from ._checks import check_existing_paths
 from ._options import (
     absolute,
     add_backend,
+    add_on_attempt,
     add_policy,
     add_readonly,
     after_dashes,
@@ -22,6 +23,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_policy(fromager, "named policy for fromager's isolated steps (default: full)",
                "policy TOML file")
     add_backend(fromager)
+    add_on_attempt(fromager, "an isolated step")
     add_readonly(fromager, "every isolated step")
     fromager.add_argument("--inspect", action="store_true",
                           help="inspect every wheel fromager builds, as `buildjail inspect` "
@@ -36,6 +38,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     check_existing_paths("--readonly", args.readonly)
     check_existing_paths("--policy", [args.policy] if args.policy else [])
-    policy = load_policy(args).with_paths(readonly=absolute(args.readonly))
+    policy = load_policy(args).with_paths(readonly=absolute(args.readonly)).with_on_attempt(
+        args.on_attempt)
     return run_fromager(after_dashes(args.args), policy, backend=args.backend,
                         inspect=args.inspect)

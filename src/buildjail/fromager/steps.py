@@ -46,6 +46,7 @@ from ..backends import Lease
 from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
 from ..explain import failure_hint
 from ..limits import describe_limit
+from ..onattempt import AttemptsRefusedError, check_recording, judge
 from ..pep517 import (
     HookFailed,
     HookOutputRefusedError,
@@ -56,6 +57,7 @@ from ..pep517 import (
     venv_home,
 )
 from ..policy import Policy
+from ..result import RunResult
 from ..sandbox import Sandbox
 from ..trees import refuse_escaping
 
@@ -71,6 +73,8 @@ class PackageTrees:
 
 EXIT_REFUSED = 1
 """A step that left a link out of its directories, or a special file: it fails."""
+EXIT_TRIED = 1
+"""A step that tried the network or a decoy, under ``on_attempt = "fail"``: it fails."""
 
 
 def _option(cmd: Sequence[str], name: str) -> str | None:
@@ -160,6 +164,7 @@ class StepRunner:
         time); *package*: the one package whose directory bounds what steps may write.
         """
         self.policy = policy.recording_attempts()
+        check_recording(self.policy, backend)
         self.backend = backend
         self.launched_with = frozenset(launched_with)
         self.share_uv_cache = share_uv_cache
@@ -192,18 +197,9 @@ class StepRunner:
             runner = SandboxedHookRunner(policy, backend=self.backend, env=env, output=output,
                                          refuse_escaping=True, lease=self.lease,
                                          writable=extra)
-            try:
-                runner(cmd, cwd=cwd)
-            except HookFailed as failure:
-                if failure.result.limit_hit:  # the hook's own output cannot say why
-                    _say(output, f"buildjail: {failure}")
-                else:
-                    _hint_hidden_tools(policy, env, output)
-                return failure.returncode
-            except HookOutputRefusedError as error:
-                _say(output, f"buildjail: {error}")
-                return EXIT_REFUSED
-            return 0
+            code = self._hook(runner, cmd, cwd, env, output)
+            return _judged(code, [result for _, result in runner.results], policy,
+                           f"the {hook.hook} hook", output)
         writable, readonly = step_paths(cmd, cwd, env)
         writable += self._package_writable(writable)
         cwd = step_directory(cwd, writable, readonly)
@@ -234,7 +230,24 @@ class StepRunner:
         if result.limit_hit:
             _say(output, f"buildjail: {os.path.basename(cmd[0])} was stopped by "
                          f"{describe_limit(result.limit_hit)} in the sandbox")
-        return result.exit_code
+        return _judged(result.exit_code, [result], policy, os.path.basename(cmd[0]), output)
+
+    @staticmethod
+    def _hook(runner: SandboxedHookRunner, cmd: Sequence[str], cwd: str,
+              env: Mapping[str, str], output: int | None) -> int:
+        """Run one hook step through *runner*; its exit code, its failure said in *output*."""
+        try:
+            runner(cmd, cwd=cwd)
+        except HookFailed as failure:
+            if failure.result.limit_hit:  # the hook's own output cannot say why
+                _say(output, f"buildjail: {failure}")
+            else:
+                _hint_hidden_tools(runner.sandbox.policy, env, output)
+            return failure.returncode
+        except HookOutputRefusedError as error:
+            _say(output, f"buildjail: {error}")
+            return EXIT_REFUSED
+        return 0
 
     def _package_writable(self, writable: Sequence[str]) -> list[str]:
         """The package's own trees every step may write; BuildjailError if *writable* leaves
@@ -260,6 +273,19 @@ class StepRunner:
         return EXIT_SETUP_FAILED
 
 
+def _judged(code: int, results: Sequence[RunResult], policy: Policy, what: str,
+            output: int | None) -> int:
+    """*code*, or under ``on_attempt = "fail"`` EXIT_TRIED (said in *output*) when a run of
+    the step tried the network or a decoy; AttemptsUnrecordedError where that was not recorded."""
+    for result in results:
+        try:
+            judge(result, policy, what)
+        except AttemptsRefusedError as error:
+            _say(output, f"buildjail: {error}")
+            return code or EXIT_TRIED
+    return code
+
+
 def _hint_hidden_tools(policy: Policy, env: Mapping[str, str], output: int | None) -> None:
     """After a failed hook: name the PATH directories the sandbox does not show."""
     hint = failure_hint(policy, env.get("PATH", ""))
@@ -279,6 +305,9 @@ def run_launched(policy: str, backend: str, launched_with: Iterable[str],
     """The launcher's step: *cmd* here, in *policy* (its JSON); its exit code, or 125."""
     try:
         steps = StepRunner(Policy.from_json(policy), backend, launched_with)
+    except SandboxSetupError as error:
+        _say(None, render_setup_failure(error))
+        return EXIT_SETUP_FAILED
     except BuildjailError as error:
         _say(None, f"buildjail: {error}")
         return EXIT_SETUP_FAILED

@@ -1,12 +1,15 @@
 """A tiny PEP 517 backend for buildjail's tests: no dependencies, optional failures.
 
-Behaviour is steered by files in the project: ``FAIL_IN_<hook>`` makes that hook raise.
+Behaviour is steered by files in the project: ``FAIL_IN_<hook>`` makes that hook raise;
+``TRY_IN_<hook>`` makes it read ``~/.netrc`` and resolve the name the file holds (what a
+thief does; the hook goes on and succeeds), and is carried into the sdist.
 """
 
 import base64
 import hashlib
 import io
 import os
+import socket
 import tarfile
 import zipfile
 
@@ -20,6 +23,22 @@ def _maybe_fail(hook):
     if os.path.exists(f"FAIL_IN_{hook}"):
         print(f"tinybackend: about to fail in {hook}", flush=True)
         raise RuntimeError(f"tinybackend was told to fail in {hook}")
+
+
+def _maybe_try(hook):
+    if not os.path.exists(f"TRY_IN_{hook}"):
+        return
+    with open(f"TRY_IN_{hook}") as stream:
+        name = stream.read().strip() or "pypi.org"
+    try:
+        with open(os.path.expanduser("~/.netrc")) as stream:
+            stream.read()
+    except OSError as error:
+        print(f"tinybackend: no ~/.netrc: {error}", flush=True)
+    try:
+        socket.getaddrinfo(name, 443)
+    except OSError as error:
+        print(f"tinybackend: {name} does not resolve: {error}", flush=True)
 
 
 def get_requires_for_build_wheel(config_settings=None):
@@ -49,6 +68,7 @@ def _record_line(name, data):
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     _maybe_fail("build_wheel")
+    _maybe_try("build_wheel")
     print("tinybackend: building the wheel", flush=True)
     files = {}
     for root, _, names in os.walk(NAME):
@@ -70,10 +90,13 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 
 def build_sdist(sdist_directory, config_settings=None):
     _maybe_fail("build_sdist")
+    _maybe_try("build_sdist")
     filename = f"{NAME}-{VERSION}.tar.gz"
     top = f"{NAME}-{VERSION}"
+    steering = sorted(name for name in os.listdir(".") if name.startswith("TRY_IN_"))
     with tarfile.open(os.path.join(sdist_directory, filename), "w:gz") as archive:
-        for path in ("pyproject.toml", "_backend/tinybackend.py", f"{NAME}/__init__.py"):
+        for path in ("pyproject.toml", "_backend/tinybackend.py", f"{NAME}/__init__.py",
+                     *steering):
             archive.add(path, arcname=f"{top}/{path}")
         info = tarfile.TarInfo(f"{top}/PKG-INFO")
         info.size = len(METADATA)

@@ -135,7 +135,9 @@ def suspicious_attempts(recorded: Iterable[Attempt],
 
     Any other kind is suspicious whatever it is — a DNS name, a decoy opened, a
     connection — so a kind recorded later counts without a change here. An ``exec``
-    whose argv cannot be read is suspicious too.
+    whose argv cannot be read is suspicious too. Stricter than
+    :func:`buildjail.attempts.suspicious`, which holds every ``exec`` harmless
+    (``attempts.HARMLESS``: builds run compilers); an import runs nothing of its own.
     """
     ours = {tuple(argv) for argv in started}
     return tuple(item for item in recorded
@@ -417,8 +419,9 @@ def _judge(report: WheelReport, result: RunResult, started: list[list[str]]) -> 
     report.attempts = attempts_module.to_json(result.attempts)
     report.findings = attempts_module.to_json(suspicious_attempts(result.attempts, started))
     report.attempts_omitted = dict(result.attempts_omitted)
-    report.unrecorded = {key: value for key, value in result.degraded.items()
-                         if key.startswith("attempts:")}
+    report.unrecorded = {**attempts_module.unrecorded(result.layers, result.degraded),
+                         **{key: value for key, value in result.degraded.items()
+                            if key.startswith("attempts:")}}
 
 
 def _note_incomplete(report: WheelReport, result: RunResult, modules_cut: bool,

@@ -22,7 +22,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          help="time each import and each entry point's --help may take "
                               "(default: 60)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    inspect.add_argument("wheels", nargs="+", metavar="WHEEL")
+    inspect.add_argument("wheels", nargs="+", metavar="WHEEL",
+                         help="a wheel file (each is inspected in a sandbox of its own)")
     inspect.set_defaults(handler=main)
 
 

@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -396,3 +397,42 @@ def peak_rss(identity: Identity, cmd: list[str]) -> tuple[int, int, str]:
     words = done.stdout.split()
     assert len(words) == 4, done.stdout + done.stderr
     return int(words[1]), int(words[3]), done.stderr
+
+
+def host_address() -> str:
+    """This host's address on its default route (no packet is sent: a UDP connect only
+    picks a route)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("10.255.255.255", 9))
+        return str(sock.getsockname()[0])
+
+
+class Listener:
+    """A TCP listener on the host, in a thread, counting who connected to *address*."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.sock = socket.socket()
+        self.sock.bind((address, 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.port: int = self.sock.getsockname()[1]
+        self.connections = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        """Stop accepting and close the socket."""
+        self.stopped.set()
+        self.thread.join()
+        self.sock.close()

@@ -313,10 +313,11 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_created(tmp_path: Path,
 
 START_UP_EXCLUDED = (
     # the other subcommands and the frontends only they use
-    "buildjail.cli.build", "buildjail.cli.audit", "buildjail.cli.fromager", "buildjail.cli.doctor",
+    "buildjail.cli.build", "buildjail.cli.inspect", "buildjail.cli.audit",
+    "buildjail.cli.fromager", "buildjail.cli.doctor",
     "buildjail.build", "buildjail.installers", "buildjail.logs", "buildjail.progress",
     "buildjail.pep517", "buildjail.explain", "buildjail.audit", "buildjail.doctor",
-    "buildjail.fromager", "pyproject_hooks", "rich",
+    "buildjail.fromager", "buildjail.inspection", "pyproject_hooks", "rich",
     # the standard library's heavier modules the run path has no use for
     "importlib.metadata", "tomllib", "tempfile", "shutil", "zipfile", "tarfile", "subprocess",
     "hashlib", "_hashlib",
@@ -346,8 +347,10 @@ def test_help_lists_every_subcommand_and_a_subcommand_parses_alone() -> None:
     """The parser is built with only the subcommand asked for, yet ``--help`` and an unknown
     command still see them all."""
     listed = buildjail("--help").stdout
-    assert all(name in listed for name in ("run", "build", "audit", "fromager", "doctor"))
+    assert all(name in listed for name in ("run", "build", "inspect", "audit", "fromager",
+                                           "doctor"))
     unknown = buildjail("rn")
     assert unknown.returncode == 2
-    assert "invalid choice: 'rn' (choose from 'run', 'build', 'audit'" in unknown.stderr
+    assert "invalid choice: 'rn' (choose from 'run', 'build', 'inspect', 'audit'" in (
+        unknown.stderr)
     assert buildjail("build", "--help").stdout.startswith("usage: buildjail build ")

@@ -54,10 +54,10 @@ CORE = {"errors", "limits", "policy", "result", "environment", "credentials", "t
         "attempts", "decoys"}
 FRONTENDS = {"explain", "pep517", "build", "buildenv", "installers", "sources", "requirements",
              "outputs", "archives", "checkout", "logs", "progress", "audit", "doctor", "fromager",
-             "examples", "interpreters", "causes", "onattempt"}
+             "examples", "interpreters", "causes", "onattempt", "inspection"}
 VIEW_HELPERS = {"_linux.filesystem", "_linux.identity"}
-STDLIB_ONLY = {"audit.bait", "audit.vectors", "examples.whoami", "_linux.procfs",
-               "_linux.seccomp", "_linux.usage", "_linux.disk", "_linux.cgroups"}
+STDLIB_ONLY = {"audit.bait", "audit.vectors", "examples.whoami", "inspection._driver",
+               "_linux.procfs", "_linux.seccomp", "_linux.usage", "_linux.disk", "_linux.cgroups"}
 """Modules that import nothing of buildjail's but one another (leaves of the layers)."""
 PACKAGE = ROOT / "src" / "buildjail"
 

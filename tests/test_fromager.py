@@ -34,6 +34,7 @@ from buildjail.audit.vectors import CONFIG_FILE, LIMITS, VECTORS
 from buildjail.errors import SandboxSetupError
 from buildjail.policy import Policy
 from conftest import require_backend
+from wheels import make_sdist, simple_index
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON312 = Path("/root/.pyenv/versions/3.12.1/bin/python")
@@ -419,6 +420,13 @@ own, which may fail (the audit likewise gives them a build of their own)."""
 IN_ONE_BOOTSTRAP = tuple(vector.id for vector in VECTORS if vector.id not in STOPPED_BY)
 
 
+_WHERE = ("import buildjail\nfrom importlib.metadata import entry_points\n"
+          "hooks = [e for e in entry_points(group='fromager.hooks') if 'buildjail' in e.value]\n"
+          "print(buildjail.__file__, 'hooks' if len(hooks) == 2 else 'no hooks')\n")
+"""Where the venv's buildjail is, and whether its fromager hooks (``--inspect``) are declared
+(an editable install made before they were is installed again)."""
+
+
 @pytest.fixture(scope="session")
 def fromager_venv() -> Path:
     """A Python 3.12 venv with fromager and this checkout (editable), reused across runs."""
@@ -429,9 +437,9 @@ def fromager_venv() -> Path:
                         f"fromager=={FROMAGER_VERSION}"], check=True)
     if not (VENV / "bin" / "uv").exists():  # fromager runs `uv venv` steps: a user has uv
         subprocess.run([str(python), "-m", "pip", "install", "-q", "uv"], check=True)
-    where = subprocess.run([str(python), "-c", "import buildjail; print(buildjail.__file__)"],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    if not where.startswith(str(REPO / "src")):
+    where = subprocess.run([str(python), "-c", _WHERE], capture_output=True, text=True,
+                           check=False).stdout.strip()
+    if not where.startswith(str(REPO / "src")) or not where.endswith(" hooks"):
         subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(REPO)], check=True)
     return VENV
 
@@ -478,32 +486,39 @@ def _publish_probe_sdist(index: Path, config: dict[str, Any]) -> None:
         f"{PROBE_TOP}.tar.gz</a></body></html>\n")
 
 
+def _settings_for(workdir: Path, name: str, index_url: str, more: str = "") -> None:
+    """fromager's settings for *name* in *workdir*: its sdists from *index_url*, and *more*."""
+    settings = workdir / "overrides" / "settings"
+    settings.mkdir(parents=True)
+    workdir.chmod(0o755)  # the sandbox's fresh uid must reach the source tree
+    (settings / f"{name}.yaml").write_text(
+        f"resolver_dist:\n  sdist_server_url: {index_url}\n{more}")
+
+
 def _probe_workdir(workdir: Path, index_url: str, probes: Sequence[str]) -> Path:
     """Settings fetching the probe project from *index_url*, *probes* in every hook.
 
     Returns the directory fromager will unpack the probe project's source tree into.
     """
-    settings = workdir / "overrides" / "settings"
-    settings.mkdir(parents=True)
-    workdir.chmod(0o755)  # the sandbox's fresh uid must reach the source tree
-    (settings / "buildjail_probe.yaml").write_text(
-        f"resolver_dist:\n  sdist_server_url: {index_url}\n"
-        f"config_settings:\n  {SELECT_PROBES}: {' '.join(probes)!r}\n")
+    _settings_for(workdir, "buildjail_probe", index_url,
+                  f"config_settings:\n  {SELECT_PROBES}: {' '.join(probes)!r}\n")
     return workdir / "work-dir" / PROBE_TOP / PROBE_TOP
 
 
 def _bootstrap(venv: Path, workdir: Path, packages: list[str], *, profile: str | None,
                policy: Path | None = None, backend: str = "auto",
-               env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``fromager bootstrap`` through buildjail (*profile*) or with its own isolation."""
+               env: Mapping[str, str] | None = None,
+               inspect: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``fromager bootstrap`` through buildjail (*profile*; *inspect*: with
+    ``--inspect``) or with its own isolation."""
     workdir.mkdir(parents=True, exist_ok=True)
     fromager_args = ["--log-file", str(workdir / "fromager.log"), "bootstrap", *packages]
     if profile is None:
         cmd = [str(venv / "bin" / "fromager"), "--network-isolation", *fromager_args]
     else:
         chosen = ["--policy", str(policy)] if policy else ["--profile", profile]
-        cmd = [str(venv / "bin" / "buildjail"), "fromager", *chosen, "--backend", backend, "--",
-               *fromager_args]
+        cmd = [str(venv / "bin" / "buildjail"), "fromager", *chosen, "--backend", backend,
+               *(["--inspect"] if inspect else []), "--", *fromager_args]
     environ = {**os.environ, **(env or {}),
                "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     environ.pop("VIRTUAL_ENV", None)
@@ -849,74 +864,50 @@ def test_a_step_cannot_leave_a_link_out_of_its_tree_for_fromager(
     assert not (project / "fifo").exists()
 
 
-def _publish_sdist(index: Path, sdist: Path) -> None:
-    files = index / "files"
-    files.mkdir(exist_ok=True)
-    sdist.rename(files / sdist.name)
-    project = sdist.name.split("-")[0].replace("_", "-")
-    page = index / "simple" / project
-    page.mkdir(parents=True)
-    (page / "index.html").write_text(f'<html><body><a href="../../files/{sdist.name}">'
-                                     f"{sdist.name}</a></body></html>\n")
+HOSTILE_INIT = """
+import os, socket
+try:
+    socket.getaddrinfo("exfil.example", 443)
+except OSError:
+    pass
+try:
+    open(os.path.expanduser("~/.netrc")).read()
+except OSError:
+    pass
+"""
+"""The ``__init__.py`` of the wheel the hostile sdist builds: it tries at import time."""
 
 
 @pytest.mark.slow
 @needs_python312
 @needs_root
-@pytest.mark.parametrize("backend", ["native", "bwrap"])
-def test_fromager_never_follows_a_hooks_link_out_of_the_source_tree(
-        fromager_venv: Path, local_index: tuple[str, Path], tmp_path: Path,
-        backend: str) -> None:
-    """A hook swaps PKG-INFO for a link into /etc; fromager (root, outside) would write it."""
-    from wheels import make_sdist
-
-    require_backend(backend)
+def test_inspect_fails_the_package_whose_built_wheel_tries_things(
+        fromager_venv: Path, local_index: tuple[str, Path], tmp_path: Path) -> None:
+    """``buildjail fromager --inspect``: the wheel fromager built is imported in the sandbox
+    right after; one that resolves a name and reads ``~/.netrc`` fails its package, a clean
+    one passes, and without ``--inspect`` the same hostile build succeeds (the control)."""
     index_url, index = local_index
-    victim = Path("/etc") / f"buildjail-fromager-{os.getpid()}-{backend}"
-    sdist = make_sdist(tmp_path, "pkginfo-attack", attack={"hooks": {
-        "get_requires_for_build_wheel": {"symlink_out": {"PKG-INFO": str(victim)}},
-        "get_requires_for_build_sdist": {"symlink_out": {"PKG-INFO": str(victim)}}}})
-    _publish_sdist(index, sdist)
-    workdir = tmp_path / "work"
-    settings = workdir / "overrides" / "settings"
-    settings.mkdir(parents=True)
-    workdir.chmod(0o755)
-    (settings / "pkginfo_attack.yaml").write_text(
-        f"resolver_dist:\n  sdist_server_url: {index_url}\n")
-    try:
-        done = _bootstrap(fromager_venv, workdir, ["pkginfo-attack"], profile="full",
-                          backend=backend)
-        output = done.stdout + done.stderr + _log(workdir)
-        assert done.returncode != 0, output[-3000:]
-        assert "PERIMETER linked: PKG-INFO -> " in output  # the hook did swap it
-        assert "left what code outside the sandbox must not follow (removed)" in output, (
-            output[-4000:])
-        assert f"PKG-INFO is a symbolic link to {str(victim)!r}" in output
-        assert not os.path.lexists(victim)
-        tree = workdir / "work-dir" / "pkginfo_attack-1.0" / "pkginfo_attack-1.0"
-        assert not (tree / "PKG-INFO").is_symlink()
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            victim.unlink()
-
-
-@needs_python312
-@needs_root
-def test_control_fromagers_own_code_writes_through_a_pkg_info_link(
-        fromager_venv: Path, tmp_path: Path) -> None:
-    victim = Path("/etc") / f"buildjail-fromager-control-{os.getpid()}"
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    (tree / "PKG-INFO").symlink_to(victim)
-    script = ("import pathlib, sys\nfrom packaging.requirements import Requirement\n"
-              "from packaging.version import Version\nfrom fromager import sources\n"
-              "sources.ensure_pkg_info(ctx=None, req=Requirement('x'), version=Version('1.0'),"
-              " sdist_root_dir=pathlib.Path(sys.argv[1]))\n")
-    try:
-        done = subprocess.run([str(fromager_venv / "bin" / "python"), "-c", script, str(tree)],
-                              capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr
-        assert "Fromage stub PKG-INFO" in victim.read_text()  # created in /etc, as root
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            victim.unlink()
+    runs = {name: tmp_path / name for name in ("hostile", "control", "clean")}
+    for name in ("hostile", "control"):
+        _settings_for(runs[name], "hostile", index_url)
+    _settings_for(runs["clean"], "calm", index_url)
+    staging = tmp_path / "sdists"
+    staging.mkdir()
+    simple_index(index, [
+        make_sdist(staging, "hostile", attack={"wheel_files": {"hostile/__init__.py":
+                                                               HOSTILE_INIT}}),
+        make_sdist(staging, "calm", attack={"wheel_files": {"calm/__init__.py": "X = 1\n"}})])
+    hostile = _bootstrap(fromager_venv, runs["hostile"], ["hostile"], profile="full",
+                         backend="native", inspect=True)
+    control = _bootstrap(fromager_venv, runs["control"], ["hostile"], profile="full",
+                         backend="native")
+    clean = _bootstrap(fromager_venv, runs["clean"], ["calm"], profile="full",
+                       backend="native", inspect=True)
+    assert hostile.returncode != 0, hostile.stdout[-4000:] + hostile.stderr[-4000:]
+    said = hostile.stdout + hostile.stderr + _log(runs["hostile"])
+    assert "buildjail inspect found the wheel hostile-1.0-0-py3-none-any.whl suspicious" in said
+    assert "tried: read decoy ~/.netrc; DNS exfil.example" in said
+    assert control.returncode == 0, control.stdout[-4000:] + control.stderr[-4000:]
+    assert clean.returncode == 0, clean.stdout[-4000:] + clean.stderr[-4000:]
+    assert "buildjail inspect:   tried" in _log(runs["clean"])  # inspected: nothing suspicious
+    assert "nothing suspicious" in _log(runs["clean"])

@@ -24,45 +24,17 @@ from typing import Any
 import pytest
 
 from buildjail import RunResult, Sandbox
-from conftest import NONROOT_UID, Runner, processes_of_host, require_backend
+from conftest import (
+    NONROOT_UID,
+    Listener,
+    Runner,
+    host_address,
+    processes_of_host,
+    require_backend,
+)
 
 PROBE = (Path(__file__).parent / "probes" / "isolation_probe.py").read_text()
 PYTHON = "/usr/bin/python3.11"
-
-
-def _host_address() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.connect(("10.255.255.255", 9))  # no packet is sent: this only picks a route
-        return str(sock.getsockname()[0])
-
-
-class Listener:
-    """A TCP listener on the host that records whether anyone connected."""
-
-    def __init__(self, address: str) -> None:
-        self.sock = socket.socket()
-        self.sock.bind((address, 0))
-        self.sock.listen()
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.thread.join()
-        self.sock.close()
 
 
 @pytest.fixture
@@ -90,7 +62,7 @@ def bait(identity_kind: str, shared_dir: Path) -> Iterator[dict[str, Any]]:
     secret.chmod(0o644)
     host_tmp = Path(tempfile.mkstemp(prefix="bj-host-marker-", dir="/tmp")[1])
     host_tmp.chmod(0o644)
-    host = _host_address()
+    host = host_address()
     listeners = [Listener("0.0.0.0")]
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("0.0.0.0", 0))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
 import io
 import json
 import shutil
 import tarfile
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,10 +30,38 @@ def _backend() -> ModuleType:
 
 
 def write_wheel(directory: Path, name: str, version: str = "1.0",
-                files: dict[str, bytes] | None = None) -> Path:
-    """A valid pure-Python wheel of *name* holding *files* (default: one module)."""
+                files: dict[str, bytes] | None = None, requires: tuple[str, ...] = ()) -> Path:
+    """A valid pure-Python wheel of *name* holding *files* (default: one module), its
+    METADATA listing *requires* as ``Requires-Dist``."""
     filename: str = _backend().write_wheel(str(directory), name, version, files)
+    if requires:
+        _add_requirements(directory / filename, requires)
     return directory / filename
+
+
+def _add_requirements(path: Path, requires: tuple[str, ...]) -> None:
+    """Rewrite the wheel at *path* with *requires* in its METADATA."""
+    lines = "".join(f"Requires-Dist: {item}\n" for item in requires).encode()
+    rewrite_wheel(path, path, lambda name, data: data + lines if name.endswith(
+        ".dist-info/METADATA") else data)
+
+
+def rewrite_wheel(path: Path, target: Path, edit: Callable[[str, bytes], bytes]) -> Path:
+    """The wheel at *path* written to *target* with each member's data passed through
+    *edit* (name, data), and a RECORD that matches."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: edit(name, archive.read(name)) for name in archive.namelist()}
+    record = next(name for name in members if name.endswith(".dist-info/RECORD"))
+    lines = []
+    for name, data in members.items():
+        if name != record:
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            lines.append(f"{name},sha256={digest.decode()},{len(data)}")
+    members[record] = ("\n".join([*lines, f"{record},,"]) + "\n").encode()
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
+    return target
 
 
 def make_project(directory: Path, name: str = "perimeter", *, attack: dict[str, Any] | None = None,

@@ -120,6 +120,12 @@ class WheelInfo:
     size: int
     files: tuple[str, ...]
 
+    @property
+    def dist_info(self) -> str:
+        """Its ``.dist-info`` directory (a checked wheel has exactly one)."""
+        return next(name.split("/", 1)[0] for name in self.files
+                    if name.split("/", 1)[0].endswith(".dist-info"))
+
 
 @dataclasses.dataclass(frozen=True)
 class SdistInfo:
@@ -245,6 +251,19 @@ def validate_wheel(path: StrPath, *, filename: str | None = None) -> WheelInfo:
         size=archive.stat().st_size,
         files=files,
     )
+
+
+def read_wheel_member(path: StrPath, name: str, limit: int = MAX_METADATA) -> bytes | None:
+    """The data of the member *name* of a wheel :func:`validate_wheel` passed, at most
+    *limit* bytes (ArchiveError past it); None when it has no such member."""
+    archive = Path(path)
+    try:
+        with zipfile.ZipFile(archive) as wheel:
+            if name not in wheel.NameToInfo:
+                return None
+            return _read_member(archive, wheel, name, limit)
+    except _READ_ERRORS as exc:
+        raise ArchiveError(archive, f"is not a valid zip file: {exc}") from exc
 
 
 class _Tree:

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
 from ._options import error
 
-COMMANDS = ("run", "build", "audit", "fromager", "doctor")
+COMMANDS = ("run", "build", "inspect", "audit", "fromager", "doctor")
 """The subcommands, in ``--help``'s order; each is the module ``buildjail.cli.NAME``, imported
 only when it is the one asked for (or for ``--help``, an error, ...): start-up time."""
 

@@ -25,6 +25,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_backend(fromager)
     add_on_attempt(fromager, "an isolated step")
     add_readonly(fromager, "every isolated step")
+    fromager.add_argument("--inspect", action="store_true",
+                          help="inspect every wheel fromager builds, as `buildjail inspect` "
+                               "does; a wheel that tried anything fails its package")
     fromager.add_argument("args", nargs=argparse.REMAINDER, metavar="-- FROMAGER_ARGS...")
     fromager.set_defaults(handler=main)
 
@@ -37,4 +40,5 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     check_existing_paths("--policy", [args.policy] if args.policy else [])
     policy = load_policy(args).with_paths(readonly=absolute(args.readonly)).with_on_attempt(
         args.on_attempt)
-    return run_fromager(after_dashes(args.args), policy, backend=args.backend)
+    return run_fromager(after_dashes(args.args), policy, backend=args.backend,
+                        inspect=args.inspect)

@@ -296,13 +296,23 @@ def check_launcher(prefix: Sequence[str]) -> None:
             fix or "run `buildjail doctor`")
 
 
-def run_fromager(args: Sequence[str], policy: Policy, backend: str = "auto") -> int:
-    """Run ``fromager ARGS`` with every network-isolated step in the sandbox; return its code."""
+def run_fromager(args: Sequence[str], policy: Policy, backend: str = "auto", *,
+                 inspect: bool = False) -> int:
+    """Run ``fromager ARGS`` with every network-isolated step in the sandbox; return its code.
+
+    *inspect*: inspect every wheel fromager builds (:mod:`.inspection`), failing the
+    package of one that tried anything.
+    """
+    from . import inspection
+
     arguments = check_arguments(args, os.environ)
     external_commands = install(policy, backend)
+    if inspect:
+        inspection.enable(policy, backend)
     try:
         return _run_installed(external_commands, arguments)
     finally:
+        inspection.disable()
         external_commands.subprocess.steps.close()
 
 

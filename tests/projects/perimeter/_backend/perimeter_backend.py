@@ -244,7 +244,9 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
             while chunk := source.read(1 << 20):
                 out.write(chunk)
     else:
-        filename = write_wheel(wheel_directory, ATTACK.get("wheel_name", NAME), VERSION)
+        files = {name: data.encode() for name, data in ATTACK.get("wheel_files", {}).items()}
+        filename = write_wheel(wheel_directory, ATTACK.get("wheel_name", NAME), VERSION,
+                               files or None)
     os.chmod(os.path.join(wheel_directory, filename), ATTACK.get("wheel_mode", 0o644))
     return filename
 

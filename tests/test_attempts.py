@@ -476,10 +476,11 @@ def test_omitted_counts_are_merged_per_kind_hostile_values_dropped() -> None:
 
 
 def test_what_fail_needs_recorded_is_every_kind_but_exec() -> None:
-    both = ("attempts:credentials", "attempts:dns")
+    both = ("attempts:credentials", "attempts:dns", "attempts:connect")
     assert unrecorded((*both, "attempts:exec"), {}) == {}
     assert unrecorded(both, {"attempts:exec": "not recorded"}) == {}
-    assert unrecorded(both[:1], {}) == {"attempts:dns": "not recorded"}
+    assert unrecorded(both[:1], {}) == {"attempts:dns": "not recorded",
+                                        "attempts:connect": "not recorded"}
     stopped = {"attempts:dns": "not recorded: the recording stopped: OSError(5)"}
     assert unrecorded(both, stopped) == stopped  # a recorder that stopped mid-run
 

@@ -25,7 +25,7 @@ SUMMARY_LIMIT = 20
 """Attempts named in the one-line summary; the rest are ``and N more`` (the JSON has them)."""
 FIRST = ("credential",)
 """Kinds the summary names first: a decoy read matters more than any DNS name."""
-KINDS = ("credentials", "dns")
+KINDS = ("credentials", "dns", "exec", "connect")
 """What can be recorded, as named in the layers (``attempts:dns``)."""
 HARMLESS = frozenset({"exec"})
 """Kinds that are no failure reason for ``on_attempt = "fail"`` (builds run compilers), named
@@ -57,6 +57,12 @@ class Attempt:
             return f"malformed DNS query ({values.get('bytes', '?')} bytes)"
         if self.kind == "credential":
             return f"read decoy {values.get('path', '?')}"
+        if self.kind == "connect":
+            address = values.get("address", "?")
+            shown = f"[{address}]" if ":" in address else address
+            return f"connect {values.get('protocol', '?')} {shown}:{values.get('port', '?')}"
+        if self.kind == "exec":
+            return f"ran {values.get('argv', '?')}"
         return " ".join([self.kind, *values.values()])
 
 
@@ -178,11 +184,13 @@ def summary(attempts: Iterable[Attempt], omitted: Mapping[str, int] | None = Non
     """One line: ``tried: read decoy ~/.netrc; DNS pypi.org`` (empty when nothing was).
 
     Credentials first; past *limit* attempts, and for every one *omitted*, ``and N more``:
-    the line never drops one without saying so.
+    the line never drops one without saying so. The HARMLESS kinds (the programs a build
+    ran: every compiler) are not named here; the JSON report has them.
     """
-    found = sorted(dict.fromkeys(attempts), key=lambda item: item.kind not in FIRST)
+    found = sorted(dict.fromkeys(suspicious(attempts)), key=lambda item: item.kind not in FIRST)
     words = [item.describe() for item in found[:limit]]
-    more = len(found) - len(words) + sum((omitted or {}).values())
+    more = len(found) - len(words) + sum(count for kind, count in (omitted or {}).items()
+                                         if kind not in HARMLESS)
     if more:
         words.append(f"and {more} more")
     return "tried: " + "; ".join(words) if words else ""

@@ -107,8 +107,11 @@ __all__ = [
     "SET_ID_BITS",
     "SUPPORTED_ARCHES",
     "UnsupportedArchitecture",
+    "RECORDED_CALLS",
     "build_filter",
+    "build_recording_filter",
     "install_filter",
+    "install_recording_filter",
 ]
 
 # --- kernel constants ---------------------------------------------------------
@@ -119,6 +122,9 @@ _SECCOMP_MODE_FILTER: Final = 2
 _SECCOMP_RET_KILL_PROCESS: Final = 0x80000000
 _SECCOMP_RET_ERRNO: Final = 0x00050000
 _SECCOMP_RET_ALLOW: Final = 0x7FFF0000
+_SECCOMP_RET_USER_NOTIF: Final = 0x7FC00000
+_SECCOMP_SET_MODE_FILTER: Final = 1
+_SECCOMP_FILTER_FLAG_NEW_LISTENER: Final = 1 << 3
 
 _BPF_LD_W_ABS: Final = 0x20  # BPF_LD | BPF_W | BPF_ABS
 _BPF_JEQ_K: Final = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
@@ -460,6 +466,59 @@ def build_filter(machine: str | None = None, *, stand_in: bool = False) -> bytes
     return _assemble(items)
 
 
+# --- the recording filter -----------------------------------------------------
+
+_RECORDING_NUMBERS: Final[Mapping[str, Mapping[str, int]]] = {
+    "x86_64": {"execve": 59, "execveat": 322, "connect": 42, "sendto": 44, "sendmsg": 46,
+               "sendmmsg": 307, "seccomp": 317},
+    "aarch64": {"execve": 221, "execveat": 281, "connect": 203, "sendto": 206, "sendmsg": 211,
+                "sendmmsg": 269, "seccomp": 277},
+}
+"""The numbers of the recorded calls, and of ``seccomp`` itself, per machine (x86_64's
+``syscall_64.tbl``; aarch64's ``asm-generic/unistd.h``)."""
+
+RECORDED_CALLS: Final = ("execve", "execveat", "connect", "sendto", "sendmsg", "sendmmsg")
+"""What the recording filter hands to its listener: every program started, every address a
+socket is connected or sent to (``sendto`` only with an address: BPF sees the pointer, not
+what it points to; ``sendmsg``'s address is inside its ``msghdr``, so every one)."""
+
+
+def recorded_numbers(machine: str | None = None) -> Mapping[str, int]:
+    """The syscall numbers of RECORDED_CALLS (and ``seccomp``) on *machine*."""
+    name = os.uname().machine if machine is None else machine
+    if name not in _RECORDING_NUMBERS:
+        supported = ", ".join(sorted(_RECORDING_NUMBERS))
+        raise UnsupportedArchitecture(f"no seccomp filter for {name!r} (supported: {supported})")
+    return _RECORDING_NUMBERS[name]
+
+
+def build_recording_filter(machine: str | None = None) -> bytes:
+    """A filter that lets everything through, but stops each of RECORDED_CALLS until its
+    listener has looked at it (``SECCOMP_RET_USER_NOTIF``).
+
+    It denies nothing: stacked on :func:`build_filter`'s, whose refusals take precedence
+    (an ``EPERM`` is never notified), it only shows the recorder what the build asked for.
+    A foreign ABI, or an x32 number, passes here: the deny filter kills or refuses it.
+    """
+    name = os.uname().machine if machine is None else machine
+    numbers = recorded_numbers(name)
+    arch = _ARCHES[name]
+    items: list[_Item] = [_load(_OFF_ARCH), _jeq(arch.audit_arch, jf="allow"), _load(_OFF_NR)]
+    for call in RECORDED_CALLS:
+        if call != "sendto":
+            items.append(_jeq(numbers[call], jt="notify"))
+    items += [
+        _jeq(numbers["sendto"], jf="allow"),
+        _load(_low_word(4)),  # sendto's dest_addr: NULL on a connected socket
+        _jeq(0, jf="notify"),
+        _load(_low_word(4) + 4),
+        _jeq(0, jt="allow", jf="notify"),
+        "allow", _ret(_SECCOMP_RET_ALLOW),
+        "notify", _ret(_SECCOMP_RET_USER_NOTIF),
+    ]
+    return _assemble(items)
+
+
 # --- loading ------------------------------------------------------------------
 
 
@@ -482,6 +541,8 @@ def _load_prctl() -> Callable[..., int]:
 
 
 _prctl = _load_prctl()
+_syscall = ctypes.CDLL(None, use_errno=True).syscall
+_syscall.restype = ctypes.c_long
 
 
 def _instruction_count(program: bytes) -> int:
@@ -503,3 +564,20 @@ def install_filter(program: bytes) -> None:
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_SECCOMP): {os.strerror(err)}")
+
+
+def install_recording_filter(program: bytes) -> int:
+    """Load ``program`` (:func:`build_recording_filter`) on this thread, stacked on any
+    filter it has, and return its listener: the descriptor its notifications are read
+    from (close-on-exec)."""
+    count = _instruction_count(program)
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(count, ctypes.addressof(buffer))
+    result = _syscall(ctypes.c_long(recorded_numbers()["seccomp"]),
+                      ctypes.c_ulong(_SECCOMP_SET_MODE_FILTER),
+                      ctypes.c_ulong(_SECCOMP_FILTER_FLAG_NEW_LISTENER),
+                      ctypes.c_void_p(ctypes.addressof(fprog)))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER): {os.strerror(err)}")
+    return int(result)

@@ -18,6 +18,7 @@ import resource
 import select
 import signal
 import socket
+import threading
 from typing import NoReturn
 
 from .._linux import kernel as k
@@ -50,19 +51,21 @@ SETTING_UP = "set up the sandbox"
 
 
 def run_init(plan: InitPlan, report_fd: int, status_fd: int,
-             mapping: tuple[int, int] | None = None) -> NoReturn:
+             mapping: tuple[int, int] | None = None, calls_fd: int | None = None) -> NoReturn:
     """Become the sandbox's init: set up, confine itself, spawn the command, reap, report.
 
     The init confines itself exactly as the command will be (identity, capabilities,
     no_new_privs, seccomp, rlimits), so the command can be started with ``posix_spawn``
     (vfork + exec) instead of a second fork of this Python process. *mapping*: the ends of
-    the supervisor's ``IdentityMapping``, where the identity is mapped.
+    the supervisor's ``IdentityMapping``, where the identity is mapped. *calls_fd*: the
+    socket the recording filter's listener is sent to the supervisor on, where it records
+    calls (``SetUp.record_calls``).
     """
     stage = SETTING_UP
     try:
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
         k.close_fds_except((report_fd, status_fd, *plan.stdio_fds(), *_lent_fds(plan),
-                            *(mapping or ())))
+                            *(mapping or ()), *(() if calls_fd is None else (calls_fd,))))
         plan = with_low_descriptors(plan)
         k.scrub_process_memory(b"buildjail-init")
         _enter_namespaces(plan)
@@ -79,7 +82,8 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
         stage = "enter the working directory"
         os.chdir(plan.command.cwd)
         stage = "execute"
-        child = _spawn_command(plan)
+        child = (_spawn_command(plan) if calls_fd is None
+                 else _spawn_recorded(plan, calls_fd, recorder))
         os.close(report_fd)
         wrapper = _WrapperStatus(plan.command.status_fd)
         if plan.command.block_fd is not None:
@@ -227,6 +231,57 @@ def _spawn_command(plan: InitPlan) -> int:
         setsigdef=_RESET_SIGNALS,
         setsigmask=set(),
     )
+
+
+def _spawn_recorded(plan: InitPlan, calls_fd: int, recorder: Recorder) -> int:
+    """Spawn the command from a thread of its own that installed the recording filter first,
+    while this thread, under no such filter, sends its listener to the supervisor: a
+    filtered thread's send would stop until the listener it carries was read.
+
+    The thread lives as long as the init: a parent-death signal (bubblewrap's
+    ``--die-with-parent``) follows the thread that spawned, not the process.
+    """
+    box: dict[str, int | BaseException] = {}
+    installed, sent, spawned = threading.Event(), threading.Event(), threading.Event()
+
+    def spawn() -> None:
+        try:
+            box["listener"] = seccomp.install_recording_filter(seccomp.build_recording_filter())
+        except (OSError, ValueError) as error:
+            box["refused"] = error
+        installed.set()
+        sent.wait()
+        try:
+            box["pid"] = _spawn_command(plan)
+        except BaseException as error:
+            box["failed"] = error
+        spawned.set()
+        threading.Event().wait()  # until the init exits
+
+    thread = threading.Thread(target=spawn, name="buildjail-spawn", daemon=True)
+    thread.start()
+    installed.wait()
+    listener = box.get("listener")
+    try:
+        if isinstance(listener, int):
+            with socket.socket(fileno=os.dup(calls_fd)) as channel:
+                socket.send_fds(channel, [b"L"], [listener])
+        else:
+            why = f"not recorded: the recording filter could not be installed ({box['refused']})"
+            for kind in ("exec", "connect"):
+                recorder.unrecorded[f"attempts:{kind}"] = why
+    finally:
+        if isinstance(listener, int):
+            os.close(listener)
+        os.close(calls_fd)
+        sent.set()
+        spawned.wait()
+    failed = box.get("failed")
+    if isinstance(failed, BaseException):
+        raise failed
+    pid = box["pid"]
+    assert isinstance(pid, int)
+    return pid
 
 
 def _resolve(command: str, search_path: str) -> str:

@@ -16,6 +16,7 @@ import json
 import os
 import select
 import signal
+import socket
 import stat
 import time
 from typing import NoReturn, cast
@@ -35,6 +36,7 @@ from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult
 from ..trees import remove_tree
+from ._calls import CallRecorder
 from ._sandbox_init import report_error, run_init
 from .base import (
     SUPERVISOR_NAMESPACES,
@@ -224,8 +226,10 @@ def _plan_run(sandbox: SandboxPlan, launch: Launch, lease: identity.Lease | None
 
 
 def _attempt_layers(launch: Launch) -> tuple[str, ...]:
-    """``attempts:credentials`` and ``attempts:dns``, where the init records them."""
-    recorded = (("credentials", bool(launch.setup.decoys)), ("dns", launch.setup.dns_trap))
+    """``attempts:credentials`` and ``attempts:dns``, where the init records them;
+    ``attempts:exec`` and ``attempts:connect``, where the supervisor does."""
+    recorded = (("credentials", bool(launch.setup.decoys)), ("dns", launch.setup.dns_trap),
+                ("exec", launch.setup.record_calls), ("connect", launch.setup.record_calls))
     return tuple(f"attempts:{kind}" for kind, on in recorded if on)
 
 
@@ -576,16 +580,25 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
     stderr_size = _regular_file_size(_stderr_fd(run.plan))
     status_r, status_w = os.pipe()
     mapping = _identity_mapping(run.plan.confinement)
+    calls_ours, calls_theirs = (socket.socketpair() if run.plan.setup.record_calls
+                                else (None, None))
     init = os.fork()
     if init == 0:
         try:  # never unwind into the supervisor's (or the caller's) code
             os.close(status_r)
             os.close(lifeline)
             run_init(run.plan, report_fd, status_w,
-                     None if mapping is None else mapping.init_ends())
+                     None if mapping is None else mapping.init_ends(),
+                     None if calls_theirs is None else calls_theirs.fileno())
         finally:
             os._exit(EXIT_SETUP_FAILED)
     os.close(status_w)
+    calls = None
+    if calls_ours is not None and calls_theirs is not None:
+        calls_theirs.close()
+        who = run.plan.confinement.identity
+        calls = CallRecorder(calls_ours, (run.plan.command.argv, run.request.argv),
+                             (who.uid, who.gid) if os.geteuid() == 0 != who.uid else None)
     try:
         if mapping is not None:
             mapping.started()
@@ -593,7 +606,7 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
             with contextlib.suppress(OSError):
                 run.cgroup.leave(os.getpid())
         status_reader = _StatusReader(status_r)
-        stopped = _watch(init, lifeline, run, disk, mapping, status=status_reader)
+        stopped = _watch(init, lifeline, run, disk, mapping, status=status_reader, calls=calls)
     except BaseException:
         # Whatever went wrong here, nothing of the sandbox may outlive this: the hand-back
         # that follows must never race a live build.
@@ -623,6 +636,8 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
     for key in ("attempts", "attempts_omitted", "unrecorded"):
         if key in child:
             outcome[key] = child[key]
+    if calls is not None:
+        calls.fill(outcome)
     return outcome
 
 
@@ -725,10 +740,11 @@ def _identity_mapping(confinement: Confinement) -> userns.IdentityMapping | None
 
 def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None,
            mapping: userns.IdentityMapping | None = None, *,
-           status: _StatusReader | None = None) -> str | None:
+           status: _StatusReader | None = None, calls: CallRecorder | None = None) -> str | None:
     """Wait for the init to exit; kill it on timeout, a limit or the caller's death.
 
-    Meanwhile answer the init's *mapping* request, when it makes one.
+    Meanwhile answer the init's *mapping* request, when it makes one, and the calls the
+    recording filter stopped (*calls*).
     """
     wall_time = run.request.policy.limits.wall_time
     deadline = None if wall_time is None else time.monotonic() + wall_time
@@ -740,6 +756,7 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None,
         poller.register(mapping.ask_r, select.POLLIN)
     if status is not None:
         poller.register(status.fd, select.POLLIN)
+    recording = _CallsPoll(poller, calls)
     reason: str | None = None
     memory = run.request.policy.limits.memory
     # In no namespace of its own, only the supervisor sees the sandbox's unix socket
@@ -754,12 +771,14 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None,
             timeout = _next_timeout(deadline, run.cgroup is not None or disk is not None
                                     or adopted_memory is not None)
             events = dict(poller.poll(timeout))
+            woken = bool(events)
+            recording.handle(events)
             if status is not None and status.fd in events:
                 status.drain()
-                if events[status.fd] & select.POLLHUP:
+                if events.pop(status.fd) & select.POLLHUP:
                     poller.unregister(status.fd)
-                if len(events) == 1:
-                    continue
+            if woken and not events:
+                continue
             if mapping is not None and mapping.ask_r in events:
                 poller.unregister(mapping.ask_r)
                 mapping.serve(init)
@@ -788,6 +807,33 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None,
             os.close(usage_fd)
         if mapping is not None:
             mapping.close()
+        if calls is not None:
+            calls.close()
+
+
+class _CallsPoll:
+    """The recorder's descriptor in the supervisor's poll: the channel, then the listener."""
+
+    def __init__(self, poller: select.poll, calls: CallRecorder | None) -> None:
+        self.poller = poller
+        self.calls = calls
+        self.fds = calls.fds() if calls is not None else []
+        for fd in self.fds:
+            poller.register(fd, select.POLLIN)
+
+    def handle(self, events: dict[int, int]) -> None:
+        """Answer what the recorder's descriptor reported, and take it out of *events*."""
+        if self.calls is None:
+            return
+        for fd in self.fds:
+            if fd in events:
+                self.calls.ready(events.pop(fd))
+        now = self.calls.fds()
+        for fd in set(self.fds) - set(now):
+            self.poller.unregister(fd)
+        for fd in set(now) - set(self.fds):
+            self.poller.register(fd, select.POLLIN)
+        self.fds = now
 
 
 def _adopted_memory(init: int, cgroup_usage: int | None, uid: int) -> int:

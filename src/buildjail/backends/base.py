@@ -110,6 +110,9 @@ class SetUp:
     """(path in the view, name shown) of the credential decoys the init watches for opens."""
     dns_trap: bool = False
     """Bind the recording resolver on 127.0.0.1:53 in the init's network namespace."""
+    record_calls: bool = False
+    """Start the command under seccomp's recording filter (stacked on the deny filter),
+    whose listener the supervisor reads: the programs it starts, where it connects."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -175,6 +175,7 @@ def _setup(sandbox: SandboxPlan, staged: dict[str, str]) -> SetUp:
         fresh_proc=own_proc,
         decoys=decoys_of(mounts),
         dns_trap=sandbox.policy.record_attempts is True and "net" in namespaces,
+        record_calls=sandbox.policy.record_attempts is True and {"net", "pid"} <= namespaces,
         staged=tuple((source, target, source in mounts.writable)
                      for source, target in staged.items()) if mounts else (),
     )

@@ -51,6 +51,7 @@ def _setup(sandbox: SandboxPlan) -> SetUp:
         fresh_proc={"pid", "mount"} <= namespaces,
         decoys=decoys_of(sandbox.mounts),
         dns_trap=sandbox.policy.record_attempts is True and "net" in namespaces,
+        record_calls=sandbox.policy.record_attempts is True and {"net", "pid"} <= namespaces,
     )
 
 

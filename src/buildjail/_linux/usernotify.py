@@ -1,0 +1,277 @@
+"""The listener of seccomp's recording filter: what a stopped call asked for, then go on.
+
+The kernel stops each call :func:`.seccomp.build_recording_filter` names until the
+listener has answered it (``SECCOMP_RET_USER_NOTIF``). The answer here is always
+``SECCOMP_USER_NOTIF_FLAG_CONTINUE``: the call then runs as it would have without the
+filter, with the same result and the same error (the sandbox's namespaces and its deny
+filter still decide what it may do). So nothing here enforces anything, and the kernel's
+warning about ``CONTINUE`` (the call's memory may change between the listener's read and
+the call's own) is about enforcement: what is read is the build's word, recorded as such.
+
+Everything read is the build's memory, so every read is bounded: at most ``MAX_ARGS``
+arguments of at most ``MAX_STRING`` bytes, one socket address of at most 128 bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Final, NamedTuple
+
+from . import seccomp
+
+MAX_ARGS: Final = 64
+"""Arguments of an ``execve`` read; the rest are counted."""
+MAX_STRING: Final = 1024
+"""Bytes read of one path or argument."""
+MAX_MESSAGES: Final = 8
+"""Messages of one ``sendmmsg`` whose addresses are read."""
+
+# struct seccomp_notif { __u64 id; __u32 pid; __u32 flags; struct seccomp_data data; }
+_NOTIF: Final = struct.Struct("<QIIiIQ6Q")
+# struct seccomp_notif_resp { __u64 id; __s64 val; __s32 error; __u32 flags; }
+_RESPONSE: Final = struct.Struct("<QqiI")
+_CONTINUE: Final = 1  # SECCOMP_USER_NOTIF_FLAG_CONTINUE
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _iowr(number: int, size: int, write_only: bool = False) -> int:
+    direction = 1 if write_only else 3  # _IOC_WRITE, or _IOC_READ | _IOC_WRITE
+    return (direction << 30) | (size << 16) | (ord("!") << 8) | number
+
+
+_RECV: Final = _iowr(0, _NOTIF.size)
+_SEND: Final = _iowr(1, _RESPONSE.size)
+_ID_VALID: Final = _iowr(2, 8, write_only=True)
+_POINTER: Final = struct.Struct("<Q")
+_SOCKADDR_MAX: Final = 128
+_AF_INET: Final = 2
+_AF_INET6: Final = 10
+
+
+class Notification(NamedTuple):
+    """One stopped call: the kernel's id for it, the caller's pid (as the listener's pid
+    namespace sees it), the call's name and its six arguments."""
+
+    id: int
+    pid: int
+    call: str
+    args: tuple[int, ...]
+
+
+class Destination(NamedTuple):
+    """Where a socket call was headed: an IPv4 or IPv6 address and port."""
+
+    address: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the address is the sandbox's own (127/8, ::1, ::ffff:127/104)."""
+        found = ipaddress.ip_address(self.address)
+        if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
+            found = found.ipv4_mapped
+        return found.is_loopback or found.is_unspecified
+
+
+def _names() -> Mapping[int, str]:
+    numbers = seccomp.recorded_numbers()
+    return {numbers[call]: call for call in seccomp.RECORDED_CALLS}
+
+
+_CALLS: Final = _names()
+
+
+def receive(listener: int) -> Notification | None:
+    """The next stopped call, or None when it was gone before it could be read (the caller
+    was killed: ENOENT). Call only when *listener* polls readable: this blocks."""
+    buffer = bytearray(_NOTIF.size)  # the kernel wants it zeroed
+    try:
+        fcntl.ioctl(listener, _RECV, buffer, True)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.EINTR):
+            return None
+        raise
+    ident, pid, _, nr, _, _, *args = _NOTIF.unpack(buffer)
+    return Notification(ident, pid, _CALLS.get(nr, str(nr)), tuple(args))
+
+
+def still_waiting(listener: int, notification: Notification) -> bool:
+    """Whether the call is still stopped: what was read was its caller's memory, not that of
+    a new process that took its pid."""
+    try:
+        fcntl.ioctl(listener, _ID_VALID, _POINTER.pack(notification.id))
+    except OSError:
+        return False
+    return True
+
+
+def let_continue(listener: int, notification: Notification) -> None:
+    """Let the call run as it would have without the filter."""
+    with contextlib.suppress(OSError):  # ENOENT: its caller is gone
+        fcntl.ioctl(listener, _SEND, _RESPONSE.pack(notification.id, 0, 0, _CONTINUE))
+
+
+@contextlib.contextmanager
+def acting_as(owner: tuple[int, int] | None, *, real: bool = False) -> Iterator[None]:
+    """Within: this process's effective ids (and with *real* its real ones) are *owner*'s
+    (uid, gid), its saved ones kept for the way back (None: as it is).
+
+    The kernel lets a process look into the processes of its own uid, and into a user
+    namespace its effective uid owns (the build's own, where it has one), without
+    CAP_SYS_PTRACE, which a container's root often lacks. Only for a single-threaded
+    process (the supervisor) that no process of *owner*'s can name: the sandbox's pid
+    namespace hides it (with *real*, such a process could signal it).
+    """
+    if owner is None:
+        yield
+        return
+    uids, gids = os.getresuid(), os.getresgid()
+    uid, gid = owner
+    os.setresgid(gid if real else -1, gid, -1)
+    os.setresuid(uid if real else -1, uid, -1)
+    try:
+        yield
+    finally:
+        os.setresuid(uids[0], uids[1], -1)  # the saved uid is root's: capabilities come back
+        os.setresgid(gids[0], gids[1], -1)
+
+
+class Memory:
+    """Bounded reads of a stopped process's memory (``/proc/PID/mem``), opened as *owner*
+    (:func:`acting_as`)."""
+
+    def __init__(self, pid: int, owner: tuple[int, int] | None = None) -> None:
+        with acting_as(owner):
+            self.fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        """Close the memory's descriptor."""
+        os.close(self.fd)
+
+    def read(self, address: int, size: int) -> bytes:
+        """Up to *size* bytes at *address* (fewer where the mapping ends)."""
+        if address == 0:
+            return b""
+        try:  # the kernel returns what it could read before an unmapped page
+            return os.pread(self.fd, size, address)
+        except OSError as error:
+            if error.errno in (errno.EIO, errno.EFAULT):
+                return b""
+            raise
+
+    def string(self, address: int) -> str:
+        """The NUL-terminated string at *address*, its first MAX_STRING bytes, decoded
+        with escapes for what is not UTF-8."""
+        return _decoded(self.read(address, MAX_STRING).split(b"\0", 1)[0])
+
+    def pointers(self, address: int, limit: int) -> tuple[list[int], bool]:
+        """The pointers of the NULL-ended array at *address*, at most *limit* of them, and
+        whether there were more."""
+        data = self.read(address, (limit + 1) * _POINTER.size)
+        found = []
+        for (value,) in _POINTER.iter_unpack(data[:len(data) - len(data) % _POINTER.size]):
+            if value == 0:
+                return found, False
+            found.append(value)
+        return found[:limit], len(found) > limit
+
+
+MORE_ARGUMENTS: Final = "...[more arguments]"
+"""The last argument of a program's arguments read cut at MAX_ARGS."""
+
+
+def _decoded(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace")
+
+
+def program_of(notification: Notification, memory: Memory) -> tuple[str, list[str]]:
+    """An ``execve``'s or ``execveat``'s path and arguments (MORE_ARGUMENTS when cut)."""
+    args = notification.args
+    path_at, argv_at = (args[1], args[2]) if notification.call == "execveat" else args[:2]
+    pointers, more = memory.pointers(argv_at, MAX_ARGS)
+    argv = [memory.string(pointer) for pointer in pointers]
+    if more:
+        argv.append(MORE_ARGUMENTS)
+    return memory.string(path_at), argv
+
+
+def as_read(argv: Sequence[str]) -> list[str]:
+    """*argv* as :func:`program_of` would read it back: each argument cut at MAX_STRING
+    bytes, the list at MAX_ARGS."""
+    read = [_decoded(os.fsencode(arg)[:MAX_STRING]) for arg in argv[:MAX_ARGS]]
+    return [*read, MORE_ARGUMENTS] if len(argv) > MAX_ARGS else read
+
+
+def destinations_of(notification: Notification, memory: Memory) -> list[Destination]:
+    """The internet addresses a ``connect``, ``sendto``, ``sendmsg`` or ``sendmmsg`` names
+    (none for a unix or netlink socket's, or a message without an address)."""
+    args = notification.args
+    if notification.call == "connect":
+        return _destination(memory, args[1], args[2])
+    if notification.call == "sendto":
+        return _destination(memory, args[4], args[5])
+    if notification.call == "sendmsg":
+        return _message_destination(memory, args[1])
+    if notification.call == "sendmmsg":
+        found: list[Destination] = []
+        for index in range(min(args[2] & 0xFFFFFFFF, MAX_MESSAGES)):
+            found += _message_destination(memory, args[1] + 64 * index)  # struct mmsghdr
+        return found
+    return []
+
+
+def _message_destination(memory: Memory, header: int) -> list[Destination]:
+    data = memory.read(header, 12)  # struct msghdr: void *msg_name; socklen_t msg_namelen
+    if len(data) < 12:
+        return []
+    name, length = struct.unpack("<QI", data)
+    return _destination(memory, name, length)
+
+
+def _destination(memory: Memory, address: int, length: int) -> list[Destination]:
+    data = memory.read(address, min(length & 0xFFFFFFFF, _SOCKADDR_MAX))
+    if len(data) < 8:
+        return []
+    family, port = struct.unpack("<H", data[:2])[0], struct.unpack(">H", data[2:4])[0]
+    if family == _AF_INET:
+        return [Destination(socket.inet_ntop(socket.AF_INET, data[4:8]), port)]
+    if family == _AF_INET6 and len(data) >= 24:
+        return [Destination(socket.inet_ntop(socket.AF_INET6, data[8:24]), port)]
+    return []
+
+
+_PIDFD_GETFD: Final = 438  # the same number on every machine (asm-generic)
+_PROTOCOLS: Final = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp",
+                     socket.SOCK_RAW: "raw", socket.SOCK_SEQPACKET: "seqpacket"}
+
+
+def protocol_of(pid: int, fd: int, owner: tuple[int, int] | None = None) -> str:
+    """``tcp``, ``udp``, ... of the socket *fd* of the process *pid*; ``?`` when it cannot be
+    looked at (``pidfd_getfd`` needs the same right as reading its memory: *owner*)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return "?"
+    try:
+        with acting_as(owner, real=True):
+            copy = _libc.syscall(ctypes.c_long(_PIDFD_GETFD), ctypes.c_int(pidfd),
+                                 ctypes.c_int(fd & 0x7FFFFFFF), ctypes.c_uint(0))
+    finally:
+        os.close(pidfd)
+    if copy < 0:
+        return "?"
+    try:
+        probe = socket.socket(fileno=copy)  # reads its type; owns *copy* from here on
+    except OSError:
+        os.close(copy)
+        return "?"
+    with probe:
+        return _PROTOCOLS.get(int(probe.type) & 0xF, "?")

@@ -489,7 +489,8 @@ def _result(**fields: Any) -> Any:
     from buildjail.result import RunResult
 
     return RunResult(exit_code=0, duration=0.1,
-                     layers=fields.pop("layers", ("attempts:credentials", "attempts:dns")),
+                     layers=fields.pop("layers", ("attempts:credentials", "attempts:dns",
+                                                  "attempts:exec", "attempts:connect")),
                      **fields)
 
 

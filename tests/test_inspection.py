@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -21,12 +22,10 @@ from typing import Any
 
 import pytest
 
-from buildjail import attempts
 from buildjail._linux.inotify import DecoyWatch
 from buildjail.attempts import attempt
 from buildjail.inspection import (
     console_scripts,
-    exec_argv,
     provided_modules,
     suspicious_attempts,
 )
@@ -127,13 +126,11 @@ def test_a_hostile_wheel_is_caught_and_the_host_sees_nothing(
     assert report["verdict"] == "suspicious" and document["clean"] is False
     assert {"kind": "dns", "name": "exfil.example"} in report["findings"]
     assert {"kind": "credential", "path": "~/.netrc"} in report["findings"]
-    if "connect" in attempts.KINDS:  # recorded once the connect recorder exists
-        assert any(item.get("port") == str(listener.port) for item in _kinds(report, "connect"))
-    if "exec" in attempts.KINDS:  # recorded once the exec recorder exists
-        argv = [exec_argv(attempt("exec", **{k: v for k, v in item.items() if k != "kind"}))
-                for item in _kinds(report, "exec")]
-        assert any(words[0] == "curl" for readings in argv for words in readings)
-        assert any(words[0] == "/bin/true" for readings in argv for words in readings)
+    assert {"kind": "connect", "address": listener.address, "port": str(listener.port),
+            "protocol": "tcp"} in report["findings"]
+    ran = [shlex.split(item["argv"]) for item in _kinds(report, "exec")]
+    assert any(words[0] == "curl" for words in ran), ran
+    assert any(words[0] == "/bin/true" for words in ran), ran
     steps = {(step["kind"], step["name"]): step for step in report["steps"]}
     detail = steps[("import", "hostile")]["detail"]
     assert "netrc machine pypi.org" in detail and "buildjail-decoy-" in detail  # the decoy
@@ -193,7 +190,10 @@ def test_a_real_clean_wheel_reports_nothing(sandbox_backend: str, clean_wheel: P
     document = json.loads(proc.stdout)
     [report] = document["wheels"]
     assert report["verdict"] == "clean" and document["clean"] is True
-    assert report["findings"] == [] and report["attempts"] == []
+    assert report["findings"] == []
+    assert report["attempts"] and {item["kind"] for item in report["attempts"]} == {"exec"}
+    assert all(words[2].endswith("_driver.py") for words in  # only the inspection's own steps
+               (shlex.split(item["argv"]) for item in report["attempts"]))
     assert report["modules"] == ["wheel"]
     assert [(step["kind"], step["name"], step["ok"]) for step in report["steps"]] == [
         ("install", "", True), ("import", "wheel", True), ("entry_point", "wheel", True)]
@@ -341,15 +341,16 @@ def test_console_scripts_are_read_bounded_and_plain() -> None:
 
 
 def test_every_kind_is_suspicious_but_the_drivers_own_execs() -> None:
-    ours = [["/usr/bin/python3", "-I", "/w/_driver.py", "/w/plan.json"]]
-    recorded = [attempt("exec", argv=json.dumps(ours[0])),
-                attempt("exec", argv=" ".join(ours[0])),
-                attempt("exec", argv=json.dumps(["curl", "-s", "http://x/"])),
+    ours = [["/usr/bin/python3", "-I", "/w/my driver.py", "/w/plan.json"]]
+    recorded = [attempt("exec", argv=shlex.join(ours[0])),  # as the recorder writes it
+                attempt("exec", argv=" ".join(ours[0])),  # not the same argv
+                attempt("exec", argv=shlex.join(["curl", "-s", "http://x/"])),
+                attempt("exec", argv="'cut"),  # unparsable: suspicious
                 attempt("exec"),
                 attempt("connect", address="192.0.2.2", port="80", protocol="tcp"),
                 attempt("some-kind-added-later", what="x"),
                 attempt("dns", name="exfil.example")]
-    assert suspicious_attempts(recorded, ours) == tuple(recorded[2:])
+    assert suspicious_attempts(recorded, ours) == tuple(recorded[1:])
 
 
 def test_the_fromager_hook_is_inert_until_enabled_and_inspects_each_wheel_once(

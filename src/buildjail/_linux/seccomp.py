@@ -104,10 +104,10 @@ from typing import Final
 __all__ = [
     "DENIED_SYSCALLS",
     "MODE_ARGUMENTS",
+    "RECORDED_CALLS",
     "SET_ID_BITS",
     "SUPPORTED_ARCHES",
     "UnsupportedArchitecture",
-    "RECORDED_CALLS",
     "build_filter",
     "build_recording_filter",
     "install_filter",

@@ -176,7 +176,7 @@ class Memory:
         """The pointers of the NULL-ended array at *address*, at most *limit* of them, and
         whether there were more."""
         data = self.read(address, (limit + 1) * _POINTER.size)
-        found = []
+        found: list[int] = []
         for (value,) in _POINTER.iter_unpack(data[:len(data) - len(data) % _POINTER.size]):
             if value == 0:
                 return found, False
@@ -249,8 +249,9 @@ def _destination(memory: Memory, address: int, length: int) -> list[Destination]
 
 
 _PIDFD_GETFD: Final = 438  # the same number on every machine (asm-generic)
-_PROTOCOLS: Final = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp",
-                     socket.SOCK_RAW: "raw", socket.SOCK_SEQPACKET: "seqpacket"}
+_PROTOCOLS: Final[Mapping[int, str]] = {
+    int(socket.SOCK_STREAM): "tcp", int(socket.SOCK_DGRAM): "udp", int(socket.SOCK_RAW): "raw",
+    int(socket.SOCK_SEQPACKET): "seqpacket"}
 
 
 def protocol_of(pid: int, fd: int, owner: tuple[int, int] | None = None) -> str:

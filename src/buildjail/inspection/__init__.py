@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import stat
 import tempfile
@@ -145,17 +146,16 @@ def suspicious_attempts(recorded: Iterable[Attempt],
 
 
 def exec_argv(item: Attempt) -> set[tuple[str, ...]]:
-    """The argv an ``exec`` attempt may stand for: its ``argv`` field read as a JSON list,
-    as one word, or split at spaces (whichever the recorder wrote); empty without one."""
+    """The argv an ``exec`` attempt stands for: its ``argv`` field, which the recorder
+    writes as ``shlex.join`` of the arguments; empty without one, or when it does not
+    parse (a cut one)."""
     value = dict(item.fields).get("argv")
     if value is None:
         return set()
-    readings = {(value,), tuple(value.split(" "))}
-    with contextlib.suppress(ValueError):
-        parsed = json.loads(value)
-        if isinstance(parsed, list) and all(isinstance(word, str) for word in parsed):
-            readings.add(tuple(parsed))
-    return readings
+    try:
+        return {tuple(shlex.split(value))}
+    except ValueError:
+        return set()
 
 
 def provided_modules(files: Iterable[str]) -> list[str]:

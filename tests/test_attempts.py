@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from buildjail.attempts import (
     unrecorded,
 )
 from buildjail.build import HookRecord, PackageReport
-from conftest import Runner, require_backend
+from conftest import Listener, Runner, host_address, require_backend
 from sandbox_driver import run_spec
 
 PYTHON = "/usr/bin/python3"
@@ -514,3 +515,106 @@ def test_on_attempt_fail_judges_each_run_and_fails_closed() -> None:
     assert unseen.value.reason == (
         'on_attempt = "fail", but what the build_wheel hook tried was not recorded: '
         "attempts:credentials bubblewrap's view was not seen in time")
+
+
+# --- programs started and connections tried (the recording filter) -------------------------
+
+CALLER = """
+import ctypes, os, socket, subprocess, sys
+def tried(what, call):
+    try:
+        call()
+    except OSError as error:
+        print(what, error.errno, flush=True)
+tcp = socket.socket()
+tried("connect", lambda: tcp.connect((sys.argv[1], int(sys.argv[2]))))
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+tried("sendto", lambda: udp.sendto(b"x", ("192.0.2.8", 53)))
+tried("sendmsg", lambda: udp.sendmsg([b"x"], [], 0, ("203.0.113.5", 123)))
+six = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+tried("connect6", lambda: six.connect(("2001:db8::1", 80)))
+local = socket.socket()
+tried("loopback", lambda: local.connect(("127.0.0.1", 9)))
+subprocess.run(["/bin/true", "two words"])
+subprocess.run(["true", "--looked-up"])  # one execve per PATH entry: recorded once
+if sys.argv[3:] == ["hidden"]:  # not dumpable: its memory is still the recorder's to read
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
+    os.execv("/bin/true", ["/bin/true", "undumpable"])
+"""
+CALLS = [{"kind": "connect", "address": "192.0.2.7", "port": "443", "protocol": "tcp"},
+         {"kind": "connect", "address": "192.0.2.8", "port": "53", "protocol": "udp"},
+         {"kind": "connect", "address": "203.0.113.5", "port": "123", "protocol": "udp"},
+         {"kind": "connect", "address": "2001:db8::1", "port": "80", "protocol": "tcp"},
+         {"kind": "exec", "argv": "/bin/true 'two words'"},
+         {"kind": "exec", "argv": "true --looked-up"}]
+
+
+def test_programs_and_connections_are_recorded_exactly(run_sandbox: Runner) -> None:
+    argv = [PYTHON, "-c", CALLER, "192.0.2.7", "443"]
+    result = run_sandbox(argv, capture=True, cwd="/", policy=RECORDING)
+    assert result["exit_code"] == 0, result
+    assert _same(result["attempts"], CALLS), result["attempts"]
+    assert set(result["layers"]) >= {"attempts:exec", "attempts:connect"}
+    assert not {key for key in result["degraded"] if key.startswith("attempts:")}
+    # The calls got what they get unrecorded (the control): the same errors, in order.
+    control = run_sandbox(argv, capture=True, cwd="/")
+    assert control["attempts"] == [] and "attempts:exec" not in control["layers"]
+    assert result["stdout"] == control["stdout"]
+    assert result["stdout"].split() == ["connect", "101", "sendto", "101", "sendmsg", "101",
+                                        "connect6", "101", "loopback", "111"]
+
+
+def test_a_process_that_hides_its_memory_is_recorded_or_said(run_sandbox: Runner,
+                                                              identity_kind: str) -> None:
+    result = run_sandbox([PYTHON, "-c", CALLER, "192.0.2.7", "443", "hidden"], capture=True,
+                         cwd="/", policy=RECORDING)
+    assert result["exit_code"] == 0, result
+    hidden = {"kind": "exec", "argv": "/bin/true undumpable"}
+    if identity_kind == "root":  # the supervisor's CAP_SYS_PTRACE reads it all the same
+        assert _same(result["attempts"], [*CALLS, hidden]), result["attempts"]
+        assert result["attempts_omitted"] == {}
+    else:  # the caller's uid cannot read a process that is not dumpable: counted, and said
+        assert _same(result["attempts"], CALLS), result["attempts"]
+        assert result["attempts_omitted"] == {"exec": 1}
+        assert "could not be read" in result["degraded"]["attempts:exec"]
+
+
+def test_a_connection_to_the_host_is_recorded_and_never_arrives(run_sandbox: Runner) -> None:
+    address = host_address()
+    if address.startswith("127."):
+        pytest.skip("this host has no non-loopback IPv4 address to listen on")
+    server = Listener(address)
+    try:
+        result = run_sandbox([PYTHON, "-c", CALLER, address, str(server.port)], capture=True,
+                             cwd="/", policy=RECORDING)
+        # The control: the same caller, unsandboxed, does reach the listener.
+        subprocess.run([PYTHON, "-c", CALLER, address, str(server.port)], check=True,
+                       capture_output=True, timeout=60)
+        time.sleep(0.5)
+        assert server.connections == 1  # the control's, none from the sandbox
+    finally:
+        server.close()
+    assert {"kind": "connect", "address": address, "port": str(server.port),
+            "protocol": "tcp"} in result["attempts"]
+
+
+MANY = """
+import os, sys
+long = "x" * 5000
+for index in range(int(sys.argv[1])):
+    pid = os.posix_spawn("/bin/true", ["/bin/true", str(index), *[long] * 100], {})
+    os.waitpid(pid, 0)
+print("done")
+"""
+
+
+def test_an_exec_flood_is_capped_and_each_one_bounded(run_sandbox: Runner) -> None:
+    result = run_sandbox([PYTHON, "-c", MANY, str(MAX_ATTEMPTS + 50)], capture=True, cwd="/",
+                         policy=RECORDING, limits={"wall_time": 300})
+    assert result["exit_code"] == 0, result
+    assert result["stdout"].strip() == "done"
+    execs = [item for item in result["attempts"] if item["kind"] == "exec"]
+    assert len(execs) == MAX_ATTEMPTS
+    assert result["attempts_omitted"] == {"exec": 50}
+    assert all(len(item["argv"]) <= MAX_FIELD for item in execs)
+    assert execs[0]["argv"].startswith("/bin/true 0 xxxx") and "cut, crc32" in execs[0]["argv"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from buildjail.audit import AuditReport, run_audit, runner
 from buildjail.audit.runner import VERDICTS, _Context, _verdict
 from buildjail.audit.vectors import VECTORS
 from buildjail.backends.bwrap import find_bwrap
-from conftest import require_backend
+from conftest import host_address, require_backend
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 
@@ -105,11 +106,25 @@ def _attempts_by_sandbox(data: dict[str, Any]) -> dict[tuple[str, str], list[dic
 
 
 def test_the_probes_attempts_are_recorded_under_full_only(report: AuditReport) -> None:
-    """Judged from the report: the decoys opened and the name resolved, nothing more (the
-    other probes try nothing that is recorded), and nothing where nothing records."""
+    """Judged from the report: the decoys opened and the name resolved, the host's TCP and
+    UDP listeners tried, the set-uid copy run, nothing more (the other probes try nothing
+    that is recorded, but for the fork bomb's sleeps where one starts), and nothing where
+    nothing records."""
     expected = sorted(PROBE_ATTEMPTS, key=lambda item: sorted(item.items()))
     for (profile, backend), found in _attempts_by_sandbox(report.to_dict()).items():
-        assert found == (expected if profile == "full" else []), (profile, backend, found)
+        if profile != "full":
+            assert found == [], (profile, backend, found)
+            continue
+        assert [item for item in found if item["kind"] in ("dns", "credential")] == expected
+        connects = [item for item in found if item["kind"] == "connect"]
+        assert sorted(item["protocol"] for item in connects) == ["tcp", "udp"], found
+        assert all(item["address"] == host_address() for item in connects), found
+        ran = [shlex.split(item["argv"]) for item in found if item["kind"] == "exec"]
+        assert [argv for argv in ran if argv[0].endswith("/setuid-id")] == [
+            [argv[0], "-u"] for argv in ran if argv[0].endswith("/setuid-id")] != [], ran
+        assert all(argv[0].endswith("/setuid-id") or argv == ["/usr/bin/sleep", "5"]
+                   for argv in ran), ran
+        assert len(found) == len(expected) + len(connects) + len(ran), found
     for status in report.sandboxes:
         assert status.attempts_omitted == {}, status
     for backend in report.backends:  # a decoy read is no secret read

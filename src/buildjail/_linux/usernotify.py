@@ -145,12 +145,19 @@ def acting_as(owner: tuple[int, int] | None, *, real: bool = False) -> Iterator[
 
 
 class Memory:
-    """Bounded reads of a stopped process's memory (``/proc/PID/mem``), opened as *owner*
-    (:func:`acting_as`)."""
+    """Bounded reads of a stopped process's memory (``/proc/PID/mem``): opened with this
+    process's own rights (CAP_SYS_PTRACE reads any), else as *owner* (:func:`acting_as`:
+    without the capability, a process of the owner's that is still dumpable)."""
 
     def __init__(self, pid: int, owner: tuple[int, int] | None = None) -> None:
-        with acting_as(owner):
-            self.fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        path = f"/proc/{pid}/mem"
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError:
+            if owner is None:
+                raise
+            with acting_as(owner):
+                self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
     def close(self) -> None:
         """Close the memory's descriptor."""

@@ -260,6 +260,27 @@ def test_report_describes_every_build(jobs: int, jailed: BuildjailRun,
         _assert_record_matches(wheel)
 
 
+@slow
+def test_the_corpus_tries_nothing_suspicious(jailed: BuildjailRun) -> None:
+    """No false positives: the 14 real sdists' hooks are recorded (the layers), and what
+    they did is at most programs run (the compilers of the C ones), never a name, a
+    connection or a decoy."""
+    from buildjail.attempts import from_json, suspicious
+
+    ran = 0
+    for sdist in CORPUS:
+        entry = _report_of(run=jailed, sdist=sdist)
+        assert {"attempts:dns", "attempts:credentials", "attempts:connect",
+                "attempts:exec"} <= set(entry["layers"]), entry["layers"]
+        assert not [key for key in entry["degraded"] if key.startswith("attempts:")], entry
+        for hook in entry["hooks"]:
+            found = from_json(hook["attempts"])
+            assert suspicious(found) == (), (sdist.name, hook["name"], hook["attempts"])
+            assert hook["attempts_omitted"] == {}, (sdist.name, hook)
+            ran += len(found)
+    assert ran > 0  # the compiled ones' compilers were seen: the recording was on
+
+
 def _canonical(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 

@@ -618,3 +618,25 @@ def test_an_exec_flood_is_capped_and_each_one_bounded(run_sandbox: Runner) -> No
     assert result["attempts_omitted"] == {"exec": 50}
     assert all(len(item["argv"]) <= MAX_FIELD for item in execs)
     assert execs[0]["argv"].startswith("/bin/true 0 xxxx") and "cut, crc32" in execs[0]["argv"]
+
+
+CONNECT_FLOOD = """
+import socket
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+while True:
+    try:
+        sock.sendto(b"x", ("192.0.2.9", 9))
+    except OSError:
+        pass
+"""
+
+
+def test_a_flood_of_recorded_calls_never_starves_the_wall_time(run_sandbox: Runner) -> None:
+    started = time.monotonic()
+    result = run_sandbox([PYTHON, "-c", CONNECT_FLOOD], cwd="/", policy=RECORDING,
+                         limits={"wall_time": 3})
+    assert time.monotonic() - started < 30
+    assert result["limit_hit"] == "wall_time", result
+    # What the supervisor recorded survives the init's death (its own report does not).
+    assert {"kind": "connect", "address": "192.0.2.9", "port": "9",
+            "protocol": "udp"} in result["attempts"]

@@ -620,12 +620,14 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
         _kill_adopted()
     status = status_reader.finish()
     if stopped == "wall_time":
-        return {"exit_code": EXIT_TIMEOUT, "limit": "wall_time", "signal": signal.SIGKILL}
+        return _with_calls({"exit_code": EXIT_TIMEOUT, "limit": "wall_time",
+                            "signal": signal.SIGKILL}, calls)
     if not status:  # the init died before reporting: a set-up failure, or killed
         if os.waitstatus_to_exitcode(wait_status) == EXIT_SETUP_FAILED:
             return {"exit_code": EXIT_SETUP_FAILED, "setup_failed": True}
         limit = stopped or (run.cgroup.limit_hit() if run.cgroup else None)
-        return {"exit_code": 128 + signal.SIGKILL, "limit": limit, "signal": signal.SIGKILL}
+        return _with_calls({"exit_code": 128 + signal.SIGKILL, "limit": limit,
+                            "signal": signal.SIGKILL}, calls)
     child: InitStatus = json.loads(status)
     code = os.waitstatus_to_exitcode(child["status"])
     limit = stopped or child["limit"] or (run.cgroup.limit_hit() if run.cgroup else None)
@@ -636,6 +638,12 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
     for key in ("attempts", "attempts_omitted", "unrecorded"):
         if key in child:
             outcome[key] = child[key]
+    return _with_calls(outcome, calls)
+
+
+def _with_calls(outcome: Outcome, calls: CallRecorder | None) -> Outcome:
+    """*outcome* with the programs and connections the supervisor recorded (also where the
+    init was killed before its own report: what the supervisor saw is not lost with it)."""
     if calls is not None:
         calls.fill(outcome)
     return outcome
@@ -757,6 +765,7 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None,
     if status is not None:
         poller.register(status.fd, select.POLLIN)
     recording = _CallsPoll(poller, calls)
+    checked = time.monotonic()
     reason: str | None = None
     memory = run.request.policy.limits.memory
     # In no namespace of its own, only the supervisor sees the sandbox's unix socket
@@ -777,8 +786,11 @@ def _watch(init: int, lifeline: int, run: _Run, disk: DiskWatch | None,
                 status.drain()
                 if events.pop(status.fd) & select.POLLHUP:
                     poller.unregister(status.fd)
-            if woken and not events:
-                continue
+            now = time.monotonic()
+            if woken and not events and now - checked < _WATCH_TICK and (
+                    deadline is None or now < deadline):
+                continue  # a flood of recorded calls never starves the checks below
+            checked = now
             if mapping is not None and mapping.ask_r in events:
                 poller.unregister(mapping.ask_r)
                 mapping.serve(init)
@@ -867,10 +879,14 @@ def _disk_over(disk: DiskWatch, init: int) -> bool:
         return True
 
 
+_WATCH_TICK = 0.05
+"""How often the supervisor checks the wall time, the cgroup and the disk while it waits."""
+
+
 def _next_timeout(deadline: float | None, ticking: bool) -> int | None:
     candidates = []
     if deadline is not None:
         candidates.append(max(0.0, deadline - time.monotonic()))
     if ticking:
-        candidates.append(0.05)
+        candidates.append(_WATCH_TICK)
     return int(min(candidates) * 1000) + 1 if candidates else None

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -640,3 +641,47 @@ def test_a_flood_of_recorded_calls_never_starves_the_wall_time(run_sandbox: Runn
     # What the supervisor recorded survives the init's death (its own report does not).
     assert {"kind": "connect", "address": "192.0.2.9", "port": "9",
             "protocol": "udp"} in result["attempts"]
+
+
+MMSG = """
+import ctypes, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def address(host, port):
+    return struct.pack("<H", socket.AF_INET) + struct.pack(">H", port) + socket.inet_aton(host) + bytes(8)
+names = [address("127.0.0.1", 9)] * 64 + [address("10.9.9.9", 4444)] * 6
+payload = ctypes.create_string_buffer(b"x")
+iov = (ctypes.c_char * 16)()
+struct.pack_into("<QQ", iov, 0, ctypes.addressof(payload), 1)
+buffers = [ctypes.create_string_buffer(name, 16) for name in names]
+headers = (ctypes.c_char * (64 * len(names)))()
+for index, name in enumerate(buffers):
+    struct.pack_into("<QI4xQQ", headers, 64 * index, ctypes.addressof(name), 16,
+                     ctypes.addressof(iov), 1)
+print(libc.sendmmsg(sock.fileno(), headers, len(names), 0))
+"""
+
+
+def test_messages_past_what_is_read_are_counted(run_sandbox: Runner) -> None:
+    result = run_sandbox([PYTHON, "-c", MMSG], capture=True, cwd="/", policy=RECORDING)
+    assert result["exit_code"] == 0, result
+    assert result["stdout"].strip() == "64"  # the 65th failed: no route, as unrecorded
+    assert [item for item in result["attempts"] if item["kind"] == "connect"] == []
+    assert result["attempts_omitted"] == {"connect": 6}  # not read, never silently lost
+
+
+def test_a_sockets_protocol_is_read_without_a_copy_of_it() -> None:
+    from buildjail._linux.usernotify import protocol_of
+
+    sockets = [socket.socket(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+               socket.socket(socket.AF_INET6, socket.SOCK_STREAM)]
+    try:
+        before = sorted(os.listdir("/proc/self/fd"))
+        found = [protocol_of(os.getpid(), sock.fileno()) for sock in sockets]
+        assert sorted(os.listdir("/proc/self/fd")) == before
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert found == ["tcp", "udp", "tcp"]
+    with open("/dev/null") as stream:  # not a socket
+        assert protocol_of(os.getpid(), stream.fileno()) == "?"

@@ -15,7 +15,6 @@ arguments of at most ``MAX_STRING`` bytes, one socket address of at most 128 byt
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import ipaddress
@@ -31,15 +30,14 @@ MAX_ARGS: Final = 64
 """Arguments of an ``execve`` read; the rest are counted."""
 MAX_STRING: Final = 1024
 """Bytes read of one path or argument."""
-MAX_MESSAGES: Final = 8
-"""Messages of one ``sendmmsg`` whose addresses are read."""
+MAX_MESSAGES: Final = 64
+"""Messages of one ``sendmmsg`` whose addresses are read; the rest are counted."""
 
 # struct seccomp_notif { __u64 id; __u32 pid; __u32 flags; struct seccomp_data data; }
 _NOTIF: Final = struct.Struct("<QIIiIQ6Q")
 # struct seccomp_notif_resp { __u64 id; __s64 val; __s32 error; __u32 flags; }
 _RESPONSE: Final = struct.Struct("<QqiI")
 _CONTINUE: Final = 1  # SECCOMP_USER_NOTIF_FLAG_CONTINUE
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _iowr(number: int, size: int, write_only: bool = False) -> int:
@@ -54,6 +52,7 @@ _POINTER: Final = struct.Struct("<Q")
 _SOCKADDR_MAX: Final = 128
 _AF_INET: Final = 2
 _AF_INET6: Final = 10
+_UIO_MAXIOV: Final = 1024  # the most messages one sendmmsg sends
 
 
 class Notification(NamedTuple):
@@ -120,28 +119,28 @@ def let_continue(listener: int, notification: Notification) -> None:
 
 
 @contextlib.contextmanager
-def acting_as(owner: tuple[int, int] | None, *, real: bool = False) -> Iterator[None]:
-    """Within: this process's effective ids (and with *real* its real ones) are *owner*'s
-    (uid, gid), its saved ones kept for the way back (None: as it is).
+def acting_as(owner: tuple[int, int] | None) -> Iterator[None]:
+    """Within: this process's effective ids are *owner*'s (uid, gid); its real and saved
+    ones are kept, for the way back (None: as it is).
 
-    The kernel lets a process look into the processes of its own uid, and into a user
-    namespace its effective uid owns (the build's own, where it has one), without
-    CAP_SYS_PTRACE, which a container's root often lacks. Only for a single-threaded
-    process (the supervisor) that no process of *owner*'s can name: the sandbox's pid
-    namespace hides it (with *real*, such a process could signal it).
+    The kernel lets a process look into the processes of its own (file-system) uid, and
+    into a user namespace its effective uid owns (the build's own, where it has one),
+    without CAP_SYS_PTRACE, which a container's root often lacks. The real uid stays: a
+    process of *owner*'s may not signal this one, which the sandbox's pid namespace hides
+    from it anyway. Only for a single-threaded process (the supervisor).
     """
     if owner is None:
         yield
         return
-    uids, gids = os.getresuid(), os.getresgid()
     uid, gid = owner
-    os.setresgid(gid if real else -1, gid, -1)
-    os.setresuid(uid if real else -1, uid, -1)
+    before_uid, before_gid = os.geteuid(), os.getegid()
+    os.setresgid(-1, gid, -1)
+    os.setresuid(-1, uid, -1)
     try:
         yield
     finally:
-        os.setresuid(uids[0], uids[1], -1)  # the saved uid is root's: capabilities come back
-        os.setresgid(gids[0], gids[1], -1)
+        os.setresuid(-1, before_uid, -1)  # root's real uid: its capabilities come back
+        os.setresgid(-1, before_gid, -1)
 
 
 class Memory:
@@ -217,22 +216,25 @@ def as_read(argv: Sequence[str]) -> list[str]:
     return [*read, MORE_ARGUMENTS] if len(argv) > MAX_ARGS else read
 
 
-def destinations_of(notification: Notification, memory: Memory) -> list[Destination]:
+def destinations_of(notification: Notification,
+                    memory: Memory) -> tuple[list[Destination], int]:
     """The internet addresses a ``connect``, ``sendto``, ``sendmsg`` or ``sendmmsg`` names
-    (none for a unix or netlink socket's, or a message without an address)."""
+    (none for a unix or netlink socket's, or a message without an address), and how many
+    messages of a ``sendmmsg`` were past MAX_MESSAGES, unread."""
     args = notification.args
     if notification.call == "connect":
-        return _destination(memory, args[1], args[2])
+        return _destination(memory, args[1], args[2]), 0
     if notification.call == "sendto":
-        return _destination(memory, args[4], args[5])
+        return _destination(memory, args[4], args[5]), 0
     if notification.call == "sendmsg":
-        return _message_destination(memory, args[1])
+        return _message_destination(memory, args[1]), 0
     if notification.call == "sendmmsg":
+        count = args[2] & 0xFFFFFFFF
         found: list[Destination] = []
-        for index in range(min(args[2] & 0xFFFFFFFF, MAX_MESSAGES)):
+        for index in range(min(count, MAX_MESSAGES)):
             found += _message_destination(memory, args[1] + 64 * index)  # struct mmsghdr
-        return found
-    return []
+        return found, max(0, min(count, _UIO_MAXIOV) - MAX_MESSAGES)
+    return [], 0
 
 
 def _message_destination(memory: Memory, header: int) -> list[Destination]:
@@ -255,31 +257,30 @@ def _destination(memory: Memory, address: int, length: int) -> list[Destination]
     return []
 
 
-_PIDFD_GETFD: Final = 438  # the same number on every machine (asm-generic)
-_PROTOCOLS: Final[Mapping[int, str]] = {
-    int(socket.SOCK_STREAM): "tcp", int(socket.SOCK_DGRAM): "udp", int(socket.SOCK_RAW): "raw",
-    int(socket.SOCK_SEQPACKET): "seqpacket"}
+_PROTOCOLS: Final[Mapping[str, str]] = {
+    "TCP": "tcp", "TCPv6": "tcp", "UDP": "udp", "UDPv6": "udp", "RAW": "raw", "RAWv6": "raw",
+    "UDPLITE": "udplite", "UDPLITEv6": "udplite", "MPTCP": "mptcp", "MPTCPv6": "mptcp",
+    "SCTP": "sctp", "SCTPv6": "sctp", "PING": "icmp", "PINGv6": "icmp"}
 
 
 def protocol_of(pid: int, fd: int, owner: tuple[int, int] | None = None) -> str:
-    """``tcp``, ``udp``, ... of the socket *fd* of the process *pid*; ``?`` when it cannot be
-    looked at (``pidfd_getfd`` needs the same right as reading its memory: *owner*)."""
+    """``tcp``, ``udp``, ... of the socket *fd* of the process *pid*, from its protocol's
+    name (the ``system.sockprotoname`` attribute of ``/proc/PID/fd/FD``, read as *owner*
+    where this process may not otherwise look); ``?`` when it cannot be read.
+
+    Never a copy of the descriptor: the build could make the copy's close the socket's
+    last, and a lingering close would hold the supervisor."""
+    path = f"/proc/{pid}/fd/{fd & 0x7FFFFFFF}"
     try:
-        pidfd = os.pidfd_open(pid)
+        name = os.getxattr(path, "system.sockprotoname")
+    except PermissionError:
+        if owner is None:
+            return "?"
+        try:
+            with acting_as(owner):
+                name = os.getxattr(path, "system.sockprotoname")
+        except OSError:
+            return "?"
     except OSError:
         return "?"
-    try:
-        with acting_as(owner, real=True):
-            copy = _libc.syscall(ctypes.c_long(_PIDFD_GETFD), ctypes.c_int(pidfd),
-                                 ctypes.c_int(fd & 0x7FFFFFFF), ctypes.c_uint(0))
-    finally:
-        os.close(pidfd)
-    if copy < 0:
-        return "?"
-    try:
-        probe = socket.socket(fileno=copy)  # reads its type; owns *copy* from here on
-    except OSError:
-        os.close(copy)
-        return "?"
-    with probe:
-        return _PROTOCOLS.get(int(probe.type) & 0xF, "?")
+    return _PROTOCOLS.get(name.rstrip(b"\0").decode("ascii", "replace"), "?")

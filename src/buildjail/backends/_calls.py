@@ -112,20 +112,26 @@ class CallRecorder:
 
     def _record_program(self, stopped: usernotify.Notification,
                         memory: usernotify.Memory) -> None:
-        _, argv = usernotify.program_of(stopped, memory)
+        path, argv = usernotify.program_of(stopped, memory)
         if not usernotify.still_waiting(self.listener or -1, stopped):
             return  # its caller died: what was read may be another's
         if not self.started and tuple(argv) in self.startup:
             return
         self.started = True
-        # By its arguments alone: a command looked up on PATH is one execve per directory.
-        self.log.add(attempt("exec", argv=shlex.join(argv)))
+        # By its arguments, and its path only where that names another program than its
+        # first argument: a command looked up on PATH is one execve per directory.
+        named = os.path.basename(argv[0]) if argv else ""
+        shown = {} if os.path.basename(path) == named else {"path": path}
+        self.log.add(attempt("exec", argv=shlex.join(argv), **shown))
 
     def _record_destinations(self, stopped: usernotify.Notification,
                              memory: usernotify.Memory) -> None:
-        found = [where for where in usernotify.destinations_of(stopped, memory)
-                 if not where.loopback]
-        if not found or not usernotify.still_waiting(self.listener or -1, stopped):
+        named, unread = usernotify.destinations_of(stopped, memory)
+        found = [where for where in named if not where.loopback]
+        if not usernotify.still_waiting(self.listener or -1, stopped):
+            return
+        self.log.lost("connect", unread)  # not read: counted, as if past the cap
+        if not found:
             return
         protocol = usernotify.protocol_of(stopped.pid, stopped.args[0], self.owner)
         for where in found:

@@ -648,7 +648,8 @@ import ctypes, socket, struct
 libc = ctypes.CDLL(None, use_errno=True)
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 def address(host, port):
-    return struct.pack("<H", socket.AF_INET) + struct.pack(">H", port) + socket.inet_aton(host) + bytes(8)
+    family = struct.pack("<H", socket.AF_INET)
+    return family + struct.pack(">H", port) + socket.inet_aton(host) + bytes(8)
 names = [address("127.0.0.1", 9)] * 64 + [address("10.9.9.9", 4444)] * 6
 payload = ctypes.create_string_buffer(b"x")
 iov = (ctypes.c_char * 16)()

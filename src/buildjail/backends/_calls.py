@@ -76,9 +76,10 @@ class CallRecorder:
         # else: the init said why in its own report (the filter could not be installed)
 
     def _answer_one(self) -> None:
-        assert self.listener is not None
+        listener = self.listener
+        assert listener is not None
         try:
-            stopped = usernotify.receive(self.listener)
+            stopped = usernotify.receive(listener)
         except OSError as error:  # closing the listener fails the calls: said, and loud
             self._unrecorded(f"not recorded: the recording filter's listener failed "
                              f"({error.strerror})")
@@ -87,13 +88,13 @@ class CallRecorder:
         if stopped is None:
             return
         try:
-            self._record(stopped)
+            self._record(listener, stopped)
         except Exception as error:  # recording is evidence: whatever it is, the call goes on
             self._unrecorded(f"not recorded in full: {error!r}"[:300])
         finally:
-            usernotify.let_continue(self.listener, stopped)
+            usernotify.let_continue(listener, stopped)
 
-    def _record(self, stopped: usernotify.Notification) -> None:
+    def _record(self, listener: int, stopped: usernotify.Notification) -> None:
         kind = "exec" if stopped.call.startswith("exec") else "connect"
         try:
             memory = usernotify.Memory(stopped.pid, self.owner)
@@ -102,18 +103,18 @@ class CallRecorder:
             return
         try:
             if kind == "exec":
-                self._record_program(stopped, memory)
+                self._record_program(listener, stopped, memory)
             else:
-                self._record_destinations(stopped, memory)
+                self._record_destinations(listener, stopped, memory)
         except OSError as error:
             self._unreadable(kind, error)
         finally:
             memory.close()
 
-    def _record_program(self, stopped: usernotify.Notification,
+    def _record_program(self, listener: int, stopped: usernotify.Notification,
                         memory: usernotify.Memory) -> None:
         path, argv = usernotify.program_of(stopped, memory)
-        if not usernotify.still_waiting(self.listener or -1, stopped):
+        if not usernotify.still_waiting(listener, stopped):
             return  # its caller died: what was read may be another's
         if not self.started and tuple(argv) in self.startup:
             return
@@ -124,11 +125,11 @@ class CallRecorder:
         shown = {} if os.path.basename(path) == named else {"path": path}
         self.log.add(attempt("exec", argv=shlex.join(argv), **shown))
 
-    def _record_destinations(self, stopped: usernotify.Notification,
+    def _record_destinations(self, listener: int, stopped: usernotify.Notification,
                              memory: usernotify.Memory) -> None:
         named, unread = usernotify.destinations_of(stopped, memory)
         found = [where for where in named if not where.loopback]
-        if not usernotify.still_waiting(self.listener or -1, stopped):
+        if not usernotify.still_waiting(listener, stopped):
             return
         self.log.lost("connect", unread)  # not read: counted, as if past the cap
         if not found:

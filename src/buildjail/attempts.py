@@ -25,7 +25,7 @@ SUMMARY_LIMIT = 20
 """Attempts named in the one-line summary; the rest are ``and N more`` (the JSON has them)."""
 FIRST = ("credential",)
 """Kinds the summary names first: a decoy read matters more than any DNS name."""
-KINDS = ("credentials", "dns", "exec", "connect")
+KINDS = ("credentials", "dns", "exec", "connect", "outlived")
 """What can be recorded, as named in the layers (``attempts:dns``)."""
 HARMLESS = frozenset({"exec"})
 """Kinds that are no failure reason for ``on_attempt = "fail"`` (builds run compilers), named
@@ -63,6 +63,8 @@ class Attempt:
             return f"connect {values.get('protocol', '?')} {shown}:{values.get('port', '?')}"
         if self.kind == "exec":
             return f"ran {values.get('argv', '?')}"
+        if self.kind == "outlived":
+            return f"left running {values.get('argv', '?')}"
         return " ".join([self.kind, *values.values()])
 
 

@@ -91,3 +91,33 @@ def descendants(pid: int) -> Iterator[int]:
         current = pending.pop()
         yield current
         pending.extend(children(current))
+
+
+MAX_COMMAND_LINE = 4096
+"""Bytes read of a process's command line: the build writes it, so it is bounded."""
+
+
+def is_running(pid: int) -> bool:
+    """Whether *pid* exists and has not exited (a zombie, or dead, has)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            stat = stream.read(1024)
+    except OSError:
+        return False
+    state = stat.rpartition(b")")[2].split(maxsplit=1)[:1]  # the name may hold ") "
+    return bool(state) and state[0] not in (b"Z", b"X", b"x")
+
+
+def command_line(pid: int) -> list[str]:
+    """*pid*'s arguments as it shows them, at most MAX_COMMAND_LINE bytes of them (its name,
+    bracketed, where it shows none); ``[]`` when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            data = stream.read(MAX_COMMAND_LINE)
+        if not data:
+            with open(f"/proc/{pid}/comm", "rb") as stream:
+                name = stream.read(64).rstrip(b"\n")
+            return [f"[{name.decode('utf-8', 'backslashreplace')}]"]
+    except OSError:
+        return []
+    return [arg.decode("utf-8", "backslashreplace") for arg in data.rstrip(b"\0").split(b"\0")]

@@ -28,6 +28,8 @@ from .._linux.filesystem import SCRATCH_TMPFS, apply_mounts, stage_trees
 from .._linux.procfs import descendants
 from ..errors import EXIT_SETUP_FAILED  # stdlib-only, and imported before the fork
 from ..limits import Limits
+from ._calls import KINDS as CALL_KINDS
+from ._leftovers import record_leftovers
 from ._recorder import Recorder, release_wrapped
 from .base import InitPlan
 from .messages import InitStatus, SetupFailure
@@ -89,6 +91,8 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
         if plan.command.block_fd is not None:
             _release_wrapper(plan, recorder, wrapper, child)
         status, limit = _reap_until(child, wakeup, plan, wrapper, recorder)
+        if plan.setup.record_leftovers and limit is None:  # a limit killed them all
+            record_leftovers(recorder.log, (wrapper.child_pid(),))  # bubblewrap's init aside
         if plan.command.kill_descendants:
             _kill_leftovers()
         recorder.finish()
@@ -268,7 +272,7 @@ def _spawn_recorded(plan: InitPlan, calls_fd: int, recorder: Recorder) -> int:
                 socket.send_fds(channel, [b"L"], [listener])
         else:
             why = f"not recorded: the recording filter could not be installed ({box['refused']})"
-            for kind in ("exec", "connect"):
+            for kind in CALL_KINDS:
                 recorder.unrecorded[f"attempts:{kind}"] = why
     finally:
         if isinstance(listener, int):

@@ -36,6 +36,7 @@ from ..limits import Limits
 from ..policy import Policy
 from ..result import RunResult
 from ..trees import remove_tree
+from ._calls import KINDS as CALL_KINDS
 from ._calls import CallRecorder
 from ._sandbox_init import report_error, run_init
 from .base import (
@@ -226,15 +227,18 @@ def _plan_run(sandbox: SandboxPlan, launch: Launch, lease: identity.Lease | None
 
 
 def _attempt_layers(launch: Launch) -> tuple[str, ...]:
-    """``attempts:credentials`` and ``attempts:dns``, where the init records them;
-    ``attempts:exec`` and ``attempts:connect``, where the supervisor does."""
+    """``attempts:credentials``, ``attempts:dns`` and ``attempts:outlived``, where the init
+    records them; ``attempts:exec`` and ``attempts:connect``, where the supervisor does."""
     recorded = (("credentials", bool(launch.setup.decoys)), ("dns", launch.setup.dns_trap),
-                ("exec", launch.setup.record_calls), ("connect", launch.setup.record_calls))
+                *((kind, launch.setup.record_calls) for kind in CALL_KINDS),
+                ("outlived", launch.setup.record_leftovers))
     return tuple(f"attempts:{kind}" for kind, on in recorded if on)
 
 
 NO_NETWORK_NAMESPACE = ("not recorded: the sandbox shares the host's network, where a real "
                         "server would be sent a decoy (no decoys planted)")
+NO_ADOPTER = ("not recorded: nothing in the sandbox adopts what the command leaves running "
+              "(no pid namespace with its own /proc, no kill_all)")
 
 
 def _unrecorded(policy: Policy, launch: Launch, namespaces: frozenset[str]) -> dict[str, str]:
@@ -243,6 +247,7 @@ def _unrecorded(policy: Policy, launch: Launch, namespaces: frozenset[str]) -> d
         return {}
     recorded = set(_attempt_layers(launch))
     why = {"attempts:credentials": NO_NETWORK_NAMESPACE} if "net" not in namespaces else {}
+    why["attempts:outlived"] = NO_ADOPTER
     return {f"attempts:{kind}": launch.degraded.get(
                 f"attempts:{kind}",
                 why.get(f"attempts:{kind}", "not recorded: the backend has no place to record it"))

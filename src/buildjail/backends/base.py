@@ -113,6 +113,9 @@ class SetUp:
     record_calls: bool = False
     """Start the command under seccomp's recording filter (stacked on the deny filter),
     whose listener the supervisor reads: the programs it starts, where it connects."""
+    record_leftovers: bool = False
+    """Once the command exited, record what it left running: the init adopts every orphan
+    (pid 1 of the sandbox's pid namespace with its own ``/proc``, or a subreaper)."""
 
 
 @dataclasses.dataclass(frozen=True)

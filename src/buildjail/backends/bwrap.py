@@ -124,7 +124,8 @@ def _plan_bwrap(executable: str, sandbox: SandboxPlan, fds: list[int]) -> Launch
     if decoys_of(mounts):  # bubblewrap waits there until the init watches its decoys
         block_r, block_w = os.pipe2(os.O_CLOEXEC)
         fds += (block_r, block_w)
-        argv[4:4] = ["--block-fd", str(block_r)]  # after --json-status-fd N
+        at = argv.index("--json-status-fd") + 2
+        argv[at:at] = ["--block-fd", str(block_r)]
     kept = (status_r, block_w)
     return Launch(
         setup=_setup(sandbox, staged),
@@ -147,7 +148,7 @@ def compile_argv(executable: str, sandbox: SandboxPlan, staged: dict[str, str],
                  status_fd: int, fds: list[int]) -> list[str]:
     """The bubblewrap command line for *sandbox*; the data descriptors it reads join *fds*."""
     mounts = sandbox.mounts
-    argv = [executable, "--die-with-parent", "--json-status-fd", str(status_fd),
+    argv = [executable, *_lifetime_options(sandbox), "--json-status-fd", str(status_fd),
             *_namespace_options(sandbox)]
     if mounts is not None:
         argv += _filesystem_options(mounts, staged, fds)
@@ -158,6 +159,14 @@ def compile_argv(executable: str, sandbox: SandboxPlan, staged: dict[str, str],
     if sandbox.seccomp_program is not None:
         argv += ["--seccomp", str(_data_fd("seccomp", sandbox.seccomp_program, fds))]
     return [*argv, "--chdir", sandbox.request.cwd, "--", *sandbox.request.argv]
+
+
+def _lifetime_options(sandbox: SandboxPlan) -> list[str]:
+    """``--die-with-parent``, unless the init is pid 1 of the sandbox's pid namespace: then
+    its death ends bubblewrap's namespace within its own, and without the option what the
+    command leaves running outlives bubblewrap's monitor (not its namespace's end) long
+    enough for the init to record it."""
+    return [] if "pid" in sandbox.namespaces else ["--die-with-parent"]
 
 
 def _setup(sandbox: SandboxPlan, staged: dict[str, str]) -> SetUp:
@@ -176,6 +185,7 @@ def _setup(sandbox: SandboxPlan, staged: dict[str, str]) -> SetUp:
         decoys=decoys_of(mounts),
         dns_trap=sandbox.policy.record_attempts is True and "net" in namespaces,
         record_calls=sandbox.policy.record_attempts is True and {"net", "pid"} <= namespaces,
+        record_leftovers=sandbox.policy.record_attempts is True and own_proc,
         staged=tuple((source, target, source in mounts.writable)
                      for source, target in staged.items()) if mounts else (),
     )

@@ -132,7 +132,8 @@ def plan_landlock(sandbox: SandboxPlan, *, abi: int, scratch: str | None) -> Lau
     confines = ruleset is not None or isolates or policy.seccomp
     program = _stand_in_program() if (policy.seccomp or isolates) else None
     return Launch(
-        setup=SetUp(namespaces=0, subreaper=policy.kill_all),
+        setup=SetUp(namespaces=0, subreaper=policy.kill_all,
+                    record_leftovers=policy.record_attempts is True and policy.kill_all),
         confinement=Confinement(
             identity=sandbox.identity,
             switch_identity=sandbox.leased,

@@ -52,6 +52,7 @@ def _setup(sandbox: SandboxPlan) -> SetUp:
         decoys=decoys_of(sandbox.mounts),
         dns_trap=sandbox.policy.record_attempts is True and "net" in namespaces,
         record_calls=sandbox.policy.record_attempts is True and {"net", "pid"} <= namespaces,
+        record_leftovers=sandbox.policy.record_attempts is True and {"pid", "mount"} <= namespaces,
     )
 
 

@@ -1,0 +1,63 @@
+"""What outlived the command: the processes still running once it exited, as attempts.
+
+The init looks where it adopts every orphan of the command (pid 1 of the sandbox's pid
+namespace, or a child subreaper): whatever the command left running is below it. A process
+that is only winding down (a resource tracker reading its pipe's end) gets GRACE to exit;
+what still runs then is recorded as an ``outlived`` attempt, before the sandbox kills it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import time
+from collections.abc import Iterable
+
+from .._linux.procfs import command_line, descendants, is_running
+from ..attempts import AttemptLog, attempt
+
+GRACE = 0.25
+"""Seconds a process may take to exit on its own after the command did."""
+MAX_RECORDED = 64
+"""Leftover processes whose command lines are read; the others are counted as omitted."""
+MAX_WALKED = 10000
+"""Processes walked at most: a build forking as fast as it can does not hold the init."""
+_POLL = 0.01
+
+
+def record_leftovers(log: AttemptLog, ignored: Iterable[int | None],
+                     grace: float = GRACE) -> None:
+    """Add to *log* the processes below this one, *ignored* aside, still running *grace*
+    seconds after the command exited (at once where none is)."""
+    skip = {pid for pid in ignored if pid is not None} | {os.getpid()}
+    deadline = time.monotonic() + grace
+    while True:
+        _reap_exited()
+        left = _running_below(skip)
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(_POLL)
+    for pid in left[:MAX_RECORDED]:
+        argv = command_line(pid)
+        if argv:  # gone since
+            log.add(attempt("outlived", argv=shlex.join(argv)))
+    log.lost("outlived", len(left) - MAX_RECORDED)
+
+
+def _running_below(skip: set[int]) -> list[int]:
+    """The running processes below this one, not in *skip*, at most MAX_WALKED walked."""
+    found = []
+    for count, pid in enumerate(descendants(os.getpid())):
+        if count >= MAX_WALKED:
+            break
+        if pid not in skip and is_running(pid):
+            found.append(pid)
+    return found
+
+
+def _reap_exited() -> None:
+    """Reap this process's children that have exited (adopted orphans among them)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass

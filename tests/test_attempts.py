@@ -478,11 +478,12 @@ def test_omitted_counts_are_merged_per_kind_hostile_values_dropped() -> None:
 
 
 def test_what_fail_needs_recorded_is_every_kind_but_exec() -> None:
-    both = ("attempts:credentials", "attempts:dns", "attempts:connect")
+    both = ("attempts:credentials", "attempts:dns", "attempts:connect", "attempts:outlived")
     assert unrecorded((*both, "attempts:exec"), {}) == {}
     assert unrecorded(both, {"attempts:exec": "not recorded"}) == {}
     assert unrecorded(both[:1], {}) == {"attempts:dns": "not recorded",
-                                        "attempts:connect": "not recorded"}
+                                        "attempts:connect": "not recorded",
+                                        "attempts:outlived": "not recorded"}
     stopped = {"attempts:dns": "not recorded: the recording stopped: OSError(5)"}
     assert unrecorded(both, stopped) == stopped  # a recorder that stopped mid-run
 
@@ -492,7 +493,8 @@ def _result(**fields: Any) -> Any:
 
     return RunResult(exit_code=0, duration=0.1,
                      layers=fields.pop("layers", ("attempts:credentials", "attempts:dns",
-                                                  "attempts:exec", "attempts:connect")),
+                                                  "attempts:exec", "attempts:connect",
+                                                  "attempts:outlived")),
                      **fields)
 
 
@@ -686,3 +688,98 @@ def test_a_sockets_protocol_is_read_without_a_copy_of_it() -> None:
     assert found == ["tcp", "udp", "tcp"]
     with open("/dev/null") as stream:  # not a socket
         assert protocol_of(os.getpid(), stream.fileno()) == "?"
+
+
+LEAVER = "(setsid /bin/sleep {0} &); (/bin/sleep {0} &); (/bin/sleep 0.01 &); exit 0"
+"""A command that leaves two processes running (one detached in its own session) and one
+that ends within the grace, then exits."""
+
+
+def _marker() -> str:
+    """A sleep duration no other test or process uses, to find what this test planted."""
+    return f"{7000 + os.getpid() % 1000}.{time.monotonic_ns() % 10**6}"
+
+
+def _running(marker: str) -> list[int]:
+    """The host's processes whose command line holds *marker* (only what a test planted)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as stream:
+                    if marker.encode() in stream.read():
+                        found.append(int(name))
+            except OSError:
+                continue
+    return found
+
+
+def _outlived(attempts: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [item for item in attempts if item["kind"] == "outlived"]
+
+
+def test_what_outlives_the_command_is_recorded_then_killed(run_sandbox: Runner) -> None:
+    marker = _marker()
+    result = run_sandbox(["/bin/sh", "-c", LEAVER.format(marker)], cwd="/", policy=RECORDING)
+    assert result["exit_code"] == 0, result
+    # Both leftovers, the same command line, recorded once; not the one that ended in time.
+    assert _outlived(result["attempts"]) == [{"kind": "outlived", "argv": f"/bin/sleep {marker}"}]
+    assert "attempts:outlived" in result["layers"]
+    assert "attempts:outlived" not in result["degraded"]
+    assert _running(marker) == []  # judged from outside: the sandbox killed them after
+
+
+def test_leftovers_really_outlive_the_command_unsandboxed() -> None:
+    # The control: the same command, unsandboxed, does leave its processes running.
+    marker = _marker()
+    subprocess.run(["/bin/sh", "-c", LEAVER.format(marker)], check=True, timeout=60)
+    try:
+        time.sleep(0.3)
+        assert len(_running(marker)) == 2
+    finally:
+        for pid in _running(marker):
+            os.kill(pid, 9)
+
+
+def test_a_command_that_leaves_nothing_records_no_leftover(run_sandbox: Runner) -> None:
+    waits = "/bin/sleep 0.2 & /bin/sleep 0.01 & wait; exit 3"  # children it waits for
+    result = run_sandbox(["/bin/sh", "-c", waits], cwd="/", policy=RECORDING)
+    assert result["exit_code"] == 3, result
+    assert _outlived(result["attempts"]) == []
+    assert "attempts:outlived" in result["layers"]
+
+
+def test_landlock_records_what_outlives_the_command() -> None:
+    marker = _marker()
+    try:
+        result = Sandbox(Policy.profile("full").recording_attempts(), backend="landlock").run(
+            ["/bin/sh", "-c", LEAVER.format(marker)], cwd="/")
+    except Exception as error:  # a kernel without Landlock
+        pytest.skip(f"landlock cannot run here: {error}")
+    found = [item.to_dict() for item in result.attempts if item.kind == "outlived"]
+    assert found == [{"kind": "outlived", "argv": f"/bin/sleep {marker}"}]
+    assert _running(marker) == []
+
+
+FLOOD_LEFT = """
+import json, os, subprocess, sys, time
+from buildjail.attempts import AttemptLog
+from buildjail.backends._leftovers import MAX_RECORDED, record_leftovers
+marker = sys.argv[1]
+children = [subprocess.Popen(["/bin/sleep", f"{marker}{index}"])
+            for index in range(MAX_RECORDED + 6)]
+log = AttemptLog()
+record_leftovers(log, (), grace=0)
+for child in children:
+    child.kill()
+print(json.dumps([len(log.attempts), log.omitted, MAX_RECORDED]))
+"""
+
+
+def test_a_leftover_flood_is_capped() -> None:
+    # A process of its own is their ancestor, as the init is the sandbox's: 70 running,
+    # 64 read and recorded, the others counted.
+    output = subprocess.run([sys.executable, "-c", FLOOD_LEFT, _marker()], check=True,
+                            capture_output=True, text=True, timeout=120).stdout
+    recorded, omitted, cap = json.loads(output)
+    assert (recorded, omitted) == (cap, {"outlived": 6})

@@ -6,6 +6,7 @@ with a leased identity, or uid 4242) and inspected, never executed.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import Iterator
@@ -178,7 +179,10 @@ def test_bwrap_full_as_root(trees: tuple[str, str], launches: list[Launch]) -> N
     sandbox = _sandbox("full", trees, root=True)
     launch = _bwrap(sandbox, launches)
     argv = launch.command.argv
-    assert argv[:2] == (BWRAP, "--die-with-parent")
+    assert argv[0] == BWRAP
+    # the init is pid 1 of the sandbox's pid namespace: its death ends bubblewrap's inside
+    # it, and what the command leaves running must outlive bubblewrap's monitor for a moment
+    assert "--die-with-parent" not in argv
     for option in ("--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-uts",
                    "--unshare-cgroup", "--new-session"):
         assert option in argv
@@ -299,6 +303,7 @@ def test_bwrap_network_shares_the_hosts_files(trees: tuple[str, str],
     assert "--unshare-user" in argv
     for option in ("--unshare-net", "--unshare-pid", "--proc", "--seccomp", "--cap-drop"):
         assert option not in argv
+    assert "--die-with-parent" in argv  # no pid namespace of the init's to end it
     assert launch.setup.namespaces == k.CLONE_NEWNET
     assert launch.setup.loopback
 
@@ -308,12 +313,32 @@ def test_bwrap_none_as_root_adds_no_namespace(trees: tuple[str, str],
     launch = _bwrap(_sandbox("none", trees, root=True), launches)
     argv = launch.command.argv
     assert not [option for option in argv if option.startswith("--unshare-")]
+    assert "--die-with-parent" in argv
     assert ("--dev-bind", "/", "/") in _triples(argv)
     assert "--seccomp" not in argv
     assert "--new-session" not in argv
     assert launch.setup.namespaces == 0
     assert not launch.setup.loopback
     assert not launch.confinement.drop_capabilities
+
+
+@pytest.mark.parametrize("pid", [True, False])
+def test_what_outlives_the_command_is_recorded_where_the_init_adopts_it(
+        trees: tuple[str, str], launches: list[Launch], pid: bool) -> None:
+    # Recorded where the init is pid 1 of a pid namespace with its own /proc; without one,
+    # nothing in the sandbox adopts what the command leaves running.
+    policy = Policy.profile("full").with_paths(readonly=[trees[0]], writable=[trees[1]])
+    if not pid:
+        policy = dataclasses.replace(policy, namespaces=policy.namespaces - {"pid"},
+                                     kill_all=False)
+    request = Request(policy=policy.recording_attempts(), argv=("/bin/true",), cwd=trees[1],
+                      env={"PATH": "/usr/bin:/bin"})
+    sandbox = plan_sandbox(request, LEASED, leased=True, root=True)
+    assert sandbox.policy.record_attempts is True
+    native, bwrap = plan_native(sandbox), _bwrap(sandbox, launches)
+    assert (native.setup.record_leftovers, bwrap.setup.record_leftovers) == (pid, pid)
+    plain = _sandbox("full", trees, root=True)  # a plain Sandbox records nothing
+    assert not plan_native(plain).setup.record_leftovers
 
 
 # --- landlock: no namespace, a ruleset from the view ----------------------------------
@@ -353,6 +378,7 @@ def test_landlock_full_makes_no_namespace_and_confines_with_a_ruleset(
     assert not launch.confinement.identity.mapped  # no user namespace: the leased uid shows
     assert launch.confinement.process_rlimit is root  # as non-root: the caller's uid
     assert launch.command.kill_descendants
+    assert not launch.setup.record_leftovers  # not asked to record
     assert launch.command.env["HOME"] == "/tmp/scratch-of-this-run/home"
     assert launch.command.env["TMPDIR"] == "/tmp/scratch-of-this-run/tmp"
     assert {"landlock:abi-6", "ipc:seccomp", "scope:signals+abstract-unix"} <= set(

@@ -267,7 +267,8 @@ def test_cli_exit_code_gates_on_full(tmp_path: Path) -> None:
     tried = ("tried: read decoy ~/.netrc; read decoy ~/.ssh/id_ed25519; read decoy "
              "~/.aws/credentials; read decoy ~/.docker/config.json; DNS pypi.org; "
              rf"connect tcp {re.escape(host_address())}:\d+; "
-             rf"connect udp {re.escape(host_address())}:\d+")
+             rf"connect udp {re.escape(host_address())}:\d+; "
+             r"left running \S+/python \S+/_in_process\.py build_wheel \S+")  # the daemon
     for line, backend in zip(lines[:2], ("native", "bwrap"), strict=True):
         assert re.fullmatch(rf"sandbox full/{backend}: set up; {tried}", line), lines
     header = lines[2].split()

@@ -243,7 +243,7 @@ def _spawn_recorded(plan: InitPlan, calls_fd: int, recorder: Recorder) -> int:
     filtered thread's send would stop until the listener it carries was read.
 
     The thread lives as long as the init: a parent-death signal (bubblewrap's
-    ``--die-with-parent``) follows the thread that spawned, not the process.
+    ``--die-with-parent``, where it has it) follows the thread that spawned, not the process.
     """
     box: dict[str, int | BaseException] = {}
     installed, sent, spawned = threading.Event(), threading.Event(), threading.Event()

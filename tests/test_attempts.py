@@ -491,7 +491,7 @@ def test_what_fail_needs_recorded_is_every_kind_but_exec() -> None:
 def _result(**fields: Any) -> Any:
     from buildjail.result import RunResult
 
-    return RunResult(exit_code=0, duration=0.1,
+    return RunResult(exit_code=fields.pop("exit_code", 0), duration=0.1,
                      layers=fields.pop("layers", ("attempts:credentials", "attempts:dns",
                                                   "attempts:exec", "attempts:connect",
                                                   "attempts:outlived")),
@@ -783,3 +783,36 @@ def test_a_leftover_flood_is_capped() -> None:
                             capture_output=True, text=True, timeout=120).stdout
     recorded, omitted, cap = json.loads(output)
     assert (recorded, omitted) == (cap, {"outlived": 6})
+
+
+def test_what_the_init_recorded_is_said_lost_when_the_wall_time_kills_it(
+        run_sandbox: Runner) -> None:
+    lookup = THIEF + ("\nimport subprocess, time\nsubprocess.run(['/bin/true', 'kept'])\n"
+                      "time.sleep(60)\n")  # tries, then outlasts the wall time
+    result = run_sandbox([PYTHON, "-c", lookup], cwd="/", policy=RECORDING,
+                         limits={"wall_time": 3})
+    assert result["limit_hit"] == "wall_time", result
+    lost = {key: why for key, why in result["degraded"].items() if key.startswith("attempts:")}
+    # The decoy reads and the name went with the init: said, so no clean record passes.
+    assert set(lost) == {"attempts:credentials", "attempts:dns", "attempts:outlived"}, lost
+    assert all("not recorded in full" in why for why in lost.values()), lost
+    assert set(unrecorded(result["layers"], result["degraded"])) == set(lost)
+    # The supervisor's own record survives: the program it ran.
+    assert result["attempts"] == [{"kind": "exec", "argv": "/bin/true kept"}], result["attempts"]
+
+
+def test_a_run_a_limit_stopped_keeps_the_limit_as_its_reason_under_fail() -> None:
+    from buildjail.errors import SandboxSetupError
+    from buildjail.onattempt import AttemptsRefusedError, judge
+
+    failing = Policy.profile("full").with_on_attempt("fail")
+    lost = {"attempts:dns": "not recorded in full: the wall time ran out before the init's "
+                            "report"}
+    timed_out = _result(exit_code=124, limit_hit="wall_time", degraded=lost)
+    judge(timed_out, failing, "the build_wheel hook")  # failed already: the limit says why
+    with pytest.raises(AttemptsRefusedError):  # what the supervisor recorded still counts
+        judge(_result(exit_code=124, limit_hit="wall_time", degraded=lost,
+                      attempts=(attempt("connect", address="192.0.2.1", port="443",
+                                        protocol="tcp"),)), failing, "the hook")
+    with pytest.raises(SandboxSetupError):  # the control: no limit, the loss fails closed
+        judge(_result(degraded=lost), failing, "the build_wheel hook")

@@ -31,7 +31,7 @@ from buildjail.attempts import (
     unrecorded,
 )
 from buildjail.build import HookRecord, PackageReport
-from conftest import Listener, Runner, host_address, require_backend
+from conftest import Listener, Runner, host_address, processes_with, require_backend
 from sandbox_driver import run_spec
 
 PYTHON = "/usr/bin/python3"
@@ -700,20 +700,6 @@ def _marker() -> str:
     return f"{7000 + os.getpid() % 1000}.{time.monotonic_ns() % 10**6}"
 
 
-def _running(marker: str) -> list[int]:
-    """The host's processes whose command line holds *marker* (only what a test planted)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as stream:
-                    if marker.encode() in stream.read():
-                        found.append(int(name))
-            except OSError:
-                continue
-    return found
-
-
 def _outlived(attempts: list[dict[str, str]]) -> list[dict[str, str]]:
     return [item for item in attempts if item["kind"] == "outlived"]
 
@@ -726,7 +712,7 @@ def test_what_outlives_the_command_is_recorded_then_killed(run_sandbox: Runner) 
     assert _outlived(result["attempts"]) == [{"kind": "outlived", "argv": f"/bin/sleep {marker}"}]
     assert "attempts:outlived" in result["layers"]
     assert "attempts:outlived" not in result["degraded"]
-    assert _running(marker) == []  # judged from outside: the sandbox killed them after
+    assert processes_with(marker) == []  # judged from outside: the sandbox killed them after
 
 
 def test_leftovers_really_outlive_the_command_unsandboxed() -> None:
@@ -735,9 +721,9 @@ def test_leftovers_really_outlive_the_command_unsandboxed() -> None:
     subprocess.run(["/bin/sh", "-c", LEAVER.format(marker)], check=True, timeout=60)
     try:
         time.sleep(0.3)
-        assert len(_running(marker)) == 2
+        assert len(processes_with(marker)) == 2
     finally:
-        for pid in _running(marker):
+        for pid in processes_with(marker):
             os.kill(pid, 9)
 
 
@@ -758,7 +744,7 @@ def test_landlock_records_what_outlives_the_command() -> None:
         pytest.skip(f"landlock cannot run here: {error}")
     found = [item.to_dict() for item in result.attempts if item.kind == "outlived"]
     assert found == [{"kind": "outlived", "argv": f"/bin/sleep {marker}"}]
-    assert _running(marker) == []
+    assert processes_with(marker) == []
 
 
 FLOOD_LEFT = """

@@ -79,6 +79,16 @@ def identity_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def processes_with(marker: str) -> list[int]:
+    """The host's processes whose arguments hold *marker*: only what a test planted."""
+    found = []
+    for name in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if name.isdigit() and marker.encode() in Path(f"/proc/{name}/cmdline").read_bytes():
+                found.append(int(name))
+    return found
+
+
 def require_backend(name: str) -> str:
     """Skip, saying why, when *name* cannot run here: only bwrap without bubblewrap."""
     if name == "bwrap":

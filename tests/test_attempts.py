@@ -31,7 +31,7 @@ from buildjail.attempts import (
     unrecorded,
 )
 from buildjail.build import HookRecord, PackageReport
-from conftest import Listener, Runner, host_address, require_backend
+from conftest import Listener, Runner, host_address, processes_with, require_backend
 from sandbox_driver import run_spec
 
 PYTHON = "/usr/bin/python3"
@@ -491,7 +491,7 @@ def test_what_fail_needs_recorded_is_every_kind_but_exec() -> None:
 def _result(**fields: Any) -> Any:
     from buildjail.result import RunResult
 
-    return RunResult(exit_code=0, duration=0.1,
+    return RunResult(exit_code=fields.pop("exit_code", 0), duration=0.1,
                      layers=fields.pop("layers", ("attempts:credentials", "attempts:dns",
                                                   "attempts:exec", "attempts:connect",
                                                   "attempts:outlived")),
@@ -700,20 +700,6 @@ def _marker() -> str:
     return f"{7000 + os.getpid() % 1000}.{time.monotonic_ns() % 10**6}"
 
 
-def _running(marker: str) -> list[int]:
-    """The host's processes whose command line holds *marker* (only what a test planted)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as stream:
-                    if marker.encode() in stream.read():
-                        found.append(int(name))
-            except OSError:
-                continue
-    return found
-
-
 def _outlived(attempts: list[dict[str, str]]) -> list[dict[str, str]]:
     return [item for item in attempts if item["kind"] == "outlived"]
 
@@ -726,7 +712,7 @@ def test_what_outlives_the_command_is_recorded_then_killed(run_sandbox: Runner) 
     assert _outlived(result["attempts"]) == [{"kind": "outlived", "argv": f"/bin/sleep {marker}"}]
     assert "attempts:outlived" in result["layers"]
     assert "attempts:outlived" not in result["degraded"]
-    assert _running(marker) == []  # judged from outside: the sandbox killed them after
+    assert processes_with(marker) == []  # judged from outside: the sandbox killed them after
 
 
 def test_leftovers_really_outlive_the_command_unsandboxed() -> None:
@@ -735,9 +721,9 @@ def test_leftovers_really_outlive_the_command_unsandboxed() -> None:
     subprocess.run(["/bin/sh", "-c", LEAVER.format(marker)], check=True, timeout=60)
     try:
         time.sleep(0.3)
-        assert len(_running(marker)) == 2
+        assert len(processes_with(marker)) == 2
     finally:
-        for pid in _running(marker):
+        for pid in processes_with(marker):
             os.kill(pid, 9)
 
 
@@ -758,7 +744,7 @@ def test_landlock_records_what_outlives_the_command() -> None:
         pytest.skip(f"landlock cannot run here: {error}")
     found = [item.to_dict() for item in result.attempts if item.kind == "outlived"]
     assert found == [{"kind": "outlived", "argv": f"/bin/sleep {marker}"}]
-    assert _running(marker) == []
+    assert processes_with(marker) == []
 
 
 FLOOD_LEFT = """
@@ -783,3 +769,36 @@ def test_a_leftover_flood_is_capped() -> None:
                             capture_output=True, text=True, timeout=120).stdout
     recorded, omitted, cap = json.loads(output)
     assert (recorded, omitted) == (cap, {"outlived": 6})
+
+
+def test_what_the_init_recorded_is_said_lost_when_the_wall_time_kills_it(
+        run_sandbox: Runner) -> None:
+    lookup = THIEF + ("\nimport subprocess, time\nsubprocess.run(['/bin/true', 'kept'])\n"
+                      "time.sleep(60)\n")  # tries, then outlasts the wall time
+    result = run_sandbox([PYTHON, "-c", lookup], cwd="/", policy=RECORDING,
+                         limits={"wall_time": 3})
+    assert result["limit_hit"] == "wall_time", result
+    lost = {key: why for key, why in result["degraded"].items() if key.startswith("attempts:")}
+    # The decoy reads and the name went with the init: said, so no clean record passes.
+    assert set(lost) == {"attempts:credentials", "attempts:dns", "attempts:outlived"}, lost
+    assert all("not recorded in full" in why for why in lost.values()), lost
+    assert set(unrecorded(result["layers"], result["degraded"])) == set(lost)
+    # The supervisor's own record survives: the program it ran.
+    assert result["attempts"] == [{"kind": "exec", "argv": "/bin/true kept"}], result["attempts"]
+
+
+def test_a_run_a_limit_stopped_keeps_the_limit_as_its_reason_under_fail() -> None:
+    from buildjail.errors import SandboxSetupError
+    from buildjail.onattempt import AttemptsRefusedError, judge
+
+    failing = Policy.profile("full").with_on_attempt("fail")
+    lost = {"attempts:dns": "not recorded in full: the wall time ran out before the init's "
+                            "report"}
+    timed_out = _result(exit_code=124, limit_hit="wall_time", degraded=lost)
+    judge(timed_out, failing, "the build_wheel hook")  # failed already: the limit says why
+    with pytest.raises(AttemptsRefusedError):  # what the supervisor recorded still counts
+        judge(_result(exit_code=124, limit_hit="wall_time", degraded=lost,
+                      attempts=(attempt("connect", address="192.0.2.1", port="443",
+                                        protocol="tcp"),)), failing, "the hook")
+    with pytest.raises(SandboxSetupError):  # the control: no limit, the loss fails closed
+        judge(_result(degraded=lost), failing, "the build_wheel hook")

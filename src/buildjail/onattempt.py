@@ -57,11 +57,12 @@ def check_recording(policy: Policy, backend: str) -> None:
 def judge(result: RunResult, policy: Policy, what: str) -> None:
     """Under a failing *policy*, fail the run *what* names (``the build_wheel hook``) that was
     not recorded whole (AttemptsUnrecordedError) or tried the network or a decoy
-    (AttemptsRefusedError)."""
+    (AttemptsRefusedError). A run a limit stopped failed already: what its init recorded
+    went with it, and the limit stays the reason (what the supervisor recorded is judged)."""
     if not failing(policy):
         return
     missing = attempts.unrecorded(result.layers, result.degraded)
-    if missing:
+    if missing and not result.limit_hit:
         layer, why = next(iter(missing.items()))
         raise AttemptsUnrecordedError(f'on_attempt = "fail", but what {what} tried was not '
                                  f"recorded: {layer} {why}", FIX)

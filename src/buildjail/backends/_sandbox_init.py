@@ -91,7 +91,7 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
         if plan.command.block_fd is not None:
             _release_wrapper(plan, recorder, wrapper, child)
         status, limit = _reap_until(child, wakeup, plan, wrapper, recorder)
-        if plan.setup.record_leftovers and limit is None:  # a limit killed them all
+        if plan.setup.record_leftovers:  # also after a limit: its kill gets the grace to end
             record_leftovers(recorder.log, (wrapper.child_pid(),))  # bubblewrap's init aside
         if plan.command.kill_descendants:
             _kill_leftovers()

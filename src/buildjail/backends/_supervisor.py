@@ -47,6 +47,7 @@ from .base import (
     PlanLaunch,
     Request,
     SandboxPlan,
+    SetUp,
     Watch,
     namespace_flags,
 )
@@ -229,10 +230,24 @@ def _plan_run(sandbox: SandboxPlan, launch: Launch, lease: identity.Lease | None
 def _attempt_layers(launch: Launch) -> tuple[str, ...]:
     """``attempts:credentials``, ``attempts:dns`` and ``attempts:outlived``, where the init
     records them; ``attempts:exec`` and ``attempts:connect``, where the supervisor does."""
-    recorded = (("credentials", bool(launch.setup.decoys)), ("dns", launch.setup.dns_trap),
-                *((kind, launch.setup.record_calls) for kind in CALL_KINDS),
-                ("outlived", launch.setup.record_leftovers))
-    return tuple(f"attempts:{kind}" for kind, on in recorded if on)
+    recorded = {*_init_kinds(launch.setup), *(CALL_KINDS if launch.setup.record_calls else ())}
+    return tuple(f"attempts:{kind}" for kind in attempts.KINDS if kind in recorded)
+
+
+def _init_kinds(setup: SetUp) -> tuple[str, ...]:
+    """The kinds of attempt the init records for *setup*, sent in its own report."""
+    recorded = (("credentials", bool(setup.decoys)), ("dns", setup.dns_trap),
+                ("outlived", setup.record_leftovers))
+    return tuple(kind for kind, on in recorded if on)
+
+
+def _without_the_init_report(outcome: Outcome, setup: SetUp, why: str) -> Outcome:
+    """*outcome* of a run whose init died before its report (killed on the wall time or a
+    limit), saying what the init recorded is lost: never an empty record that looks clean."""
+    lost = {f"attempts:{kind}": f"not recorded in full: {why}" for kind in _init_kinds(setup)}
+    if lost:
+        outcome["unrecorded"] = lost
+    return outcome
 
 
 NO_NETWORK_NAMESPACE = ("not recorded: the sandbox shares the host's network, where a real "
@@ -625,14 +640,18 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
         _kill_adopted()
     status = status_reader.finish()
     if stopped == "wall_time":
-        return _with_calls({"exit_code": EXIT_TIMEOUT, "limit": "wall_time",
-                            "signal": signal.SIGKILL}, calls)
+        timed_out: Outcome = {"exit_code": EXIT_TIMEOUT, "limit": "wall_time",
+                              "signal": signal.SIGKILL}
+        return _with_calls(_without_the_init_report(
+            timed_out, run.plan.setup, "the wall time ran out before the init's report"), calls)
     if not status:  # the init died before reporting: a set-up failure, or killed
         if os.waitstatus_to_exitcode(wait_status) == EXIT_SETUP_FAILED:
             return {"exit_code": EXIT_SETUP_FAILED, "setup_failed": True}
         limit = stopped or (run.cgroup.limit_hit() if run.cgroup else None)
-        return _with_calls({"exit_code": 128 + signal.SIGKILL, "limit": limit,
-                            "signal": signal.SIGKILL}, calls)
+        killed: Outcome = {"exit_code": 128 + signal.SIGKILL, "limit": limit,
+                           "signal": signal.SIGKILL}
+        return _with_calls(_without_the_init_report(
+            killed, run.plan.setup, "the sandbox's init was killed before its report"), calls)
     child: InitStatus = json.loads(status)
     code = os.waitstatus_to_exitcode(child["status"])
     limit = stopped or child["limit"] or (run.cgroup.limit_hit() if run.cgroup else None)

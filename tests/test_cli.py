@@ -314,6 +314,28 @@ def test_on_attempt_fail_as_either_identity(identity: Identity) -> None:
     assert (proc.returncode, proc.stderr) == (1, TRIED + REFUSED)
 
 
+UNREADABLE_CONNECT = ("import ctypes, socket\n"
+                      "ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE: 0\n"
+                      "try:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect("
+                      "('192.0.2.1', 9))\n"
+                      "except OSError:\n    pass\n")
+"""Connects out from a process that made itself non-dumpable, then exits 0."""
+
+
+def test_on_attempt_fail_fails_a_command_whose_attempt_went_unread(identity: Identity) -> None:
+    """Non-root, the recorder cannot read a non-dumpable process's call: counted, not named,
+    so under fail the command fails (closed) as one that tried; root reads it."""
+    proc = identity.run([identity.python, "-m", "buildjail", "run", "--on-attempt", "fail",
+                         "--", SYSTEM_PYTHON, "-c", UNREADABLE_CONNECT])
+    assert proc.returncode == 1, proc.stderr
+    if identity.kind == "root":
+        assert proc.stderr.startswith("buildjail: tried: connect udp 192.0.2.1:9\n")
+    else:
+        assert proc.stderr.splitlines()[1].startswith(
+            'buildjail: on_attempt = "fail", but what the command tried was not recorded: '
+            "attempts:connect not recorded in full")
+
+
 def test_the_tried_line_shows_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
     """What the command tried is its choice: one line, nothing sent to the terminal."""
     from buildjail.cli.run import _say

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from buildjail._linux.identity import BUILD_UID
-from conftest import hide_bubblewrap
+from conftest import SYSTEM_PYTHON, Identity, hide_bubblewrap
 from wheels import make_sdist
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
@@ -243,6 +243,107 @@ def test_a_rendered_setup_failure_reads_back() -> None:
     assert parse_setup_failure("") == ("", "")
 
 
+# --- --on-attempt: a command that tried the network or a decoy -----------------------------
+
+TRY_DNS = ("import socket, sys\n"
+           "try:\n    socket.getaddrinfo('example.invalid', 80)\n"
+           "except OSError:\n    pass\n"
+           "sys.exit(int(sys.argv[1]))\n")
+"""Resolves example.invalid (refused: no network), then exits with its argument."""
+TRIED = "buildjail: tried: DNS example.invalid\n"
+REFUSED = ('buildjail: the command tried the network or a decoy: DNS example.invalid '
+           '(on_attempt = "fail")\n')
+
+
+def _try_dns(*options: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    return buildjail("run", *options, "--", SYSTEM_PYTHON, "-c", TRY_DNS, str(code))
+
+
+def test_on_attempt_warn_says_what_the_command_tried() -> None:
+    proc = _try_dns("--on-attempt", "warn")
+    assert (proc.returncode, proc.stderr) == (0, TRIED)
+
+
+@pytest.mark.parametrize(("code", "expected"), [(0, 1), (3, 3)])
+def test_on_attempt_fail_fails_a_command_that_tried(tmp_path: Path, code: int,
+                                                    expected: int) -> None:
+    """Exit 1 (``errors.EXIT_TRIED``), or the command's own code when it failed itself; the
+    report keeps the command's code and what it tried."""
+    report = tmp_path / "report.json"
+    proc = _try_dns("--on-attempt", "fail", "--json-report", str(report), code=code)
+    assert (proc.returncode, proc.stderr) == (expected, TRIED + REFUSED)
+    data = json.loads(report.read_text())
+    assert data["exit_code"] == code
+    assert data["attempts"] == [{"kind": "dns", "name": "example.invalid"}]
+
+
+def test_on_attempt_fail_passes_a_command_that_tried_nothing() -> None:
+    proc = buildjail("run", "--on-attempt", "fail", "--", SYSTEM_PYTHON, "-c", "print('hi')")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "hi\n", "")
+
+
+def test_on_attempt_is_the_policy_files_unless_the_option_says(tmp_path: Path) -> None:
+    """Without the option or a failing policy, run records nothing (the cost): no line."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('extends = "full"\n[isolation]\non_attempt = "fail"\n')
+    assert (_try_dns().returncode, _try_dns().stderr) == (0, "")
+    failing = _try_dns("--policy", str(policy))
+    assert (failing.returncode, failing.stderr) == (1, TRIED + REFUSED)
+    warned = _try_dns("--policy", str(policy), "--on-attempt", "warn")
+    assert (warned.returncode, warned.stderr) == (0, TRIED)
+
+
+@pytest.mark.parametrize("args", [["--profile", "network"], ["--backend", "landlock"]])
+def test_on_attempt_fail_where_nothing_is_recorded_fails_closed(tmp_path: Path,
+                                                                args: list[str]) -> None:
+    """Exit 125 before the command runs, with the reason and the fix."""
+    marker = tmp_path / "ran"
+    proc = buildjail("run", "--on-attempt", "fail", *args, "--writable", str(tmp_path), "--",
+                     "/bin/touch", str(marker))
+    assert proc.returncode == 125, proc.stderr
+    first, fix = proc.stderr.splitlines()
+    assert first.startswith('buildjail: sandbox not set up: on_attempt = "fail", but ')
+    assert "--on-attempt warn" in fix
+    assert not marker.exists()
+
+
+def test_on_attempt_fail_as_either_identity(identity: Identity) -> None:
+    """As root (an ephemeral uid) and as a non-root user (a user namespace) alike."""
+    proc = identity.run([identity.python, "-m", "buildjail", "run", "--on-attempt", "fail",
+                         "--", SYSTEM_PYTHON, "-c", TRY_DNS, "0"])
+    assert (proc.returncode, proc.stderr) == (1, TRIED + REFUSED)
+
+
+UNREADABLE_CONNECT = ("import ctypes, socket\n"
+                      "ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE: 0\n"
+                      "try:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect("
+                      "('192.0.2.1', 9))\n"
+                      "except OSError:\n    pass\n")
+"""Connects out from a process that made itself non-dumpable, then exits 0."""
+
+
+def test_on_attempt_fail_fails_a_command_whose_attempt_went_unread(identity: Identity) -> None:
+    """Non-root, the recorder cannot read a non-dumpable process's call: counted, not named,
+    so under fail the command fails (closed) as one that tried; root reads it."""
+    proc = identity.run([identity.python, "-m", "buildjail", "run", "--on-attempt", "fail",
+                         "--", SYSTEM_PYTHON, "-c", UNREADABLE_CONNECT])
+    assert proc.returncode == 1, proc.stderr
+    if identity.kind == "root":
+        assert proc.stderr.startswith("buildjail: tried: connect udp 192.0.2.1:9\n")
+    else:
+        assert proc.stderr.splitlines()[1].startswith(
+            'buildjail: on_attempt = "fail", but what the command tried was not recorded: '
+            "attempts:connect not recorded in full")
+
+
+def test_the_tried_line_shows_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    """What the command tried is its choice: one line, nothing sent to the terminal."""
+    from buildjail.cli.run import _say
+
+    _say("tried: DNS \x1b]52;c;aGk=\x07\nforged")
+    assert capsys.readouterr().err == "buildjail: tried: DNS \\x1b]52;c;aGk=\\x07 forged\n"
+
+
 BAD_INPUTS = {
     "memory": ["run", "--memory", "lots", "--", "/bin/true"],
     "timeout": ["run", "--timeout", "abc", "--", "/bin/true"],
@@ -278,6 +379,7 @@ BAD_INPUTS = {
     "config-json with -C": ["build", "--config-json", "{{}}", "-Ca=b", "{project}"],
     "bad on-attempt": ["build", "--on-attempt", "maybe", "{project}"],
     "bad fromager on-attempt": ["fromager", "--on-attempt", "maybe", "--", "--help"],
+    "bad run on-attempt": ["run", "--on-attempt", "maybe", "--", "/bin/true"],
 }
 
 

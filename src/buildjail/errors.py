@@ -4,6 +4,9 @@ from __future__ import annotations
 
 EXIT_TIMEOUT = 124
 EXIT_SETUP_FAILED = 125
+EXIT_TRIED = 1
+"""A run that tried the network or a decoy under ``on_attempt = "fail"`` (``buildjail run``,
+a fromager step): it fails, with this code unless its own already says it failed."""
 
 _PROGRAM = "buildjail: "
 _NOT_SET_UP = "sandbox not set up: "

@@ -95,10 +95,11 @@ class Policy:
     record_attempts: bool | None = None
     """Record what the build tried (DNS names, credential decoys opened). None: as the
     frontend chooses — ``buildjail build``, ``fromager`` and ``audit`` record
-    (:meth:`recording_attempts`), ``buildjail run`` and a plain :class:`Sandbox` do not:
+    (:meth:`recording_attempts`), ``buildjail run`` (but with ``--on-attempt`` or a failing
+    ``on_attempt``) and a plain :class:`Sandbox` do not:
     recording adds about 10-30 ms to a call (``benchmarks/attempts_cost.py``)."""
     on_attempt: str = "warn"
-    """What the build frontends (``build``, ``fromager``) do with a run that tried the network
+    """What the frontends (``build``, ``fromager``, ``run``) do with a run that tried the network
     or a decoy (:func:`~buildjail.attempts.suspicious`): ``warn`` says it, ``fail`` fails the
     build, and fails closed where the attempts cannot be recorded. A plain :class:`Sandbox`
     only records."""

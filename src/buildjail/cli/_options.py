@@ -20,12 +20,14 @@ def add_policy(parser: argparse.ArgumentParser, profile_help: str, file_help: st
     parser.add_argument("--policy", metavar="FILE", help=file_help)
 
 
-def add_on_attempt(parser: argparse.ArgumentParser, what: str) -> None:
-    """Add ``--on-attempt warn|fail`` (default: the policy's, ``warn`` unless it says)."""
+def add_on_attempt(parser: argparse.ArgumentParser, what: str, more: str = "") -> None:
+    """Add ``--on-attempt warn|fail`` (default: the policy's, ``warn`` unless it says), its
+    help ending with *more*."""
     parser.add_argument("--on-attempt", choices=ON_ATTEMPT, default=None,
                         help=f"when {what} tried the network or a decoy: warn (the tried: "
                              "line; the default) or fail it, and fail (exit 125) where "
-                             "attempts cannot be recorded (over the policy file's on_attempt)")
+                             "attempts cannot be recorded (over the policy file's on_attempt)"
+                             f"{more}")
 
 
 def add_backend(parser: argparse.ArgumentParser) -> None:

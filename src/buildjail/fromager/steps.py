@@ -43,7 +43,13 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from .._linux.filesystem import installation_paths, venv_paths, within_any
 from ..backends import Lease
-from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
+from ..errors import (
+    EXIT_SETUP_FAILED,
+    EXIT_TRIED,
+    BuildjailError,
+    SandboxSetupError,
+    render_setup_failure,
+)
 from ..explain import failure_hint
 from ..limits import describe_limit
 from ..onattempt import AttemptsRefusedError, check_recording, judge
@@ -73,8 +79,6 @@ class PackageTrees:
 
 EXIT_REFUSED = 1
 """A step that left a link out of its directories, or a special file: it fails."""
-EXIT_TRIED = 1
-"""A step that tried the network or a decoy, under ``on_attempt = "fail"``: it fails."""
 
 
 def _option(cmd: Sequence[str], name: str) -> str | None:

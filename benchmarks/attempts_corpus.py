@@ -87,21 +87,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     chosen = [sdist for sdist in corpus.CORPUS if not args.only or sdist.name in args.only]
     paths = corpus.fetch_corpus(cache, tuple(chosen))
     wheelhouse = corpus.build_wheelhouse(cache, corpus.BUILD_REQUIREMENTS)
-    runs: list[dict[str, Any]] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="buildjail-attempts-corpus-") as work:
         policy = Path(work) / "off.toml"
         policy.write_text(OFF_POLICY)
-        for _ in range(args.warmup):
-            for mode in MODES:
-                build_once(mode, paths[0], wheelhouse, Path(work), policy)
-        for round_ in range(args.repeat):
-            for index, (sdist, path) in enumerate(zip(chosen, paths, strict=True)):
-                for mode in MODES if (index + round_) % 2 == 0 else MODES[::-1]:
-                    run = build_once(mode, path, wheelhouse, Path(work), policy)
-                    runs.append({"package": sdist.name, "round": round_, "mode": mode, **run})
-                    print(f"  round {round_ + 1}/{args.repeat} {sdist.name:16} {mode:9} "
-                          f"{run['wall_s']:6.2f} s", file=sys.stderr)
+        runs = build_corpus.interleaved(
+            args, chosen, paths, key="mode", choices=MODES,
+            build=lambda mode, path: build_once(mode, path, wheelhouse, Path(work), policy))
     return summarize(runs, chosen, args, time.monotonic() - started)
 
 

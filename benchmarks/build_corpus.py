@@ -35,7 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,28 @@ def print_report(report: dict[str, Any]) -> None:
               f"{row['overhead_ms']:12.1f}")
     print(f"\nlayers under full: {', '.join(report['layers']['full'])}")
     print(f"total wall time: {report['elapsed_s']:.0f} s")
+
+
+def interleaved(args: argparse.Namespace, chosen: Sequence[corpus.Sdist], paths: Sequence[Path],
+                *, key: str, choices: tuple[str, ...],
+                build: Callable[[str, Path], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The measuring loop of attempts_corpus.py and build_vs_pypa.py: *warmup* untimed
+    builds of the first package per choice, then *repeat* rounds, each building every
+    package (*chosen*, at *paths*) once per choice, which goes first alternating from package
+    to package and from round to round. A run per build: its package, round and choice
+    (under *key*) with what ``build(choice, path)`` returned, each said on stderr."""
+    runs: list[dict[str, Any]] = []
+    for _ in range(args.warmup):
+        for choice in choices:
+            build(choice, paths[0])
+    for round_ in range(args.repeat):
+        for index, (sdist, path) in enumerate(zip(chosen, paths, strict=True)):
+            for choice in choices if (index + round_) % 2 == 0 else choices[::-1]:
+                run = build(choice, path)
+                runs.append({"package": sdist.name, "round": round_, key: choice, **run})
+                print(f"  round {round_ + 1}/{args.repeat} {sdist.name:16} {choice:9} "
+                      f"{run['wall_s']:6.2f} s", file=sys.stderr)
+    return runs
 
 
 def parse_args(doc: str = __doc__, sdists: tuple[corpus.Sdist, ...] = corpus.CORPUS,

@@ -106,19 +106,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     chosen = [sdist for sdist in SDISTS if not args.only or sdist.name in args.only]
     paths = corpus.fetch_corpus(cache, tuple(chosen))
     wheelhouse = corpus.build_wheelhouse(cache, REQUIREMENTS, "wheelhouse-bench")
-    runs: list[dict[str, Any]] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="buildjail-vs-pypa-") as work:
-        for _ in range(args.warmup):
-            for tool in TOOLS:
-                build_once(tool, paths[0], wheelhouse, Path(work))
-        for round_ in range(args.repeat):
-            for index, (sdist, path) in enumerate(zip(chosen, paths, strict=True)):
-                for tool in TOOLS if (index + round_) % 2 == 0 else TOOLS[::-1]:
-                    run = build_once(tool, path, wheelhouse, Path(work))
-                    runs.append({"package": sdist.name, "round": round_, "tool": tool, **run})
-                    print(f"  round {round_ + 1}/{args.repeat} {sdist.name:16} {tool:9} "
-                          f"{run['wall_s']:6.2f} s", file=sys.stderr)
+        runs = build_corpus.interleaved(
+            args, chosen, paths, key="tool", choices=TOOLS,
+            build=lambda tool, path: build_once(tool, path, wheelhouse, Path(work)))
     return summarize(runs, chosen, args, time.monotonic() - started)
 
 

@@ -130,13 +130,12 @@ def print_report(report: dict[str, Any]) -> None:
     config = report["config"]
     print(f"buildjail build --profile full, recording attempts against not; "
           f"{len(report['packages'])} sdists, {config['repeat']} round(s), {config['cpus']} CPUs")
-    print(f"\n{'package':18} {'recording s':>12} {'off s':>8} {'ratio':>7}  recorded per build")
-    for row in report["packages"]:
-        seen = ", ".join(f"{kind} {count}" for kind, count in sorted(row["attempts"].items()))
-        print(f"{row['package']:18} {row['recording_s']:12.2f} {row['off_s']:8.2f} "
-              f"{row['ratio']:7.3f}  {seen or 'nothing'}")
+    build_corpus.print_packages(
+        report, [("recording s", "recording_s", 12, 2), ("off s", "off_s", 8, 2),
+                 ("ratio", "ratio", 7, 3)],
+        ("recorded per build", lambda row: ", ".join(
+            f"{kind} {count}" for kind, count in sorted(row["attempts"].items())) or "nothing"))
     total = report["total"]
-    print(f"{'total':18} {total['recording_s']:12.2f} {total['off_s']:8.2f} {total['ratio']:7.3f}")
     print(f"\nrecording costs {total['overhead_pct']:+.1f} % wall time (target: at most "
           f"{(total['target_ratio'] - 1) * 100:.0f} %): {total['verdict']}; CPU time ratio "
           f"{report['cpu_ratio']:.3f}; total wall time {report['elapsed_s']:.0f} s")

@@ -193,12 +193,9 @@ def print_report(report: dict[str, Any]) -> None:
     config = report["config"]
     print(f"buildjail build, corpus of {len(config['packages'])} sdists, "
           f"{config['repeat']} round(s), {config['cpus']} CPUs, Python {config['python']}")
-    print(f"\n{'package':18} {'full s':>8} {'none s':>8} {'full/none':>10}")
-    for row in report["packages"]:
-        print(f"{row['package']:18} {row['full_s']:8.2f} {row['none_s']:8.2f} "
-              f"{row['ratio']:10.3f}")
+    print_packages(report, [("full s", "full_s", 8, 2), ("none s", "none_s", 8, 2),
+                            ("full/none", "ratio", 10, 3)])
     total = report["total"]
-    print(f"{'total':18} {total['full_s']:8.2f} {total['none_s']:8.2f} {total['ratio']:10.3f}")
     print(f"\nfull costs {total['overhead_pct']:+.1f} % wall time over none "
           f"(target: at most {(total['target_ratio'] - 1) * 100:.0f} %): {total['verdict']}")
     paired = report["paired"]
@@ -235,6 +232,21 @@ def interleaved(args: argparse.Namespace, chosen: Sequence[corpus.Sdist], paths:
                 print(f"  round {round_ + 1}/{args.repeat} {sdist.name:16} {choice:9} "
                       f"{run['wall_s']:6.2f} s", file=sys.stderr)
     return runs
+
+
+def print_packages(report: dict[str, Any], columns: Sequence[tuple[str, str, int, int]],
+                   note: tuple[str, Callable[[dict[str, Any]], str]] | None = None) -> None:
+    """The per-package table of a report (also attempts_corpus.py's and build_vs_pypa.py's):
+    a row a package of *columns* (title, key, width, decimals), then *note*'s text (its
+    title heading it); last the total's row, of the columns the report's total has."""
+    head = "".join(f" {title:>{width}}" for title, _, width, _ in columns)
+    print(f"\n{'package':18}{head}" + (f"  {note[0]}" if note else ""))
+    for row in report["packages"]:
+        cells = "".join(f" {row[key]:{width}.{decimals}f}" for _, key, width, decimals in columns)
+        print(f"{row['package']:18}{cells}" + (f"  {note[1](row)}" if note else ""))
+    total = report["total"]
+    print(f"{'total':18}" + "".join(f" {total[key]:{width}.{decimals}f}"
+                                    for _, key, width, decimals in columns if key in total))
 
 
 def parse_args(doc: str = __doc__, sdists: tuple[corpus.Sdist, ...] = corpus.CORPUS,

@@ -87,21 +87,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     chosen = [sdist for sdist in corpus.CORPUS if not args.only or sdist.name in args.only]
     paths = corpus.fetch_corpus(cache, tuple(chosen))
     wheelhouse = corpus.build_wheelhouse(cache, corpus.BUILD_REQUIREMENTS)
-    runs: list[dict[str, Any]] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="buildjail-attempts-corpus-") as work:
         policy = Path(work) / "off.toml"
         policy.write_text(OFF_POLICY)
-        for _ in range(args.warmup):
-            for mode in MODES:
-                build_once(mode, paths[0], wheelhouse, Path(work), policy)
-        for round_ in range(args.repeat):
-            for index, (sdist, path) in enumerate(zip(chosen, paths, strict=True)):
-                for mode in MODES if (index + round_) % 2 == 0 else MODES[::-1]:
-                    run = build_once(mode, path, wheelhouse, Path(work), policy)
-                    runs.append({"package": sdist.name, "round": round_, "mode": mode, **run})
-                    print(f"  round {round_ + 1}/{args.repeat} {sdist.name:16} {mode:9} "
-                          f"{run['wall_s']:6.2f} s", file=sys.stderr)
+        runs = build_corpus.interleaved(
+            args, chosen, paths, key="mode", choices=MODES,
+            build=lambda mode, path: build_once(mode, path, wheelhouse, Path(work), policy))
     return summarize(runs, chosen, args, time.monotonic() - started)
 
 
@@ -138,13 +130,12 @@ def print_report(report: dict[str, Any]) -> None:
     config = report["config"]
     print(f"buildjail build --profile full, recording attempts against not; "
           f"{len(report['packages'])} sdists, {config['repeat']} round(s), {config['cpus']} CPUs")
-    print(f"\n{'package':18} {'recording s':>12} {'off s':>8} {'ratio':>7}  recorded per build")
-    for row in report["packages"]:
-        seen = ", ".join(f"{kind} {count}" for kind, count in sorted(row["attempts"].items()))
-        print(f"{row['package']:18} {row['recording_s']:12.2f} {row['off_s']:8.2f} "
-              f"{row['ratio']:7.3f}  {seen or 'nothing'}")
+    build_corpus.print_packages(
+        report, [("recording s", "recording_s", 12, 2), ("off s", "off_s", 8, 2),
+                 ("ratio", "ratio", 7, 3)],
+        ("recorded per build", lambda row: ", ".join(
+            f"{kind} {count}" for kind, count in sorted(row["attempts"].items())) or "nothing"))
     total = report["total"]
-    print(f"{'total':18} {total['recording_s']:12.2f} {total['off_s']:8.2f} {total['ratio']:7.3f}")
     print(f"\nrecording costs {total['overhead_pct']:+.1f} % wall time (target: at most "
           f"{(total['target_ratio'] - 1) * 100:.0f} %): {total['verdict']}; CPU time ratio "
           f"{report['cpu_ratio']:.3f}; total wall time {report['elapsed_s']:.0f} s")

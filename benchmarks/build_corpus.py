@@ -35,7 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,12 +193,9 @@ def print_report(report: dict[str, Any]) -> None:
     config = report["config"]
     print(f"buildjail build, corpus of {len(config['packages'])} sdists, "
           f"{config['repeat']} round(s), {config['cpus']} CPUs, Python {config['python']}")
-    print(f"\n{'package':18} {'full s':>8} {'none s':>8} {'full/none':>10}")
-    for row in report["packages"]:
-        print(f"{row['package']:18} {row['full_s']:8.2f} {row['none_s']:8.2f} "
-              f"{row['ratio']:10.3f}")
+    print_packages(report, [("full s", "full_s", 8, 2), ("none s", "none_s", 8, 2),
+                            ("full/none", "ratio", 10, 3)])
     total = report["total"]
-    print(f"{'total':18} {total['full_s']:8.2f} {total['none_s']:8.2f} {total['ratio']:10.3f}")
     print(f"\nfull costs {total['overhead_pct']:+.1f} % wall time over none "
           f"(target: at most {(total['target_ratio'] - 1) * 100:.0f} %): {total['verdict']}")
     paired = report["paired"]
@@ -213,6 +210,43 @@ def print_report(report: dict[str, Any]) -> None:
               f"{row['overhead_ms']:12.1f}")
     print(f"\nlayers under full: {', '.join(report['layers']['full'])}")
     print(f"total wall time: {report['elapsed_s']:.0f} s")
+
+
+def interleaved(args: argparse.Namespace, chosen: Sequence[corpus.Sdist], paths: Sequence[Path],
+                *, key: str, choices: tuple[str, ...],
+                build: Callable[[str, Path], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The measuring loop of attempts_corpus.py and build_vs_pypa.py: *warmup* untimed
+    builds of the first package per choice, then *repeat* rounds, each building every
+    package (*chosen*, at *paths*) once per choice, which goes first alternating from package
+    to package and from round to round. A run per build: its package, round and choice
+    (under *key*) with what ``build(choice, path)`` returned, each said on stderr."""
+    runs: list[dict[str, Any]] = []
+    for _ in range(args.warmup):
+        for choice in choices:
+            build(choice, paths[0])
+    for round_ in range(args.repeat):
+        for index, (sdist, path) in enumerate(zip(chosen, paths, strict=True)):
+            for choice in choices if (index + round_) % 2 == 0 else choices[::-1]:
+                run = build(choice, path)
+                runs.append({"package": sdist.name, "round": round_, key: choice, **run})
+                print(f"  round {round_ + 1}/{args.repeat} {sdist.name:16} {choice:9} "
+                      f"{run['wall_s']:6.2f} s", file=sys.stderr)
+    return runs
+
+
+def print_packages(report: dict[str, Any], columns: Sequence[tuple[str, str, int, int]],
+                   note: tuple[str, Callable[[dict[str, Any]], str]] | None = None) -> None:
+    """The per-package table of a report (also attempts_corpus.py's and build_vs_pypa.py's):
+    a row a package of *columns* (title, key, width, decimals), then *note*'s text (its
+    title heading it); last the total's row, of the columns the report's total has."""
+    head = "".join(f" {title:>{width}}" for title, _, width, _ in columns)
+    print(f"\n{'package':18}{head}" + (f"  {note[0]}" if note else ""))
+    for row in report["packages"]:
+        cells = "".join(f" {row[key]:{width}.{decimals}f}" for _, key, width, decimals in columns)
+        print(f"{row['package']:18}{cells}" + (f"  {note[1](row)}" if note else ""))
+    total = report["total"]
+    print(f"{'total':18}" + "".join(f" {total[key]:{width}.{decimals}f}"
+                                    for _, key, width, decimals in columns if key in total))
 
 
 def parse_args(doc: str = __doc__, sdists: tuple[corpus.Sdist, ...] = corpus.CORPUS,

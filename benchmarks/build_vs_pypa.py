@@ -106,19 +106,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     chosen = [sdist for sdist in SDISTS if not args.only or sdist.name in args.only]
     paths = corpus.fetch_corpus(cache, tuple(chosen))
     wheelhouse = corpus.build_wheelhouse(cache, REQUIREMENTS, "wheelhouse-bench")
-    runs: list[dict[str, Any]] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="buildjail-vs-pypa-") as work:
-        for _ in range(args.warmup):
-            for tool in TOOLS:
-                build_once(tool, paths[0], wheelhouse, Path(work))
-        for round_ in range(args.repeat):
-            for index, (sdist, path) in enumerate(zip(chosen, paths, strict=True)):
-                for tool in TOOLS if (index + round_) % 2 == 0 else TOOLS[::-1]:
-                    run = build_once(tool, path, wheelhouse, Path(work))
-                    runs.append({"package": sdist.name, "round": round_, "tool": tool, **run})
-                    print(f"  round {round_ + 1}/{args.repeat} {sdist.name:16} {tool:9} "
-                          f"{run['wall_s']:6.2f} s", file=sys.stderr)
+        runs = build_corpus.interleaved(
+            args, chosen, paths, key="tool", choices=TOOLS,
+            build=lambda tool, path: build_once(tool, path, wheelhouse, Path(work)))
     return summarize(runs, chosen, args, time.monotonic() - started)
 
 
@@ -179,18 +171,14 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"buildjail build --profile full against python -m build, both --installer uv; "
           f"{len(report['packages'])} sdists, {config['repeat']} round(s), "
           f"{config['cpus']} CPUs, Python {config['python']}")
-    print(f"\n{'package':18} {'buildjail s':>12} {'pypa s':>8} {'ratio':>7} {'CPU':>6}  "
-          "buildjail's hooks: calls per build, median s")
-    for row in report["packages"]:
-        calls = ", ".join(
+    build_corpus.print_packages(
+        report, [("buildjail s", "buildjail_s", 12, 2), ("pypa s", "pypa_s", 8, 2),
+                 ("ratio", "ratio", 7, 3), ("CPU", "cpu_ratio", 6, 3)],
+        ("buildjail's hooks: calls per build, median s", lambda row: ", ".join(
             f"{name.removesuffix('_for_build_wheel')} "
             f"{'/'.join(map(str, hook['calls_per_build']))}x {hook['median_s']:.1f} s"
-            for name, hook in row["hooks"].items())
-        print(f"{row['package']:18} {row['buildjail_s']:12.2f} {row['pypa_s']:8.2f} "
-              f"{row['ratio']:7.3f} {row['cpu_ratio']:6.3f}  {calls}")
+            for name, hook in row["hooks"].items())))
     total = report["total"]
-    print(f"{'total':18} {total['buildjail_s']:12.2f} {total['pypa_s']:8.2f} "
-          f"{total['ratio']:7.3f}")
     print(f"\nbuildjail costs {total['overhead_pct']:+.1f} % wall time over pypa/build "
           f"(target: at most {(total['target_ratio'] - 1) * 100:.0f} %): {total['verdict']}")
     cpu = report["cpu"]

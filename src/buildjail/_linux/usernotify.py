@@ -21,8 +21,8 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Final, NamedTuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Final, NamedTuple, TypeVar
 
 from . import seccomp
 
@@ -53,6 +53,8 @@ _SOCKADDR_MAX: Final = 128
 _AF_INET: Final = 2
 _AF_INET6: Final = 10
 _UIO_MAXIOV: Final = 1024  # the most messages one sendmmsg sends
+
+_T = TypeVar("_T")
 
 
 class Notification(NamedTuple):
@@ -143,6 +145,20 @@ def acting_as(owner: tuple[int, int] | None) -> Iterator[None]:
         os.setresgid(-1, before_gid, -1)
 
 
+def _as_self_else_owner(attempt: Callable[[], _T], owner: tuple[int, int] | None) -> _T:
+    """What *attempt* returns, tried with this process's own rights, then, where those are
+    refused (PermissionError) and there is an *owner*, once more as *owner*
+    (:func:`acting_as`). The refusal is raised again when there is no owner; what the
+    second try raises, as it comes."""
+    try:
+        return attempt()
+    except PermissionError:
+        if owner is None:
+            raise
+        with acting_as(owner):
+            return attempt()
+
+
 class Memory:
     """Bounded reads of a stopped process's memory (``/proc/PID/mem``): opened with this
     process's own rights (CAP_SYS_PTRACE reads any), else as *owner* (:func:`acting_as`:
@@ -150,13 +166,7 @@ class Memory:
 
     def __init__(self, pid: int, owner: tuple[int, int] | None = None) -> None:
         path = f"/proc/{pid}/mem"
-        try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except PermissionError:
-            if owner is None:
-                raise
-            with acting_as(owner):
-                self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.fd = _as_self_else_owner(lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC), owner)
 
     def close(self) -> None:
         """Close the memory's descriptor."""
@@ -272,15 +282,7 @@ def protocol_of(pid: int, fd: int, owner: tuple[int, int] | None = None) -> str:
     last, and a lingering close would hold the supervisor."""
     path = f"/proc/{pid}/fd/{fd & 0x7FFFFFFF}"
     try:
-        name = os.getxattr(path, "system.sockprotoname")
-    except PermissionError:
-        if owner is None:
-            return "?"
-        try:
-            with acting_as(owner):
-                name = os.getxattr(path, "system.sockprotoname")
-        except OSError:
-            return "?"
+        name = _as_self_else_owner(lambda: os.getxattr(path, "system.sockprotoname"), owner)
     except OSError:
         return "?"
     return _PROTOCOLS.get(name.rstrip(b"\0").decode("ascii", "replace"), "?")

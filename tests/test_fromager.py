@@ -357,7 +357,8 @@ def _hook_steps(project: Path, steps: Any, output: int) -> Any:
 @needs_root
 @pytest.mark.parametrize("on_attempt", ["warn", "fail"])
 def test_a_step_that_tried_a_decoy_fails_under_on_attempt_fail(
-        tmp_path: Path, sandbox_backend: str, on_attempt: str) -> None:
+        tmp_path: Path, sandbox_backend: str, on_attempt: str,
+        caplog: pytest.LogCaptureFixture) -> None:
     from buildjail.fromager.steps import StepRunner
 
     project = tmp_path / "intree"
@@ -377,6 +378,11 @@ def test_a_step_that_tried_a_decoy_fails_under_on_attempt_fail(
     assert said == ([] if on_attempt == "warn" else [
         "buildjail: the build_wheel hook tried the network or a decoy: read decoy ~/.netrc; "
         'DNS upload.evil.example (on_attempt = "fail")'])
+    # Under warn, fromager's log says it instead, the step's output unchanged.
+    warned = [record.getMessage() for record in caplog.records
+              if record.name == "buildjail.fromager.steps" and record.levelname == "WARNING"]
+    assert warned == ([] if on_attempt == "fail" else [
+        "buildjail: the build_wheel hook tried: read decoy ~/.netrc; DNS upload.evil.example"])
 
 
 @needs_root

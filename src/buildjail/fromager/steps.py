@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import tempfile
@@ -52,7 +53,7 @@ from ..errors import (
 )
 from ..explain import failure_hint
 from ..limits import describe_limit
-from ..onattempt import AttemptsRefusedError, check_recording, judge
+from ..onattempt import AttemptsRefusedError, check_recording, failing, judge
 from ..pep517 import (
     HookFailed,
     HookOutputRefusedError,
@@ -79,6 +80,8 @@ class PackageTrees:
 
 EXIT_REFUSED = 1
 """A step that left a link out of its directories, or a special file: it fails."""
+LOGGER = logging.getLogger(__name__)
+"""Where a step's attempts are said under ``warn``: fromager's own log, with its package."""
 
 
 def _option(cmd: Sequence[str], name: str) -> str | None:
@@ -280,7 +283,10 @@ class StepRunner:
 def _judged(code: int, results: Sequence[RunResult], policy: Policy, what: str,
             output: int | None) -> int:
     """*code*, or under ``on_attempt = "fail"`` EXIT_TRIED (said in *output*) when a run of
-    the step tried the network or a decoy; AttemptsUnrecordedError where that was not recorded."""
+    the step tried the network or a decoy; AttemptsUnrecordedError where that was not recorded.
+    Under ``warn``, what it tried is a warning of fromager's log, the step's output unchanged."""
+    if not failing(policy):
+        _warn_tried(results, what)
     for result in results:
         try:
             judge(result, policy, what)
@@ -288,6 +294,16 @@ def _judged(code: int, results: Sequence[RunResult], policy: Policy, what: str,
             _say(output, f"buildjail: {error}")
             return code or EXIT_TRIED
     return code
+
+
+def _warn_tried(results: Sequence[RunResult], what: str) -> None:
+    """Log, as a warning, what each run of a step tried (the ``tried:`` line, escaped)."""
+    from ..logs import escape_controls
+
+    for result in results:
+        tried = result.attempts_summary
+        if tried:
+            LOGGER.warning("buildjail: %s %s", what, escape_controls(tried).replace("\n", " "))
 
 
 def _hint_hidden_tools(policy: Policy, env: Mapping[str, str], output: int | None) -> None:

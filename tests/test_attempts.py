@@ -468,7 +468,8 @@ def test_every_kind_but_exec_is_suspicious_also_kinds_added_later() -> None:
     assert refusal(tried[:3]) == ("tried the network or a decoy: read decoy ~/.netrc; "
                                   "DNS pypi.org")
     assert refusal(tried[:1], {"exec": 40}) == ""
-    assert refusal([], {"dns": 3}) == "tried the network or a decoy: and 3 more"
+    assert refusal([], {"dns": 3}) == "tried the network or a decoy: 3 not named (only counted)"
+    assert summary([], {"connect": 1}) == "tried: 1 not named (only counted)"
 
 
 def test_omitted_counts_are_merged_per_kind_hostile_values_dropped() -> None:
@@ -518,6 +519,11 @@ def test_on_attempt_fail_judges_each_run_and_fails_closed() -> None:
     assert unseen.value.reason == (
         'on_attempt = "fail", but what the build_wheel hook tried was not recorded: '
         "attempts:credentials bubblewrap's view was not seen in time")
+    # It recorded, but not whole: the fix is not a network namespace, which it had.
+    assert "not whole" in unseen.value.fix
+    with pytest.raises(SandboxSetupError) as never:  # a run that did not record it at all
+        judge(_result(layers=("attempts:dns",)), failing, "the hook")
+    assert "network namespace" in never.value.fix
 
 
 # --- programs started and connections tried (the recording filter) -------------------------

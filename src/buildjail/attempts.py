@@ -194,5 +194,5 @@ def summary(attempts: Iterable[Attempt], omitted: Mapping[str, int] | None = Non
     more = len(found) - len(words) + sum(count for kind, count in (omitted or {}).items()
                                          if kind not in HARMLESS)
     if more:
-        words.append(f"and {more} more")
+        words.append(f"and {more} more" if words else f"{more} not named (only counted)")
     return "tried: " + "; ".join(words) if words else ""

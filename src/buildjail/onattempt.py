@@ -17,6 +17,9 @@ from .result import RunResult
 
 FIX = "run it where the sandbox has a network namespace and a filesystem view of its own " \
       "(the full profile, on the native or bwrap backend), or use --on-attempt warn"
+FIX_IN_FULL = ("the sandbox records it, but this run's record is not whole (see the reason): "
+               "run it again, as root where a process hid its memory, or use --on-attempt warn")
+"""Where the run recorded but lost some of it: a network namespace would not help."""
 
 
 class AttemptsRefusedError(BuildjailError):
@@ -64,8 +67,9 @@ def judge(result: RunResult, policy: Policy, what: str) -> None:
     missing = attempts.unrecorded(result.layers, result.degraded)
     if missing and not result.limit_hit:
         layer, why = next(iter(missing.items()))
+        partly = layer in result.layers
         raise AttemptsUnrecordedError(f'on_attempt = "fail", but what {what} tried was not '
-                                 f"recorded: {layer} {why}", FIX)
+                                      f"recorded: {layer} {why}", FIX_IN_FULL if partly else FIX)
     why = attempts.refusal(result.attempts, result.attempts_omitted)
     if why:
         raise AttemptsRefusedError(what, why)

@@ -386,3 +386,23 @@ def test_the_fromager_hook_is_inert_until_enabled_and_inspects_each_wheel_once(
         hook.post_bootstrap(ctx=ctx, dist_name="calm", dist_version="1.0", wheel_filename=None)
     finally:
         hook.disable()
+
+
+def test_the_standard_librarys_lookup_of_a_c_library_is_no_finding() -> None:
+    recorded = [attempt("exec", argv="/sbin/ldconfig -p"),
+                attempt("exec", argv="/sbin/ldconfig -p -v"),  # not what find_library runs
+                attempt("exec", argv="ldconfig -p"),
+                attempt("exec", argv="/usr/bin/gcc -Wl,-t -o /tmp/x -lmagic")]
+    assert suspicious_attempts(recorded, []) == tuple(recorded[1:])
+
+
+def test_a_wheel_that_looks_up_a_c_library_at_import_is_clean(tmp_path: Path) -> None:
+    # As many a C library's wrapper does at import (python-magic, for one).
+    wheel = write_wheel(tmp_path, "wrapper", files={
+        "wrapper/__init__.py": b"import ctypes.util\nassert ctypes.util.find_library('c')\n"})
+    proc = subprocess.run([sys.executable, "-m", "buildjail", "inspect", "--json", str(wheel)],
+                          capture_output=True, text=True, timeout=300, check=False, cwd="/")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [report] = json.loads(proc.stdout)["wheels"]
+    assert report["findings"] == []
+    assert {"kind": "exec", "argv": "/sbin/ldconfig -p"} in report["attempts"]  # recorded

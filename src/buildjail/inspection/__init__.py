@@ -142,7 +142,19 @@ def suspicious_attempts(recorded: Iterable[Attempt],
     """
     ours = {tuple(argv) for argv in started}
     return tuple(item for item in recorded
-                 if item.kind != "exec" or not (exec_argv(item) & ours))
+                 if item.kind != "exec" or not any(
+                     argv in ours or is_library_lookup(argv) for argv in exec_argv(item)))
+
+
+LIBRARY_LOOKUP = ("/sbin/ldconfig", "-p")
+"""What ``ctypes.util.find_library`` runs first on Linux, at many a module's import (a
+wrapper of a C library looking for it): the library cache, listed. Nothing else of it is
+let pass — its fallbacks run a compiler, which starts programs of its own."""
+
+
+def is_library_lookup(argv: Sequence[str]) -> bool:
+    """Whether *argv* is exactly the standard library's lookup of a C library by name."""
+    return tuple(argv) == LIBRARY_LOOKUP
 
 
 def exec_argv(item: Attempt) -> set[tuple[str, ...]]:

@@ -179,6 +179,29 @@ def test_control_the_old_publication_would_have_replaced_the_victim(shared_dir: 
     assert sys.executable  # (the old code path is only this move)
 
 
+def test_a_withdrawn_output_gives_its_name_back_to_the_file_it_replaced(tmp_path: Path) -> None:
+    from buildjail.outputs import OutputDirectory
+
+    built, out = tmp_path / "built", tmp_path / "out"
+    built.mkdir()
+    out.mkdir()
+    old = write_wheel(out, "kept")
+    before = old.read_bytes()
+    new = write_wheel(built, "kept", files={"kept/__init__.py": b"NEW = 1\n"})
+    assert new.read_bytes() != before
+    directory = OutputDirectory(str(out), overwrite=True)
+    try:
+        published = directory.publish(str(new), "wheel", "kept")
+        assert Path(published.path).read_bytes() == new.read_bytes()  # replaced
+        directory.withdraw(published.path)  # the package failed after all
+        assert old.read_bytes() == before  # the file from before the run is back
+        again = directory.publish(str(new), "wheel", "kept")  # a kept file is dropped at the end
+    finally:
+        directory.close()
+    assert Path(again.path).read_bytes() == new.read_bytes()
+    assert sorted(path.name for path in out.iterdir()) == [old.name]  # nothing kept aside left
+
+
 # --- bounded reads of what a build made --------------------------------------------------
 
 BOMB_SIZE = 1 << 30

@@ -70,11 +70,18 @@ class OutputDirectory:
         self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._published: dict[str, tuple[int, int]] = {}
         """The names this run published, with their files' device and inode."""
+        self._replaced: dict[str, str] = {}
+        """The names this run published over a file (``overwrite``): where that file is kept
+        until the run ends, so that a withdrawn output gives its name back to it."""
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the directory."""
+        """Drop the files replaced outputs kept aside, and close the directory."""
         if self.fd >= 0:
+            for kept in self._replaced.values():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(kept, dir_fd=self.fd)
+            self._replaced.clear()
             os.close(self.fd)
             self.fd = -1
 
@@ -167,21 +174,44 @@ class OutputDirectory:
                         "remove it, or pass --overwrite)") from None
                 aside = f".{filename}.buildjail-{os.getpid()}"
                 self._link_as(fd, temporary, aside)
+                self._keep_replaced(filename)
                 os.replace(aside, filename, src_dir_fd=self.fd, dst_dir_fd=self.fd)
             info = os.fstat(fd)
             self._published[filename] = (info.st_dev, info.st_ino)
 
+    def _keep_replaced(self, filename: str) -> None:
+        """Keep the file about to be replaced under a second name, for :meth:`withdraw`
+        (not where it cannot be linked: a directory, which the replace refuses anyway)."""
+        kept = f".{filename}.buildjail-replaced-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(kept, dir_fd=self.fd)  # one a killed run of this pid left
+        try:
+            os.link(filename, kept, src_dir_fd=self.fd, dst_dir_fd=self.fd,
+                    follow_symlinks=False)
+        except OSError:
+            return
+        self._replaced[filename] = kept
+
     def withdraw(self, path: str) -> None:
-        """Remove the output *path* this run published (a failed build delivers nothing):
-        only while its name is still that file; a name freed may be published again."""
+        """Remove the output *path* this run published (a failed build delivers nothing),
+        giving its name back to the file it replaced, if any: only while its name is still
+        that output; a name freed may be published again."""
         filename = os.path.basename(path)
         with self._lock:
             if filename not in self._published:
                 return
+            kept = self._replaced.pop(filename, None)
             with contextlib.suppress(FileNotFoundError):
                 info = os.stat(filename, dir_fd=self.fd, follow_symlinks=False)
                 if (info.st_dev, info.st_ino) == self._published[filename]:
-                    os.unlink(filename, dir_fd=self.fd)
+                    if kept is None:
+                        os.unlink(filename, dir_fd=self.fd)
+                    else:
+                        os.replace(kept, filename, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+                        kept = None
+            if kept is not None:  # its name was taken since: the old file is not put back
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(kept, dir_fd=self.fd)
             del self._published[filename]
 
     def _link_as(self, fd: int, temporary: str | None, name: str) -> None:

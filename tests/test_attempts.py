@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -808,3 +809,32 @@ def test_a_run_a_limit_stopped_keeps_the_limit_as_its_reason_under_fail() -> Non
                                         protocol="tcp"),)), failing, "the hook")
     with pytest.raises(SandboxSetupError):  # the control: no limit, the loss fails closed
         judge(_result(degraded=lost), failing, "the build_wheel hook")
+
+
+LEADER_GONE = """
+import ctypes, sys, threading, time
+threading.Thread(target=time.sleep, args=(30,)).start()
+ctypes.CDLL(None).syscall(60, 0)  # SYS_exit (x86-64): the leader alone; its thread runs on
+"""
+HOPPER = """
+import os, sys, time
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    if os.fork():
+        os._exit(0)  # gone at once: its child, adopted by the init, goes on the same way
+"""
+
+
+@pytest.mark.parametrize("program", [LEADER_GONE, HOPPER], ids=["leader-gone", "hopper"])
+def test_a_leftover_that_hides_from_a_walk_is_recorded(run_sandbox: Runner,
+                                                       program: str) -> None:
+    # A thread group whose leader exited shows as a zombie; a process that forks itself
+    # anew and exits is gone from where each walk looks: both ran unrecorded.
+    marker = _marker()
+    command = f"(setsid {PYTHON} -c \"$0\" {marker} &); /bin/sleep 0.3; exit 0"
+    for _ in range(3):  # the hopper slipped past most walks
+        result = run_sandbox(["/bin/sh", "-c", command, program], cwd="/", policy=RECORDING)
+        assert result["exit_code"] == 0, result
+        assert [item["argv"] for item in _outlived(result["attempts"])] == [
+            f"{PYTHON} -c {shlex.quote(program)} {marker}"]
+    assert processes_with(marker) == []

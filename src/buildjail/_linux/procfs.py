@@ -98,14 +98,31 @@ MAX_COMMAND_LINE = 4096
 
 
 def is_running(pid: int) -> bool:
-    """Whether *pid* exists and has not exited (a zombie, or dead, has)."""
+    """Whether *pid* exists and has not exited (a zombie, or dead, has).
+
+    A thread group whose leader alone exited (``SYS_exit``, not ``exit_group``) shows the
+    leader as a zombie while its other threads run on: each thread is asked then.
+    """
+    state = _state(f"/proc/{pid}/stat")
+    if state != b"Z":
+        return state not in (None, b"X", b"x")
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stream:
-            stat = stream.read(1024)
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
+    return any(_state(f"/proc/{pid}/task/{task}/stat") not in (None, b"Z", b"X", b"x")
+               for task in tasks if task != str(pid))
+
+
+def _state(path: str) -> bytes | None:
+    """The state letter of a ``stat`` file, None where it cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            stat = stream.read(1024)
+    except OSError:
+        return None
     state = stat.rpartition(b")")[2].split(maxsplit=1)[:1]  # the name may hold ") "
-    return bool(state) and state[0] not in (b"Z", b"X", b"x")
+    return state[0] if state else None
 
 
 def command_line(pid: int) -> list[str]:
@@ -114,6 +131,8 @@ def command_line(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as stream:
             data = stream.read(MAX_COMMAND_LINE)
+        if not data:  # a leader that exited alone has no memory left: a thread still has
+            data = _thread_command_line(pid)
         if not data:
             with open(f"/proc/{pid}/comm", "rb") as stream:
                 name = stream.read(64).rstrip(b"\n")
@@ -121,3 +140,15 @@ def command_line(pid: int) -> list[str]:
     except OSError:
         return []
     return [arg.decode("utf-8", "backslashreplace") for arg in data.rstrip(b"\0").split(b"\0")]
+
+
+def _thread_command_line(pid: int) -> bytes:
+    """The command line as *pid*'s first thread that shows one shows it (b"" if none)."""
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(
+                    f"/proc/{pid}/task/{task}/cmdline", "rb") as stream:
+                data = stream.read(MAX_COMMAND_LINE)
+                if data:
+                    return data
+    return b""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
 import time
 from collections.abc import Iterable
 
@@ -27,9 +28,15 @@ _POLL = 0.01
 
 
 def record_leftovers(log: AttemptLog, ignored: Iterable[int | None],
-                     grace: float = GRACE) -> None:
+                     grace: float = GRACE, *, stop_all: bool = False) -> None:
     """Add to *log* the processes below this one, *ignored* aside, still running *grace*
-    seconds after the command exited (at once where none is)."""
+    seconds after the command exited (at once where none is).
+
+    *stop_all*: stop every process this one can signal (``kill(-1)``: the sandbox's init
+    only, whose signals reach the sandbox alone) before the last look, so that what is read
+    holds still: a process that forks itself anew and exits, again and again, is otherwise
+    gone from where a walk of the children lists looks each time it looks.
+    """
     skip = {pid for pid in ignored if pid is not None} | {os.getpid()}
     deadline = time.monotonic() + grace
     while True:
@@ -38,6 +45,15 @@ def record_leftovers(log: AttemptLog, ignored: Iterable[int | None],
         if not left or time.monotonic() >= deadline:
             break
         time.sleep(_POLL)
+    if stop_all:
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGSTOP)  # a stopped process neither forks nor exits
+        _reap_exited()
+        left = _running_below(skip)
+        if left:  # one already exiting when stopped ends within a moment
+            time.sleep(_POLL)
+            _reap_exited()
+            left = _running_below(skip)
     for pid in left[:MAX_RECORDED]:
         argv = command_line(pid)
         if argv:  # gone since

@@ -92,7 +92,8 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
             _release_wrapper(plan, recorder, wrapper, child)
         status, limit = _reap_until(child, wakeup, plan, wrapper, recorder)
         if plan.setup.record_leftovers:  # also after a limit: its kill gets the grace to end
-            record_leftovers(recorder.log, (wrapper.child_pid(),))  # bubblewrap's init aside
+            record_leftovers(recorder.log, (wrapper.child_pid(),),  # bubblewrap's init aside
+                             stop_all=True)
         if plan.command.kill_descendants:
             _kill_leftovers()
         recorder.finish()

@@ -470,6 +470,10 @@ def test_every_kind_but_exec_is_suspicious_also_kinds_added_later() -> None:
                                   "DNS pypi.org")
     assert refusal(tried[:1], {"exec": 40}) == ""
     assert refusal([], {"dns": 3}) == "tried the network or a decoy: 3 not named (only counted)"
+    daemon = attempt("outlived", argv="/usr/bin/sleep 99")
+    assert refusal([daemon]) == "left a process running: left running /usr/bin/sleep 99"
+    assert refusal([daemon, tried[1]]).startswith(
+        "tried the network or a decoy, or left a process running: ")
     assert summary([], {"connect": 1}) == "tried: 1 not named (only counted)"
 
 
@@ -757,15 +761,18 @@ def test_landlock_records_what_outlives_the_command() -> None:
 FLOOD_LEFT = """
 import json, os, subprocess, sys, time
 from buildjail.attempts import AttemptLog
+from buildjail.backends import _leftovers
 from buildjail.backends._leftovers import MAX_RECORDED, record_leftovers
 marker = sys.argv[1]
 children = [subprocess.Popen(["/bin/sleep", f"{marker}{index}"])
             for index in range(MAX_RECORDED + 6)]
 log = AttemptLog()
-record_leftovers(log, (), grace=0)
+whole = record_leftovers(log, (), grace=0)
+_leftovers.MAX_WALKED = 10  # a walk cut short says so
+cut = record_leftovers(AttemptLog(), (), grace=0)
 for child in children:
     child.kill()
-print(json.dumps([len(log.attempts), log.omitted, MAX_RECORDED]))
+print(json.dumps([len(log.attempts), log.omitted, MAX_RECORDED, whole, cut]))
 """
 
 
@@ -774,8 +781,9 @@ def test_a_leftover_flood_is_capped() -> None:
     # 64 read and recorded, the others counted.
     output = subprocess.run([sys.executable, "-c", FLOOD_LEFT, _marker()], check=True,
                             capture_output=True, text=True, timeout=120).stdout
-    recorded, omitted, cap = json.loads(output)
+    recorded, omitted, cap, whole, cut = json.loads(output)
     assert (recorded, omitted) == (cap, {"outlived": 6})
+    assert (whole, cut) == (True, False)
 
 
 def test_what_the_init_recorded_is_said_lost_when_the_wall_time_kills_it(

@@ -160,7 +160,8 @@ def merged_omitted(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
 
 def refusal(attempts: Iterable[Attempt], omitted: Mapping[str, int] | None = None) -> str:
     """Why ``on_attempt = "fail"`` fails a run, in one line (empty when nothing suspicious):
-    ``tried the network or a decoy: read decoy ~/.netrc; DNS pypi.org``.
+    ``tried the network or a decoy: read decoy ~/.netrc; DNS pypi.org`` (``left a process
+    running: ...`` where that is all it did).
 
     An omitted attempt of a suspicious kind counts: it was tried, only not named.
     """
@@ -168,7 +169,11 @@ def refusal(attempts: Iterable[Attempt], omitted: Mapping[str, int] | None = Non
     more = {kind: count for kind, count in (omitted or {}).items() if kind not in HARMLESS}
     if not found and not any(more.values()):
         return ""
-    return "tried the network or a decoy: " + summary(found, more).removeprefix("tried: ")
+    kinds = {item.kind for item in found} | {kind for kind, count in more.items() if count}
+    what = ("left a process running" if kinds == {"outlived"} else
+            "tried the network or a decoy, or left a process running" if "outlived" in kinds
+            else "tried the network or a decoy")
+    return f"{what}: " + summary(found, more).removeprefix("tried: ")
 
 
 def unrecorded(layers: Iterable[str], degraded: Mapping[str, str]) -> dict[str, str]:

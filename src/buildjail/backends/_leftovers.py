@@ -28,9 +28,10 @@ _POLL = 0.01
 
 
 def record_leftovers(log: AttemptLog, ignored: Iterable[int | None],
-                     grace: float = GRACE, *, stop_all: bool = False) -> None:
+                     grace: float = GRACE, *, stop_all: bool = False) -> bool:
     """Add to *log* the processes below this one, *ignored* aside, still running *grace*
-    seconds after the command exited (at once where none is).
+    seconds after the command exited (at once where none is); False where more than
+    MAX_WALKED processes were there to look at (the record is not whole).
 
     *stop_all*: stop every process this one can signal (``kill(-1)``: the sandbox's init
     only, whose signals reach the sandbox alone) before the last look, so that what is read
@@ -41,7 +42,7 @@ def record_leftovers(log: AttemptLog, ignored: Iterable[int | None],
     deadline = time.monotonic() + grace
     while True:
         _reap_exited()
-        left = _running_below(skip)
+        left, whole = _running_below(skip)
         if not left or time.monotonic() >= deadline:
             break
         time.sleep(_POLL)
@@ -49,27 +50,29 @@ def record_leftovers(log: AttemptLog, ignored: Iterable[int | None],
         with contextlib.suppress(OSError):
             os.kill(-1, signal.SIGSTOP)  # a stopped process neither forks nor exits
         _reap_exited()
-        left = _running_below(skip)
+        left, whole = _running_below(skip)
         if left:  # one already exiting when stopped ends within a moment
             time.sleep(_POLL)
             _reap_exited()
-            left = _running_below(skip)
+            left, whole = _running_below(skip)
     for pid in left[:MAX_RECORDED]:
         argv = command_line(pid)
         if argv:  # gone since
             log.add(attempt("outlived", argv=shlex.join(argv)))
     log.lost("outlived", len(left) - MAX_RECORDED)
+    return whole
 
 
-def _running_below(skip: set[int]) -> list[int]:
-    """The running processes below this one, not in *skip*, at most MAX_WALKED walked."""
-    found = []
+def _running_below(skip: set[int]) -> tuple[list[int], bool]:
+    """The running processes below this one, not in *skip*, at most MAX_WALKED walked; and
+    whether that was all of them."""
+    found: list[int] = []
     for count, pid in enumerate(descendants(os.getpid())):
         if count >= MAX_WALKED:
-            break
+            return found, False
         if pid not in skip and is_running(pid):
             found.append(pid)
-    return found
+    return found, True
 
 
 def _reap_exited() -> None:

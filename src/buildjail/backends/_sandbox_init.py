@@ -29,7 +29,7 @@ from .._linux.procfs import descendants
 from ..errors import EXIT_SETUP_FAILED  # stdlib-only, and imported before the fork
 from ..limits import Limits
 from ._calls import KINDS as CALL_KINDS
-from ._leftovers import record_leftovers
+from ._leftovers import MAX_WALKED, record_leftovers
 from ._recorder import Recorder, release_wrapped
 from .base import InitPlan
 from .messages import InitStatus, SetupFailure
@@ -92,8 +92,7 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
             _release_wrapper(plan, recorder, wrapper, child)
         status, limit = _reap_until(child, wakeup, plan, wrapper, recorder)
         if plan.setup.record_leftovers:  # also after a limit: its kill gets the grace to end
-            record_leftovers(recorder.log, (wrapper.child_pid(),),  # bubblewrap's init aside
-                             stop_all=True)
+            _record_leftovers(recorder, wrapper)
         if plan.command.kill_descendants:
             _kill_leftovers()
         recorder.finish()
@@ -109,6 +108,15 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
         report_error(report_fd, f"{stage}: {error!r}")
         os._exit(EXIT_SETUP_FAILED)
     os._exit(0)
+
+
+def _record_leftovers(recorder: Recorder, wrapper: _WrapperStatus) -> None:
+    """Record what the command left running (bubblewrap's init aside); say where the
+    record is not whole."""
+    if not record_leftovers(recorder.log, (wrapper.child_pid(),), stop_all=True):
+        recorder.unrecorded["attempts:outlived"] = (
+            f"not recorded in full: more than {MAX_WALKED} processes were left, "
+            f"{MAX_WALKED} looked at")
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import fnmatch
 import functools
-import glob
 import os
 import pwd
 import re
@@ -249,7 +248,7 @@ def installation_paths(*prefixes: str) -> tuple[str, ...]:
         if not prefix or prefix == "/" or within_any(prefix, VIEW_SYSTEM):
             continue
         paths += [os.path.join(prefix, "lib"), os.path.join(prefix, "include")]
-        paths += sorted(glob.glob(os.path.join(glob.escape(prefix), "bin", "python*")))
+        paths += _pythons(prefix)
     return tuple(path for path in dict.fromkeys(paths) if os.path.lexists(path))
 
 
@@ -259,8 +258,19 @@ def venv_paths(prefix: str) -> tuple[str, ...]:
     Not its other scripts (``activate*``), nor its root's ``pip.conf`` or ``uv.toml``.
     """
     paths = [os.path.join(prefix, "pyvenv.cfg"), os.path.join(prefix, "lib")]
-    paths += sorted(glob.glob(os.path.join(glob.escape(prefix), "bin", "python*")))
+    paths += _pythons(prefix)
     return tuple(path for path in paths if os.path.lexists(path))
+
+
+def _pythons(prefix: str) -> list[str]:
+    """*prefix*'s ``bin/python*``, sorted: what ``glob.glob`` of that finds (the names of the
+    directory matching the pattern), without importing glob on the start-up of ``run``."""
+    directory = os.path.join(prefix, "bin")
+    try:
+        names = os.listdir(directory)
+    except OSError:  # none, or not a directory: glob finds nothing
+        return []
+    return sorted(os.path.join(directory, name) for name in fnmatch.filter(names, "python*"))
 
 
 def apply_mounts(plan: MountPlan) -> None:

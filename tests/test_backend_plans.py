@@ -7,6 +7,7 @@ with a leased identity, or uid 4242) and inspected, never executed.
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import os
 from collections.abc import Iterator
@@ -16,7 +17,13 @@ import pytest
 
 from buildjail._linux import kernel as k
 from buildjail._linux import seccomp
-from buildjail._linux.filesystem import STAGE_DIR, installation_paths, venv_paths
+from buildjail._linux.filesystem import (
+    COPY_FILE_SIZE,
+    STAGE_DIR,
+    _read_bounded,
+    installation_paths,
+    venv_paths,
+)
 from buildjail._linux.identity import BUILD_GID, BUILD_UID, Identity, passwd_text
 from buildjail.backends._supervisor import plan_sandbox
 from buildjail.backends.base import Launch, Request, SandboxPlan
@@ -433,3 +440,13 @@ def test_an_installations_pythons_are_what_glob_finds(tmp_path: Path) -> None:
     (tmp_path / "file" / "bin").touch()
     assert installation_paths(str(tmp_path / "file")) == (str(tmp_path / "file" / "lib"),)
     assert installation_paths(str(tmp_path / "nowhere")) == ()
+
+
+@pytest.mark.parametrize("size", [0, 10, COPY_FILE_SIZE - 1, COPY_FILE_SIZE])
+@pytest.mark.parametrize("grown", [-5, 0, 1, 100, COPY_FILE_SIZE + 10])
+def test_an_etc_file_is_read_to_the_copy_bound_as_before(size: int, grown: int) -> None:
+    """A copied /etc file is read by the size it was seen with, yet what comes back is what a
+    read of the whole bound gave, also when the file grew or shrank since it was seen."""
+    data = bytes(range(256)) * ((size + max(grown, 0)) // 256 + 1)
+    data = data[:max(size + grown, 0)]
+    assert _read_bounded(io.BytesIO(data), size) == io.BytesIO(data).read(COPY_FILE_SIZE + 1)

@@ -7,6 +7,7 @@ with a leased identity, or uid 4242) and inspected, never executed.
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import os
 from collections.abc import Iterator
@@ -16,7 +17,13 @@ import pytest
 
 from buildjail._linux import kernel as k
 from buildjail._linux import seccomp
-from buildjail._linux.filesystem import STAGE_DIR
+from buildjail._linux.filesystem import (
+    COPY_FILE_SIZE,
+    STAGE_DIR,
+    _read_bounded,
+    installation_paths,
+    venv_paths,
+)
 from buildjail._linux.identity import BUILD_GID, BUILD_UID, Identity, passwd_text
 from buildjail.backends._supervisor import plan_sandbox
 from buildjail.backends.base import Launch, Request, SandboxPlan
@@ -410,3 +417,36 @@ def test_landlock_network_profile_is_a_network_ruleset_and_seccomp() -> None:
     assert ruleset.rules() == [] and ruleset.handled_fs == 0
     assert launch.confinement.no_new_privs and launch.confinement.seccomp_program
     assert not launch.command.kill_descendants  # network has no kill_all
+
+
+def test_an_installations_pythons_are_what_glob_finds(tmp_path: Path) -> None:
+    """``bin/python*`` of an interpreter installation or a venv, listed without glob (start-up
+    time), is what ``glob.glob`` finds: sorted, a dangling link too, under a prefix with
+    pattern characters; nothing where ``bin`` is missing or not a directory."""
+    import glob
+
+    prefix = tmp_path / "a[b]*c?"
+    (prefix / "bin").mkdir(parents=True)
+    for name in ("python3.11", "python", "pythonx", "py", ".python", "ipython"):
+        (prefix / "bin" / name).touch()
+    (prefix / "bin" / "python-dangling").symlink_to(tmp_path / "nowhere")
+    (prefix / "lib").mkdir()
+    (prefix / "pyvenv.cfg").touch()
+    found = sorted(glob.glob(os.path.join(glob.escape(str(prefix)), "bin", "python*")))
+    assert len(found) == 4
+    assert installation_paths(str(prefix)) == (str(prefix / "lib"), *found)
+    assert venv_paths(str(prefix)) == (str(prefix / "pyvenv.cfg"), str(prefix / "lib"), *found)
+    (tmp_path / "file" / "lib").mkdir(parents=True)
+    (tmp_path / "file" / "bin").touch()
+    assert installation_paths(str(tmp_path / "file")) == (str(tmp_path / "file" / "lib"),)
+    assert installation_paths(str(tmp_path / "nowhere")) == ()
+
+
+@pytest.mark.parametrize("size", [0, 10, COPY_FILE_SIZE - 1, COPY_FILE_SIZE])
+@pytest.mark.parametrize("grown", [-5, 0, 1, 100, COPY_FILE_SIZE + 10])
+def test_an_etc_file_is_read_to_the_copy_bound_as_before(size: int, grown: int) -> None:
+    """A copied /etc file is read by the size it was seen with, yet what comes back is what a
+    read of the whole bound gave, also when the file grew or shrank since it was seen."""
+    data = bytes(range(256)) * ((size + max(grown, 0)) // 256 + 1)
+    data = data[:max(size + grown, 0)]
+    assert _read_bounded(io.BytesIO(data), size) == io.BytesIO(data).read(COPY_FILE_SIZE + 1)

@@ -423,6 +423,9 @@ START_UP_EXCLUDED = (
     # the standard library's heavier modules the run path has no use for
     "importlib.metadata", "tomllib", "tempfile", "shutil", "zipfile", "tarfile", "subprocess",
     "hashlib", "_hashlib",
+    # nor for these, which it once imported (identity's random start is from os.urandom,
+    # the interpreter's bin/python* found without glob)
+    "random", "glob",
 )
 
 

@@ -8,7 +8,8 @@ import re
 from .errors import PolicyError
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_SIZE = r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$"
+"""Compiled on first use (re's cache), not at import: most runs parse no size."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ def parse_size(text: str | int) -> int:
     """Parse a size such as ``512M``, ``2GiB`` or ``1048576`` into bytes."""
     if isinstance(text, int) and not isinstance(text, bool):
         return text
-    match = _SIZE.match(str(text))
+    match = re.match(_SIZE, str(text), re.IGNORECASE)
     if not match:
         raise PolicyError(f"not a size: {text!r} (use e.g. 512M, 2G, 1048576)")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])

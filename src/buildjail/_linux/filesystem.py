@@ -14,16 +14,19 @@ import contextlib
 import dataclasses
 import fnmatch
 import functools
-import glob
 import os
 import pwd
 import re
 import stat
 import sys
+from typing import TYPE_CHECKING
 
 from ..policy import VIEW_ETC, VIEW_SYSTEM
 from . import kernel as k
 from .identity import Identity, account_entries, group_text, passwd_text
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 PRIVATE_TMPFS_MODES = {"/tmp": "1777", "/var/tmp": "1777", "/run": "0755"}
 """The private tmpfs mounts of the view, and the mode of each."""
@@ -218,7 +221,7 @@ def _copied(path: str) -> list[Entry] | None:
             if info.st_size > COPY_FILE_SIZE:
                 return None
             with open(current, "rb") as stream:
-                found.append(Entry(current, "file", mode, stream.read(COPY_FILE_SIZE + 1)))
+                found.append(Entry(current, "file", mode, _read_bounded(stream, info.st_size)))
         elif stat.S_ISDIR(info.st_mode) and mode & 0o005 == 0o005:
             found.append(Entry(current, "dir", mode))
             with contextlib.suppress(OSError):
@@ -227,6 +230,17 @@ def _copied(path: str) -> list[Entry] | None:
         if len(found) > COPY_ENTRIES:
             return None
     return found
+
+
+def _read_bounded(stream: BinaryIO, size: int) -> bytes:
+    """At most ``COPY_FILE_SIZE + 1`` bytes of *stream*, a file *size* bytes long when it was
+    looked at: read by that size first (a read of the whole bound allocates 256 KiB for each
+    file, a few tenths of a millisecond in every run's planning), then, if it has grown
+    since, on to the bound."""
+    data = stream.read(min(size, COPY_FILE_SIZE) + 1)
+    if len(data) == size + 1 and len(data) <= COPY_FILE_SIZE:
+        data += stream.read(COPY_FILE_SIZE + 1 - len(data))
+    return data
 
 
 def interpreter_paths() -> tuple[str, ...]:
@@ -249,7 +263,7 @@ def installation_paths(*prefixes: str) -> tuple[str, ...]:
         if not prefix or prefix == "/" or within_any(prefix, VIEW_SYSTEM):
             continue
         paths += [os.path.join(prefix, "lib"), os.path.join(prefix, "include")]
-        paths += sorted(glob.glob(os.path.join(glob.escape(prefix), "bin", "python*")))
+        paths += _pythons(prefix)
     return tuple(path for path in dict.fromkeys(paths) if os.path.lexists(path))
 
 
@@ -259,8 +273,19 @@ def venv_paths(prefix: str) -> tuple[str, ...]:
     Not its other scripts (``activate*``), nor its root's ``pip.conf`` or ``uv.toml``.
     """
     paths = [os.path.join(prefix, "pyvenv.cfg"), os.path.join(prefix, "lib")]
-    paths += sorted(glob.glob(os.path.join(glob.escape(prefix), "bin", "python*")))
+    paths += _pythons(prefix)
     return tuple(path for path in paths if os.path.lexists(path))
+
+
+def _pythons(prefix: str) -> list[str]:
+    """*prefix*'s ``bin/python*``, sorted: what ``glob.glob`` of that finds (the names of the
+    directory matching the pattern), without importing glob on the start-up of ``run``."""
+    directory = os.path.join(prefix, "bin")
+    try:
+        names = os.listdir(directory)
+    except OSError:  # none, or not a directory: glob finds nothing
+        return []
+    return sorted(os.path.join(directory, name) for name in fnmatch.filter(names, "python*"))
 
 
 def apply_mounts(plan: MountPlan) -> None:

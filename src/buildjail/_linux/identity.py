@@ -7,7 +7,6 @@ import errno
 import fcntl
 import functools
 import os
-import random
 import struct
 
 from ..errors import SandboxSetupError
@@ -149,7 +148,8 @@ def acquire(id_range: IdRange | None = None) -> Lease:
     """Lease a free ephemeral identity; the lease is held through an OFD lock."""
     id_range = id_range or host_range()
     fd = _open_lock_file()
-    offset = random.randrange(id_range.size)
+    # a random start, from os.urandom: the random module costs `buildjail run` 1.5 ms to import
+    offset = int.from_bytes(os.urandom(8), "little") % id_range.size
     quarantined = quarantined_ids()
     for step in range(id_range.size):
         slot = (offset + step) % id_range.size

@@ -28,11 +28,16 @@ def _call(sandbox: Sandbox) -> float:
 
 def measure(backend: str, rounds: int) -> tuple[float, float]:
     """Median seconds per call with recording on, and off."""
-    on = Policy.profile("full")
+    on = Policy.profile("full").recording_attempts()  # as the build frontends run it
     off = dataclasses.replace(on, record_attempts=False)
     sandboxes = (Sandbox(on, backend=backend), Sandbox(off, backend=backend))
     for sandbox in sandboxes:  # warm up: imports, the view's cache
         _call(sandbox)
+    for sandbox, recorded in zip(sandboxes, (True, False), strict=True):
+        layers = sandbox.run(["/bin/true"], cwd="/").layers
+        if ("attempts:dns" in layers) is not recorded:  # never compare off with off
+            raise SystemExit(f"{backend}: recording is {'off' if recorded else 'on'} where "
+                             f"it should be {'on' if recorded else 'off'}: {layers}")
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(rounds):
         for sandbox, found in zip(sandboxes, times, strict=True):

@@ -347,7 +347,10 @@ def call_probes(calls: Sequence[tuple[str, Callable[[], object]]], runner: Sandb
         except BuildjailError as error:
             errors.append(f"{profile}/{backend}: {name}: {error}")
     if runner.results:
-        last = runner.results[-1][1]
+        # The sandbox's layers as a call that ran to its end saw them: where a limit stopped
+        # an exhaustion probe, what its init would have recorded is said lost, for it alone.
+        ended = [result for _, result in runner.results if not result.limit_hit]
+        last = (ended or [runner.results[-1][1]])[-1]
         run.layers, run.degraded = last.layers, dict(last.degraded)
     run.attempts, run.attempts_omitted = _attempts_of(result for _, result in runner.results)
     return run

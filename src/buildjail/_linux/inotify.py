@@ -28,15 +28,27 @@ READS_PER_DRAIN = 64
 """Buffers read per call, so that a flood of opens never keeps the init from reaping."""
 
 
+def new_instance() -> int:
+    """A new inotify instance (non-blocking, close-on-exec); OSError when none can be had."""
+    fd: int = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+    if fd < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"inotify_init1: {os.strerror(error)}")
+    return fd
+
+
 class DecoyWatch:
-    """An inotify instance watching files for opens; *shown* maps each path to its name."""
+    """An inotify instance watching files for opens; *shown* maps each path to its name.
+
+    *fd*: an instance of its own to use (a copy of the caller's, which closes it last and
+    off the path a run waits on: closing an instance's last reference waits for the kernel
+    to destroy its watches, 7-15 ms); None makes one.
+    """
 
     def __init__(self, shown: Mapping[str, str],
-                 accept: Callable[[os.stat_result], bool] = lambda _: True) -> None:
-        self.fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if self.fd < 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"inotify_init1: {os.strerror(error)}")
+                 accept: Callable[[os.stat_result], bool] = lambda _: True,
+                 fd: int | None = None) -> None:
+        self.fd = new_instance() if fd is None else fd
         self.names: dict[int, str] = {}
         try:
             for path, name in shown.items():

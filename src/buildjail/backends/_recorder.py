@@ -27,8 +27,10 @@ _WRAPPED_TICK_MS = 2
 class Recorder:
     """The decoy watch and the DNS trap of one sandbox, and the log they fill."""
 
-    def __init__(self, setup: SetUp) -> None:
+    def __init__(self, setup: SetUp, decoy_fd: int | None = None) -> None:
         self.setup = setup
+        self.decoy_fd = decoy_fd
+        """The caller's inotify instance to watch the decoys with (None: one of its own)."""
         self.log = AttemptLog()
         self.trap = DnsTrap() if setup.dns_trap else None
         self.watch: DecoyWatch | None = None
@@ -39,7 +41,7 @@ class Recorder:
         """Watch the decoys, seen under *root* (a wrapped sandbox's ``/proc/<pid>/root``)."""
         if self.setup.decoys:
             shown = {root + path: name for path, name in self.setup.decoys}
-            self.watch = DecoyWatch(shown, accept)
+            self.watch = DecoyWatch(shown, accept, self.decoy_fd)
 
     def fds(self) -> list[int]:
         """The descriptors to poll for attempts."""

@@ -72,7 +72,7 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
         k.scrub_process_memory(b"buildjail-init")
         _enter_namespaces(plan)
         stage = "record the build's attempts"
-        recorder = Recorder(plan.setup)
+        recorder = Recorder(plan.setup, plan.watch.decoy_fd)
         if plan.command.block_fd is None:
             recorder.watch_decoys()
         stage = SETTING_UP
@@ -190,7 +190,8 @@ def with_low_descriptors(plan: InitPlan) -> InitPlan:
         inherited_fds=tuple(new(fd) for fd in command.inherited_fds),
         status_fd=maybe(command.status_fd), block_fd=maybe(command.block_fd))
     moved_watch = dataclasses.replace(plan.watch,
-                                      cgroup_usage_fd=maybe(plan.watch.cgroup_usage_fd))
+                                      cgroup_usage_fd=maybe(plan.watch.cgroup_usage_fd),
+                                      decoy_fd=maybe(plan.watch.decoy_fd))
     return dataclasses.replace(plan, command=moved_command, watch=moved_watch)
 
 
@@ -222,6 +223,8 @@ def _lent_fds(plan: InitPlan) -> tuple[int, ...]:
     fds = plan.command.inherited_fds
     if plan.watch.cgroup_usage_fd is not None:
         fds = (*fds, plan.watch.cgroup_usage_fd)
+    if plan.watch.decoy_fd is not None:
+        fds = (*fds, plan.watch.decoy_fd)
     if plan.command.block_fd is not None:
         fds = (*fds, plan.command.block_fd)
     return fds if plan.command.status_fd is None else (*fds, plan.command.status_fd)

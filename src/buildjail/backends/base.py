@@ -170,6 +170,10 @@ class Watch:
     """The cgroup's memory usage file, to which the monitor adds socket buffers."""
     descendants: bool = False
     """The monitor counts the init's descendants, not a pid namespace's processes."""
+    decoy_fd: int | None = None
+    """The caller's inotify instance for the decoy watch: the init adds the watches to it,
+    and the caller, whose copy is the last, closes it after the run, off its path
+    (:class:`~buildjail._linux.inotify.DecoyWatch`)."""
 
 
 @dataclasses.dataclass(frozen=True)

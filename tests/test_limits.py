@@ -487,6 +487,50 @@ def test_memory_the_first_monitor_missed_counts(run_sandbox: Runner, attack: str
     assert "held" not in result["stdout"]
 
 
+LOOPBACK_TCP_BUFFERS = """
+import socket, sys, time
+server = socket.create_server(("127.0.0.1", 0), backlog=512)
+held, pairs = 0, []
+while held < int(sys.argv[1]) << 20 and len(pairs) < 400:
+    a = socket.create_connection(server.getsockname())
+    b, _ = server.accept()  # never read: the bytes wait in both queues
+    a.setblocking(False)
+    try:
+        while True:
+            held += a.send(b"x" * 65536)
+    except OSError:
+        pass
+    pairs.append((a, b))
+time.sleep(0.5)
+print("held", held >> 20)
+"""
+
+
+@pytest.mark.parametrize("recording", [True, False], ids=["recording", "not-recording"])
+def test_loopback_tcp_queues_count_beside_the_dns_trap(run_sandbox: Runner,
+                                                       recording: bool) -> None:
+    """Unread loopback TCP queues, 512 MiB against 128 MiB, seen by the monitor: also
+    where the DNS trap's own socket is in the namespace (the monitor walks the TCP and UDP
+    tables only when a socket besides the trap's is)."""
+    policy = {"isolation": {"cgroup_limits": False, "record_attempts": recording}}
+    result = run_sandbox(python(LOOPBACK_TCP_BUFFERS, "512"), cwd="/", capture=True,
+                         policy=policy, limits={"memory": 128 * MIB, "wall_time": SAFETY_NET})
+    check_ran(result)
+    assert ("attempts:dns" in result["layers"]) is recording, result["layers"]
+    assert result["limit_hit"] == "memory", result
+    assert "held" not in result["stdout"], result["stdout"]
+
+
+def test_loopback_tcp_queues_hold_without_a_limit(run_sandbox: Runner) -> None:
+    """The control: the same attack, the DNS trap there, no memory limit, holds 512 MiB."""
+    result = run_sandbox(python(LOOPBACK_TCP_BUFFERS, "512"), cwd="/", capture=True,
+                         policy={"isolation": {"record_attempts": True}},
+                         limits={"wall_time": SAFETY_NET})
+    check_ran(result)
+    assert result["limit_hit"] is None and result["exit_code"] == 0, result
+    assert int(result["stdout"].split()[-1]) >= 512, result["stdout"]
+
+
 def test_netlink_queues_count_beside_a_cgroup_too() -> None:
     """A v1 cgroup does not charge them: the monitor adds them to the cgroup's usage."""
     result = run_spec({"cmd": python(NETLINK_QUEUES), "cwd": "/", "capture": True,

@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import struct
+from collections.abc import Sequence
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -26,6 +27,8 @@ _UDIAG_SHOW_UID = 0x40
 _UNIX_DIAG_UID = 7
 _SK_MEMINFO_RMEM_ALLOC = 0
 _SK_MEMINFO_WMEM_ALLOC = 2
+_SO_MEMINFO = 55
+_SK_MEMINFO = struct.Struct("9I")
 _NLMSG_HEADER = struct.Struct("=IHHII")
 _UNIX_DIAG_REQUEST = struct.Struct("=BBHIII2I")
 _UNIX_DIAG_MESSAGE_SIZE = 16
@@ -83,9 +86,10 @@ def _column_sum(path: str, columns: tuple[str, ...]) -> int:
         return 0
 
 
-def socket_memory() -> int:
-    """Bytes queued in this network namespace's sockets: unix (sock_diag), inet, netlink."""
-    return unix_socket_memory() + inet_socket_memory() + netlink_socket_memory()
+def socket_memory(own: Sequence[socket.socket] = ()) -> int:
+    """Bytes queued in this network namespace's sockets: unix (sock_diag), inet, netlink;
+    *own*: its inet sockets that are the sandbox's own (the DNS trap)."""
+    return unix_socket_memory() + inet_socket_memory(own) + netlink_socket_memory()
 
 
 def netlink_socket_memory() -> int:
@@ -101,14 +105,15 @@ def netlink_socket_memory() -> int:
     return total
 
 
-def inet_socket_memory() -> int:
+def inet_socket_memory(own: Sequence[socket.socket] = ()) -> int:
     """Bytes in the send and receive queues of TCP and UDP sockets (/proc/net tables).
 
     Those tables are walked over every namespace's sockets, the host's too (milliseconds on
-    a busy host): read only when this namespace's counters say it has inet sockets at all.
+    a busy host): read only when this namespace's counters say it has inet sockets besides
+    *own*, whose queues are then asked of each socket (SO_MEMINFO).
     """
-    if not _has_inet_sockets():
-        return 0
+    if _inet_sockets_in_use() <= len(own):
+        return sum(map(_queued, own))
     total = 0
     for table in _INET_TABLES:
         with contextlib.suppress(OSError), open(table) as stream:
@@ -122,17 +127,33 @@ def inet_socket_memory() -> int:
     return total
 
 
-def _has_inet_sockets() -> bool:
+def _inet_sockets_in_use() -> int:
+    """This namespace's TCP and UDP sockets, orphaned and closing ones too (sockstat);
+    one more than any could be where a counter cannot be read."""
+    total = 0
     for path in ("/proc/net/sockstat", "/proc/net/sockstat6"):
-        with contextlib.suppress(OSError), open(path) as stream:
-            for line in stream:
-                protocol, _, counts = line.partition(":")
-                if protocol in ("TCP", "UDP", "TCP6", "UDP6", "UDPLITE", "UDPLITE6"):
-                    words = counts.split()
-                    pairs = dict(zip(words[::2], words[1::2], strict=False))
-                    if any(pairs.get(key, "0") != "0" for key in ("inuse", "orphan", "tw")):
-                        return True
-    return False
+        try:
+            with open(path) as stream:
+                for line in stream:
+                    protocol, _, counts = line.partition(":")
+                    if protocol in ("TCP", "UDP", "TCP6", "UDP6", "UDPLITE", "UDPLITE6"):
+                        words = counts.split()
+                        pairs = dict(zip(words[::2], words[1::2], strict=False))
+                        total += sum(int(pairs.get(key, "0"))
+                                     for key in ("inuse", "orphan", "tw"))
+        except (OSError, ValueError):
+            return 1 << 30  # unknown: walk the tables
+    return total
+
+
+def _queued(sock: socket.socket) -> int:
+    """Bytes in *sock*'s receive and send queues (SO_MEMINFO)."""
+    try:
+        info = _SK_MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO,
+                                                  _SK_MEMINFO.size))
+    except OSError:
+        return 0
+    return int(info[_SK_MEMINFO_RMEM_ALLOC] + info[_SK_MEMINFO_WMEM_ALLOC])
 
 
 def unix_socket_memory(inodes: frozenset[int] | None = None, uid: int | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import socket
 import stat
 import time
 from collections.abc import Callable
@@ -42,6 +43,10 @@ class Recorder:
         if self.setup.decoys:
             shown = {root + path: name for path, name in self.setup.decoys}
             self.watch = DecoyWatch(shown, accept, self.decoy_fd)
+
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The recording's own sockets in the sandbox's network namespace (the DNS trap)."""
+        return (self.trap.sock,) if self.trap is not None else ()
 
     def fds(self) -> list[int]:
         """The descriptors to poll for attempts."""

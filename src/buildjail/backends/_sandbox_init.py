@@ -19,6 +19,7 @@ import select
 import signal
 import socket
 import threading
+from collections.abc import Sequence
 from typing import NoReturn
 
 from .._linux import kernel as k
@@ -432,7 +433,7 @@ def _reap_until(child: int, wakeup: int, plan: InitPlan, wrapper: _WrapperStatus
         if plan.watch.monitor:
             limit = _over_limits(plan.confinement.limits, scratch, plan.watch.cgroup_usage_fd,
                                  counted_by_cgroup=plan.watch.cgroup_enforced,
-                                 adopted=plan.watch.descendants)
+                                 adopted=plan.watch.descendants, own=recorder.sockets())
             if limit:
                 os.kill(-1, signal.SIGKILL)
                 _, status = os.waitpid(child, 0)
@@ -472,11 +473,13 @@ def _limit_from_status(status: int, limits: Limits) -> str | None:
 
 
 def _over_limits(limits: Limits, scratch: tuple[str, ...], usage_fd: int | None = None, *,
-                 counted_by_cgroup: bool = False, adopted: bool = False) -> str | None:
+                 counted_by_cgroup: bool = False, adopted: bool = False,
+                 own: Sequence[socket.socket] = ()) -> str | None:
     """Count the sandbox's processes, its memory of every kind and its CPU time.
 
     *adopted*: the sandbox is this init's descendants, in the host's pid, IPC and network
-    namespaces (whose System V segments and sockets are the host's, not counted).
+    namespaces (whose System V segments and sockets are the host's, not counted). *own*:
+    the init's sockets in the sandbox's network namespace (the DNS trap), counted apart.
     """
     me = str(os.getpid())
     if adopted:
@@ -489,10 +492,10 @@ def _over_limits(limits: Limits, scratch: tuple[str, ...], usage_fd: int | None 
         if limits.processes and len(pids) >= limits.processes - 2:
             return "processes"
         # adopted: the supervisor counts the memory, with the socket buffers only it sees
-        if limits.memory and not adopted and _memory_held(pids, scratch) > limits.memory:
+        if limits.memory and not adopted and _memory_held(pids, scratch, own) > limits.memory:
             return "memory"
     elif limits.memory and usage_fd is not None and (
-            _read_number(usage_fd) + usage.socket_memory() > limits.memory):
+            _read_number(usage_fd) + usage.socket_memory(own) > limits.memory):
         return "memory"
     if limits.cpu_time and usage.cpu_seconds(pids, me) > limits.cpu_time:
         return "cpu_time"
@@ -506,11 +509,12 @@ def _read_number(fd: int) -> int:
         return 0
 
 
-def _memory_held(pids: list[str], scratch: tuple[str, ...]) -> int:
+def _memory_held(pids: list[str], scratch: tuple[str, ...],
+                 own: Sequence[socket.socket] = ()) -> int:
     """Resident memory, the sandbox's tmpfs, and what its IPC and network namespaces hold."""
     resident = sum(usage.process_memory(pid) for pid in pids)
     files = sum(usage.tmpfs_used(path) for path in scratch)
-    return resident + files + usage.ipc_memory() + usage.socket_memory()
+    return resident + files + usage.ipc_memory() + usage.socket_memory(own)
 
 
 def _set_rlimits(limits: Limits, *, processes: bool = True) -> None:

@@ -82,6 +82,8 @@ class _Run:
     fds: tuple[int, ...] = ()
     scratch: tuple[str, ...] = ()
     """The backend's trees of this run alone, removed after the hand-back."""
+    supervisor_inside: bool = False
+    """The supervisor is in :attr:`cgroup` (it moves in to fork the init there, and out)."""
 
     @property
     def writable(self) -> tuple[str, ...]:
@@ -561,11 +563,13 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> Outcome:
         disk = DiskWatch(run.writable, limits.disk, limits.disk_inodes) if run.writable else None
         if run.cgroup is not None:
             run.cgroup.add(os.getpid())
+            run.supervisor_inside = True
         try:
             return _start_and_watch(run, report_fd, lifeline, disk)
         finally:
             if run.cgroup is not None:
-                run.cgroup.leave(os.getpid())
+                if run.supervisor_inside:  # each move waits out an RCU grace period (~15 ms)
+                    run.cgroup.leave(os.getpid())
                 with contextlib.suppress(OSError):  # here too: the caller may be dead
                     run.cgroup.remove()
     finally:
@@ -652,6 +656,7 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
         if run.cgroup is not None:  # the init is in it now: never make the supervisor a victim
             with contextlib.suppress(OSError):
                 run.cgroup.leave(os.getpid())
+                run.supervisor_inside = False
         status_reader = _StatusReader(status_r)
         stopped = _watch(init, lifeline, run, disk, mapping, status=status_reader, calls=calls)
     except BaseException:

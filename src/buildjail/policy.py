@@ -97,7 +97,7 @@ class Policy:
     frontend chooses — ``buildjail build``, ``fromager`` and ``audit`` record
     (:meth:`recording_attempts`), ``buildjail run`` (but with ``--on-attempt`` or a failing
     ``on_attempt``) and a plain :class:`Sandbox` do not:
-    recording adds about 14-26 ms to a call (``benchmarks/attempts_cost.py``)."""
+    recording adds about 1-5 ms to a call (``benchmarks/attempts_cost.py``)."""
     on_attempt: str = "warn"
     """What the frontends (``build``, ``fromager``, ``run``) do with a run that tried the network
     or a decoy (:func:`~buildjail.attempts.suspicious`): ``warn`` says it, ``fail`` fails the

@@ -44,6 +44,22 @@ class Cgroup:
         for path in dict.fromkeys(self.paths.values()):
             _write(os.path.join(path, "cgroup.procs"), str(pid))
 
+    def open_procs(self) -> tuple[int, ...]:
+        """Descriptors on the cgroup's ``cgroup.procs`` (one per hierarchy), for
+        :func:`place`: the kernel checks a move with the credentials and the cgroup
+        namespace the file was opened with, so they may be opened before the opener enters
+        namespaces of its own."""
+        fds: list[int] = []
+        try:
+            for path in dict.fromkeys(self.paths.values()):
+                fds.append(os.open(os.path.join(path, "cgroup.procs"),
+                                   os.O_WRONLY | os.O_CLOEXEC))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return tuple(fds)
+
     def leave(self, pid: int) -> None:
         """Move process *pid* back to the parent cgroup(s)."""
         for path in dict.fromkeys(self.paths.values()):
@@ -192,6 +208,12 @@ def _counter(directory: str, filename: str, key: str) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def place(procs: tuple[int, ...], pid: int) -> None:
+    """Move process *pid* into the cgroup whose ``cgroup.procs`` descriptors are *procs*."""
+    for fd in procs:
+        os.write(fd, str(pid).encode())
 
 
 def _write(path: str, text: str) -> None:

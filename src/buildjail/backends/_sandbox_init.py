@@ -54,7 +54,8 @@ SETTING_UP = "set up the sandbox"
 
 
 def run_init(plan: InitPlan, report_fd: int, status_fd: int,
-             mapping: tuple[int, int] | None = None, calls_fd: int | None = None) -> NoReturn:
+             mapping: tuple[int, int] | None = None, calls_fd: int | None = None,
+             *, placed_fd: int | None = None) -> NoReturn:
     """Become the sandbox's init: set up, confine itself, spawn the command, reap, report.
 
     The init confines itself exactly as the command will be (identity, capabilities,
@@ -68,7 +69,8 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
     try:
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
         k.close_fds_except((report_fd, status_fd, *plan.stdio_fds(), *_lent_fds(plan),
-                            *(mapping or ()), *(() if calls_fd is None else (calls_fd,))))
+                            *(mapping or ()), *(() if calls_fd is None else (calls_fd,)),
+                            *(() if placed_fd is None else (placed_fd,))))
         plan = with_low_descriptors(plan)
         k.scrub_process_memory(b"buildjail-init")
         _enter_namespaces(plan)
@@ -84,6 +86,9 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
         _confine(plan, mapping)
         stage = "enter the working directory"
         os.chdir(plan.command.cwd)
+        if placed_fd is not None:
+            stage = "enter the sandbox's cgroup"
+            _wait_until_placed(placed_fd)
         stage = "execute"
         child = (_spawn_command(plan) if calls_fd is None
                  else _spawn_recorded(plan, calls_fd, recorder))
@@ -109,6 +114,17 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
         report_error(report_fd, f"{stage}: {error!r}")
         os._exit(EXIT_SETUP_FAILED)
     os._exit(0)
+
+
+def _wait_until_placed(placed_fd: int) -> None:
+    """Block until the supervisor has moved this init into the sandbox's cgroup, so that
+    everything of the build is born in it; OSError where it could not."""
+    try:
+        answer = os.read(placed_fd, 1)
+    finally:
+        os.close(placed_fd)
+    if answer != b"x":
+        raise OSError(errno.EPERM, "the supervisor could not move the sandbox into its cgroup")
 
 
 def _record_leftovers(recorder: Recorder, wrapper: _WrapperStatus) -> None:

@@ -82,8 +82,6 @@ class _Run:
     fds: tuple[int, ...] = ()
     scratch: tuple[str, ...] = ()
     """The backend's trees of this run alone, removed after the hand-back."""
-    supervisor_inside: bool = False
-    """The supervisor is in :attr:`cgroup` (it moves in to fork the init there, and out)."""
 
     @property
     def writable(self) -> tuple[str, ...]:
@@ -561,15 +559,13 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> Outcome:
     try:
         limits = run.request.policy.limits
         disk = DiskWatch(run.writable, limits.disk, limits.disk_inodes) if run.writable else None
-        if run.cgroup is not None:
-            run.cgroup.add(os.getpid())
-            run.supervisor_inside = True
+        procs = run.cgroup.open_procs() if run.cgroup is not None else ()
         try:
-            return _start_and_watch(run, report_fd, lifeline, disk)
+            return _start_and_watch(run, report_fd, lifeline, disk, procs)
         finally:
+            for fd in procs:
+                os.close(fd)
             if run.cgroup is not None:
-                if run.supervisor_inside:  # each move waits out an RCU grace period (~15 ms)
-                    run.cgroup.leave(os.getpid())
                 with contextlib.suppress(OSError):  # here too: the caller may be dead
                     run.cgroup.remove()
     finally:
@@ -620,7 +616,14 @@ def _normalize(run: _Run, started: int) -> None:
 
 
 def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
-                     disk: DiskWatch | None) -> Outcome:
+                     disk: DiskWatch | None, procs: tuple[int, ...] = ()) -> Outcome:
+    """Fork the init, place it in the run's cgroup (*procs*: its ``cgroup.procs``) while it
+    sets up, and watch it to its end.
+
+    The move waits out an RCU grace period (6-16 ms after an idle spell on cgroup v1):
+    made while the init makes its namespaces and mounts, the init spawning nothing before
+    it is told it is in (*placed*), never before.
+    """
     if run.supervisor_flags & k.CLONE_NEWUSER:
         userns.unshare_user(run.supervisor_flags & ~k.CLONE_NEWUSER, all_ids=run.all_ids)
     elif run.supervisor_flags:
@@ -633,17 +636,22 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
     mapping = _identity_mapping(run.plan.confinement)
     calls_ours, calls_theirs = (socket.socketpair() if run.plan.setup.record_calls
                                 else (None, None))
+    placed_r, placed_w = os.pipe() if procs else (None, None)
     init = os.fork()
     if init == 0:
         try:  # never unwind into the supervisor's (or the caller's) code
             os.close(status_r)
             os.close(lifeline)
+            if placed_w is not None:
+                os.close(placed_w)
             run_init(run.plan, report_fd, status_w,
                      None if mapping is None else mapping.init_ends(),
-                     None if calls_theirs is None else calls_theirs.fileno())
+                     None if calls_theirs is None else calls_theirs.fileno(), placed_fd=placed_r)
         finally:
             os._exit(EXIT_SETUP_FAILED)
     os.close(status_w)
+    if placed_r is not None:
+        os.close(placed_r)
     calls = None
     if calls_ours is not None and calls_theirs is not None:
         calls_theirs.close()
@@ -653,10 +661,8 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
     try:
         if mapping is not None:
             mapping.started()
-        if run.cgroup is not None:  # the init is in it now: never make the supervisor a victim
-            with contextlib.suppress(OSError):
-                run.cgroup.leave(os.getpid())
-                run.supervisor_inside = False
+        if placed_w is not None:  # the supervisor itself never is in it: never a victim
+            _place_init(procs, init, placed_w)
         status_reader = _StatusReader(status_r)
         stopped = _watch(init, lifeline, run, disk, mapping, status=status_reader, calls=calls)
     except BaseException:
@@ -695,6 +701,18 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
         if key in child:
             outcome[key] = child[key]
     return _with_calls(outcome, calls)
+
+
+def _place_init(procs: tuple[int, ...], init: int, placed: int) -> None:
+    """Move the *init* into the run's cgroup and tell it so (a byte on *placed*); an init
+    that ended already is left to its report."""
+    try:
+        cgroups.place(procs, init)
+        os.write(placed, b"x")
+    except (ProcessLookupError, BrokenPipeError):
+        pass
+    finally:
+        os.close(placed)
 
 
 def _with_calls(outcome: Outcome, calls: CallRecorder | None) -> Outcome:

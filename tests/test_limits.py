@@ -487,6 +487,24 @@ def test_memory_the_first_monitor_missed_counts(run_sandbox: Runner, attack: str
     assert "held" not in result["stdout"]
 
 
+CGROUP_PATHS = """
+print(open("/proc/self/cgroup").read())
+"""
+
+
+def test_the_build_sees_its_cgroup_as_the_root(run_sandbox: Runner, identity_kind: str) -> None:
+    """The cgroup namespace is rooted at the sandbox's own cgroup, whose path (or the
+    caller's) never shows: the init makes it once the supervisor has moved it in. As root
+    the build is in a cgroup of its own (limits:cgroup), yet sees ``/``."""
+    result = run_sandbox(python(CGROUP_PATHS), cwd="/", capture=True)
+    check_ran(result)
+    assert "namespace:cgroup" in result["layers"], result["layers"]
+    if identity_kind == "root":
+        assert any(layer.startswith("limits:cgroup") for layer in result["layers"]), result
+    paths = [line.split(":", 2)[2] for line in result["stdout"].splitlines() if line]
+    assert paths and all(path == "/" for path in paths), result["stdout"]
+
+
 LOOPBACK_TCP_BUFFERS = """
 import socket, sys, time
 server = socket.create_server(("127.0.0.1", 0), backlog=512)

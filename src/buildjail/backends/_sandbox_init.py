@@ -73,7 +73,10 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
                             *(() if placed_fd is None else (placed_fd,))))
         plan = with_low_descriptors(plan)
         k.scrub_process_memory(b"buildjail-init")
-        _enter_namespaces(plan)
+        # Placed by the supervisor meanwhile: the cgroup namespace is made once in the cgroup,
+        # rooted at it (made before, it would be rooted at the caller's and show the path).
+        later = k.CLONE_NEWCGROUP if placed_fd is not None else 0
+        _enter_namespaces(plan, later)
         stage = "record the build's attempts"
         recorder = Recorder(plan.setup, plan.watch.decoy_fd)
         if plan.command.block_fd is None:
@@ -82,13 +85,15 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
         if plan.setup.subreaper:
             k.prctl(k.PR_SET_CHILD_SUBREAPER, 1)
         wakeup = _watch_children()
+        if placed_fd is not None:
+            stage = "enter the sandbox's cgroup"
+            _wait_until_placed(placed_fd)
+            if plan.setup.namespaces & later:
+                k.unshare(later)
         stage = "confine the sandbox"
         _confine(plan, mapping)
         stage = "enter the working directory"
         os.chdir(plan.command.cwd)
-        if placed_fd is not None:
-            stage = "enter the sandbox's cgroup"
-            _wait_until_placed(placed_fd)
         stage = "execute"
         child = (_spawn_command(plan) if calls_fd is None
                  else _spawn_recorded(plan, calls_fd, recorder))
@@ -343,9 +348,10 @@ def _setup_error(stage: str, plan: InitPlan, error: OSError) -> tuple[str, str]:
     return f"{stage}: {failure.reason}", failure.fix
 
 
-def _enter_namespaces(plan: InitPlan) -> None:
-    if plan.setup.namespaces:
-        k.unshare(plan.setup.namespaces)
+def _enter_namespaces(plan: InitPlan, later: int = 0) -> None:
+    """Make the namespaces (but those in *later*), the loopback, the hostname, the view."""
+    if plan.setup.namespaces & ~later:
+        k.unshare(plan.setup.namespaces & ~later)
     if plan.setup.loopback:
         k.loopback_up()
     if plan.setup.hostname is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from buildjail import Policy, Sandbox
+from buildjail import Policy, Sandbox, SandboxSetupError
 from buildjail._linux import dns
 from buildjail._linux.inotify import parse_events
 from buildjail.attempts import (
@@ -846,3 +848,102 @@ def test_a_leftover_that_hides_from_a_walk_is_recorded(run_sandbox: Runner,
         assert [item["argv"] for item in _outlived(result["attempts"])] == [
             f"{PYTHON} -c {shlex.quote(program)} {marker}"]
     assert processes_with(marker) == []
+
+
+INOTIFY_HUNT = """
+import os, sys
+seen = []
+for pid in (name for name in os.listdir("/proc") if name.isdigit()):
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        continue
+    for fd in fds:
+        try:
+            seen.append(f"{pid}:{fd}:{os.readlink(f'/proc/{pid}/fd/{fd}')}")
+        except OSError:
+            pass
+print(" ".join(seen))
+open(os.path.expanduser("~/.netrc")).read()  # the decoy watch must still see this
+"""
+
+
+@pytest.mark.parametrize("fork_server", [False, True], ids=["forked", "fork-server"])
+def test_the_callers_decoy_instance_reaches_no_process_of_the_build(
+        run_sandbox: Runner, fork_server: bool) -> None:
+    """The caller's inotify instance (``Watch.decoy_fd``) is the init's only: no process
+    the build can look at (bubblewrap's own included) holds it; the watch still works."""
+    result = run_sandbox([PYTHON, "-c", INOTIFY_HUNT], capture=True, cwd="/",
+                         policy=RECORDING, fork_server=fork_server)
+    assert result["exit_code"] == 0, result
+    assert ":0:" in result["stdout"], result["stdout"]  # it did see descriptors
+    assert "inotify" not in result["stdout"], result["stdout"]
+    assert {"kind": "credential", "path": "~/.netrc"} in result["attempts"], result
+
+
+def _own_descriptors() -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return sorted(found)
+
+
+def _settled() -> collections.Counter[str]:
+    """This process's descriptors once the runs' close threads are done."""
+    import threading
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(
+            thread.name == "buildjail-close" for thread in threading.enumerate()):
+        time.sleep(0.01)
+    return collections.Counter(_own_descriptors())
+
+
+@pytest.mark.parametrize("backend", ["native", "bwrap"])
+def test_the_caller_keeps_no_descriptor_of_a_run_however_it_ends(backend: str) -> None:
+    """Runs that end well, fail to start, or are killed by the wall time or a limit leave
+    the caller no inotify instance (nor anything else) once the close threads are done."""
+    require_backend(backend)
+    policy = Policy.from_mapping({"extends": "full", "isolation": {
+        "record_attempts": True, "cgroup_limits": False}})
+    runs = [(["/bin/true"], policy),
+            (["/nonexistent-program"], policy),
+            (["/bin/sleep", "5"], policy.with_limits(wall_time=0.3)),
+            ([PYTHON, "-c", "x = bytearray(300 << 20); import time; time.sleep(5)"],
+             policy.with_limits(memory=64 << 20, wall_time=30))]
+    Sandbox(policy, backend=backend, fork_server=False).run(["/bin/true"], cwd="/")
+    before = _settled()
+    for _ in range(3):
+        for cmd, each in runs:
+            with contextlib.suppress(SandboxSetupError):
+                Sandbox(each, backend=backend, fork_server=False).run(cmd, cwd="/")
+    left = _settled() - before
+    assert not left, left
+
+
+def test_a_run_ends_whole_where_no_thread_can_be_started(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller at its pids limit when a run ends (a container's other builds took the
+    rest) cannot start the thread that closes the decoy instance: the run still returns
+    its result, and gives back its descriptors and its identity lease."""
+    import threading
+
+    if os.geteuid() != 0:
+        pytest.skip("the identity lease is root's")
+
+    caller, start = os.getpid(), threading.Thread.start
+
+    def refused(self: threading.Thread) -> None:
+        if os.getpid() == caller:  # the caller's only: the init spawns from a thread too
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    before = _settled()
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    result = Sandbox(Policy.profile("full").recording_attempts(), backend="native",
+                     fork_server=False).run(["/bin/true"], cwd="/")
+    monkeypatch.undo()
+    assert result.exit_code == 0
+    left = collections.Counter(_own_descriptors()) - before
+    assert not left, left  # no inotify instance, no lease's lock left open

@@ -357,6 +357,16 @@ def attack_vsock() -> int:
     return ctypes.get_errno()
 
 
+def attack_mptcp(family: int) -> int:
+    """socket(AF_INET[6], SOCK_STREAM, IPPROTO_MPTCP): its queue is in no /proc/net table
+    (tests/test_limits.py), so the monitor could not count it."""
+    fd = LIBC.socket(ctypes.c_int(family), ctypes.c_int(socket.SOCK_STREAM), ctypes.c_int(262))
+    if fd >= 0:
+        os.close(fd)
+        return 0
+    return ctypes.get_errno()
+
+
 def inet_socket() -> int:
     """An ordinary TCP socket (the loopback is a build's to use)."""
     with socket.socket() as sock:
@@ -571,6 +581,8 @@ ATTACKS = {
     "memfd_secret": Attack(attack_memfd_secret, expected=errno.ENOSYS, baseline=False),
     "vmsplice": Attack(attack_vmsplice, expected=errno.ENOSYS),
     "vsock": Attack(attack_vsock),
+    "mptcp": Attack(lambda: attack_mptcp(socket.AF_INET), expected=errno.ENOPROTOOPT),
+    "mptcp6": Attack(lambda: attack_mptcp(socket.AF_INET6), expected=errno.ENOPROTOOPT),
     "x32": Attack(attack_x32, expected=errno.ENOSYS, baseline=False, only_on="x86_64"),
     "chmod-4755": Attack(attack_chmod_setuid),
     "fchmod-2755": Attack(attack_fchmod_setgid),

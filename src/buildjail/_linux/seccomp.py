@@ -33,7 +33,10 @@ Policy, in evaluation order:
    exit signals (>= 128) that the kernel would refuse anyway.
 8. ``ioctl`` fails with ``EPERM`` when the low 32 bits of the request (args[1];
    the kernel takes it as ``unsigned int``) are ``TIOCSTI`` or ``TIOCLINUX``.
-9. Everything else is allowed.
+9. ``socket`` fails with ``EPERM`` for ``AF_VSOCK``, and with ``ENOPROTOOPT`` for
+   ``AF_INET`` and ``AF_INET6`` with ``IPPROTO_MPTCP`` (as where MPTCP is disabled):
+   an MPTCP socket's queue is in no /proc/net table, so no monitor could count it.
+10. Everything else is allowed.
 
 With ``stand_in`` (the landlock backend, which has no network or IPC namespace), also:
 ``connect``, ``bind`` and System V IPC fail with ``EPERM``, and ``socket`` and
@@ -231,6 +234,13 @@ makes sockets ``0777 & ~umask``."""
 
 _AF_VSOCK: Final = 40  # virtual machine sockets: not isolated by the network namespace
 _AF_UNIX: Final = 1
+_AF_INET: Final = 2
+_AF_INET6: Final = 10
+_IPPROTO_MPTCP: Final = 262
+"""Multipath TCP: an MPTCP socket holds what it received in a queue of its own, which no
+/proc/net table shows (its subflows' lines show none of it): the monitor could not count
+it. Refused with ``ENOPROTOOPT``, as where ``net.mptcp.enabled`` is 0 (programs then use
+TCP)."""
 _SOCK_TYPE_MASK: Final = 0xF
 _UNIX_TYPES: Final = (1, 5)  # SOCK_STREAM, SOCK_SEQPACKET: no datagram to a host's socket
 _BPF_AND_K: Final = 0x54  # BPF_ALU | BPF_AND | BPF_K
@@ -423,7 +433,12 @@ def _arg_checks(stand_in: bool) -> Iterator[_Item]:
     else:
         yield "socket"
         yield _load(_low_word(0))  # args[0]: the address family
-        yield _jeq(_AF_VSOCK, jt="eperm", jf="allow")
+        yield _jeq(_AF_VSOCK, jt="eperm")
+        yield _jeq(_AF_INET, jt="inet")
+        yield _jeq(_AF_INET6, jf="allow")
+        yield "inet"
+        yield _load(_low_word(2))  # args[2]: the protocol
+        yield _jeq(_IPPROTO_MPTCP, jt="enoprotoopt", jf="allow")
     yield "clone"
     yield _load(_low_word(0))  # args[0], low 32 bits
     yield _jset(_CLONE_NAMESPACE_FLAGS, jt="eperm", jf="allow")
@@ -445,6 +460,8 @@ def _returns() -> Iterator[_Item]:
     yield _ret(_SECCOMP_RET_ERRNO | errno.ENOSYS)
     yield "eopnotsupp"
     yield _ret(_SECCOMP_RET_ERRNO | errno.EOPNOTSUPP)
+    yield "enoprotoopt"
+    yield _ret(_SECCOMP_RET_ERRNO | errno.ENOPROTOOPT)
     yield "kill"
     yield _ret(_SECCOMP_RET_KILL_PROCESS)
 

@@ -34,7 +34,9 @@ _UNIX_DIAG_REQUEST = struct.Struct("=BBHIII2I")
 _UNIX_DIAG_MESSAGE_SIZE = 16
 _RTATTR = struct.Struct("=HH")
 _INODE = struct.Struct("=I")
-_INET_TABLES = ("/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6")
+_INET_TABLES = ("/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6",
+                "/proc/net/udplite", "/proc/net/udplite6")
+"""UDP-Lite sockets are in tables of their own (sockstat's UDPLITE lines count them)."""
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -106,7 +108,8 @@ def netlink_socket_memory() -> int:
 
 
 def inet_socket_memory(own: Sequence[socket.socket] = ()) -> int:
-    """Bytes in the send and receive queues of TCP and UDP sockets (/proc/net tables).
+    """Bytes in the send and receive queues of TCP, UDP and UDP-Lite sockets (/proc/net
+    tables).
 
     Those tables are walked over every namespace's sockets, the host's too (milliseconds on
     a busy host): read only when this namespace's counters say it has inet sockets besides

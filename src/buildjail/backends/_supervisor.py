@@ -251,7 +251,10 @@ def _close_later(fd: int) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
 
-    threading.Thread(target=close, name="buildjail-close", daemon=True).start()
+    try:
+        threading.Thread(target=close, name="buildjail-close", daemon=True).start()
+    except RuntimeError:  # no thread to be had (a pids limit reached, interpreter shutdown):
+        close()  # close it here, or the rest of the run's release would never happen
 
 
 def _attempt_layers(launch: Launch) -> tuple[str, ...]:

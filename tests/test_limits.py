@@ -525,21 +525,6 @@ print("held", held >> 20)
 """
 
 
-@pytest.mark.parametrize("recording", [True, False], ids=["recording", "not-recording"])
-def test_loopback_tcp_queues_count_beside_the_dns_trap(run_sandbox: Runner,
-                                                       recording: bool) -> None:
-    """Unread loopback TCP queues, 512 MiB against 128 MiB, seen by the monitor: also
-    where the DNS trap's own socket is in the namespace (the monitor walks the TCP and UDP
-    tables only when a socket besides the trap's is)."""
-    policy = {"isolation": {"cgroup_limits": False, "record_attempts": recording}}
-    result = run_sandbox(python(LOOPBACK_TCP_BUFFERS, "512"), cwd="/", capture=True,
-                         policy=policy, limits={"memory": 128 * MIB, "wall_time": SAFETY_NET})
-    check_ran(result)
-    assert ("attempts:dns" in result["layers"]) is recording, result["layers"]
-    assert result["limit_hit"] == "memory", result
-    assert "held" not in result["stdout"], result["stdout"]
-
-
 UDP_LITE_QUEUES = """
 import socket, sys, time
 held, socks = 0, []
@@ -560,21 +545,29 @@ print("held", held >> 20)
 """
 
 
+INET_QUEUES = {"loopback-tcp": LOOPBACK_TCP_BUFFERS, "udp-lite": UDP_LITE_QUEUES}
+
+
 @pytest.mark.parametrize("recording", [True, False], ids=["recording", "not-recording"])
-def test_udp_lite_queues_count(run_sandbox: Runner, recording: bool) -> None:
-    """Unread UDP-Lite queues, 512 MiB against 128 MiB: in tables of their own, which the
-    monitor walks too (sockstat counts them under UDPLITE)."""
+@pytest.mark.parametrize("attack", INET_QUEUES)
+def test_inet_queues_count_beside_the_dns_trap(run_sandbox: Runner, attack: str,
+                                               recording: bool) -> None:
+    """Unread loopback TCP or UDP-Lite queues (tables of their own, sockstat's UDPLITE),
+    512 MiB against 128 MiB, seen by the monitor: also where the DNS trap's own socket is
+    in the namespace (the tables are walked only when a socket besides the trap's is)."""
     policy = {"isolation": {"cgroup_limits": False, "record_attempts": recording}}
-    result = run_sandbox(python(UDP_LITE_QUEUES, "512"), cwd="/", capture=True,
+    result = run_sandbox(python(INET_QUEUES[attack], "512"), cwd="/", capture=True,
                          policy=policy, limits={"memory": 128 * MIB, "wall_time": SAFETY_NET})
     check_ran(result)
+    assert ("attempts:dns" in result["layers"]) is recording, result["layers"]
     assert result["limit_hit"] == "memory", result
     assert "held" not in result["stdout"], result["stdout"]
 
 
-def test_udp_lite_queues_hold_without_a_limit(run_sandbox: Runner) -> None:
-    """The control: the same attack, no memory limit, holds 512 MiB."""
-    result = run_sandbox(python(UDP_LITE_QUEUES, "512"), cwd="/", capture=True,
+@pytest.mark.parametrize("attack", INET_QUEUES)
+def test_inet_queues_hold_without_a_limit(run_sandbox: Runner, attack: str) -> None:
+    """The control: the same attacks, the DNS trap there, no memory limit, hold 512 MiB."""
+    result = run_sandbox(python(INET_QUEUES[attack], "512"), cwd="/", capture=True,
                          policy={"isolation": {"record_attempts": True}},
                          limits={"wall_time": SAFETY_NET})
     check_ran(result)
@@ -629,16 +622,6 @@ def test_mptcp_queues_pass_a_limit_unseen_without_the_filter(run_sandbox: Runner
                              "cgroup_limits": False, "record_attempts": True,
                              "seccomp": False}},
                          limits={"memory": 128 * MIB, "wall_time": SAFETY_NET})
-    check_ran(result)
-    assert result["limit_hit"] is None and result["exit_code"] == 0, result
-    assert int(result["stdout"].split()[-1]) >= 512, result["stdout"]
-
-
-def test_loopback_tcp_queues_hold_without_a_limit(run_sandbox: Runner) -> None:
-    """The control: the same attack, the DNS trap there, no memory limit, holds 512 MiB."""
-    result = run_sandbox(python(LOOPBACK_TCP_BUFFERS, "512"), cwd="/", capture=True,
-                         policy={"isolation": {"record_attempts": True}},
-                         limits={"wall_time": SAFETY_NET})
     check_ran(result)
     assert result["limit_hit"] is None and result["exit_code"] == 0, result
     assert int(result["stdout"].split()[-1]) >= 512, result["stdout"]

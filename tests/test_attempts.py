@@ -760,6 +760,32 @@ def test_landlock_records_what_outlives_the_command() -> None:
     assert processes_with(marker) == []
 
 
+HOSTILE_LEAVER = """
+import os, sys
+if os.fork() == 0:
+    os.setsid()
+    os.execv("/bin/sleep", [sys.argv[1], sys.argv[2]])
+"""
+HOSTILE_ARGV0 = "\x1b]52;c;ZXZpbA==\x07\nFAKE line"
+"""An OSC 52 clipboard write and a newline that would start a forged line of a log."""
+
+
+@pytest.mark.parametrize("backend", ["native", "bwrap"])
+def test_a_hostile_command_line_is_summarised_on_one_line_escaped(backend: str) -> None:
+    """The record keeps what the build left running exactly; the one-line summary a
+    library user logs (``RunResult.attempts_summary``) shows its controls escaped."""
+    marker = _marker()
+    result = Sandbox(Policy.profile("full").recording_attempts(), backend=backend).run(
+        ["/usr/bin/python3.11", "-c", HOSTILE_LEAVER, HOSTILE_ARGV0, marker], cwd="/")
+    assert result.exit_code == 0, result
+    recorded = [dict(item.fields)["argv"] for item in result.attempts if item.kind == "outlived"]
+    assert recorded == [shlex.join([HOSTILE_ARGV0, marker])]  # exact, controls and all
+    line = result.attempts_summary
+    assert line == f"tried: left running '\\x1b]52;c;ZXZpbA==\\x07\\nFAKE line' {marker}"
+    assert line.isprintable(), line
+    assert processes_with(marker) == []
+
+
 FLOOD_LEFT = """
 import json, os, subprocess, sys, time
 from buildjail.attempts import AttemptLog

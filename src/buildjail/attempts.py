@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .escaping import one_line
+
 MAX_ATTEMPTS = 1000
 """Distinct attempts recorded per run of one kind (``dns``); the rest are counted as omitted."""
 CAPS = {"credential": 5}
@@ -49,8 +51,9 @@ class Attempt:
         return {"kind": self.kind, **dict(self.fields)}
 
     def describe(self) -> str:
-        """A few words for the summary: ``DNS pypi.org``, ``read decoy ~/.netrc``."""
-        values = dict(self.fields)
+        """A few words for the summary: ``DNS pypi.org``, ``read decoy ~/.netrc`` (each
+        value on one line, its control characters escaped: it came from the build)."""
+        values = {key: one_line(value) for key, value in self.fields}
         if self.kind == "dns" and "name" in values:
             return f"DNS {values['name']}"
         if self.kind == "dns":

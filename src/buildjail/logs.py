@@ -36,23 +36,9 @@ without ``kill_all``), which is then cut off. No time limit: a copy slowed down 
 disk must not lose the end of the log."""
 _NAMES_TRIED = 100
 
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e"
-                       "\u2066-\u2069]")
-
 
 class LogDirectoryError(BuildjailError):
     """A log directory that is not the caller's own, or not private to it."""
-
-
-def escape_controls(text: str) -> str:
-    """*text* safe for a terminal: control and bidirectional characters shown escaped.
-
-    Newlines and tabs stay; ESC, CR, BEL, C1 controls and the like become ``\\x1b``-style
-    escapes, so an OSC 52 clipboard write or a carriage-return overwrite is printed, not
-    performed.
-    """
-    return _CONTROLS.sub(lambda match: f"\\x{ord(match[0]):02x}" if ord(match[0]) < 0x100
-                         else f"\\u{ord(match[0]):04x}", text)
 
 
 def tail_lines(data: bytes, lines: int = TAIL_LINES, *, complete: bool = True) -> str:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from .logs import escape_controls
+from .escaping import escape_controls
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType

@@ -8,8 +8,8 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import BuildjailError
+from ..escaping import escape_controls
 from ..installers import DEFAULT_INSTALLER, INSTALLERS
-from ..logs import escape_controls
 from ..progress import open_progress
 from ._checks import (
     BadInputError,

@@ -120,7 +120,7 @@ def _judged(result: RunResult, policy: Policy) -> int:
 def _say(text: str) -> None:
     """``buildjail: TEXT`` on stderr in one line, its control characters shown, not sent
     (the command chose what it tried)."""
-    from ..logs import escape_controls
+    from ..escaping import escape_controls
 
     error(" ".join(escape_controls(text).split("\n")))
 

@@ -298,7 +298,7 @@ def _judged(code: int, results: Sequence[RunResult], policy: Policy, what: str,
 
 def _warn_tried(results: Sequence[RunResult], what: str) -> None:
     """Log, as a warning, what each run of a step tried (the ``tried:`` line, escaped)."""
-    from ..logs import escape_controls
+    from ..escaping import escape_controls
 
     for result in results:
         tried = result.attempts_summary

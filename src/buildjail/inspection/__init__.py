@@ -35,8 +35,9 @@ from .. import trees
 from ..archives import ArchiveError, WheelInfo, read_wheel_member, validate_wheel
 from ..attempts import Attempt
 from ..errors import BuildjailError, SandboxSetupError
+from ..escaping import escape_controls
 from ..interpreters import current
-from ..logs import HookOutput, escape_controls
+from ..logs import HookOutput
 from ..pep517 import interpreter_prefixes
 from ..policy import Policy
 from ..result import RunResult

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from ..attempts import FIRST, from_json
-from ..logs import escape_controls
+from ..escaping import escape_controls
 from . import Step, WheelReport
 
 _KINDS = {"install": "install", "import": "import", "entry_point": "entry point"}

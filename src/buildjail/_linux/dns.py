@@ -14,6 +14,8 @@ import socket
 import struct
 from collections.abc import Callable
 
+from .usage import SK_MEMINFO_DROPS, socket_meminfo
+
 RESOLV_CONF = b"nameserver 127.0.0.1\noptions attempts:1 timeout:1\n"
 """The sandbox's /etc/resolv.conf where names are recorded."""
 MAX_PACKET = 4096
@@ -21,9 +23,6 @@ MAX_NAME = 255
 MAX_POINTERS = 8
 RECEIVES_PER_DRAIN = 256
 """Datagrams handled per call, so that a flood never keeps the init from reaping."""
-SO_MEMINFO = 55
-_MEMINFO = struct.Struct("9I")
-_MEMINFO_DROPS = 8
 _HEADER = struct.Struct("!HHHHHH")
 _REFUSED = 5
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*")
@@ -136,11 +135,8 @@ class DnsTrap:
 
     def _drops(self) -> int:
         """How many datagrams the kernel dropped on this socket so far (SO_MEMINFO)."""
-        try:
-            info = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
-        except OSError:
-            return self.dropped
-        return int(_MEMINFO.unpack(info)[_MEMINFO_DROPS])
+        info = socket_meminfo(self.sock)
+        return self.dropped if info is None else info[SK_MEMINFO_DROPS]
 
     def close(self) -> None:
         """Stop listening."""

@@ -27,6 +27,8 @@ _UDIAG_SHOW_UID = 0x40
 _UNIX_DIAG_UID = 7
 _SK_MEMINFO_RMEM_ALLOC = 0
 _SK_MEMINFO_WMEM_ALLOC = 2
+SK_MEMINFO_DROPS = 8
+"""Index in :func:`socket_meminfo` of the datagrams the kernel dropped (a full queue)."""
 _SO_MEMINFO = 55
 _SK_MEMINFO = struct.Struct("9I")
 _NLMSG_HEADER = struct.Struct("=IHHII")
@@ -149,14 +151,20 @@ def _inet_sockets_in_use() -> int:
     return total
 
 
+def socket_meminfo(sock: socket.socket) -> tuple[int, ...] | None:
+    """*sock*'s SO_MEMINFO counters (queued bytes, buffer sizes, drops); None where the
+    kernel does not say."""
+    try:
+        return tuple(_SK_MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO,
+                                                        _SK_MEMINFO.size)))
+    except OSError:
+        return None
+
+
 def _queued(sock: socket.socket) -> int:
     """Bytes in *sock*'s receive and send queues (SO_MEMINFO)."""
-    try:
-        info = _SK_MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO,
-                                                  _SK_MEMINFO.size))
-    except OSError:
-        return 0
-    return int(info[_SK_MEMINFO_RMEM_ALLOC] + info[_SK_MEMINFO_WMEM_ALLOC])
+    info = socket_meminfo(sock)
+    return 0 if info is None else info[_SK_MEMINFO_RMEM_ALLOC] + info[_SK_MEMINFO_WMEM_ALLOC]
 
 
 def unix_socket_memory(inodes: frozenset[int] | None = None, uid: int | None = None) -> int:

@@ -214,7 +214,7 @@ def _plan_run(sandbox: SandboxPlan, launch: Launch, lease: identity.Lease | None
     watch = dataclasses.replace(_plan_watch(policy, namespaces, cgroup, descendants=adopts),
                                 decoy_fd=_decoy_instance(launch.setup))
     plan = InitPlan(launch.setup, launch.confinement, launch.command, watch)
-    usage_fd = tuple(fd for fd in (watch.cgroup_usage_fd, watch.decoy_fd) if fd is not None)
+    watch_fds = tuple(fd for fd in (watch.cgroup_usage_fd, watch.decoy_fd) if fd is not None)
     return _Run(
         request=sandbox.request,
         plan=plan,
@@ -227,7 +227,7 @@ def _plan_run(sandbox: SandboxPlan, launch: Launch, lease: identity.Lease | None
         degraded={**sandbox.degraded, **launch.degraded, **_unrecorded(policy, launch, namespaces)},
         lease=lease,
         cgroup=cgroup,
-        fds=(*launch.fds, *usage_fd),
+        fds=(*launch.fds, *watch_fds),
         scratch=launch.scratch,
     )
 

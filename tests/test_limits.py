@@ -251,22 +251,27 @@ time.sleep(0.5)
 print("held", held >> 20)
 """
 
-SOCKET_BUFFERS = """
+QUEUE_FILLER = """
 import socket, sys, time
+{listen}
 held, pairs = 0, []
 while held < int(sys.argv[1]) << 20 and len(pairs) < 400:
-    a, b = socket.socketpair()
-    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+    {pair}
     a.setblocking(False)
     try:
         while True:
             held += a.send(b"x" * 65536)
     except OSError:
         pass
-    pairs.append((a, b))  # nothing reads it: the bytes wait in the kernel
+    pairs.append((a, b))  # nothing reads b: the bytes wait in the kernel
 time.sleep(0.5)
 print("held", held >> 20)
 """
+"""Pairs of sockets filled one way until the kernel takes no more, *pair* making each."""
+
+SOCKET_BUFFERS = QUEUE_FILLER.format(
+    listen="", pair="a, b = socket.socketpair(); "
+                     "a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)")
 
 UNMAPPED_MEMFD = """
 import os, sys
@@ -506,23 +511,9 @@ def test_the_build_sees_its_cgroup_as_the_root(run_sandbox: Runner, identity_kin
     assert paths and all(path == "/" for path in paths), result["stdout"]
 
 
-LOOPBACK_TCP_BUFFERS = """
-import socket, sys, time
-server = socket.create_server(("127.0.0.1", 0), backlog=512)
-held, pairs = 0, []
-while held < int(sys.argv[1]) << 20 and len(pairs) < 400:
-    a = socket.create_connection(server.getsockname())
-    b, _ = server.accept()  # never read: the bytes wait in both queues
-    a.setblocking(False)
-    try:
-        while True:
-            held += a.send(b"x" * 65536)
-    except OSError:
-        pass
-    pairs.append((a, b))
-time.sleep(0.5)
-print("held", held >> 20)
-"""
+LOOPBACK_TCP_BUFFERS = QUEUE_FILLER.format(
+    listen='server = socket.create_server(("127.0.0.1", 0), backlog=512)',
+    pair="a = socket.create_connection(server.getsockname()); b, _ = server.accept()")
 
 
 UDP_LITE_QUEUES = """

@@ -264,7 +264,7 @@ def test_modes_acls_and_capabilities_the_build_chose_are_not_handed_back(
     assert "CAP SEEN" in seen  # the capability was really on the file during the build
     assert "MODE suid.f 0o106755" in seen and "MODE sgid.d 0o42775" in seen
     # an ACL naming the build's own uid (another would be unmapped in its user namespace)
-    assert "ACL SET acl.f" in seen and "ACL SET open.d" in seen
+    assert "ACL SET acl.f" in seen and "ACL SET open.d" in seen and "ACL SET pre.f" in seen
     for path in [tree, *tree.iterdir()]:
         info = path.lstat()
         assert (info.st_uid, info.st_gid) == (0, 0), path
@@ -408,3 +408,92 @@ def test_a_failing_hand_back_frees_the_uid_and_makes_the_tree_unreachable(
             mounter.join()
             subprocess.run(["/usr/bin/umount", str(tree / "sub")], check=False)
             subprocess.run(["/bin/rm", "-rf", str(tree)], check=True)
+
+
+def _lent_long_ago(tree: Path) -> tuple[dict[tuple[int, int], object], int]:
+    """Lend *tree* to 4242 and wait past the slack, so that every entry's change time lies
+    before the returned ``lent_before``, as a large tree's first entries do in a run."""
+    from buildjail._linux import ownership
+
+    owners = ownership.lend([str(tree)], 4242, 4242)
+    time.sleep(ownership.CTIME_SLACK_NS / 1e9 + 0.05)
+    return owners, ownership.changed_since()
+
+
+def test_an_acl_set_on_a_lent_file_is_stripped_though_the_file_was_lent_before_the_run(
+        shared_dir: Path) -> None:
+    """The hand-back skips the xattr look only for entries whose inode the run left alone:
+    an ACL set during the run changes the change time, and is stripped."""
+    from buildjail._linux import ownership
+
+    tree = shared_dir / "tree"
+    tree.mkdir()
+    (tree / "old.f").write_text("the user's\n")
+    (tree / "old.f").chmod(0o644)
+    (tree / "kept.f").write_text("the user's, with an ACL\n")
+    os.setxattr(tree / "kept.f", ACL_XATTRS[0], _acl(1234))
+    kept_acl = os.getxattr(tree / "kept.f", ACL_XATTRS[0])
+    owners, lent_before = _lent_long_ago(tree)
+    assert (tree / "old.f").stat().st_ctime_ns < lent_before  # the case under test
+    time.sleep(0.05)
+    os.setxattr(tree / "old.f", ACL_XATTRS[0], _acl(4242))  # as the build could without seccomp
+    ownership.hand_back([str(tree)], owners, 4242, 0, 0, lent_before=lent_before)
+    assert not set(os.listxattr(tree / "old.f")) & set(ACL_XATTRS)
+    assert stat.S_IMODE((tree / "old.f").stat().st_mode) == 0o644
+    assert os.getxattr(tree / "kept.f", ACL_XATTRS[0]) == kept_acl  # the user's own, kept
+    for path in (tree, tree / "old.f", tree / "kept.f"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), path
+
+
+def test_control_an_untouched_lent_entry_is_not_looked_at_again(shared_dir: Path) -> None:
+    """What the skip saves, seen from outside: the xattrs of an entry lent before the run
+    and left alone are not read at the hand-back (an ACL planted behind the hand-back's
+    back, without a change of the inode's change time, cannot be made; so the test counts
+    the reads instead)."""
+    from buildjail._linux import ownership
+
+    tree = shared_dir / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for number in range(20):
+        (tree / "sub" / f"f{number}").write_text("x")
+    owners, lent_before = _lent_long_ago(tree)
+    reads: list[str] = []
+    real = os.listxattr
+
+    def counted(path: str, *, follow_symlinks: bool = True) -> list[str]:
+        reads.append(path)
+        return real(path, follow_symlinks=follow_symlinks)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "listxattr", counted)
+        ownership.hand_back([str(tree)], owners, 4242, 0, 0, lent_before=lent_before)
+        assert reads == []
+        owners = ownership.lend([str(tree)], 4242, 4242)
+        reads.clear()
+        ownership.hand_back([str(tree)], owners, 4242, 0, 0)  # no lend time: every entry
+        assert len(reads) == 22
+    assert {path.stat().st_uid for path in tree.rglob("*")} == {0}
+
+
+def test_the_hand_back_gives_the_working_directory_back(shared_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """The xattr calls name entries from a working directory moved through the tree; it is
+    the caller's again afterwards, also when the walk failed."""
+    from buildjail._linux import ownership
+
+    tree = shared_dir / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "f").write_text("x")
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        owners = ownership.lend([str(tree)], 4242, 4242)
+        assert os.getcwd() == str(tmp_path)
+        ownership.hand_back([str(tree)], owners, 4242, 0, 0)
+        assert os.getcwd() == str(tmp_path)
+        with pytest.raises(OSError):
+            ownership.lend([str(tree), str(tree / "missing" / "x")], 4242, 4242)
+        assert os.getcwd() == str(tmp_path)
+    finally:
+        os.chdir(here)
+        subprocess.run(["/bin/chown", "-R", "0:0", str(tree)], check=True)

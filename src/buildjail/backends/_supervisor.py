@@ -574,7 +574,7 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> Outcome:
     finally:
         try:
             if owners is not None:
-                _hand_back(run, owners)
+                _hand_back(run, owners, started)
             elif run.writable:
                 _normalize(run, started)
         finally:
@@ -582,11 +582,12 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> Outcome:
                 remove_tree(tree)
 
 
-def _hand_back(run: _Run, owners: ownership.Owners) -> None:
+def _hand_back(run: _Run, owners: ownership.Owners, lent_before: int) -> None:
     """Give the writable trees back; contain what could not be (see ownership)."""
     who = run.plan.confinement.identity
     try:
-        ownership.hand_back(run.writable, owners, who.uid, os.getuid(), os.getgid())
+        ownership.hand_back(run.writable, owners, who.uid, os.getuid(), os.getgid(),
+                            lent_before=lent_before)
     except ownership.HandBackIncomplete as error:
         if not error.contained:
             identity.quarantine(who.uid)

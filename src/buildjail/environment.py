@@ -27,9 +27,20 @@ def filter_environment(
     return {name: redact_urls(value) for name, value in chosen.items()}
 
 
+MATCHES_REMEMBERED = 4096
+"""Names whose answer one predicate keeps: a process's variables come back run after run."""
+
+
 @functools.cache
 def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    """Compile fnmatch patterns into one case-insensitive predicate.
+    """Compile fnmatch patterns into one case-insensitive predicate, which remembers its
+    answers (a library caller filters the same environment for every run: 0.24 ms a call
+    here for 39 variables against the default patterns)."""
+    return functools.lru_cache(maxsize=MATCHES_REMEMBERED)(_predicate(patterns))
+
+
+def _predicate(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """The predicate of *patterns*.
 
     Patterns whose only wildcard is ``*``, all ASCII (every default one), match an ASCII
     name by their pieces, as the regex would: compiling the regex of the 85 default

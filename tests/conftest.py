@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -446,3 +447,37 @@ class Listener:
         self.stopped.set()
         self.thread.join()
         self.sock.close()
+
+
+@pytest.fixture
+def coarse_fs(tmp_path: Path) -> Iterator[Path]:
+    """A loop-mounted ext4 with 128-byte inodes: its timestamps are whole seconds (as on
+    ext3-era volumes; NFS, SMB and FUSE stamp times with another machine's clock)."""
+    if not is_root():
+        pytest.skip("loop-mounts an ext4 image: needs root (CI runs as root)")
+    image = tmp_path / "coarse.img"
+    with open(image, "wb") as stream:
+        stream.truncate(64 << 20)
+    subprocess.run(["/usr/sbin/mkfs.ext4", "-q", "-F", "-I", "128", str(image)],
+                   check=True, capture_output=True)
+    base = Path("/var/lib/buildjail-tests")
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o755)
+    mountpoint = Path(tempfile.mkdtemp(dir=base))
+    mounted = subprocess.run(["/usr/bin/mount", "-o", "loop", str(image), str(mountpoint)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        mountpoint.rmdir()
+        pytest.skip(f"cannot loop-mount an ext4 image here: {mounted.stderr.strip()}")
+    try:
+        mountpoint.chmod(0o777)
+        yield mountpoint
+    finally:
+        subprocess.run(["/usr/bin/umount", str(mountpoint)], check=False)
+        mountpoint.rmdir()
+
+
+def early_in_a_second(start: float = 0.3) -> None:
+    """Wait until the wall clock is *start* s into a second (what follows fits in it)."""
+    while not start <= time.time() % 1 < start + 0.1:
+        time.sleep(0.005)

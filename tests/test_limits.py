@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from conftest import NONROOT_UID, SYSTEM_PYTHON, WITHOUT_SECCOMP, Runner, host_processes
+from conftest import (
+    NONROOT_UID,
+    SYSTEM_PYTHON,
+    WITHOUT_SECCOMP,
+    Runner,
+    early_in_a_second,
+    host_processes,
+)
 from sandbox_driver import run_spec
 
 MIB = 1 << 20
@@ -728,3 +735,20 @@ def test_deleted_files_kept_by_a_mapping_count(shared_dir: Path) -> None:
     check_ran(result)
     assert result["limit_hit"] == "disk", result
     assert "not stopped" not in result["stdout"]
+
+
+def test_the_disk_count_sees_a_file_made_in_the_runs_first_second_where_times_are_whole(
+        coarse_fs: Path) -> None:
+    """The disk watch counts what changed since its start by change time: a file system
+    keeping whole seconds stamps a file made in the start's second with that second's
+    beginning, before the start (trees.changed_after allows for it)."""
+    from buildjail._linux.disk import DiskWatch
+
+    tree = coarse_fs / "tree"
+    tree.mkdir()
+    early_in_a_second(0.3)
+    watch = DiskWatch([str(tree)], None, None)
+    (tree / "made").write_bytes(b"x" * (1 << 20))
+    assert (tree / "made").stat().st_ctime_ns < watch.start_ns  # the case under test
+    added = watch.added(os.getpid())
+    assert added.inodes >= 1 and added.bytes >= 1 << 20, added

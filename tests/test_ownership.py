@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from buildjail import Policy, Sandbox
+from buildjail._linux import ownership
 from buildjail._linux.identity import BUILD_UID
-from conftest import WITHOUT_SECCOMP, Runner
+from conftest import NONROOT_UID, WITHOUT_SECCOMP, Runner, early_in_a_second
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 SH = "/bin/sh"
@@ -410,7 +411,7 @@ def test_a_failing_hand_back_frees_the_uid_and_makes_the_tree_unreachable(
             subprocess.run(["/bin/rm", "-rf", str(tree)], check=True)
 
 
-def _lent_long_ago(tree: Path) -> tuple[dict[tuple[int, int], object], int]:
+def _lent_long_ago(tree: Path) -> tuple[ownership.Owners, int]:
     """Lend *tree* to 4242 and wait past the slack, so that every entry's change time lies
     before the returned ``lent_before``, as a large tree's first entries do in a run."""
     from buildjail._linux import ownership
@@ -497,3 +498,114 @@ def test_the_hand_back_gives_the_working_directory_back(shared_dir: Path,
     finally:
         os.chdir(here)
         subprocess.run(["/bin/chown", "-R", "0:0", str(tree)], check=True)
+
+
+def test_an_acl_set_on_a_lent_file_is_stripped_where_times_are_whole_seconds(
+        coarse_fs: Path) -> None:
+    """The hand-back's skip trusts a change to move the change time past ``lent_before``;
+    on a file system that keeps whole seconds, a change made in the second the lend ended
+    is stamped with the start of that second, before ``lent_before``."""
+    from buildjail._linux import ownership
+
+    tree = coarse_fs / "tree"
+    tree.mkdir()
+    (tree / "old.f").write_text("the user's\n")
+    (tree / "old.f").chmod(0o664)
+    (tree / "old.d").mkdir()
+    (tree / "old.d").chmod(0o775)
+    early_in_a_second()
+    owners = ownership.lend([str(tree)], 4242, 4242)
+    lent_before = ownership.changed_since()
+    # as the build could without seccomp, right after the lend
+    os.setxattr(tree / "old.f", ACL_XATTRS[0], _acl(4242))
+    os.setxattr(tree / "old.d", ACL_XATTRS[1], _acl(4242))
+    assert (tree / "old.f").stat().st_ctime_ns < lent_before  # the case under test
+    ownership.hand_back([str(tree)], owners, 4242, 0, 0, lent_before=lent_before)
+    for path in (tree / "old.f", tree / "old.d"):
+        assert not set(os.listxattr(path)) & set(ACL_XATTRS), path
+        assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), path
+
+
+ACL_ON_ORIGINALS = """
+import os, sys
+acl = bytes.fromhex(sys.argv[1])
+os.setxattr('old.f', 'system.posix_acl_access', acl)
+os.setxattr('old.d', 'system.posix_acl_default', acl)
+print('ACL SET', flush=True)
+"""
+
+
+def test_a_build_cannot_keep_an_acl_on_the_callers_files_where_times_are_whole_seconds(
+        coarse_fs: Path, sandbox_backend: str, tmp_path: Path) -> None:
+    """The same through a real run (``full`` less seccomp): the build's first act is to
+    put ACLs granting its uid access on a file and (default) on a directory of the
+    caller's; three runs, each must hand them back clean."""
+    for attempt in range(3):
+        tree = coarse_fs / f"tree{attempt}"
+        tree.mkdir()
+        tree.chmod(0o755)
+        (tree / "old.f").write_text("the user's\n")
+        (tree / "old.f").chmod(0o664)
+        (tree / "old.d").mkdir()
+        (tree / "old.d").chmod(0o775)
+        out = tmp_path / f"out{attempt}"
+        early_in_a_second(0.2)
+        with open(out, "wb") as stream:
+            result = Sandbox(walk_only(), backend=sandbox_backend).run(
+                ["/usr/bin/python3.11", "-c", ACL_ON_ORIGINALS, _acl(BUILD_UID).hex()],
+                cwd=str(tree), writable=[tree], stdout=stream.fileno())
+        assert result.exit_code == 0 and "ACL SET" in out.read_text()
+        for path in (tree / "old.f", tree / "old.d"):
+            assert not set(os.listxattr(path)) & set(ACL_XATTRS), (attempt, path)
+            assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), (attempt, path)
+
+
+NORMALISED_WHERE_TIMES_ARE_SECONDS = """
+import os
+open('open.f', 'w').close(); os.chmod('open.f', 0o777)
+os.mkdir('sticky.d'); os.chmod('sticky.d', 0o1777)
+open('acl.d/inherits.f', 'w').close()
+"""
+
+
+def test_a_build_leaves_no_writable_mode_or_acl_where_times_are_whole_seconds(
+        run_sandbox: Runner, identity_kind: str, coarse_fs: Path) -> None:
+    """Under ``full`` (the filter on): as non-root, ``normalize_changed`` skips entries whose
+    change time is before the run's start less the slack; whole-second times put what the
+    build makes in the run's first second before it. Three runs, each must come back clean:
+    no group/other-writable or sticky mode, no ACL inherited from the caller's directory."""
+    owner = NONROOT_UID if identity_kind == "nonroot" else 0
+    for attempt in range(3):
+        tree = coarse_fs / f"tree{attempt}"
+        (tree / "acl.d").mkdir(parents=True)
+        for path in (tree, tree / "acl.d"):
+            os.chown(path, owner, owner)
+        os.setxattr(tree / "acl.d", ACL_XATTRS[1], _acl(1234))  # a shared project directory
+        early_in_a_second(0.0)
+        result = run_sandbox(["/usr/bin/python3.11", "-c", NORMALISED_WHERE_TIMES_ARE_SECONDS],
+                             cwd=str(tree), writable=[str(tree)], capture=True)
+        assert result["exit_code"] == 0, result
+        for name in ("open.f", "sticky.d", "acl.d/inherits.f"):
+            info = (tree / name).lstat()
+            assert stat.S_IMODE(info.st_mode) & 0o7022 == 0, (attempt, name, oct(info.st_mode))
+            assert ACL_XATTRS[0] not in os.listxattr(tree / name), (attempt, name)
+
+
+def test_relative_roots_are_lent_and_handed_back_whole(shared_dir: Path) -> None:
+    """The xattr calls move the working directory through the tree: a relative root given
+    after another must still name the tree the caller meant, not one below the first."""
+    from buildjail._linux import ownership
+
+    for path in (shared_dir / "a" / "sub", shared_dir / "b"):
+        path.mkdir(parents=True)
+        (path / "f").write_text("x")
+    here = os.getcwd()
+    os.chdir(shared_dir)
+    try:
+        owners = ownership.lend(["a", "b"], 4242, 4242)
+        assert (shared_dir / "b" / "f").stat().st_uid == 4242  # lent, like a
+        ownership.hand_back(["a", "b"], owners, 4242, 0, 0)
+        assert {path.stat().st_uid for path in shared_dir.rglob("*")} == {0}
+    finally:
+        os.chdir(here)
+        subprocess.run(["/bin/chown", "-R", "0:0", str(shared_dir)], check=True)

@@ -17,6 +17,7 @@ import stat
 import time
 from collections.abc import Iterable, Iterator
 
+from ..trees import changed_after
 from .procfs import descendants
 
 _CLOCK_REALTIME_COARSE = 5
@@ -133,7 +134,7 @@ def _changed_entries(trees: tuple[str, ...], since_ns: int) -> Iterator[os.stat_
             root = os.lstat(tree)
         except OSError:
             continue
-        if root.st_ctime_ns >= since_ns:
+        if changed_after(root.st_ctime_ns, since_ns):
             yield root
         if stat.S_ISDIR(root.st_mode):
             yield from _changed_below(tree, root.st_dev, since_ns)
@@ -158,7 +159,7 @@ def _changed_below(tree: str, device: int, since_ns: int) -> Iterator[os.stat_re
                 continue  # gone meanwhile
             if info.st_dev != device:
                 continue  # another file system mounted inside: not this tree's
-            if info.st_ctime_ns >= since_ns:
+            if changed_after(info.st_ctime_ns, since_ns):
                 yield info
             if stat.S_ISDIR(info.st_mode):
                 child = _open_directory(name, fd)

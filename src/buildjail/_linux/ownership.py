@@ -50,7 +50,8 @@ SENSITIVE_XATTRS = ("system.posix_acl_access", "system.posix_acl_default", CAPAB
 SAFE_MODE = 0o755
 """The permission bits a handed-back entry the build made may keep."""
 CTIME_SLACK_NS = 100_000_000
-"""How far before the run an entry's change time may lie and still count as the run's."""
+"""How far before the run an entry's change time may lie and still count as the run's (and
+whole seconds further: trees.changed_after)."""
 
 _CLOCK_REALTIME_COARSE = 5
 """The clock file times come from (``<linux/time.h>``; the time module does not name it)."""
@@ -108,7 +109,7 @@ def lend(paths: Iterable[str], uid: int, gid: int) -> Owners:
     owners: Owners = {}
     errors: list[str] = []
     with _Names() as names:
-        for entry in trees.walk_all(paths, errors):
+        for entry in trees.walk_all(_absolute(paths), errors):
             info = entry.info
             directory = stat.S_ISDIR(info.st_mode)
             original = Original(info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode),
@@ -160,7 +161,7 @@ def hand_back(paths: Iterable[str], owners: Owners, borrower: int, uid: int, gid
     failed_roots: list[str] = []
     seen: set[tuple[int, int]] = set()
     with _Names() as names:
-        for root in paths:
+        for root in _absolute(paths):
             before = len(errors)
             for entry in trees.walk(root, errors):
                 if entry.key in seen:
@@ -194,8 +195,8 @@ def _hand_back_entry(entry: trees.Entry, original: Original | None, borrower: in
         wanted = wanted.unprivileged()  # the build changed it: no privileges
     # Left alone since the lend (its change time is older), an entry without sensitive
     # attributes has none now: nothing but a change of its inode could have set one.
-    untouched = (original is not None and not original.xattrs
-                 and lent_before is not None and info.st_ctime_ns < lent_before)
+    untouched = (original is not None and not original.xattrs and lent_before is not None
+                 and not trees.changed_after(info.st_ctime_ns, lent_before))
     _restore(entry, wanted, names, xattrs=not untouched)
 
 
@@ -218,9 +219,10 @@ def normalize_changed(paths: Iterable[str], since_ns: int) -> None:
     # Directories the caller cannot read are skipped: the build (as the caller) could not
     # have made anything there either.
     with _Names() as names:
-        for entry in trees.walk_all(paths, []):
+        for entry in trees.walk_all(_absolute(paths), []):
             info = entry.info
-            if stat.S_ISLNK(info.st_mode) or info.st_ctime_ns < since_ns or info.st_uid != uid:
+            if (stat.S_ISLNK(info.st_mode) or info.st_uid != uid
+                    or not trees.changed_after(info.st_ctime_ns, since_ns)):
                 continue
             kept = SAFE_MODE | (stat.S_ISGID if stat.S_ISDIR(info.st_mode) else 0)
             try:
@@ -310,6 +312,11 @@ def _sensitive_xattrs(entry: trees.Entry, names: _Names) -> tuple[tuple[str, byt
                 if error.errno != errno.ENODATA:
                     raise
     return tuple(found)
+
+
+def _absolute(paths: Iterable[str]) -> list[str]:
+    """*paths* made absolute now, before a walk moves the working directory (_Names)."""
+    return [os.path.abspath(path) for path in paths]
 
 
 class _Names:

@@ -428,6 +428,9 @@ START_UP_EXCLUDED = (
     # nor for these, which it once imported (identity's random start is from os.urandom,
     # the interpreter's bin/python* found without glob)
     "random", "glob",
+    # nor typing (~2 ms): annotations only, the backend protocol and the reports' TypedDicts
+    # imported where they are asked for
+    "typing", "buildjail.backends.protocol", "buildjail.backends.messages",
 )
 
 

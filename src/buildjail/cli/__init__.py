@@ -9,10 +9,13 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
 from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
 from ._options import error
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 COMMANDS = ("run", "build", "inspect", "audit", "fromager", "doctor")
 """The subcommands, in ``--help``'s order; each is the module ``buildjail.cli.NAME``, imported

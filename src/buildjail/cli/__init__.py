@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
-from ._options import error
 
 TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
         """Print *message* in one line and exit 2."""
         command = self.prog.removeprefix("buildjail").strip()
         hint = f"buildjail {command} --help" if command else "buildjail --help"
-        error(f"{message} (see {hint})")
+        _say(f"{message} (see {hint})")
         sys.exit(2)
 
 
@@ -80,6 +79,14 @@ def installed_version() -> str:
         from .. import __version__
 
         return __version__
+
+
+def _say(message: str) -> None:
+    """``buildjail: MESSAGE`` on stderr (``_options``, and what it imports, loaded only now:
+    importing this module is the console script's first step, before :func:`command`)."""
+    from ._options import error
+
+    error(message)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -129,7 +136,7 @@ def main(argv: Sequence[str] | None = None, *,
         print(render_setup_failure(failure), file=sys.stderr)
         return EXIT_SETUP_FAILED
     except BuildjailError as failure:
-        error(" ".join(str(failure).split("\n")))
+        _say(" ".join(str(failure).split("\n")))
         return 2
     except KeyboardInterrupt:
         return 130

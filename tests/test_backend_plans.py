@@ -7,6 +7,7 @@ with a leased identity, or uid 4242) and inspected, never executed.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import io
 import itertools
 import os
@@ -20,6 +21,7 @@ from buildjail._linux import seccomp
 from buildjail._linux.filesystem import (
     COPY_FILE_SIZE,
     STAGE_DIR,
+    _etc_shown,
     _read_bounded,
     installation_paths,
     venv_paths,
@@ -30,7 +32,7 @@ from buildjail.backends.base import Launch, Request, SandboxPlan
 from buildjail.backends.bwrap import plan_bwrap
 from buildjail.backends.landlock import plan_landlock
 from buildjail.backends.native import plan_native
-from buildjail.policy import Policy
+from buildjail.policy import VIEW_ETC, Policy
 
 BWRAP = "/opt/nowhere/bwrap"
 """Never executed: the plans only name it."""
@@ -450,3 +452,16 @@ def test_an_etc_file_is_read_to_the_copy_bound_as_before(size: int, grown: int) 
     data = bytes(range(256)) * ((size + max(grown, 0)) // 256 + 1)
     data = data[:max(size + grown, 0)]
     assert _read_bounded(io.BytesIO(data), size) == io.BytesIO(data).read(COPY_FILE_SIZE + 1)
+
+
+def test_the_etc_entries_shown_are_those_the_patterns_match() -> None:
+    """The view shows an /etc entry by name or by wildcard exactly when one of VIEW_ETC's
+    fnmatch patterns matches it whole, case and all: never a neighbour or a backup."""
+    names = [*os.listdir("/etc"), *VIEW_ETC, "python3.11", "lsb-release", "java-17-openjdk",
+             "-release", "release", "python", "Python3", "SSL", "ssl-", "ssl\n", "xssl",
+             "passwd-", "shadow", "magic.mime.bak", "ld.so.cache~", "pip.conf", "os-release/"]
+    shown = [name for name in names if _etc_shown(name)]
+    assert shown == [name for name in names
+                     if any(fnmatch.fnmatchcase(name, pattern) for pattern in VIEW_ETC)]
+    assert {"python3.11", "lsb-release", "java-17-openjdk", "ssl"} <= set(shown)
+    assert not {"SSL", "ssl\n", "passwd-", "shadow", "pip.conf", "ld.so.cache~"} & set(shown)

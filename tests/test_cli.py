@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from conftest import SYSTEM_PYTHON, Identity, hide_bubblewrap
 from wheels import make_sdist
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def buildjail(*args: str, cwd: str = "/") -> subprocess.CompletedProcess[str]:
@@ -426,6 +428,9 @@ START_UP_EXCLUDED = (
     # nor for these, which it once imported (identity's random start is from os.urandom,
     # the interpreter's bin/python* found without glob)
     "random", "glob",
+    # nor typing (~2 ms): annotations only, the backend protocol and the reports' TypedDicts
+    # imported where they are asked for
+    "typing", "buildjail.backends.protocol", "buildjail.backends.messages",
 )
 
 
@@ -446,6 +451,25 @@ def test_run_imports_only_what_it_needs() -> None:
         [sys.executable, "-I", "-c", "import sys\nfrom buildjail.cli import main\n"
          "try:\n    main(['--version'])\nexcept SystemExit:\n    print(sorted(sys.modules))\n"],
         capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def test_the_command_keeps_the_collector_off_what_start_up_made() -> None:
+    """``python -m buildjail`` (and the console script, ``cli:command``) runs :func:`main`
+    with start-up's objects frozen, out of every collection and of the exit's; a library
+    caller of ``main`` keeps its collector as it was (the control)."""
+    code = ("import gc, runpy, sys\n"
+            "from buildjail.cli import main\n"
+            "main(['run', '--', '/bin/true'])\n"
+            "print(gc.isenabled(), gc.get_freeze_count())\n"
+            "sys.argv = ['buildjail', 'run', '--', '/bin/true']\n"
+            "try:\n    runpy.run_module('buildjail', run_name='__main__')\n"
+            "except SystemExit as done:\n"
+            "    print(done.code, gc.isenabled(), gc.get_freeze_count() > 1000)\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd="/", capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert (proc.stdout, proc.stderr) == ("True 0\n0 True True\n", "")
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["buildjail"] == "buildjail.cli:command"
 
 
 def test_help_lists_every_subcommand_and_a_subcommand_parses_alone() -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
 if TYPE_CHECKING:  # imported lazily at run time, by __getattr__
     from .errors import BuildjailError as BuildjailError
     from .errors import PolicyError as PolicyError

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from .escaping import one_line
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_ATTEMPTS = 1000
 """Distinct attempts recorded per run of one kind (``dns``); the rest are counted as omitted."""

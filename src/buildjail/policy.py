@@ -6,11 +6,14 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from .attempts import ON_ATTEMPT
 from .errors import PolicyError
 from .limits import Limits, parse_duration, parse_size
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import Any
 
 NAMESPACES = frozenset({"mount", "pid", "net", "ipc", "uts", "cgroup", "user"})
 PROFILES = ("full", "network", "none")

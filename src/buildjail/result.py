@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from .attempts import Attempt, summary, to_json
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)

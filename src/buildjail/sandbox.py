@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
-from .backends import Backend, Lease, Request, get_backend
+from .backends import Lease, Request, get_backend
 from .environment import filter_environment
 from .errors import SandboxSetupError
 from .policy import Policy
 from .result import RunResult
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from .backends import Backend
 
 
 class Sandbox:

@@ -28,13 +28,23 @@ import errno
 import os
 import stat
 import time
+from collections import namedtuple
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple
 
 from .. import trees
 
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
 if TYPE_CHECKING:
     from hashlib import sha256
+    from typing import NamedTuple
+
+    class _Fields(NamedTuple):
+        uid: int
+        gid: int
+        mode: int
+        xattrs: tuple[tuple[str, bytes], ...] = ()
+        directory: bool = False
+        digest: bytes | None = None
 else:  # CPython's own sha256: hashlib's loads OpenSSL, a cost every command pays at start-up
     try:
         from _sha256 import sha256  # 3.11
@@ -43,6 +53,8 @@ else:  # CPython's own sha256: hashlib's loads OpenSSL, a cost every command pay
             from _sha2 import sha256  # 3.12+
         except ImportError:
             from hashlib import sha256
+    _Fields = namedtuple("Original", ("uid", "gid", "mode", "xattrs", "directory", "digest"),
+                         defaults=((), False, None))  # the same tuple, made without typing
 
 CAPABILITY = "security.capability"
 SENSITIVE_XATTRS = ("system.posix_acl_access", "system.posix_acl_default", CAPABILITY)
@@ -57,21 +69,17 @@ _CLOCK_REALTIME_COARSE = 5
 """The clock file times come from (``<linux/time.h>``; the time module does not name it)."""
 
 
-class Original(NamedTuple):
-    """What an entry was before the build: owner, permission bits, ACLs and capabilities.
+class Original(_Fields):
+    """What an entry was before the build: owner, permission bits, ACLs and capabilities
+    (``uid``, ``gid``, ``mode``, ``xattrs``, ``directory``), and a privileged file's (set-id
+    bits, capabilities) content hash, ``digest``: its privileges are given back only to the
+    same content.
 
     A named tuple: one is made for every entry of a lent tree, and a tuple is made in a
     fraction of a frozen dataclass's time.
     """
 
-    uid: int
-    gid: int
-    mode: int
-    xattrs: tuple[tuple[str, bytes], ...] = ()
-    directory: bool = False
-    digest: bytes | None = None
-    """A privileged file's (set-id bits, capabilities) content hash: its privileges are
-    given back only to the same content."""
+    __slots__ = ()
 
     @property
     def privileged(self) -> bool:

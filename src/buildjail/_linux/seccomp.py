@@ -102,7 +102,10 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "DENIED_SYSCALLS",

@@ -21,10 +21,29 @@ import ipaddress
 import os
 import socket
 import struct
+from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Final, NamedTuple, TypeVar
 
 from . import seccomp
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import Final, NamedTuple, TypeVar
+
+    _T = TypeVar("_T")
+
+    class _Stopped(NamedTuple):
+        id: int
+        pid: int
+        call: str
+        args: tuple[int, ...]
+
+    class _Headed(NamedTuple):
+        address: str
+        port: int
+else:  # the same tuples, made without typing
+    _Stopped = namedtuple("Notification", ("id", "pid", "call", "args"))
+    _Headed = namedtuple("Destination", ("address", "port"))
 
 MAX_ARGS: Final = 64
 """Arguments of an ``execve`` read; the rest are counted."""
@@ -54,24 +73,18 @@ _AF_INET: Final = 2
 _AF_INET6: Final = 10
 _UIO_MAXIOV: Final = 1024  # the most messages one sendmmsg sends
 
-_T = TypeVar("_T")
 
-
-class Notification(NamedTuple):
+class Notification(_Stopped):
     """One stopped call: the kernel's id for it, the caller's pid (as the listener's pid
     namespace sees it), the call's name and its six arguments."""
 
-    id: int
-    pid: int
-    call: str
-    args: tuple[int, ...]
+    __slots__ = ()
 
 
-class Destination(NamedTuple):
+class Destination(_Headed):
     """Where a socket call was headed: an IPv4 or IPv6 address and port."""
 
-    address: str
-    port: int
+    __slots__ = ()
 
     @property
     def loopback(self) -> bool:

@@ -1,7 +1,8 @@
 """Backends enforce a policy for one command: which there are, and which ``auto`` picks.
 
-The types they share (:class:`~.base.Request`, :class:`~.base.Backend`, the launch plan)
-live in :mod:`.base`; the first two are re-exported here.
+The types they share (:class:`~.base.Request`, the launch plan) live in :mod:`.base`, the
+protocol (:class:`~.protocol.Backend`) in :mod:`.protocol`; both names are re-exported here,
+``Backend`` imported when it is first asked for.
 """
 
 from __future__ import annotations
@@ -9,7 +10,11 @@ from __future__ import annotations
 import functools
 
 from .._linux.identity import Lease
-from .base import Backend, Request
+from .base import Request
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from .protocol import Backend
 
 __all__ = [
     "BACKENDS",
@@ -29,6 +34,16 @@ BACKENDS = ("native", "bwrap", "landlock")
 """The backends, in the order ``auto`` prefers them."""
 NATIVE_KERNEL = (5, 12)
 """The first Linux with every mount call the native backend uses (``mount_setattr``)."""
+
+
+def __getattr__(name: str) -> object:
+    """``Backend``, imported on first use (with typing: a run has no use for either)."""
+    if name != "Backend":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .protocol import Backend
+
+    globals()[name] = Backend
+    return Backend
 
 
 def get_backend(name: str) -> Backend:

@@ -18,7 +18,10 @@ from collections.abc import Iterable, Sequence
 
 from .._linux import usernotify
 from ..attempts import AttemptLog, attempt, to_json
-from .messages import Outcome
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from .messages import Outcome
 
 KINDS = ("exec", "connect")
 """The kinds of attempt recorded here, as named in the layers (``attempts:exec``)."""

@@ -18,7 +18,10 @@ from .._linux.dns import DnsTrap
 from .._linux.inotify import DecoyWatch
 from ..attempts import AttemptLog, attempt, to_json
 from .base import SetUp
-from .messages import InitStatus
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from .messages import InitStatus
 
 WRAPPED_SETUP_TIMEOUT = 30.0
 """How long the init waits for bubblewrap to build its view before it records no decoy."""

@@ -20,7 +20,6 @@ import signal
 import socket
 import threading
 from collections.abc import Sequence
-from typing import NoReturn
 
 from .._linux import kernel as k
 from .._linux import landlock, seccomp, usage, userns
@@ -33,7 +32,12 @@ from ._calls import KINDS as CALL_KINDS
 from ._leftovers import MAX_WALKED, record_leftovers
 from ._recorder import Recorder, release_wrapped
 from .base import InitPlan
-from .messages import InitStatus, SetupFailure
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from .messages import InitStatus, SetupFailure
 
 _MONITOR_TICK = 0.05
 _BESIDE_A_CGROUP_TICK = 0.25

@@ -20,7 +20,6 @@ import socket
 import stat
 import threading
 import time
-from typing import NoReturn, cast
 
 from .. import attempts
 from .._linux import cgroups, identity, inotify, ownership, seccomp, usage, userns
@@ -52,7 +51,12 @@ from .base import (
     Watch,
     namespace_flags,
 )
-from .messages import InitStatus, Outcome, SetupFailure
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from .messages import InitStatus, Outcome, SetupFailure
 
 _INTERRUPTS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
 """Signals that would stop the supervisor, which must outlive its caller to clean up."""
@@ -521,9 +525,9 @@ def _outcome(data: bytes) -> Outcome:
     for line in data.splitlines():
         message = json.loads(line)
         if "error" in message:
-            failure = cast(SetupFailure, message)
+            failure: SetupFailure = message
             raise SandboxSetupError(failure["error"], failure.get("fix", ""))
-        result = cast(Outcome, message)
+        result = message
     if result is None or result.get("setup_failed"):
         raise SandboxSetupError("the sandbox supervisor died without a report",
                                 "run `buildjail doctor`; this is a bug if it reports no problem")

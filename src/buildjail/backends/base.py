@@ -1,4 +1,5 @@
-"""What every backend shares: the request, the backend protocol, and the plan of a sandbox.
+"""What every backend shares: the request and the plan of a sandbox (the backend protocol,
+:class:`~.protocol.Backend`, is a module of its own: it needs typing, which a run does not).
 
 The supervisor plans what every backend needs alike (:class:`SandboxPlan`); each backend
 turns that into its :class:`Launch`, grouped by concern (:class:`SetUp`,
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 from .._linux import kernel as k
 from .._linux.filesystem import MountPlan
@@ -18,7 +18,6 @@ from .._linux.identity import Identity, Lease
 from .._linux.landlock import RulesetPlan
 from ..limits import Limits
 from ..policy import Policy
-from ..result import RunResult
 
 SUPERVISOR_NAMESPACES = frozenset({"user", "pid"})
 """Namespaces the supervisor makes before it starts the init; the init makes the others."""
@@ -47,15 +46,6 @@ class Request:
     def stdio(self) -> Stdio:
         """The command's standard streams; None passes the caller's own on."""
         return (self.stdin, self.stdout, self.stderr)
-
-
-class Backend(Protocol):
-    """Something that runs a :class:`Request` and returns a :class:`RunResult`."""
-
-    name: str
-
-    def run(self, request: Request) -> RunResult:
-        """Run the command; raise SandboxSetupError when a layer cannot be enforced."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Sequence
 
 from ..errors import EXIT_SETUP_FAILED, BuildjailError, SandboxSetupError, render_setup_failure
-from ._options import error
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 COMMANDS = ("run", "build", "inspect", "audit", "fromager", "doctor")
 """The subcommands, in ``--help``'s order; each is the module ``buildjail.cli.NAME``, imported
@@ -48,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
         """Print *message* in one line and exit 2."""
         command = self.prog.removeprefix("buildjail").strip()
         hint = f"buildjail {command} --help" if command else "buildjail --help"
-        error(f"{message} (see {hint})")
+        _say(f"{message} (see {hint})")
         sys.exit(2)
 
 
@@ -78,6 +81,14 @@ def installed_version() -> str:
         return __version__
 
 
+def _say(message: str) -> None:
+    """``buildjail: MESSAGE`` on stderr (``_options``, and what it imports, loaded only now:
+    importing this module is the console script's first step, before :func:`command`)."""
+    from ._options import error
+
+    error(message)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """Return the argument parser of the ``buildjail`` command (with *only* that subcommand,
     importing no other subcommand's module, when it names one)."""
@@ -93,11 +104,31 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code."""
+def command() -> int:
+    """The ``buildjail`` command (its console script, ``python -m buildjail``): :func:`main`
+    in a process of its own, whose start-up the garbage collector leaves alone."""
+    gc.disable()  # start-up makes modules, classes and functions, no garbage: nothing to find
+    try:
+        return main(started=_started)
+    finally:
+        gc.freeze()  # the exit then frees by reference counts, not by walking every object
+
+
+def _started() -> None:
+    """Start-up is over: what it made is kept out of every collection, which resumes."""
+    gc.freeze()
+    gc.enable()
+
+
+def main(argv: Sequence[str] | None = None, *,
+         started: Callable[[], None] | None = None) -> int:
+    """Run the command line; return the exit code (*started* is called once the arguments
+    are parsed, before the subcommand runs)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(only=argv[0] if argv else None)  # top-level options come first
     args = parser.parse_args(argv)
+    if started is not None:
+        started()
     try:
         code: int = args.handler(args, parser)
         return code
@@ -105,10 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_setup_failure(failure), file=sys.stderr)
         return EXIT_SETUP_FAILED
     except BuildjailError as failure:
-        error(" ".join(str(failure).split("\n")))
+        _say(" ".join(str(failure).split("\n")))
         return 2
     except KeyboardInterrupt:
         return 130
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "command", "main"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING
 
 from ..errors import EXIT_TRIED
 from ..limits import describe_limit
@@ -21,6 +20,7 @@ from ._options import (
     write_report,
 )
 
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
 if TYPE_CHECKING:
     from ..policy import Policy
     from ..result import RunResult

@@ -224,7 +224,7 @@ def test_the_environment_of_the_callers_own_interpreter_is_made_without_a_proces
     def no_process(*args: object, **_kwargs: object) -> None:
         raise AssertionError(f"a process was started: {args}")
 
-    monkeypatch.setattr(buildenv.subprocess, "run", no_process)
+    monkeypatch.setattr(subprocess, "run", no_process)
     env = buildenv.BuildEnvironment(str(tmp_path / "env"))
     monkeypatch.undo()
     base = current().executable

@@ -9,6 +9,7 @@ import os
 import pickle
 import stat
 import tarfile
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from buildjail import archives
 from buildjail.archives import (
     ArchiveError,
+    check_sdist,
     extract_sdist,
     sha256_file,
     validate_sdist,
@@ -81,8 +83,12 @@ def normal_members(top: str = TOP) -> list[Member]:
     ]
 
 
-def refused(archive: Path, destination: Path, *words: str) -> ArchiveError:
-    """Extraction fails with every word in the message and leaves nothing behind."""
+def refused(archive: Path, destination: Path, *words: str, checked: bool = True
+            ) -> ArchiveError:
+    """Extraction fails with every word in the message and leaves nothing behind; so does
+    the check before a build (*checked*), writing nothing."""
+    if checked:
+        check_refused(archive, *words)
     existed = destination.exists()
     before = sorted(destination.rglob("*")) if existed else []
     with pytest.raises(ArchiveError) as caught:
@@ -96,6 +102,19 @@ def refused(archive: Path, destination: Path, *words: str) -> ArchiveError:
     else:
         assert not destination.exists()
     return caught.value
+
+
+def check_refused(archive: Path, *words: str) -> None:
+    """``check_sdist`` refuses *archive* with every word in the message, writing nothing."""
+    directory = archive.parent
+    before = sorted(directory.rglob("*"))
+    with pytest.raises(ArchiveError) as caught:
+        check_sdist(archive)
+    message = str(caught.value)
+    assert str(archive) in message
+    for word in words:
+        assert word in message, message
+    assert sorted(directory.rglob("*")) == before
 
 
 @pytest.fixture
@@ -181,6 +200,25 @@ def test_zip_sdist_extracts(tmp_path: Path, dest: Path) -> None:
     top = extract_sdist(archive, dest)
     assert (top / "PKG-INFO").read_text() == "Name: demo\n"
     assert stat.S_IMODE((top / "bin" / "run").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+def test_the_check_passes_a_good_sdist_and_writes_nothing(tmp_path: Path, suffix: str) -> None:
+    """``check_sdist`` (the CLI's check before a build) accepts what extracts, and leaves
+    no file anywhere: not beside the archive, not in the temporary directory."""
+    archive = tmp_path / f"demo-1.0{suffix}"
+    if suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zipped:
+            for name, kind, data, _mode in normal_members():
+                if kind == tarfile.REGTYPE:
+                    zipped.writestr(name, data)
+    else:
+        make_tar(archive, *normal_members())
+    before = sorted(tmp_path.rglob("*"))
+    temporary = sorted(os.listdir(tempfile.gettempdir()))
+    check_sdist(archive)
+    assert sorted(tmp_path.rglob("*")) == before
+    assert sorted(os.listdir(tempfile.gettempdir())) == temporary
 
 
 def test_extraction_into_an_existing_destination_keeps_its_contents(tmp_path: Path) -> None:
@@ -399,7 +437,7 @@ def test_a_top_directory_that_already_exists_is_not_touched(tmp_path: Path) -> N
     (destination / TOP).mkdir(parents=True)
     (destination / TOP / "mine").write_text("mine")
     refused(make_tar(tmp_path / "demo-1.0.tar.gz", *normal_members()), destination,
-            "already exists")
+            "already exists", checked=False)
 
 
 def _corrupt_zip(archive: Path) -> Path:

@@ -415,6 +415,25 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_created(tmp_path: Path,
     assert sorted(tmp_path.rglob("*")) == before  # no output dir, report or logs
 
 
+def test_the_check_of_an_sdist_source_extracts_nothing(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``buildjail build SDIST`` checks the sdist before building without extracting it (the
+    build extracts it once: writing every file twice cost as much as a hook call); a
+    corrupt one is still refused there."""
+    from buildjail import archives
+    from buildjail.cli._checks import check_source
+
+    def extract(*_args: object) -> Path:
+        raise AssertionError("the check extracted the sdist")
+
+    monkeypatch.setattr(archives, "extract_sdist", extract)
+    check_source(str(make_sdist(tmp_path, "good")))
+    corrupt = tmp_path / "demo-1.0.tar.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08\x00 this is not a gzip stream")
+    with pytest.raises(archives.ArchiveError):
+        check_source(str(corrupt))
+
+
 START_UP_EXCLUDED = (
     # the other subcommands and the frontends only they use
     "buildjail.cli.build", "buildjail.cli.inspect", "buildjail.cli.audit",

@@ -172,15 +172,57 @@ def sha256_file(path: StrPath) -> str:
     return digest.hexdigest()
 
 
+def check_sdist(archive: StrPath) -> None:
+    """Check an untrusted sdist as :func:`extract_sdist` does, writing nothing; ArchiveError."""
+    path = Path(archive)
+    mode = _sdist_mode(path)
+    with _opened(path, mode) as members:
+        tree = _scanned_sdist(path, mode, members, Path(_CHECK_ROOT))
+        if mode == "zip":  # a tar's data was read through to reach each header
+            _read_through(path, tree)
+
+
+def _read_through(archive: Path, tree: _Tree) -> None:
+    """Read every file member's data, discarding it: the zip's CRCs are checked."""
+    for member in tree.members:
+        if member.kind != "file" or member.reader is None:
+            continue
+        try:
+            with member.reader() as data:
+                _read_exactly(data, member.size)
+        except _READ_ERRORS as exc:
+            raise ArchiveError(archive, f"cannot be extracted: {exc}", member.name) from exc
+
+
+_CHECK_ROOT = "/buildjail-check"
+"""Where :func:`check_sdist` has tarfile's filter imagine the sdist extracted."""
+
+
+def _scanned_sdist(path: Path, mode: str, members: Iterator[_Member], dest: Path) -> _Tree:
+    """Every member of an sdist checked, as a whole and by tarfile's filter into *dest*."""
+    tree = _Tree(path, single_top=True, max_total=MAX_TOTAL_SIZE)
+    tree.scan(members)
+    if mode != "zip":
+        _data_filter_check(path, tree, dest)
+    return tree
+
+
+def _read_exactly(data: IO[bytes], size: int) -> None:
+    """Read *size* bytes of *data* in chunks, discarding them; EOFError when it has fewer."""
+    left = size
+    while left > 0:
+        chunk = data.read(min(left, _CHUNK))
+        if not chunk:
+            raise EOFError(f"truncated: {size - left} of {size} bytes")
+        left -= len(chunk)
+
+
 def extract_sdist(archive: StrPath, destination: StrPath) -> Path:
     """Extract an untrusted sdist into *destination*; return its single top-level directory."""
     path, dest = Path(archive), Path(destination)
     mode = _sdist_mode(path)
     with _opened(path, mode) as members:
-        tree = _Tree(path, single_top=True, max_total=MAX_TOTAL_SIZE)
-        tree.scan(members)
-        if mode != "zip":
-            _data_filter_check(path, tree, dest)
+        tree = _scanned_sdist(path, mode, members, dest)
         top = dest / tree.top
         if os.path.lexists(top):
             raise ArchiveError(path, f"cannot be extracted: {top} already exists")

@@ -261,7 +261,9 @@ class BuildEnvironment:
 
     def _create(self) -> None:
         try:
-            if self.installer.name == "uv":
+            if self.base == current().executable:
+                _make_venv(self.path)
+            elif self.installer.name == "uv":
                 subprocess.run([self.installer.program[0], "venv", "--no-config", "--quiet",
                                 "--python", self.base, self.path], check=True, capture_output=True,
                                cwd=os.path.dirname(self.path), stdin=subprocess.DEVNULL,
@@ -277,7 +279,6 @@ class BuildEnvironment:
             raise BuildEnvironmentError(f"cannot create a build environment in {self.path}: "
                                         f"{error}") from None
 
-
     def _copy_hook_script(self) -> None:
         """Put pyproject_hooks' hook script in the environment: nothing of the caller's
         installation is run in the sandbox (its files may be unreadable to the build)."""
@@ -288,6 +289,14 @@ class BuildEnvironment:
         with open(self.hook_script, "xb") as stream:
             stream.write(script)
         os.chmod(self.hook_script, 0o644)
+
+
+def _make_venv(path: str) -> None:
+    """A venv of this process's own base interpreter, made here (as pypa/build does): no
+    process started (``uv venv`` took 15-30 ms, ``python -m venv`` more)."""
+    import venv
+
+    venv.EnvBuilder(symlinks=True, with_pip=False).create(path)
 
 
 def _missing_wheels(output: str, wanted: list[Requirement]) -> list[str]:

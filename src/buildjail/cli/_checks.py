@@ -76,9 +76,8 @@ def check_source(path: str) -> None:
             raise BadInputError(f"{path}: not a project: it has neither a pyproject.toml nor a "
                            "setup.py")
         return
-    import tempfile  # not at start-up: it pulls in shutil and the compression modules
+    from ..archives import check_sdist
 
-    from ..archives import extract_sdist
-
-    with tempfile.TemporaryDirectory(prefix="buildjail-check-") as scratch:
-        extract_sdist(path, scratch)  # the bounded reader the build uses; ArchiveError
+    # The build's own checks, writing nothing: extracting it here as well would write every
+    # file twice (ArchiveError).
+    check_sdist(path)

@@ -57,7 +57,8 @@ FRONTENDS = {"explain", "pep517", "build", "buildenv", "installers", "sources", 
              "examples", "interpreters", "causes", "onattempt", "inspection"}
 VIEW_HELPERS = {"_linux.filesystem", "_linux.identity"}
 STDLIB_ONLY = {"audit.bait", "audit.vectors", "examples.whoami", "inspection._driver",
-               "_linux.procfs", "_linux.seccomp", "_linux.usage", "_linux.disk", "_linux.cgroups"}
+               "_linux.procfs", "_linux.seccomp", "_linux.usage", "_linux.disk", "_linux.cgroups",
+               "_linux.changetimes"}
 """Modules that import nothing of buildjail's but one another (leaves of the layers)."""
 PACKAGE = ROOT / "src" / "buildjail"
 

@@ -24,23 +24,6 @@ SPECIAL_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
 """The kinds of file a build may not leave for code outside the sandbox."""
 
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-WHOLE_SECOND_SLACK_NS = 2_000_000_000
-"""How far before a moment a whole-second change time may lie and still be a later change's:
-file systems that keep whole seconds (ext3, ext4 with 128-byte inodes) stamp a change with
-the start of its second, FAT with the even second before."""
-
-
-def changed_after(ctime_ns: int, since_ns: int) -> bool:
-    """Whether *ctime_ns*, an entry's change time, may be that of a change made after
-    *since_ns* (read from the coarse real-time clock the kernel stamps change times with).
-
-    A change time of whole seconds may have been truncated: it counts if it lies within
-    WHOLE_SECOND_SLACK_NS before (one a finer file system stamps is whole by a chance in a
-    billion, and then merely counts as changed).
-    """
-    if ctime_ns % 1_000_000_000 == 0:
-        return ctime_ns >= since_ns - WHOLE_SECOND_SLACK_NS
-    return ctime_ns >= since_ns
 
 
 @dataclasses.dataclass(eq=False)

@@ -14,13 +14,11 @@ import contextlib
 import dataclasses
 import os
 import stat
-import time
 from collections.abc import Iterable, Iterator
 
-from ..trees import changed_after
+from .changetimes import changed_after, now_ns
 from .procfs import descendants
 
-_CLOCK_REALTIME_COARSE = 5
 DEFAULT_SHARE = 0.75
 """Without an explicit limit, a build may add ¾ of the free space (and inodes) it starts with."""
 
@@ -42,7 +40,7 @@ class DiskWatch:
         self.trees = tuple(trees)
         self.filesystems = _one_path_per_device(self.trees)
         # The clock the kernel stamps ctime with: nothing changed from now on is older.
-        self.start_ns = time.clock_gettime_ns(_CLOCK_REALTIME_COARSE)
+        self.start_ns = now_ns()
         self.baseline = {path: _used(path) for path in self.filesystems.values()}
         free = [_free(path) for path in self.filesystems.values()]
         self.limit = Usage(

@@ -27,11 +27,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import time
 from collections import namedtuple
 from collections.abc import Iterable
 
 from .. import trees
+from .changetimes import changed_after, now_ns
 
 TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
 if TYPE_CHECKING:
@@ -63,10 +63,8 @@ SAFE_MODE = 0o755
 """The permission bits a handed-back entry the build made may keep."""
 CTIME_SLACK_NS = 100_000_000
 """How far before the run an entry's change time may lie and still count as the run's (and
-whole seconds further: trees.changed_after)."""
+whole seconds further: changetimes.changed_after)."""
 
-_CLOCK_REALTIME_COARSE = 5
-"""The clock file times come from (``<linux/time.h>``; the time module does not name it)."""
 
 
 class Original(_Fields):
@@ -204,13 +202,13 @@ def _hand_back_entry(entry: trees.Entry, original: Original | None, borrower: in
     # Left alone since the lend (its change time is older), an entry without sensitive
     # attributes has none now: nothing but a change of its inode could have set one.
     untouched = (original is not None and not original.xattrs and lent_before is not None
-                 and not trees.changed_after(info.st_ctime_ns, lent_before))
+                 and not changed_after(info.st_ctime_ns, lent_before))
     _restore(entry, wanted, names, xattrs=not untouched)
 
 
 def changed_since() -> int:
     """A time (ns) before anything a run starts now could change: pass to normalize_changed."""
-    return time.clock_gettime_ns(_CLOCK_REALTIME_COARSE) - CTIME_SLACK_NS
+    return now_ns() - CTIME_SLACK_NS
 
 
 def normalize_changed(paths: Iterable[str], since_ns: int) -> None:
@@ -230,7 +228,7 @@ def normalize_changed(paths: Iterable[str], since_ns: int) -> None:
         for entry in trees.walk_all(_absolute(paths), []):
             info = entry.info
             if (stat.S_ISLNK(info.st_mode) or info.st_uid != uid
-                    or not trees.changed_after(info.st_ctime_ns, since_ns)):
+                    or not changed_after(info.st_ctime_ns, since_ns)):
                 continue
             kept = SAFE_MODE | (stat.S_ISGID if stat.S_ISDIR(info.st_mode) else 0)
             try:

@@ -12,6 +12,7 @@ import tarfile
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -104,16 +105,21 @@ def refused(archive: Path, destination: Path, *words: str, checked: bool = True
     return caught.value
 
 
+def refused_by(check: Callable[[Path], object], path: Path, *words: str) -> None:
+    """*check* refuses *path* with its name and every word in the message."""
+    with pytest.raises(ArchiveError) as caught:
+        check(path)
+    message = str(caught.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message, message
+
+
 def check_refused(archive: Path, *words: str) -> None:
     """``check_sdist`` refuses *archive* with every word in the message, writing nothing."""
     directory = archive.parent
     before = sorted(directory.rglob("*"))
-    with pytest.raises(ArchiveError) as caught:
-        check_sdist(archive)
-    message = str(caught.value)
-    assert str(archive) in message
-    for word in words:
-        assert word in message, message
+    refused_by(check_sdist, archive, *words)
     assert sorted(directory.rglob("*")) == before
 
 
@@ -541,12 +547,7 @@ def make_wheel(
 
 
 def wheel_refused(path: Path, *words: str) -> None:
-    with pytest.raises(ArchiveError) as caught:
-        validate_wheel(path)
-    message = str(caught.value)
-    assert str(path) in message
-    for word in words:
-        assert word in message, message
+    refused_by(validate_wheel, path, *words)
 
 
 def test_valid_wheel_passes_and_its_tags_are_parsed(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -609,3 +610,74 @@ def test_relative_roots_are_lent_and_handed_back_whole(shared_dir: Path) -> None
     finally:
         os.chdir(here)
         subprocess.run(["/bin/chown", "-R", "0:0", str(shared_dir)], check=True)
+
+
+def _clock_ahead(seconds: int) -> Callable[[int], int]:
+    """``time.clock_gettime_ns`` with the coarse real-time clock *seconds* ahead: as if the
+    writable tree's file system stamped change times by a clock that far behind ours."""
+    real = time.clock_gettime_ns
+
+    def ahead(clock: int) -> int:
+        return real(clock) + (seconds * 1_000_000_000 if clock == 5 else 0)  # REALTIME_COARSE
+
+    return ahead
+
+
+def test_a_build_cannot_keep_an_acl_where_the_file_systems_clock_is_behind(
+        shared_dir: Path, sandbox_backend: str, tmp_path: Path) -> None:
+    """A network or FUSE file system stamps change times with its server's clock: one 5 s
+    behind ours (modelled by running the supervisor's coarse clock 5 s ahead; it is forked
+    from here) stamps the build's ACL before the lend's end by our clock. The hand-back
+    asks the file system its time (a file made there) and still finds it."""
+    tree = shared_dir / "tree"
+    tree.mkdir()
+    tree.chmod(0o755)
+    (tree / "old.f").write_text("the user's\n")
+    (tree / "old.f").chmod(0o664)
+    (tree / "old.d").mkdir()
+    (tree / "old.d").chmod(0o775)
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as patch, open(out, "wb") as stream:
+        patch.setattr(time, "clock_gettime_ns", _clock_ahead(5))
+        result = Sandbox(walk_only(), backend=sandbox_backend).run(
+            ["/usr/bin/python3.11", "-c", ACL_ON_ORIGINALS, _acl(BUILD_UID).hex()],
+            cwd=str(tree), writable=[tree], stdout=stream.fileno())
+    assert result.exit_code == 0 and "ACL SET" in out.read_text()
+    for path in (tree / "old.f", tree / "old.d"):
+        assert not set(os.listxattr(path)) & set(ACL_XATTRS), path
+        assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), path
+    assert sorted(path.name for path in tree.iterdir()) == ["old.d", "old.f"]  # no probe left
+
+
+def test_the_normalisation_finds_a_change_where_the_file_systems_clock_is_behind(
+        shared_dir: Path) -> None:
+    """As non-root the normalisation finds the run's changes by change time: the time it
+    counts from is the file system's when that lags ours (the clock modelled as above)."""
+    tree = shared_dir / "tree"
+    tree.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(time, "clock_gettime_ns", _clock_ahead(5))
+        since = ownership.changed_since([str(tree)])
+    (tree / "open.f").write_text("the build's")
+    (tree / "open.f").chmod(0o777)
+    ownership.normalize_changed([str(tree)], since)
+    assert stat.S_IMODE((tree / "open.f").stat().st_mode) == 0o755
+
+
+def test_where_no_file_can_be_made_everything_counts_as_changed(shared_dir: Path) -> None:
+    """No file system time to be had (a read-only tree, a file): the horizon is 0, so the
+    hand-back and the normalisation look at every entry."""
+    from buildjail._linux import changetimes
+
+    tree = shared_dir / "tree"
+    tree.mkdir()
+    (tree / "file").write_text("x")
+    assert changetimes.horizon([str(tree / "file")], 0) == 0
+    assert 0 < changetimes.horizon([str(tree)], 0) <= changetimes.now_ns()
+    subprocess.run(["/usr/bin/mount", "--bind", str(tree), str(tree)], check=True)
+    try:
+        subprocess.run(["/usr/bin/mount", "-o", "remount,bind,ro", str(tree)], check=True)
+        assert changetimes.horizon([str(tree)], 0) == 0
+    finally:
+        subprocess.run(["/usr/bin/umount", str(tree)], check=True)
+    assert sorted(path.name for path in tree.iterdir()) == ["file"]

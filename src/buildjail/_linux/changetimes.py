@@ -3,7 +3,10 @@ a change made since a moment by them (the hand-back, the normalisation, the disk
 
 from __future__ import annotations
 
+import os
+import stat
 import time
+from collections.abc import Iterable
 
 CLOCK_REALTIME_COARSE = 5
 """The clock change times come from (``<linux/time.h>``; the time module does not name it)."""
@@ -16,6 +19,65 @@ the start of its second, FAT with the even second before."""
 def now_ns() -> int:
     """The clock change times are stamped from, now."""
     return time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
+
+
+def horizon(roots: Iterable[str], slack_ns: int) -> int:
+    """A moment (ns) before which nothing changed under *roots* from now on is stamped: the
+    earlier of this clock's time and each of their file systems' own, less *slack_ns*.
+
+    A file system may stamp change times with another machine's clock (NFS, SMB, FUSE:
+    their server's), which may run behind this one: its time is read off a file made there
+    and never linked (``O_TMPFILE``), or else made and removed at once. Where neither can
+    be made, the horizon is 0: everything there counts as changed.
+    """
+    times = [now_ns()]
+    devices: set[int] = set()
+    for root in roots:
+        try:
+            info = os.lstat(root)
+        except OSError:
+            continue
+        if info.st_dev in devices:
+            continue
+        devices.add(info.st_dev)
+        probed = _filesystem_now(root) if stat.S_ISDIR(info.st_mode) else None
+        times.append(0 if probed is None else probed)
+    return max(min(times) - slack_ns, 0)
+
+
+def _filesystem_now(directory: str) -> int | None:
+    """The change time the file system of *directory* stamps a file made there now."""
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return _named_file_now(directory)
+    try:
+        return os.fstat(fd).st_ctime_ns
+    finally:
+        os.close(fd)
+
+
+def _named_file_now(directory: str) -> int | None:
+    """As :func:`_filesystem_now`, by a file made under a fresh name and removed at once."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    name = f".buildjail-clock-{os.urandom(8).hex()}"
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=dir_fd)
+    except OSError:
+        os.close(dir_fd)
+        return None
+    try:
+        return os.fstat(fd).st_ctime_ns
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def changed_after(ctime_ns: int, since_ns: int) -> bool:

@@ -31,7 +31,7 @@ from collections import namedtuple
 from collections.abc import Iterable
 
 from .. import trees
-from .changetimes import changed_after, now_ns
+from .changetimes import changed_after, horizon
 
 TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
 if TYPE_CHECKING:
@@ -206,9 +206,11 @@ def _hand_back_entry(entry: trees.Entry, original: Original | None, borrower: in
     _restore(entry, wanted, names, xattrs=not untouched)
 
 
-def changed_since() -> int:
-    """A time (ns) before anything a run starts now could change: pass to normalize_changed."""
-    return now_ns() - CTIME_SLACK_NS
+def changed_since(paths: Iterable[str] = ()) -> int:
+    """A time (ns) before anything a run starts now could change under *paths*: pass to
+    normalize_changed, or to hand_back once the lend is over (changetimes.horizon: the
+    file systems' own clocks are asked too)."""
+    return horizon(_absolute(paths), CTIME_SLACK_NS)
 
 
 def normalize_changed(paths: Iterable[str], since_ns: int) -> None:

@@ -562,7 +562,7 @@ def _supervise(
 def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> Outcome:
     who = run.plan.confinement.identity
     owners = ownership.lend(run.writable, who.uid, who.gid) if run.lease else None
-    started = ownership.changed_since()
+    started = ownership.changed_since(run.writable)
     try:
         limits = run.request.policy.limits
         disk = DiskWatch(run.writable, limits.disk, limits.disk_inodes) if run.writable else None

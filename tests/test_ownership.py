@@ -681,3 +681,44 @@ def test_where_no_file_can_be_made_everything_counts_as_changed(shared_dir: Path
     finally:
         subprocess.run(["/usr/bin/umount", str(tree)], check=True)
     assert sorted(path.name for path in tree.iterdir()) == ["file"]
+
+
+def test_a_build_cannot_keep_an_acl_when_the_clock_is_set_back_during_the_run(
+        shared_dir: Path, sandbox_backend: str, tmp_path: Path) -> None:
+    """The real-time clock set back during a run (NTP, an admin) stamps what the build
+    changes before the lend's end; the supervisor moves that moment back as far as the
+    clock went (its distance from the boot-time clock shrank). Modelled: the supervisor,
+    forked from here, sees the real-time clocks and the file system's time 5 s ahead
+    until the build's first act, the step."""
+    from buildjail._linux import changetimes
+
+    tree = shared_dir / "tree"
+    tree.mkdir()
+    tree.chmod(0o755)
+    (tree / "old.f").write_text("the user's\n")
+    (tree / "old.d").mkdir()
+    stepped = tree / "stepped"
+    real_clock, real_file_system = time.clock_gettime_ns, changetimes._filesystem_now
+
+    def ahead() -> int:
+        return 0 if stepped.exists() else 5_000_000_000
+
+    def clock(which: int) -> int:
+        return real_clock(which) + (ahead() if which in (time.CLOCK_REALTIME, 5) else 0)
+
+    def file_system_now(directory: str) -> int | None:
+        now = real_file_system(directory)
+        return None if now is None else now + ahead()
+
+    out = tmp_path / "out"
+    script = "open('stepped', 'w').close()\n" + ACL_ON_ORIGINALS
+    with pytest.MonkeyPatch.context() as patch, open(out, "wb") as stream:
+        patch.setattr(time, "clock_gettime_ns", clock)
+        patch.setattr(changetimes, "_filesystem_now", file_system_now)
+        result = Sandbox(walk_only(), backend=sandbox_backend).run(
+            ["/usr/bin/python3.11", "-c", script, _acl(BUILD_UID).hex()],
+            cwd=str(tree), writable=[tree], stdout=stream.fileno())
+    assert result.exit_code == 0 and "ACL SET" in out.read_text()
+    for path in (tree / "old.f", tree / "old.d"):
+        assert not set(os.listxattr(path)) & set(ACL_XATTRS), path
+        assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), path

@@ -21,6 +21,20 @@ def now_ns() -> int:
     return time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
 
 
+def clock_offset_ns() -> int:
+    """How far the real-time clock is from the boot-time clock, which is never set: the
+    distance shrinks by as much as the real-time clock is set back (NTP, an admin)."""
+    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(
+        time.CLOCK_BOOTTIME)
+
+
+def set_back_since(offset_ns: int) -> int:
+    """How far the real-time clock has been set back since :func:`clock_offset_ns` gave
+    *offset_ns* (0 if not): a time taken then must move back as far, or a change stamped
+    after the step would look older than it."""
+    return max(offset_ns - clock_offset_ns(), 0)
+
+
 def horizon(roots: Iterable[str], slack_ns: int) -> int:
     """A moment (ns) before which nothing changed under *roots* from now on is stamped: the
     earlier of this clock's time and each of their file systems' own, less *slack_ns*.

@@ -22,7 +22,7 @@ import threading
 import time
 
 from .. import attempts
-from .._linux import cgroups, identity, inotify, ownership, seccomp, usage, userns
+from .._linux import cgroups, changetimes, identity, inotify, ownership, seccomp, usage, userns
 from .._linux import kernel as k
 from .._linux.diagnosis import explain_error  # not imported after a fork: the import lock
 from .._linux.disk import DiskWatch
@@ -563,6 +563,7 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> Outcome:
     who = run.plan.confinement.identity
     owners = ownership.lend(run.writable, who.uid, who.gid) if run.lease else None
     started = ownership.changed_since(run.writable)
+    offset = changetimes.clock_offset_ns()
     try:
         limits = run.request.policy.limits
         disk = DiskWatch(run.writable, limits.disk, limits.disk_inodes) if run.writable else None
@@ -576,6 +577,7 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> Outcome:
                 with contextlib.suppress(OSError):  # here too: the caller may be dead
                     run.cgroup.remove()
     finally:
+        started -= changetimes.set_back_since(offset)  # the clock set back meanwhile
         try:
             if owners is not None:
                 _hand_back(run, owners, started)

@@ -536,29 +536,39 @@ print('ACL SET', flush=True)
 """
 
 
+def _callers_tree(tree: Path) -> Path:
+    """Make *tree* with a file and a directory of the caller's, for ACL_ON_ORIGINALS."""
+    tree.mkdir()
+    tree.chmod(0o755)
+    (tree / "old.f").write_text("the user's\n")
+    (tree / "old.f").chmod(0o664)
+    (tree / "old.d").mkdir()
+    (tree / "old.d").chmod(0o775)
+    return tree
+
+
+def _acls_are_not_kept(tree: Path, backend: str, out: Path, *, first: str = "") -> None:
+    """Run ACL_ON_ORIGINALS (after *first*) in *tree* under ``full`` less seccomp: it must
+    set its ACLs, and the caller's entries must come back root's without them."""
+    with open(out, "wb") as stream:
+        result = Sandbox(walk_only(), backend=backend).run(
+            ["/usr/bin/python3.11", "-c", first + ACL_ON_ORIGINALS, _acl(BUILD_UID).hex()],
+            cwd=str(tree), writable=[tree], stdout=stream.fileno())
+    assert result.exit_code == 0 and "ACL SET" in out.read_text()
+    for path in (tree / "old.f", tree / "old.d"):
+        assert not set(os.listxattr(path)) & set(ACL_XATTRS), path
+        assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), path
+
+
 def test_a_build_cannot_keep_an_acl_on_the_callers_files_where_times_are_whole_seconds(
         coarse_fs: Path, sandbox_backend: str, tmp_path: Path) -> None:
     """The same through a real run (``full`` less seccomp): the build's first act is to
     put ACLs granting its uid access on a file and (default) on a directory of the
     caller's; three runs, each must hand them back clean."""
     for attempt in range(3):
-        tree = coarse_fs / f"tree{attempt}"
-        tree.mkdir()
-        tree.chmod(0o755)
-        (tree / "old.f").write_text("the user's\n")
-        (tree / "old.f").chmod(0o664)
-        (tree / "old.d").mkdir()
-        (tree / "old.d").chmod(0o775)
-        out = tmp_path / f"out{attempt}"
+        tree = _callers_tree(coarse_fs / f"tree{attempt}")
         early_in_a_second(0.2)
-        with open(out, "wb") as stream:
-            result = Sandbox(walk_only(), backend=sandbox_backend).run(
-                ["/usr/bin/python3.11", "-c", ACL_ON_ORIGINALS, _acl(BUILD_UID).hex()],
-                cwd=str(tree), writable=[tree], stdout=stream.fileno())
-        assert result.exit_code == 0 and "ACL SET" in out.read_text()
-        for path in (tree / "old.f", tree / "old.d"):
-            assert not set(os.listxattr(path)) & set(ACL_XATTRS), (attempt, path)
-            assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), (attempt, path)
+        _acls_are_not_kept(tree, sandbox_backend, tmp_path / f"out{attempt}")
 
 
 NORMALISED_WHERE_TIMES_ARE_SECONDS = """
@@ -629,23 +639,10 @@ def test_a_build_cannot_keep_an_acl_where_the_file_systems_clock_is_behind(
     behind ours (modelled by running the supervisor's coarse clock 5 s ahead; it is forked
     from here) stamps the build's ACL before the lend's end by our clock. The hand-back
     asks the file system its time (a file made there) and still finds it."""
-    tree = shared_dir / "tree"
-    tree.mkdir()
-    tree.chmod(0o755)
-    (tree / "old.f").write_text("the user's\n")
-    (tree / "old.f").chmod(0o664)
-    (tree / "old.d").mkdir()
-    (tree / "old.d").chmod(0o775)
-    out = tmp_path / "out"
-    with pytest.MonkeyPatch.context() as patch, open(out, "wb") as stream:
+    tree = _callers_tree(shared_dir / "tree")
+    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(time, "clock_gettime_ns", _clock_ahead(5))
-        result = Sandbox(walk_only(), backend=sandbox_backend).run(
-            ["/usr/bin/python3.11", "-c", ACL_ON_ORIGINALS, _acl(BUILD_UID).hex()],
-            cwd=str(tree), writable=[tree], stdout=stream.fileno())
-    assert result.exit_code == 0 and "ACL SET" in out.read_text()
-    for path in (tree / "old.f", tree / "old.d"):
-        assert not set(os.listxattr(path)) & set(ACL_XATTRS), path
-        assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), path
+        _acls_are_not_kept(tree, sandbox_backend, tmp_path / "out")
     assert sorted(path.name for path in tree.iterdir()) == ["old.d", "old.f"]  # no probe left
 
 
@@ -692,11 +689,7 @@ def test_a_build_cannot_keep_an_acl_when_the_clock_is_set_back_during_the_run(
     until the build's first act, the step."""
     from buildjail._linux import changetimes
 
-    tree = shared_dir / "tree"
-    tree.mkdir()
-    tree.chmod(0o755)
-    (tree / "old.f").write_text("the user's\n")
-    (tree / "old.d").mkdir()
+    tree = _callers_tree(shared_dir / "tree")
     stepped = tree / "stepped"
     real_clock, real_file_system = time.clock_gettime_ns, changetimes._filesystem_now
 
@@ -710,15 +703,8 @@ def test_a_build_cannot_keep_an_acl_when_the_clock_is_set_back_during_the_run(
         now = real_file_system(directory)
         return None if now is None else now + ahead()
 
-    out = tmp_path / "out"
-    script = "open('stepped', 'w').close()\n" + ACL_ON_ORIGINALS
-    with pytest.MonkeyPatch.context() as patch, open(out, "wb") as stream:
+    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(time, "clock_gettime_ns", clock)
         patch.setattr(changetimes, "_filesystem_now", file_system_now)
-        result = Sandbox(walk_only(), backend=sandbox_backend).run(
-            ["/usr/bin/python3.11", "-c", script, _acl(BUILD_UID).hex()],
-            cwd=str(tree), writable=[tree], stdout=stream.fileno())
-    assert result.exit_code == 0 and "ACL SET" in out.read_text()
-    for path in (tree / "old.f", tree / "old.d"):
-        assert not set(os.listxattr(path)) & set(ACL_XATTRS), path
-        assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), path
+        _acls_are_not_kept(tree, sandbox_backend, tmp_path / "out",
+                           first="open('stepped', 'w').close()\n")

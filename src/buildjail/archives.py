@@ -189,7 +189,8 @@ def _read_through(archive: Path, tree: _Tree) -> None:
             continue
         try:
             with member.reader() as data:
-                _read_exactly(data, member.size)
+                for _ in _exactly(data, member.size):
+                    pass
         except _READ_ERRORS as exc:
             raise ArchiveError(archive, f"cannot be extracted: {exc}", member.name) from exc
 
@@ -207,14 +208,15 @@ def _scanned_sdist(path: Path, mode: str, members: Iterator[_Member], dest: Path
     return tree
 
 
-def _read_exactly(data: IO[bytes], size: int) -> None:
-    """Read *size* bytes of *data* in chunks, discarding them; EOFError when it has fewer."""
+def _exactly(data: IO[bytes], size: int) -> Iterator[bytes]:
+    """The first *size* bytes of *data*, in chunks; EOFError when it has fewer."""
     left = size
     while left > 0:
         chunk = data.read(min(left, _CHUNK))
         if not chunk:
             raise EOFError(f"truncated: {size - left} of {size} bytes")
         left -= len(chunk)
+        yield chunk
 
 
 def extract_sdist(archive: StrPath, destination: StrPath) -> Path:
@@ -726,13 +728,8 @@ def _write_file(path: Path, data: IO[bytes], size: int, member: _Member) -> None
     """Copy exactly *size* bytes into a new file: never follows a link, never keeps set-id bits."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     with open(os.open(path, flags, 0o600), "wb") as out:
-        left = size
-        while left > 0:
-            chunk = data.read(min(left, _CHUNK))
-            if not chunk:
-                raise EOFError(f"truncated: {size - left} of {size} bytes")
+        for chunk in _exactly(data, size):
             out.write(chunk)
-            left -= len(chunk)
         os.fchmod(out.fileno(), 0o755 if member.mode & 0o111 else 0o644)
 
 

@@ -6,13 +6,16 @@ import errno
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from buildjail._linux import cgroups
 from conftest import (
     NONROOT_UID,
     SYSTEM_PYTHON,
@@ -140,6 +143,82 @@ def test_cgroup_limits_stop_the_attack_too(attack: str) -> None:
     assert result["duration"] < SAFETY_NET / 3
     assert_nothing_left(result, marker)
     assert not cgroup_dirs(f"buildjail-{result['uid']}"), "the cgroup was not removed"
+
+
+V1_ONLY = pytest.mark.skipif(
+    os.geteuid() != 0 or os.path.exists("/sys/fs/cgroup/cgroup.controllers"),
+    reason="needs root and cgroup v1 controllers (CI's host has them)")
+
+
+def _child_cgroup_lines(join: Callable[[], None]) -> tuple[list[str], str]:
+    """Fork a child that runs *join*, and read its cgroups from outside while it waits:
+    the lines of ``/proc/PID/cgroup`` and what the child said (``ok`` or its error)."""
+    said_r, said_w = os.pipe()
+    go_r, go_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            join()
+            os.write(said_w, b"ok")
+        except OSError as error:
+            os.write(said_w, f"errno {error.errno}".encode())
+        finally:
+            os.read(go_r, 1)
+            os._exit(0)
+    try:
+        os.close(said_w)
+        said = os.read(said_r, 256).decode()
+        with open(f"/proc/{child}/cgroup") as stream:
+            return stream.read().splitlines(), said
+    finally:
+        os.write(go_w, b"x")
+        os.waitpid(child, 0)
+        for fd in (said_r, go_r, go_w):
+            os.close(fd)
+
+
+@V1_ONLY
+def test_the_init_joins_its_v1_cgroup_itself() -> None:
+    """On v1 a fresh process moves itself in (``cgroups.join``: one thread through
+    ``tasks``, no global lock) and is then in the run's cgroup in every hierarchy, as seen
+    from outside; the control, a child that does not join, is in none."""
+    name = f"bj-join-{uuid.uuid4().hex[:12]}"
+    cgroup = cgroups.create(name, 256 * MIB, 64)
+    assert cgroup is not None and cgroup.joined_from_inside
+    try:
+        lines, said = _child_cgroup_lines(lambda: cgroups.join(cgroup.open_procs()))
+        assert said == "ok"
+        joined = {line.split(":")[1] for line in lines if line.endswith("/" + name)}
+        assert {"memory", "pids"} <= joined, lines
+        control, _ = _child_cgroup_lines(lambda: None)
+        assert not any(line.endswith("/" + name) for line in control), control
+    finally:
+        time.sleep(0.05)
+        cgroup.remove()
+
+
+@V1_ONLY
+def test_a_process_with_threads_cannot_join_only_one_of_them() -> None:
+    """``tasks`` moves one thread: a process with a second thread is refused (EBUSY) and
+    left where it was, rather than joined in part with its other threads outside."""
+    name = f"bj-join-{uuid.uuid4().hex[:12]}"
+    cgroup = cgroups.create(name, 256 * MIB, 64)
+    assert cgroup is not None
+    try:
+        def join_with_a_thread() -> None:
+            stop = threading.Event()
+            threading.Thread(target=stop.wait, daemon=True).start()
+            try:
+                cgroups.join(cgroup.open_procs())
+            finally:
+                stop.set()
+
+        lines, said = _child_cgroup_lines(join_with_a_thread)
+        assert said == f"errno {errno.EBUSY}"
+        assert not any(line.endswith("/" + name) for line in lines), lines
+    finally:
+        time.sleep(0.05)
+        cgroup.remove()
 
 
 @pytest.mark.parametrize("where", ["sandbox-tmp", "writable-dir"])

@@ -21,8 +21,8 @@ import socket
 import threading
 from collections.abc import Sequence
 
+from .._linux import cgroups, landlock, seccomp, usage, userns
 from .._linux import kernel as k
-from .._linux import landlock, seccomp, usage, userns
 from .._linux.diagnosis import explain_error  # imported here: the package may be hidden inside
 from .._linux.filesystem import SCRATCH_TMPFS, apply_mounts, stage_trees
 from .._linux.procfs import descendants
@@ -59,7 +59,7 @@ SETTING_UP = "set up the sandbox"
 
 def run_init(plan: InitPlan, report_fd: int, status_fd: int,
              mapping: tuple[int, int] | None = None, calls_fd: int | None = None,
-             *, placed_fd: int | None = None) -> NoReturn:
+             *, placed_fd: int | None = None, joins: tuple[int, ...] = ()) -> NoReturn:
     """Become the sandbox's init: set up, confine itself, spawn the command, reap, report.
 
     The init confines itself exactly as the command will be (identity, capabilities,
@@ -67,14 +67,20 @@ def run_init(plan: InitPlan, report_fd: int, status_fd: int,
     (vfork + exec) instead of a second fork of this Python process. *mapping*: the ends of
     the supervisor's ``IdentityMapping``, where the identity is mapped. *calls_fd*: the
     socket the recording filter's listener is sent to the supervisor on, where it records
-    calls (``SetUp.record_calls``).
+    calls (``SetUp.record_calls``). The init enters the sandbox's cgroup itself through
+    *joins* (v1: :func:`cgroups.join`, before anything else), or the supervisor moves it in
+    and says so on *placed_fd* (v2).
     """
     stage = SETTING_UP
     try:
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
         k.close_fds_except((report_fd, status_fd, *plan.stdio_fds(), *_lent_fds(plan),
                             *(mapping or ()), *(() if calls_fd is None else (calls_fd,)),
-                            *(() if placed_fd is None else (placed_fd,))))
+                            *(() if placed_fd is None else (placed_fd,)), *joins))
+        if joins:
+            stage = "enter the sandbox's cgroup"
+            cgroups.join(joins)
+            stage = SETTING_UP
         plan = with_low_descriptors(plan)
         k.scrub_process_memory(b"buildjail-init")
         # Placed by the supervisor meanwhile: the cgroup namespace is made once in the cgroup,

@@ -627,12 +627,13 @@ def _normalize(run: _Run, started: int) -> None:
 
 def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
                      disk: DiskWatch | None, procs: tuple[int, ...] = ()) -> Outcome:
-    """Fork the init, place it in the run's cgroup (*procs*: its ``cgroup.procs``) while it
-    sets up, and watch it to its end.
+    """Fork the init, have it in the run's cgroup (*procs*, from ``Cgroup.open_procs``)
+    before it spawns anything, and watch it to its end.
 
-    The move waits out an RCU grace period (6-16 ms after an idle spell on cgroup v1):
-    made while the init makes its namespaces and mounts, the init spawning nothing before
-    it is told it is in (*placed*), never before.
+    On v1 the init moves itself in first (``cgroups.join``: no global lock, no wait). On v2
+    the supervisor moves it, which waits out an RCU grace period after an idle spell: made
+    while the init makes its namespaces and mounts, the init spawning nothing before it is
+    told it is in (*placed*), never before.
     """
     if run.supervisor_flags & k.CLONE_NEWUSER:
         userns.unshare_user(run.supervisor_flags & ~k.CLONE_NEWUSER, all_ids=run.all_ids)
@@ -646,7 +647,8 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
     mapping = _identity_mapping(run.plan.confinement)
     calls_ours, calls_theirs = (socket.socketpair() if run.plan.setup.record_calls
                                 else (None, None))
-    placed_r, placed_w = os.pipe() if procs else (None, None)
+    joins = procs if run.cgroup is not None and run.cgroup.joined_from_inside else ()
+    placed_r, placed_w = os.pipe() if procs and not joins else (None, None)
     init = os.fork()
     if init == 0:
         try:  # never unwind into the supervisor's (or the caller's) code
@@ -656,7 +658,8 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
                 os.close(placed_w)
             run_init(run.plan, report_fd, status_w,
                      None if mapping is None else mapping.init_ends(),
-                     None if calls_theirs is None else calls_theirs.fileno(), placed_fd=placed_r)
+                     None if calls_theirs is None else calls_theirs.fileno(), placed_fd=placed_r,
+                     joins=joins)
         finally:
             os._exit(EXIT_SETUP_FAILED)
     os.close(status_w)

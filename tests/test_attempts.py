@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import json
 import os
 import shlex
@@ -223,7 +222,7 @@ def test_no_decoys_where_the_host_network_is_reachable(backend: str, tmp_path: P
     from buildjail.backends._supervisor import NO_NETWORK_NAMESPACE
 
     full = Policy.profile("full")
-    policy = dataclasses.replace(full, namespaces=full.namespaces - {"net"}, record_attempts=True)
+    policy = full._replace(namespaces=full.namespaces - {"net"}, record_attempts=True)
     script = "import os; print(os.path.exists(os.path.expanduser('~/.netrc')))"
     with open(tmp_path / "out", "wb") as out:
         result = Sandbox(policy, backend=backend).run([PYTHON, "-c", script], cwd="/",

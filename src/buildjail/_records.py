@@ -64,3 +64,22 @@ def NamedTuple() -> None:  # noqa: N802 - typing's name, which mypy reads in its
 
 NamedTuple.__mro_entries__ = lambda bases: (_Record,)  # type: ignore[attr-defined]
 
+
+class Checked:
+    """The first base of a record checked whenever one is made, by its class or by
+    ``_replace`` (``class Policy(Checked, _PolicyFields)``): its ``_check`` raises."""
+
+    __slots__ = ()
+
+    if not TYPE_CHECKING:  # mypy reads the record's own signatures
+        def __init__(self, *args, **kwargs):
+            self._check()
+
+        def _replace(self, **changes):
+            record = super()._replace(**changes)
+            record._check()
+            return record
+
+    def _check(self) -> None:
+        """Raise if the record's fields do not make one."""
+        raise NotImplementedError

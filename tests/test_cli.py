@@ -453,8 +453,9 @@ START_UP_EXCLUDED = (
     # nor dataclasses (~7 ms with the inspect, ast, dis and tokenize it imports, and a frozen
     # dataclass takes ten times a named tuple's time to make): records are named tuples
     "dataclasses", "inspect", "ast", "dis", "tokenize",
-    # nor binascii, which only the decoys of a run recording attempts need
-    "binascii",
+    # nor binascii, which only the decoys of a run recording attempts need, nor ipaddress
+    # (the recording tells loopback addresses by their bytes)
+    "binascii", "ipaddress",
 )
 
 

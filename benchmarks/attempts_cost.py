@@ -10,7 +10,6 @@ ratio on / off. Run from the checkout, as root::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 
@@ -29,7 +28,7 @@ def _call(sandbox: Sandbox) -> float:
 def measure(backend: str, rounds: int) -> tuple[float, float]:
     """Median seconds per call with recording on, and off."""
     on = Policy.profile("full").recording_attempts()  # as the build frontends run it
-    off = dataclasses.replace(on, record_attempts=False)
+    off = on._replace(record_attempts=False)
     sandboxes = (Sandbox(on, backend=backend), Sandbox(off, backend=backend))
     for sandbox in sandboxes:  # warm up: imports, the view's cache
         _call(sandbox)

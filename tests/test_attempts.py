@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import json
 import os
 import shlex
@@ -223,7 +222,7 @@ def test_no_decoys_where_the_host_network_is_reachable(backend: str, tmp_path: P
     from buildjail.backends._supervisor import NO_NETWORK_NAMESPACE
 
     full = Policy.profile("full")
-    policy = dataclasses.replace(full, namespaces=full.namespaces - {"net"}, record_attempts=True)
+    policy = full._replace(namespaces=full.namespaces - {"net"}, record_attempts=True)
     script = "import os; print(os.path.exists(os.path.expanduser('~/.netrc')))"
     with open(tmp_path / "out", "wb") as out:
         result = Sandbox(policy, backend=backend).run([PYTHON, "-c", script], cwd="/",
@@ -973,3 +972,28 @@ def test_a_run_ends_whole_where_no_thread_can_be_started(
     assert result.exit_code == 0
     left = collections.Counter(_own_descriptors()) - before
     assert not left, left  # no inotify instance, no lease's lock left open
+
+
+LOOPBACK_OR_NOT = ("127.0.0.1", "127.255.255.254", "126.255.255.255", "128.0.0.1", "0.0.0.0",
+                   "0.0.0.1", "10.0.0.1", "::1", "::", "::2", "::ffff:127.0.0.1",
+                   "::ffff:127.1.2.3", "::ffff:0.0.0.0", "::ffff:10.0.0.1", "::127.0.0.1",
+                   "::ffff:0:127.0.0.1", "fe80::1", "2001:db8::1", "::fffe:127.0.0.1")
+
+
+def test_a_destination_is_loopback_as_ipaddress_tells() -> None:
+    """The recording's own loopback test, read from the address's bytes (ipaddress is not
+    imported by a run), agrees with ipaddress on the edges: 127/8, 0.0.0.0, ::1, ::, their
+    IPv4-mapped forms, and their neighbours."""
+    import ipaddress
+
+    from buildjail._linux.usernotify import Destination
+
+    def expected(address: str) -> bool:
+        found = ipaddress.ip_address(address)
+        if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
+            found = found.ipv4_mapped
+        return found.is_loopback or found.is_unspecified
+
+    seen = {address: Destination(address, 80).loopback for address in LOOPBACK_OR_NOT}
+    assert seen == {address: expected(address) for address in LOOPBACK_OR_NOT}
+    assert sum(seen.values()) == 8  # the control: both answers are among the cases

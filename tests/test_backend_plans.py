@@ -6,7 +6,6 @@ with a leased identity, or uid 4242) and inspected, never executed.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import io
 import itertools
@@ -338,8 +337,7 @@ def test_what_outlives_the_command_is_recorded_where_the_init_adopts_it(
     # nothing in the sandbox adopts what the command leaves running.
     policy = Policy.profile("full").with_paths(readonly=[trees[0]], writable=[trees[1]])
     if not pid:
-        policy = dataclasses.replace(policy, namespaces=policy.namespaces - {"pid"},
-                                     kill_all=False)
+        policy = policy._replace(namespaces=policy.namespaces - {"pid"}, kill_all=False)
     request = Request(policy=policy.recording_attempts(), argv=("/bin/true",), cwd=trees[1],
                       env={"PATH": "/usr/bin:/bin"})
     sandbox = plan_sandbox(request, LEASED, leased=True, root=True)

@@ -51,14 +51,14 @@ def test_readme_examples_pass_mypy_strict(tmp_path: Path) -> None:
 
 # The layers of docs/architecture.md, lowest first: a module imports its own and lower ones.
 CORE = {"errors", "limits", "policy", "result", "environment", "credentials", "trees",
-        "attempts", "decoys", "escaping"}
+        "attempts", "decoys", "escaping", "_records"}
 FRONTENDS = {"explain", "pep517", "build", "buildenv", "installers", "sources", "requirements",
              "outputs", "archives", "checkout", "logs", "progress", "audit", "doctor", "fromager",
              "examples", "interpreters", "causes", "onattempt", "inspection"}
 VIEW_HELPERS = {"_linux.filesystem", "_linux.identity"}
 STDLIB_ONLY = {"audit.bait", "audit.vectors", "examples.whoami", "inspection._driver",
                "_linux.procfs", "_linux.seccomp", "_linux.usage", "_linux.disk", "_linux.cgroups",
-               "_linux.changetimes"}
+               "_linux.changetimes", "_records"}
 """Modules that import nothing of buildjail's but one another (leaves of the layers)."""
 PACKAGE = ROOT / "src" / "buildjail"
 

@@ -8,14 +8,15 @@ them came from the build, so each field is bounded and shown escaped.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 
 from .escaping import one_line
 
 TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NamedTuple
+else:
+    from ._records import NamedTuple
 
 MAX_ATTEMPTS = 1000
 """Distinct attempts recorded per run of one kind (``dns``); the rest are counted as omitted."""
@@ -42,9 +43,9 @@ ON_ATTEMPT = ("warn", "fail")
 ``tried:`` line), or fail the build."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Attempt:
-    """One thing the build tried: its kind and its fields, all short strings."""
+class Attempt(NamedTuple):
+    """One thing the build tried: its kind and its fields, all short strings (an immutable
+    record: a named tuple)."""
 
     kind: str
     fields: tuple[tuple[str, str], ...] = ()

@@ -3,9 +3,15 @@ writes text it did not make: build logs, error messages, kept environment values
 
 from __future__ import annotations
 
+import functools
 import re
 
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/@]+)@")
+
+@functools.cache
+def _url_userinfo() -> re.Pattern[str]:
+    """A URL's scheme and user information, compiled on first use, not at import (a run
+    redacts only when its policy asks)."""
+    return re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/@]+)@")
 
 
 def redact(text: str) -> str:
@@ -19,4 +25,4 @@ def redact(text: str) -> str:
         user, colon, _ = match["userinfo"].partition(":")
         return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
 
-    return _URL_USERINFO.sub(hide, text)
+    return _url_userinfo().sub(hide, text)

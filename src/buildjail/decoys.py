@@ -7,7 +7,6 @@ file of the host's (the caller's home stays masked). The sandbox's init watches 
 
 from __future__ import annotations
 
-import binascii
 import os
 
 DECOY_DIRECTORIES = (".aws", ".ssh", ".docker")
@@ -26,7 +25,11 @@ def run_token() -> str:
 
 
 def decoy_contents(token: str) -> dict[str, bytes]:
-    """Each decoy's content, relative to the home, carrying *token*."""
+    """Each decoy's content, relative to the home, carrying *token* (planned in the caller,
+    never in a forked child: binascii is imported here, off the path of a run without
+    decoys)."""
+    import binascii
+
     fake = f"{MARK}-{token}"
     aws_id = "AKIA-decoy-" + token[:16]  # not AKIA[0-9A-Z]{16}: no secret scanner's alert
     docker_auth = binascii.b2a_base64(f"decoy:{fake}".encode(), newline=False).decode()

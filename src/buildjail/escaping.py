@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e"
-                       "\u2066-\u2069]")
 _LINE_BREAKS = str.maketrans({"\n": "\\n", "\t": "\\t"})
+
+
+@functools.cache
+def _controls() -> re.Pattern[str]:
+    """The control and bidirectional characters, compiled on first use, not at import (most
+    runs show no build's text)."""
+    return re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e"
+                      "\u2066-\u2069]")
 
 
 def escape_controls(text: str) -> str:
@@ -16,8 +23,8 @@ def escape_controls(text: str) -> str:
     escapes, so an OSC 52 clipboard write or a carriage-return overwrite is printed, not
     performed.
     """
-    return _CONTROLS.sub(lambda match: f"\\x{ord(match[0]):02x}" if ord(match[0]) < 0x100
-                         else f"\\u{ord(match[0]):04x}", text)
+    return _controls().sub(lambda match: f"\\x{ord(match[0]):02x}" if ord(match[0]) < 0x100
+                           else f"\\u{ord(match[0]):04x}", text)
 
 
 def one_line(text: str) -> str:

@@ -72,7 +72,7 @@ def explain(policy: Policy, cmd: Sequence[str], cwd: str, env: Mapping[str, str]
     dropped = sorted(set(env) - set(kept))
     lines.append(f"environment kept: {', '.join(sorted(kept)) or '(none)'}")
     lines.append(f"environment dropped: {', '.join(dropped) or '(none)'}")
-    limits = {name: value for name, value in vars(policy.limits).items() if value is not None}
+    limits = {name: value for name, value in policy.limits._asdict().items() if value is not None}
     lines.append("limits: " + (", ".join(f"{name}={value}" for name, value in limits.items())
                                or "none"))
     if policy.filesystem:

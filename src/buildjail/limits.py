@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
+from ._records import Checked
 from .errors import PolicyError
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from ._records import NamedTuple
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$"
 """Compiled on first use (re's cache), not at import: most runs parse no size."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """Resource limits of one sandboxed command; None means no limit of that kind."""
-
+class _LimitFields(NamedTuple):
     wall_time: float | None = None
     """Seconds of wall time."""
     memory: int | None = None
@@ -32,11 +35,21 @@ class Limits:
     disk_inodes: int | None = None
     """Files and directories the build may add to its writable trees (default: ¾ of free)."""
 
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
+
+
+class Limits(Checked, _LimitFields):
+    """Resource limits of one sandboxed command; None means no limit of that kind.
+
+    An immutable record (a named tuple: start-up time, issue 15), checked when made,
+    copied with changes by ``_replace`` (checked too).
+    """
+
+    __slots__ = ()
+
+    def _check(self) -> None:
+        for name, value in zip(self._fields, self, strict=True):
             if value is not None and value <= 0:
-                raise PolicyError(f"limit {field.name} must be positive, got {value!r}")
+                raise PolicyError(f"limit {name} must be positive, got {value!r}")
 
 
 def parse_size(text: str | int) -> int:

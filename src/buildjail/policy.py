@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 
+from ._records import Checked
 from .attempts import ON_ATTEMPT
 from .errors import PolicyError
 from .limits import Limits, parse_duration, parse_size
 
 TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NamedTuple
+else:
+    from ._records import NamedTuple
 
 NAMESPACES = frozenset({"mount", "pid", "net", "ipc", "uts", "cgroup", "user"})
 PROFILES = ("full", "network", "none")
@@ -70,10 +72,7 @@ MASKED_DEFAULT = (
 """Paths hidden even inside a tree the view shows (besides every home directory)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Policy:
-    """What a sandbox isolates: namespaces, filesystem view, environment, identity, limits."""
-
+class _PolicyFields(NamedTuple):
     name: str = "custom"
     namespaces: frozenset[str] = frozenset()
     filesystem: bool = False
@@ -93,7 +92,7 @@ class Policy:
     env_delete: tuple[str, ...] = ()
     env_redact: bool = False
     """Whether credentials in URLs inside kept environment values are redacted."""
-    limits: Limits = dataclasses.field(default_factory=Limits)
+    limits: Limits = Limits()
     hostname: str = "localhost"
     record_attempts: bool | None = None
     """Record what the build tried (DNS names, credential decoys opened). None: as the
@@ -107,7 +106,17 @@ class Policy:
     build, and fails closed where the attempts cannot be recorded. A plain :class:`Sandbox`
     only records."""
 
-    def __post_init__(self) -> None:
+
+class Policy(Checked, _PolicyFields):
+    """What a sandbox isolates: namespaces, filesystem view, environment, identity, limits.
+
+    An immutable record (a named tuple: start-up time, issue 15), checked when made,
+    copied with changes by ``_replace`` (checked too) or the ``with_*`` methods.
+    """
+
+    __slots__ = ()
+
+    def _check(self) -> None:
         unknown = set(self.namespaces) - NAMESPACES
         if unknown:
             raise PolicyError(
@@ -134,11 +143,11 @@ class Policy:
         namespace of its own to record them in (the build frontends' default)."""
         if self.record_attempts is not None or not self.filesystem or "net" not in self.namespaces:
             return self
-        return dataclasses.replace(self, record_attempts=True)
+        return self._replace(record_attempts=True)
 
     def with_on_attempt(self, value: str | None) -> Policy:
         """Return a copy whose ``on_attempt`` is *value* (this one's when None)."""
-        return self if value is None else dataclasses.replace(self, on_attempt=value)
+        return self if value is None else self._replace(on_attempt=value)
 
     @classmethod
     def profile(cls, name: str) -> Policy:
@@ -183,8 +192,8 @@ class Policy:
 
     def to_json(self) -> str:
         """The policy as one line of JSON, for a process that cannot be handed the object."""
-        data = dataclasses.asdict(self)
-        data["namespaces"] = sorted(self.namespaces)
+        data = {**self._asdict(), "namespaces": sorted(self.namespaces),
+                "limits": self.limits._asdict()}
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -199,8 +208,7 @@ class Policy:
         masked: Iterable[str] = (),
     ) -> Policy:
         """Return a copy with more read-only, writable and masked paths."""
-        return dataclasses.replace(
-            self,
+        return self._replace(
             readonly=_merge(self.readonly, readonly),
             writable=_merge(self.writable, writable),
             masked=_merge(self.masked, masked),
@@ -208,13 +216,13 @@ class Policy:
 
     def with_env(self, keep: Iterable[str] = (), delete: Iterable[str] = ()) -> Policy:
         """Return a copy with more environment keep and delete patterns."""
-        return dataclasses.replace(
-            self, env_keep=_merge(self.env_keep, keep), env_delete=_merge(self.env_delete, delete)
+        return self._replace(
+            env_keep=_merge(self.env_keep, keep), env_delete=_merge(self.env_delete, delete)
         )
 
     def with_limits(self, **changes: Any) -> Policy:
         """Return a copy with some limits replaced (``wall_time``, ``memory``, ...)."""
-        return dataclasses.replace(self, limits=dataclasses.replace(self.limits, **changes))
+        return self._replace(limits=self.limits._replace(**changes))
 
 
 _PATTERNS_AND_PATHS = ("readonly", "writable", "masked", "env_keep", "env_delete")
@@ -315,7 +323,7 @@ def _policy_from_mapping(data: Mapping[str, Any], source: str) -> Policy:
         if not isinstance(env["redact"], bool):
             raise PolicyError(f"{source}: [environment] redact must be true or false")
         isolation["env_redact"] = env["redact"]
-    policy = dataclasses.replace(base, name=str(data.get("name", source)), **isolation)
+    policy = base._replace(name=str(data.get("name", source)), **isolation)
     policy = policy.with_paths(
         readonly=_strings(files.get("readonly", []), source),
         writable=_strings(files.get("writable", []), source),

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from .attempts import Attempt, summary, to_json
 
 TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NamedTuple
+else:
+    from ._records import NamedTuple
 
 
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-    """Exit code, wall time, the isolation layers enforced (degraded ones named), the limit hit."""
+class RunResult(NamedTuple):
+    """Exit code, wall time, the isolation layers enforced (degraded ones named), the limit hit.
+
+    An immutable record (a named tuple: start-up time, issue 15).
+    """
 
     exit_code: int
     duration: float
@@ -23,20 +25,19 @@ class RunResult:
     backend: str = "native"
     policy: str = "full"
     uid: int | None = None
-    degraded: dict[str, str] = dataclasses.field(default_factory=dict)
+    degraded: dict[str, str] = {}  # noqa: RUF012 - never changed: the library makes its own
     """Layers the runtime forbids and the sandbox kept weaker (e.g. ``hostname``): why."""
     attempts: tuple[Attempt, ...] = ()
     """What the build tried that the sandbox recorded (DNS names, decoys opened)."""
-    attempts_omitted: dict[str, int] = dataclasses.field(default_factory=dict)
+    attempts_omitted: dict[str, int] = {}  # noqa: RUF012 - as degraded
     """Attempts of each kind past the recording's cap, or dropped by the kernel: counted
     only (``{"dns": 12}``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-ready dictionary."""
-        data = dataclasses.asdict(self)
-        data["layers"] = list(self.layers)
-        data["attempts"] = to_json(self.attempts)
-        return data
+        return {**self._asdict(), "layers": list(self.layers), "degraded": dict(self.degraded),
+                "attempts": to_json(self.attempts),
+                "attempts_omitted": dict(self.attempts_omitted)}
 
     @property
     def attempts_summary(self) -> str:

@@ -9,7 +9,6 @@ of descriptors open however deep the tree, and do not cross into other file syst
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import stat
@@ -26,15 +25,18 @@ SPECIAL_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclasses.dataclass(eq=False)
 class _Level:
     """A directory on the walk's stack: its descriptor (None while closed) and what is left."""
 
-    fd: int | None
-    identity: tuple[int, int]
-    name: str
-    parent: _Level | None
-    names: list[str]
+    __slots__ = ("fd", "identity", "name", "names", "parent")
+
+    def __init__(self, fd: int | None, identity: tuple[int, int], name: str,
+                 parent: _Level | None, names: list[str]) -> None:
+        self.fd = fd
+        self.identity = identity
+        self.name = name
+        self.parent = parent
+        self.names = names
 
     def shown(self) -> str:
         """The end of this directory's path, for messages (never for system calls)."""
@@ -58,17 +60,20 @@ class _Level:
         return "/".join(reversed(parts))
 
 
-@dataclasses.dataclass
 class Entry:
     """One entry of a tree: its name in the directory *dir_fd*, and its ``lstat``.
 
     *dir_fd* is valid only until the walk moves on.
     """
 
-    dir_fd: int
-    name: str
-    info: os.stat_result
-    parent: _Level | None
+    __slots__ = ("dir_fd", "info", "name", "parent")
+
+    def __init__(self, dir_fd: int, name: str, info: os.stat_result,
+                 parent: _Level | None) -> None:
+        self.dir_fd = dir_fd
+        self.name = name
+        self.info = info
+        self.parent = parent
 
     @property
     def path(self) -> str:
@@ -206,11 +211,15 @@ def _root_entry(root: str, parent_fd: int, errors: list[str]) -> Entry | None:
     return _RootEntry(parent_fd, name, info, None, root)
 
 
-@dataclasses.dataclass
 class _RootEntry(Entry):
     """The root of a walk, shown by the path the caller gave."""
 
-    given: str = ""
+    __slots__ = ("given",)
+
+    def __init__(self, dir_fd: int, name: str, info: os.stat_result, parent: _Level | None,
+                 given: str = "") -> None:
+        super().__init__(dir_fd, name, info, parent)
+        self.given = given
 
     @property
     def path(self) -> str:

@@ -6,11 +6,16 @@ error, the doctor and the README say the same thing for the same runtime.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 
 from .procfs import read_setting
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from .._records import NamedTuple
 
 PODMAN_UNMASK = "--security-opt unmask=/proc/*"
 DOCKER_UNMASK = "--security-opt systempaths=unconfined"
@@ -23,8 +28,7 @@ _TITLES = {"podman": "Podman", "docker": "Docker", "kubernetes": "Kubernetes",
            "containerd": "containerd", "lxc": "LXC"}
 
 
-@dataclasses.dataclass(frozen=True)
-class Container:
+class Container(NamedTuple):
     """A container runtime this process was found in, and how it was recognised."""
 
     runtime: str

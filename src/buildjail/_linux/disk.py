@@ -11,7 +11,6 @@ else's only moves the next look further out.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -19,12 +18,17 @@ from collections.abc import Iterable, Iterator
 from .changetimes import changed_after, now_ns
 from .procfs import descendants
 
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from .._records import NamedTuple
+
 DEFAULT_SHARE = 0.75
 """Without an explicit limit, a build may add ¾ of the free space (and inodes) it starts with."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """Bytes and inodes."""
 
     bytes: int

@@ -11,7 +11,6 @@ is absent, as in Nix's sandbox. Masks apply inside the trees shown.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fnmatch
 import functools
 import os
@@ -26,7 +25,9 @@ from .identity import Identity, account_entries, group_text, passwd_text
 
 TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
 if TYPE_CHECKING:
-    from typing import BinaryIO
+    from typing import BinaryIO, NamedTuple
+else:
+    from .._records import NamedTuple
 
 PRIVATE_TMPFS_MODES = {"/tmp": "1777", "/var/tmp": "1777", "/run": "0755"}
 """The private tmpfs mounts of the view, and the mode of each."""
@@ -60,8 +61,7 @@ _SYSTEM_DIRS = frozenset({
 })
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """A directory, file or link the view holds as its own, not a mount of the host's."""
 
     path: str
@@ -72,8 +72,7 @@ class Entry:
     """A file's content, a link's target."""
 
 
-@dataclasses.dataclass(frozen=True)
-class MountPlan:
+class MountPlan(NamedTuple):
     """Everything the sandbox's mount namespace is built from."""
 
     system: tuple[str, ...]
@@ -159,7 +158,7 @@ def with_decoys(plan: MountPlan, contents: dict[str, bytes], directories: tuple[
     own = plan.entries
     if resolv_conf is not None:
         own = (*own, Entry("/etc/resolv.conf", "file", 0o644, resolv_conf))
-    return dataclasses.replace(plan, entries=own, home_entries=tuple(entries))
+    return plan._replace(entries=own, home_entries=tuple(entries))
 
 
 def _system_view() -> tuple[tuple[str, ...], tuple[Entry, ...]]:

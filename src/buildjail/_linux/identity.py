@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import functools
@@ -10,6 +9,12 @@ import os
 import struct
 
 from ..errors import SandboxSetupError
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from .._records import NamedTuple
 
 LOCK_DIR = "/run/buildjail"
 LOCK_FILE = "ids.lock"
@@ -26,8 +31,7 @@ the same on every run, so no per-run id reaches what it writes (an sdist's tar h
 _F_WRLCK = 1
 
 
-@dataclasses.dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """The uid and gid a sandboxed command runs as, and the name it sees for them."""
 
     uid: int
@@ -49,11 +53,10 @@ class Identity:
 
     def mapped_inside(self) -> Identity:
         """This identity, seen from inside as the fixed BUILD_UID/BUILD_GID."""
-        return dataclasses.replace(self, mapped=True)
+        return self._replace(mapped=True)
 
 
-@dataclasses.dataclass(frozen=True)
-class IdRange:
+class IdRange(NamedTuple):
     """A block of ids, mapped in this user namespace and unused by the host's accounts."""
 
     start: int

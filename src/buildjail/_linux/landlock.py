@@ -17,11 +17,16 @@ Looked up at import, like the rest of ``_linux``: the init that calls it is fork
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import errno
 import fcntl
 import os
 import stat
+
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from .._records import NamedTuple
 
 SYS_CREATE_RULESET = 444
 SYS_ADD_RULE = 445
@@ -120,8 +125,7 @@ def fs_rights(abi: int) -> int:
     return rights
 
 
-@dataclasses.dataclass(frozen=True)
-class RulesetPlan:
+class RulesetPlan(NamedTuple):
     """What a Landlock ruleset of one sandbox allows; everything else it handles is denied."""
 
     abi: int

@@ -101,11 +101,12 @@ import errno
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 
 TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
 if TYPE_CHECKING:
-    from typing import Final
+    from typing import Final, NamedTuple
+else:
+    from .._records import NamedTuple
 
 __all__ = [
     "DENIED_SYSCALLS",
@@ -259,8 +260,7 @@ unix sockets (an ssh agent, a container engine's), abstract ones, loopback; Syst
 is the host's own."""
 
 
-@dataclass(frozen=True)
-class _Arch:
+class _Arch(NamedTuple):
     """What the filter needs to know about one machine."""
 
     audit_arch: int
@@ -298,8 +298,7 @@ class UnsupportedArchitecture(ValueError):  # noqa: N818 (public name fixed by t
 # --- a tiny assembler with forward labels -------------------------------------
 
 
-@dataclass(frozen=True)
-class _Insn:
+class _Insn(NamedTuple):
     """One BPF instruction; jt/jf name a later label (None: the next one)."""
 
     code: int

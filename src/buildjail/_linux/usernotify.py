@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import ipaddress
 import os
 import socket
 import struct
@@ -88,11 +87,20 @@ class Destination(_Headed):
 
     @property
     def loopback(self) -> bool:
-        """Whether the address is the sandbox's own (127/8, ::1, ::ffff:127/104)."""
-        found = ipaddress.ip_address(self.address)
-        if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
-            found = found.ipv4_mapped
-        return found.is_loopback or found.is_unspecified
+        """Whether the address is the sandbox's own (127/8, ::1, ::ffff:127/104) or the
+        unspecified one (0.0.0.0, ::, ::ffff:0.0.0.0); read from its bytes, as
+        ``ipaddress`` would tell (not imported: ~1 ms of every run's start-up)."""
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        packed = socket.inet_pton(family, self.address)
+        if packed[:12] == _IPV4_MAPPED:
+            packed = packed[12:]
+        if len(packed) == 4:
+            return packed[0] == 127 or packed == bytes(4)
+        return packed in (bytes(15) + b"\1", bytes(16))
+
+
+_IPV4_MAPPED = bytes(10) + b"\xff\xff"
+"""The first 12 bytes of an IPv4-mapped IPv6 address (``::ffff:0:0/96``)."""
 
 
 def _names() -> Mapping[int, str]:

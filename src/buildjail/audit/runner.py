@@ -247,7 +247,7 @@ def _start_time(pid: object) -> str | None:
 def audit_policy(profile: str) -> Policy:
     """The policy the audit builds under: *profile*, with the audit's low limits if it has any."""
     policy = Policy.profile(profile).recording_attempts()
-    if any(dataclasses.astuple(policy.limits)):  # only profiles with limits get the audit's
+    if any(policy.limits):  # only profiles with limits get the audit's
         policy = policy.with_limits(**LIMITS)
     return policy
 

@@ -8,7 +8,6 @@ bubblewrap, which builds the sandbox and reports through a JSON status stream.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import json
@@ -217,14 +216,13 @@ def with_low_descriptors(plan: InitPlan) -> InitPlan:
         if argv[index - 1] in FD_OPTIONS and argv[index].isdigit():
             argv[index] = str(new(int(argv[index])))
     stdin, stdout, stderr = (maybe(fd) for fd in command.stdio)
-    moved_command = dataclasses.replace(
-        command, argv=tuple(argv), stdio=(stdin, stdout, stderr),
+    moved_command = command._replace(
+        argv=tuple(argv), stdio=(stdin, stdout, stderr),
         inherited_fds=tuple(new(fd) for fd in command.inherited_fds),
         status_fd=maybe(command.status_fd), block_fd=maybe(command.block_fd))
-    moved_watch = dataclasses.replace(plan.watch,
-                                      cgroup_usage_fd=maybe(plan.watch.cgroup_usage_fd),
+    moved_watch = plan.watch._replace(cgroup_usage_fd=maybe(plan.watch.cgroup_usage_fd),
                                       decoy_fd=maybe(plan.watch.decoy_fd))
-    return dataclasses.replace(plan, command=moved_command, watch=moved_watch)
+    return plan._replace(command=moved_command, watch=moved_watch)
 
 
 _LOW_DESCRIPTORS = 256

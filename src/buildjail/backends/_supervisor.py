@@ -9,7 +9,6 @@ filesystem view, hostname, environment, seccomp program), asks the backend for i
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import itertools
 import json
@@ -68,24 +67,33 @@ def _seccomp_program() -> bytes:
     return seccomp.build_filter()
 
 
-@dataclasses.dataclass
 class _Run:
-    """The caller-side state of one sandboxed command."""
+    """The caller-side state of one sandboxed command (pickled in the fork server's
+    ``Handoff``)."""
 
-    request: Request
-    plan: InitPlan
-    layers: tuple[str, ...]
-    supervisor_flags: int
-    mounts: MountPlan | None
-    all_ids: bool = False
-    """The supervisor's user namespace maps every id of this one (root without CAP_SYS_ADMIN)."""
-    degraded: dict[str, str] = dataclasses.field(default_factory=dict)
-    """Layers kept weaker than the policy asks, because the runtime forbids them: why."""
-    lease: identity.Lease | None = None
-    cgroup: cgroups.Cgroup | None = None
-    fds: tuple[int, ...] = ()
-    scratch: tuple[str, ...] = ()
-    """The backend's trees of this run alone, removed after the hand-back."""
+    __slots__ = ("all_ids", "cgroup", "degraded", "fds", "layers", "lease", "mounts", "plan",
+                 "request", "scratch", "supervisor_flags")
+
+    def __init__(self, *, request: Request, plan: InitPlan, layers: tuple[str, ...],
+                 supervisor_flags: int, mounts: MountPlan | None, all_ids: bool = False,
+                 degraded: dict[str, str] | None = None, lease: identity.Lease | None = None,
+                 cgroup: cgroups.Cgroup | None = None, fds: tuple[int, ...] = (),
+                 scratch: tuple[str, ...] = ()) -> None:
+        self.request = request
+        self.plan = plan
+        self.layers = layers
+        self.supervisor_flags = supervisor_flags
+        self.mounts = mounts
+        self.all_ids = all_ids
+        """The supervisor's user namespace maps every id of this one (root without
+        CAP_SYS_ADMIN)."""
+        self.degraded = {} if degraded is None else degraded
+        """Layers kept weaker than the policy asks, because the runtime forbids them: why."""
+        self.lease = lease
+        self.cgroup = cgroup
+        self.fds = fds
+        self.scratch = scratch
+        """The backend's trees of this run alone, removed after the hand-back."""
 
     @property
     def writable(self) -> tuple[str, ...]:
@@ -215,8 +223,8 @@ def _plan_run(sandbox: SandboxPlan, launch: Launch, lease: identity.Lease | None
         for fd in launch.fds:
             os.close(fd)
         raise
-    watch = dataclasses.replace(_plan_watch(policy, namespaces, cgroup, descendants=adopts),
-                                decoy_fd=_decoy_instance(launch.setup))
+    watch = _plan_watch(policy, namespaces, cgroup, descendants=adopts)._replace(
+        decoy_fd=_decoy_instance(launch.setup))
     plan = InitPlan(launch.setup, launch.confinement, launch.command, watch)
     watch_fds = tuple(fd for fd in (watch.cgroup_usage_fd, watch.decoy_fd) if fd is not None)
     return _Run(

@@ -9,7 +9,6 @@ command (:class:`Watch`) and hands the init the whole :class:`InitPlan`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 
 from .._linux import kernel as k
@@ -19,14 +18,19 @@ from .._linux.landlock import RulesetPlan
 from ..limits import Limits
 from ..policy import Policy
 
+TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from .._records import NamedTuple
+
 SUPERVISOR_NAMESPACES = frozenset({"user", "pid"})
 """Namespaces the supervisor makes before it starts the init; the init makes the others."""
 
 Stdio = tuple[int | None, int | None, int | None]
 
 
-@dataclasses.dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """One command to run under a policy, with its environment already filtered."""
 
     policy: Policy
@@ -48,8 +52,7 @@ class Request:
         return (self.stdin, self.stdout, self.stderr)
 
 
-@dataclasses.dataclass(frozen=True)
-class SandboxPlan:
+class SandboxPlan(NamedTuple):
     """What the supervisor planned alike for every backend, before any backend plans."""
 
     request: Request
@@ -64,7 +67,7 @@ class SandboxPlan:
     mounts: MountPlan | None
     env: dict[str, str]
     seccomp_program: bytes | None
-    degraded: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    degraded: Mapping[str, str] = {}
     """Layers kept weaker than the policy asks, because the runtime forbids them: why."""
 
     @property
@@ -78,8 +81,7 @@ class SandboxPlan:
         return self.namespaces - SUPERVISOR_NAMESPACES
 
 
-@dataclasses.dataclass(frozen=True)
-class SetUp:
+class SetUp(NamedTuple):
     """What the init builds before it confines itself: namespaces, hostname, mounts."""
 
     namespaces: int
@@ -108,8 +110,7 @@ class SetUp:
     (pid 1 of the sandbox's pid namespace with its own ``/proc``, or a subreaper)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Confinement:
+class Confinement(NamedTuple):
     """How the init confines itself, and so the command it spawns."""
 
     identity: Identity
@@ -128,8 +129,7 @@ class Confinement:
     is seen as its fixed inside ids (``Identity.mapped``)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """What the init spawns, with what, and how it learns that it started."""
 
     argv: tuple[str, ...]
@@ -149,8 +149,7 @@ class Command:
     watches the decoys in the tool's view."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Watch:
+class Watch(NamedTuple):
     """How the init watches the command: its own monitor, and the cgroup beside it."""
 
     monitor: bool = False
@@ -166,8 +165,7 @@ class Watch:
     (:class:`~buildjail._linux.inotify.DecoyWatch`)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Launch:
+class Launch(NamedTuple):
     """A backend's plan for its sandbox's init, and the descriptors it lends the init."""
 
     setup: SetUp
@@ -180,12 +178,11 @@ class Launch:
     scratch: tuple[str, ...] = ()
     """Trees the backend made for this run alone: removed by the supervisor after the
     hand-back (it outlives a killed caller)."""
-    degraded: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    degraded: Mapping[str, str] = {}
     """What the backend cannot give of the policy, per layer: why (shown, never silent)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class InitPlan:
+class InitPlan(NamedTuple):
     """Everything the sandbox's init needs: a backend's launch and the supervisor's watch."""
 
     setup: SetUp

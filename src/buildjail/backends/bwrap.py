@@ -11,7 +11,6 @@ before the command runs.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import re
@@ -210,7 +209,7 @@ def _with_wrapper_processes(limits: Limits) -> Limits:
     """The limits, with room for bubblewrap's own processes beside the command."""
     if not limits.processes:
         return limits
-    return dataclasses.replace(limits, processes=limits.processes + _WRAPPER_PROCESSES)
+    return limits._replace(processes=limits.processes + _WRAPPER_PROCESSES)
 
 
 def _namespace_options(sandbox: SandboxPlan) -> list[str]:

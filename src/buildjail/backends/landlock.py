@@ -17,7 +17,6 @@ policy needs fails the run, naming the Linux release that would serve.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import tempfile
@@ -94,7 +93,7 @@ class LandlockBackend:
                                   namespaces=False)
         with _scratch() as scratch:
             policy = request.policy.with_paths(writable=[scratch])
-            return run_supervised(dataclasses.replace(request, policy=policy), self.name,
+            return run_supervised(request._replace(policy=policy), self.name,
                                   functools.partial(plan_landlock, abi=abi, scratch=scratch),
                                   namespaces=False)
 

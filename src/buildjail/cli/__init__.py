@@ -106,12 +106,31 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def command() -> int:
     """The ``buildjail`` command (its console script, ``python -m buildjail``): :func:`main`
-    in a process of its own, whose start-up the garbage collector leaves alone."""
+    in a process of its own, whose start-up the garbage collector leaves alone; ``run``
+    ends the process as soon as it returns (:func:`_exit_now`)."""
     gc.disable()  # start-up makes modules, classes and functions, no garbage: nothing to find
     try:
-        return main(started=_started)
+        code = main(started=_started)
     finally:
         gc.freeze()  # the exit then frees by reference counts, not by walking every object
+    if sys.argv[1:2] == ["run"]:  # top-level options come first, as for build_parser
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the process with *code* once standard output and error are flushed, without the
+    interpreter's teardown (~4 ms of freeing every module): ``buildjail run`` leaves nothing
+    to it — no thread of its own (a decoy watch's closing thread only closes a descriptor,
+    which the exit closes too), no ``atexit`` work, no file left open for writing. A stream
+    that cannot be flushed returns instead: the interpreter's exit reports it as ever."""
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code)
 
 
 def _started() -> None:

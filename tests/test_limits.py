@@ -221,6 +221,42 @@ def test_a_process_with_threads_cannot_join_only_one_of_them() -> None:
         cgroup.remove()
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_cgroups_limit_counters_are_reread_through_kept_descriptors(
+        tmp_path: Path, version: int) -> None:
+    """The supervisor asks on every tick whether the kernel enforced a limit: each counter
+    file is opened once, close-on-exec, and read afresh through its descriptor, so a hit
+    after the first look is still seen; closing (or removing) the cgroup drops them, and a
+    pickled copy (the fork server's) holds none."""
+    import pickle
+
+    memory = tmp_path / ("memory.events" if version == 2 else "memory.oom_control")
+    memory.write_text("oom 0\noom_kill 0\n" if version == 2 else "under_oom 0\noom_kill 0\n")
+    (tmp_path / "pids.events").write_text("max 0\n")
+    cgroup = cgroups.Cgroup({"memory": str(tmp_path), "pids": str(tmp_path)}, version)
+
+    def descriptors() -> set[str]:
+        return {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                if os.path.islink(f"/proc/self/fd/{fd}")}
+
+    before = descriptors()
+    assert cgroup.limit_hit() is None
+    kept = descriptors() - before
+    assert kept == {str(memory), str(tmp_path / "pids.events")}
+    assert all(not os.get_inheritable(fd) for fd in cgroup._counters.values())
+    assert pickle.loads(pickle.dumps(cgroup))._counters == {}
+    with open(tmp_path / "pids.events", "r+") as stream:  # the same file, rewritten in place
+        stream.write("max 3\n")
+    assert cgroup.limit_hit() == "processes"
+    memory.write_text(memory.read_text().replace("oom_kill 0", "oom_kill 1"))
+    assert cgroup.limit_hit() == "memory"
+    assert descriptors() - before == kept, "a counter was opened again"
+    cgroup.close()
+    assert descriptors() == before
+    assert cgroup.limit_hit() == "memory", "reopened after a close"
+    cgroup.close()
+
+
 @pytest.mark.parametrize("where", ["sandbox-tmp", "writable-dir"])
 def test_huge_file_stops_on_the_file_size_limit(
     run_sandbox: Runner, shared_dir: Path, where: str

@@ -46,7 +46,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from buildjail import Sandbox  # after the checkout is put on the path
+import buildjail  # after the checkout is put on the path
+from buildjail import Sandbox
 
 GOAL_MS = 25.0
 """Issue 15: ``buildjail run -- /bin/true`` within this of ``python -I -c pass`` plus the call."""
@@ -66,12 +67,30 @@ def _ok(result_code: int, what: str) -> None:
         raise SystemExit(f"{what}: exited {result_code}")
 
 
+_THIS_CHECKOUT = ("import sys; sys.path.insert(0, {src!r}); from buildjail.cli import command; "
+                  "sys.exit(command())")
+"""What the console script runs, with this checkout's package first on the path."""
+
+
 def _command() -> tuple[list[str], str]:
-    """``buildjail`` as a user runs it: the console script beside this interpreter."""
+    """``buildjail`` as a user runs it: the console script beside this interpreter, where
+    it runs this checkout's package; else the same entry point with this checkout's source
+    put first on the path (another checkout measured with one venv would otherwise time
+    the venv's code)."""
     script = Path(sys.executable).with_name("buildjail")
-    if script.is_file():
+    if script.is_file() and _installed_package() == Path(buildjail.__file__).resolve():
         return [str(script)], str(script)
-    return [sys.executable, "-m", "buildjail"], f"{sys.executable} -m buildjail (no script)"
+    src = str(Path(buildjail.__file__).resolve().parent.parent)
+    return ([sys.executable, "-I", "-c", _THIS_CHECKOUT.format(src=src)],
+            f"{sys.executable} -I -c <cli.command from {src}>")
+
+
+def _installed_package() -> Path | None:
+    """The ``buildjail/__init__.py`` this interpreter imports on its own (None if none)."""
+    found = subprocess.run([sys.executable, "-I", "-c",
+                            "import buildjail; print(buildjail.__file__)"],
+                           capture_output=True, text=True, check=False)
+    return Path(found.stdout.strip()).resolve() if found.returncode == 0 else None
 
 
 def _call_cases() -> tuple[dict[str, Callable[[], None]], str]:

@@ -42,8 +42,10 @@ def _moved_by_parent(cgroup: cgroups.Cgroup) -> float:
     ready_r, ready_w = os.pipe()
     child = os.fork()
     if child == 0:
-        os.read(ready_r, 1)  # stays until it is moved
-        os._exit(0)
+        try:
+            os.read(ready_r, 1)  # stays until it is moved
+        finally:
+            os._exit(0)
     try:
         started = time.perf_counter()
         cgroups.place(fds, child)
@@ -61,10 +63,12 @@ def _joined_by_itself(cgroup: cgroups.Cgroup) -> float:
     took_r, took_w = os.pipe()
     child = os.fork()
     if child == 0:
-        started = time.perf_counter()
-        cgroups.join(fds)
-        os.write(took_w, str((time.perf_counter() - started) * 1000).encode())
-        os._exit(0)
+        try:  # never run on into the parent's code
+            started = time.perf_counter()
+            cgroups.join(fds)
+            os.write(took_w, str((time.perf_counter() - started) * 1000).encode())
+        finally:
+            os._exit(0)
     for fd in fds:
         os.close(fd)
     os.close(took_w)
@@ -85,10 +89,12 @@ def _in_cgroup_check(cgroup: cgroups.Cgroup) -> None:
     seen_r, seen_w = os.pipe()
     child = os.fork()
     if child == 0:
-        cgroups.join(fds)
-        with open("/proc/self/cgroup", "rb") as stream:
-            os.write(seen_w, stream.read())
-        os._exit(0)
+        try:
+            cgroups.join(fds)
+            with open("/proc/self/cgroup", "rb") as stream:
+                os.write(seen_w, stream.read())
+        finally:
+            os._exit(0)
     for fd in (*fds, seen_w):
         os.close(fd)
     seen = os.read(seen_r, 1 << 16).decode()

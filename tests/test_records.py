@@ -68,3 +68,17 @@ def test_a_checked_record_is_checked_when_made_and_when_replaced() -> None:
         Limits(memory=0)
     with pytest.raises(PolicyError, match="limit disk must be positive"):
         Limits(memory=1)._replace(disk=-1)
+
+
+def test_a_checked_record_is_checked_when_made_from_an_iterable_or_copy_replaced() -> None:
+    """``_make`` and ``__replace__`` (``copy.replace`` on Python 3.13) are namedtuple's own
+    ways round ``__init__``: a checked record checks there too; the control, a valid one,
+    is made."""
+    fields = len(Limits._fields)
+    assert Limits._make([None] * fields) == Limits()
+    with pytest.raises(PolicyError, match="limit wall_time must be positive"):
+        Limits._make([-1] + [None] * (fields - 1))
+    copy_replace = getattr(Limits(), "__replace__")  # noqa: B009 - not in 3.11's stubs
+    assert copy_replace(memory=2) == Limits(memory=2)
+    with pytest.raises(PolicyError, match="limit memory must be positive"):
+        copy_replace(memory=0)

@@ -66,8 +66,10 @@ NamedTuple.__mro_entries__ = lambda bases: (_Record,)  # type: ignore[attr-defin
 
 
 class Checked:
-    """The first base of a record checked whenever one is made, by its class or by
-    ``_replace`` (``class Policy(Checked, _PolicyFields)``): its ``_check`` raises."""
+    """The first base of a record checked whenever one is made, by its class, ``_make``,
+    ``_replace`` or ``copy.replace`` (``class Policy(Checked, _PolicyFields)``): its
+    ``_check`` raises. (Unpickling and ``copy.copy`` make none anew: not checked, as a
+    dataclass's ``__post_init__`` was not.)"""
 
     __slots__ = ()
 
@@ -77,6 +79,14 @@ class Checked:
 
         def _replace(self, **changes):
             record = super()._replace(**changes)
+            record._check()
+            return record
+
+        __replace__ = _replace  # copy.replace (Python 3.13)
+
+        @classmethod
+        def _make(cls, iterable):
+            record = super()._make(iterable)
             record._check()
             return record
 

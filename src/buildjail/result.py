@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .attempts import Attempt, summary, to_json
 
 TYPE_CHECKING = False  # typing's, which buildjail run does not import (mypy reads True)
@@ -25,11 +27,11 @@ class RunResult(NamedTuple):
     backend: str = "native"
     policy: str = "full"
     uid: int | None = None
-    degraded: dict[str, str] = {}  # noqa: RUF012 - never changed: the library makes its own
+    degraded: Mapping[str, str] = {}  # shared by records that take it: read-only, typed so
     """Layers the runtime forbids and the sandbox kept weaker (e.g. ``hostname``): why."""
     attempts: tuple[Attempt, ...] = ()
     """What the build tried that the sandbox recorded (DNS names, decoys opened)."""
-    attempts_omitted: dict[str, int] = {}  # noqa: RUF012 - as degraded
+    attempts_omitted: Mapping[str, int] = {}  # as degraded
     """Attempts of each kind past the recording's cap, or dropped by the kernel: counted
     only (``{"dns": 12}``)."""
 

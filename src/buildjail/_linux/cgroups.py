@@ -277,7 +277,11 @@ def join(tasks: tuple[int, ...]) -> None:
             raise OSError(errno.EBUSY, f"{threads} threads: only a single-threaded process "
                           "can move itself into its cgroup")
         for fd in tasks:
-            os.write(fd, b"0")
+            try:
+                os.write(fd, b"0")
+            except OSError as error:  # "<stage>: <details>", as diagnosis reads it
+                raise OSError(error.errno, "write 0 into the cgroup's tasks: "
+                              f"{error.strerror}") from None
     finally:
         for fd in tasks:
             os.close(fd)

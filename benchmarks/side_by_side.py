@@ -28,7 +28,10 @@ of CPU (buildjail's start-up and one sandbox); ``/bin/sleep 5`` +143 to +221 ms 
 supervisor and the init watching); Cython and gcc on cysignals' ``tests.pyx`` (6.3 s of
 CPU, 6 rounds) ratio 1.069, +424 ms, wall 1.000 — the compile's own CPU time, measured
 inside it, was 0.986 to 1.000 of the unsandboxed one: what the sandbox adds is fixed costs
-and the watch, not a slower compile.
+and the watch, not a slower compile, while both sides share the two CPUs. Run one after
+the other, each with both CPUs (``build_vs_pypa.py --repeat 2 --warmup 1``, quiet),
+cysignals' whole build still took 1.11 x the wall and 1.12 x the CPU time in the
+sandbox: not explained yet.
 """
 
 from __future__ import annotations

@@ -36,7 +36,6 @@ class _LimitFields(NamedTuple):
     """Files and directories the build may add to its writable trees (default: ¾ of free)."""
 
 
-
 class Limits(Checked, _LimitFields):
     """Resource limits of one sandboxed command; None means no limit of that kind.
 

@@ -30,7 +30,7 @@ class Cgroup:
     def cpu_seconds(self) -> float:
         """CPU time of every process that was in the cgroup, the ones gone included."""
         if self.version == 2:
-            return _counter(self.paths["cpu"], "cpu.stat", "usage_usec") / 1e6
+            return self._count(self.paths["cpu"], "cpu.stat", "usage_usec") / 1e6
         try:
             with open(os.path.join(self.paths["cpu"], "cpuacct.usage")) as stream:
                 return int(stream.read()) / 1e9
@@ -93,9 +93,10 @@ class Cgroup:
         return None
 
     def _count(self, directory: str, filename: str, key: str) -> int:
-        """:func:`_counter` through a descriptor kept open: opening the file by its path
-        each time cost about 130 us a file on a tick (cgroup v1, a 2-core VM), a re-read
-        (``pread``) about 1 us. The file's content is made afresh on every read."""
+        """The value of *key* in a ``KEY VALUE`` counter file (0 without one), through a
+        descriptor kept open: opening the file by its path each time cost about 130 us a
+        file on a tick (cgroup v1, a 2-core VM), a re-read (``pread``) about 1 us. The
+        file's content is made afresh on every read."""
         path = os.path.join(directory, filename)
         fd = self._counters.get(path)
         if fd is None:
@@ -243,14 +244,6 @@ def _below(path: str, root: str) -> str:
 
 _COUNTERS_SIZE = 4096
 """The most of a counter file read (``memory.events`` is six short lines)."""
-
-
-def _counter(directory: str, filename: str, key: str) -> int:
-    try:
-        with open(os.path.join(directory, filename), "rb") as stream:
-            return _parse_counter(stream.read(_COUNTERS_SIZE), key)
-    except OSError:
-        return 0
 
 
 def _parse_counter(data: bytes, key: str) -> int:

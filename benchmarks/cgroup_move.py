@@ -59,7 +59,7 @@ def _moved_by_parent(cgroup: cgroups.Cgroup) -> float:
 
 def _joined_by_itself(cgroup: cgroups.Cgroup) -> float:
     """Milliseconds a fresh child takes to move itself in (``cgroups.join``), as it reports."""
-    fds = cgroup.open_procs()
+    fds = cgroup.open_moves()
     took_r, took_w = os.pipe()
     child = os.fork()
     if child == 0:
@@ -85,7 +85,7 @@ def _joined_by_itself(cgroup: cgroups.Cgroup) -> float:
 def _in_cgroup_check(cgroup: cgroups.Cgroup) -> None:
     """Fail unless a child that joined is in the cgroup in every hierarchy (so the cheap
     path is measured doing the real thing)."""
-    fds = cgroup.open_procs()
+    fds = cgroup.open_moves()
     seen_r, seen_w = os.pipe()
     child = os.fork()
     if child == 0:

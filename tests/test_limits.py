@@ -186,7 +186,7 @@ def test_the_init_joins_its_v1_cgroup_itself() -> None:
     cgroup = cgroups.create(name, 256 * MIB, 64)
     assert cgroup is not None and cgroup.joined_from_inside
     try:
-        lines, said = _child_cgroup_lines(lambda: cgroups.join(cgroup.open_procs()))
+        lines, said = _child_cgroup_lines(lambda: cgroups.join(cgroup.open_moves()))
         assert said == "ok"
         joined = {line.split(":")[1] for line in lines if line.endswith("/" + name)}
         assert {"memory", "pids"} <= joined, lines
@@ -209,7 +209,7 @@ def test_a_process_with_threads_cannot_join_only_one_of_them() -> None:
             stop = threading.Event()
             threading.Thread(target=stop.wait, daemon=True).start()
             try:
-                cgroups.join(cgroup.open_procs())
+                cgroups.join(cgroup.open_moves())
             finally:
                 stop.set()
 

@@ -57,7 +57,7 @@ class Cgroup:
         thread moving itself through v1's ``tasks`` file skips that lock."""
         return self.version == 1
 
-    def open_procs(self) -> tuple[int, ...]:
+    def open_moves(self) -> tuple[int, ...]:
         """Descriptors to move a process in (one per hierarchy): on ``tasks`` for
         :func:`join` where it is :attr:`joined_from_inside`, else on ``cgroup.procs`` for
         :func:`place`. The kernel checks a move with the credentials and the cgroup
@@ -260,7 +260,7 @@ def _parse_counter(data: bytes, key: str) -> int:
 
 def join(tasks: tuple[int, ...]) -> None:
     """Move this process into the v1 cgroup whose ``tasks`` descriptors are *tasks* (from
-    :meth:`Cgroup.open_procs`), and close them.
+    :meth:`Cgroup.open_moves`), and close them.
 
     The file moves one thread (``0``: the caller's own): the process must have only that
     one, as a freshly forked child has, or its other threads would stay outside."""

@@ -575,11 +575,11 @@ def _supervise_sandbox(run: _Run, report_fd: int, lifeline: int) -> Outcome:
     try:
         limits = run.request.policy.limits
         disk = DiskWatch(run.writable, limits.disk, limits.disk_inodes) if run.writable else None
-        procs = run.cgroup.open_procs() if run.cgroup is not None else ()
+        moves = run.cgroup.open_moves() if run.cgroup is not None else ()
         try:
-            return _start_and_watch(run, report_fd, lifeline, disk, procs)
+            return _start_and_watch(run, report_fd, lifeline, disk, moves)
         finally:
-            for fd in procs:
+            for fd in moves:
                 os.close(fd)
             if run.cgroup is not None:
                 with contextlib.suppress(OSError):  # here too: the caller may be dead
@@ -634,8 +634,8 @@ def _normalize(run: _Run, started: int) -> None:
 
 
 def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
-                     disk: DiskWatch | None, procs: tuple[int, ...] = ()) -> Outcome:
-    """Fork the init, have it in the run's cgroup (*procs*, from ``Cgroup.open_procs``)
+                     disk: DiskWatch | None, moves: tuple[int, ...] = ()) -> Outcome:
+    """Fork the init, have it in the run's cgroup (*moves*, from ``Cgroup.open_moves``)
     before it spawns anything, and watch it to its end.
 
     On v1 the init moves itself in first (``cgroups.join``: no global lock, no wait). On v2
@@ -655,8 +655,8 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
     mapping = _identity_mapping(run.plan.confinement)
     calls_ours, calls_theirs = (socket.socketpair() if run.plan.setup.record_calls
                                 else (None, None))
-    joins = procs if run.cgroup is not None and run.cgroup.joined_from_inside else ()
-    placed_r, placed_w = os.pipe() if procs and not joins else (None, None)
+    joins = moves if run.cgroup is not None and run.cgroup.joined_from_inside else ()
+    placed_r, placed_w = os.pipe() if moves and not joins else (None, None)
     init = os.fork()
     if init == 0:
         try:  # never unwind into the supervisor's (or the caller's) code
@@ -683,7 +683,7 @@ def _start_and_watch(run: _Run, report_fd: int, lifeline: int,
         if mapping is not None:
             mapping.started()
         if placed_w is not None:  # the supervisor itself never is in it: never a victim
-            _place_init(procs, init, placed_w)
+            _place_init(moves, init, placed_w)
         status_reader = _StatusReader(status_r)
         stopped = _watch(init, lifeline, run, disk, mapping, status=status_reader, calls=calls)
     except BaseException:
